@@ -1,0 +1,286 @@
+//! JWT verification and the roles of the public API.
+//!
+//! The algorithm is pinned by configuration and never taken from the token header, so
+//! `alg: none` and algorithm-confusion tokens fail. `exp`, `nbf`, `iss` and `aud` are checked
+//! with a 30 s leeway. The bff verifies every token and forwards it; users-service and
+//! notification-service verify it again (no trust in network position).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::{header, request::Parts},
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::ApiError;
+
+/// Who the caller is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An end user: only their own data.
+    User,
+    /// An internal service that sends notifications.
+    Service,
+    /// An operator: sees everything.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Service => "service",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The claims every token carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub exp: i64,
+    pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// Which signature algorithm the deployment uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    EdDSA,
+}
+
+impl From<JwtAlgorithm> for Algorithm {
+    fn from(a: JwtAlgorithm) -> Self {
+        match a {
+            JwtAlgorithm::HS256 => Algorithm::HS256,
+            JwtAlgorithm::RS256 => Algorithm::RS256,
+            JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// JWT settings, shared by every service of a deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct JwtConfig {
+    /// Pinned algorithm; tokens signed with anything else are rejected.
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret (at least 32 bytes in production).
+    pub secret: SecretString,
+    /// PEM public key for RS256 / EdDSA.
+    pub public_key_pem: Option<String>,
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` / `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: JwtAlgorithm::HS256,
+            secret: SecretString::from("dev-only-secret-change-me-dev-only-secret"),
+            public_key_pem: None,
+            issuer: "notify-dev".into(),
+            audience: "notify".into(),
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// Verifies bearer tokens against one [`JwtConfig`].
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl JwtVerifier {
+    pub fn new(cfg: &JwtConfig) -> anyhow::Result<Self> {
+        let key = match cfg.algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = cfg.secret.expose_secret();
+                anyhow::ensure!(!secret.is_empty(), "jwt.secret must be set for HS256");
+                DecodingKey::from_secret(secret.as_bytes())
+            }
+            JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(
+                cfg.public_key_pem
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("jwt.public_key_pem must be set for RS256"))?
+                    .as_bytes(),
+            )?,
+            JwtAlgorithm::EdDSA => DecodingKey::from_ed_pem(
+                cfg.public_key_pem
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("jwt.public_key_pem must be set for EdDSA"))?
+                    .as_bytes(),
+            )?,
+        };
+        let mut validation = Validation::new(cfg.algorithm.into());
+        validation.algorithms = vec![cfg.algorithm.into()];
+        validation.set_issuer(&[&cfg.issuer]);
+        validation.set_audience(&[&cfg.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = cfg.leeway_secs;
+        Ok(Self { key, validation })
+    }
+
+    /// Checks signature, algorithm, expiry, not-before, issuer and audience.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                let why = match e.kind() {
+                    K::ExpiredSignature => "the token has expired",
+                    K::ImmatureSignature => "the token is not valid yet",
+                    K::InvalidSignature => "the token signature is invalid",
+                    K::InvalidAlgorithm => "the token uses an algorithm this deployment does not accept",
+                    K::InvalidIssuer => "the token issuer is not accepted",
+                    K::InvalidAudience => "the token audience is not accepted",
+                    K::MissingRequiredClaim(_) => "the token lacks a required claim",
+                    _ => "the token is malformed",
+                };
+                ApiError::unauthorized(why)
+            })
+    }
+}
+
+/// Mints HS256 tokens. Dev tooling and tests only: production tokens come from the identity
+/// provider.
+pub fn mint_hs256(cfg: &JwtConfig, sub: &str, role: Role, ttl_secs: i64) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: sub.to_owned(),
+        role,
+        exp: now + ttl_secs,
+        iat: now,
+        nbf: None,
+        iss: cfg.issuer.clone(),
+        aud: cfg.audience.clone(),
+    };
+    mint_claims(cfg, &claims)
+}
+
+/// Signs arbitrary claims with the HS256 secret (tests use it for expired tokens).
+pub fn mint_claims(cfg: &JwtConfig, claims: &Claims) -> anyhow::Result<String> {
+    anyhow::ensure!(cfg.algorithm == JwtAlgorithm::HS256, "minting is only supported for HS256");
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(cfg.secret.expose_secret().as_bytes()),
+    )?)
+}
+
+/// An authenticated caller: the verified claims and the raw token (forwarded to the services
+/// behind the bff).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub claims: Claims,
+    pub token: String,
+}
+
+impl Principal {
+    pub fn role(&self) -> Role {
+        self.claims.role
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.claims.sub
+    }
+
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.claims.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {} role may not call this endpoint",
+                self.claims.role.as_str()
+            )))
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Principal
+where
+    Arc<JwtVerifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = Arc::<JwtVerifier>::from_ref(state);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("an `Authorization: Bearer <token>` header is required"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let claims = verifier.verify(token)?;
+        Ok(Principal { claims, token: token.to_owned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    use super::*;
+
+    fn cfg() -> JwtConfig {
+        JwtConfig::default()
+    }
+
+    #[test]
+    fn accepts_a_good_token_and_rejects_tampering() {
+        let v = JwtVerifier::new(&cfg()).unwrap();
+        let t = mint_hs256(&cfg(), "billing", Role::Service, 60).unwrap();
+        let claims = v.verify(&t).unwrap();
+        assert_eq!(claims.sub, "billing");
+        assert_eq!(claims.role, Role::Service);
+
+        let other = JwtConfig { secret: SecretString::from("another-secret-another-secret-xx"), ..cfg() };
+        let forged = mint_hs256(&other, "billing", Role::Admin, 60).unwrap();
+        assert_eq!(v.verify(&forged).unwrap_err().status.as_u16(), 401);
+    }
+
+    #[test]
+    fn rejects_expired_wrong_audience_and_alg_none() {
+        let v = JwtVerifier::new(&cfg()).unwrap();
+        let expired = mint_hs256(&cfg(), "u", Role::User, -120).unwrap();
+        assert_eq!(v.verify(&expired).unwrap_err().detail, "the token has expired");
+        // Within the 30 s leeway it is still accepted.
+        let just = mint_hs256(&cfg(), "u", Role::User, -10).unwrap();
+        assert!(v.verify(&just).is_ok());
+
+        let wrong_aud = JwtConfig { audience: "elsewhere".into(), ..cfg() };
+        let t = mint_hs256(&wrong_aud, "u", Role::User, 60).unwrap();
+        assert!(v.verify(&t).is_err());
+
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = chrono::Utc::now().timestamp();
+        let payload = serde_json::json!({"sub":"u","role":"admin","exp":now+60,"iat":now,"iss":"notify-dev","aud":"notify"});
+        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), b64.encode(payload.to_string()));
+        assert_eq!(v.verify(&none).unwrap_err().status.as_u16(), 401);
+    }
+}

@@ -1,0 +1,88 @@
+//! Postgres: the pool, and creating a service's database on first start.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::{
+    ConnectOptions, Connection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// Connection settings of one database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:pass@host:port/dbname`.
+    pub url: SecretString,
+    /// Pool size. Small on purpose: Postgres does best with few busy connections.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it gets 503.
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: SecretString::from(url.into()), ..Self::default() }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://postgres@127.0.0.1:5432/notify"),
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .context("database.url is not a valid postgres URL")?
+        .application_name("notify")
+        .log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// Opens the pool. Connections are made lazily so a service can start (and answer
+/// `/healthz`) while the database is still coming up; `/readyz` tells the truth.
+pub fn connect_lazy(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
+        .connect_lazy_with(options(cfg.url.expose_secret())?))
+}
+
+/// Creates the database named in `url` if it does not exist yet (connecting to the server's
+/// `postgres` database to do so).
+pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
+    let opts = options(url.expose_secret())?;
+    let name = opts
+        .get_database()
+        .context("database.url names no database")?
+        .to_owned();
+    let mut conn = sqlx::PgConnection::connect_with(&opts.clone().database("postgres"))
+        .await
+        .context("connecting to the postgres server")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Readiness check: one round trip.
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,205 @@
+//! The messages that travel over Kafka (schema 1). Free of sqlx and rdkafka so any crate can
+//! use them. Topic names here are unprefixed; [`crate::kafka::KafkaConfig::topic`] adds the
+//! deployment prefix.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The version written into every message's `schema` field.
+pub const SCHEMA: u32 = 1;
+
+/// Status events from every worker.
+pub const STATUS_TOPIC: &str = "notify.status";
+/// Domain events (user registered, preferences changed).
+pub const EVENTS_TOPIC: &str = "notify.events";
+
+/// A delivery channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+    Webhook,
+    Telegram,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 5] = [Channel::Email, Channel::Sms, Channel::Push, Channel::Webhook, Channel::Telegram];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+            Channel::Webhook => "webhook",
+            Channel::Telegram => "telegram",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Urgent traffic (OTP, security, `priority: high`) has its own topics and consumers so a bulk
+/// backlog never delays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Urgent,
+    Bulk,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Urgent, Lane::Bulk];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Urgent => "urgent",
+            Lane::Bulk => "bulk",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// `notify.dispatch.<channel>.<lane>`.
+pub fn dispatch_topic(channel: Channel, lane: Lane) -> String {
+    format!("notify.dispatch.{}.{}", channel.as_str(), lane.as_str())
+}
+
+/// Every topic the platform uses (unprefixed), for creating them up front.
+pub fn all_topics() -> Vec<String> {
+    let mut topics: Vec<String> = Channel::ALL
+        .into_iter()
+        .flat_map(|c| Lane::ALL.into_iter().map(move |l| dispatch_topic(c, l)))
+        .collect();
+    topics.push(STATUS_TOPIC.to_owned());
+    topics.push(EVENTS_TOPIC.to_owned());
+    topics
+}
+
+/// Who a dispatch goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    /// Channel address: email address, E.164 phone, push token, URL or chat id.
+    pub address: String,
+}
+
+/// Rendered content: workers are pure transport.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Content {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// The value of a `notify.dispatch.*` message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchMessage {
+    pub schema: u32,
+    pub delivery_id: Uuid,
+    pub notification_id: Uuid,
+    pub attempt: u32,
+    pub channel: Channel,
+    pub lane: Lane,
+    pub recipient: RecipientRef,
+    pub content: Content,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a provider attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Sent,
+    TransientFailure,
+    PermanentFailure,
+    InvalidAddress,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::TransientFailure => "transient_failure",
+            Outcome::PermanentFailure => "permanent_failure",
+            Outcome::InvalidAddress => "invalid_address",
+        }
+    }
+}
+
+/// A provider's error, as reported by a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+/// The value of a `notify.status` message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    pub schema: u32,
+    pub delivery_id: Uuid,
+    pub attempt: u32,
+    pub channel: Channel,
+    pub outcome: Outcome,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// A provider's `Retry-After`, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    pub at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_named_as_in_the_architecture() {
+        assert_eq!(dispatch_topic(Channel::Email, Lane::Bulk), "notify.dispatch.email.bulk");
+        let all = all_topics();
+        assert_eq!(all.len(), 12);
+        assert!(all.contains(&"notify.dispatch.telegram.urgent".to_owned()));
+    }
+
+    #[test]
+    fn status_event_wire_shape() {
+        let ev = StatusEvent {
+            schema: SCHEMA,
+            delivery_id: Uuid::nil(),
+            attempt: 1,
+            channel: Channel::Email,
+            outcome: Outcome::TransientFailure,
+            provider: "smtp".into(),
+            provider_message_id: None,
+            error: Some(ErrorInfo { code: "smtp_451".into(), message: "later".into() }),
+            retry_after_ms: None,
+            at: DateTime::from_timestamp(0, 0).unwrap(),
+            duration_ms: 3,
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["outcome"], "transient_failure");
+        assert_eq!(v["channel"], "email");
+        assert_eq!(v["schema"], 1);
+    }
+}

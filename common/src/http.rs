@@ -1,0 +1,271 @@
+//! The HTTP edge every service shares: the request-context middleware, a JSON extractor whose
+//! rejections are problem+json naming the field, health routes and `serve`.
+
+use std::{net::SocketAddr, time::Instant};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{FromRequest, MatchedPath, Request},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    problem::{ApiError, FieldError},
+    telemetry::{REQUEST_ID, RequestContext, TRACEPARENT},
+};
+
+/// Where a service listens and how much it accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Address of the public (to the cluster) API.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; bigger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request that takes longer is answered 503 so callers can retry elsewhere.
+    pub request_timeout_ms: u64,
+}
+
+impl HttpConfig {
+    pub fn with_port(port: u16) -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], port)), ..Self::default() }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            body_limit_bytes: 256 * 1024,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Adds the shared layers to a service's router, outermost first: request context and trace
+/// span → timeout → body limit. Auth is per route (an extractor).
+pub fn with_edge_layers(router: Router, cfg: &HttpConfig) -> Router {
+    use tower_http::timeout::TimeoutLayer;
+    router
+        .fallback(|| async { ApiError::not_found("no route matches this path") })
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            std::time::Duration::from_millis(cfg.request_timeout_ms),
+        ))
+        .layer(axum::middleware::from_fn(request_context))
+}
+
+/// Gives every request a [`RequestContext`] (from `x-request-id` / `traceparent` or new), runs
+/// it inside a span carrying those ids and the matched route, echoes `x-request-id` and logs
+/// one line per request.
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let ctx = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        RequestContext::from_parts(header(REQUEST_ID), header(TRACEPARENT))
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "http",
+        %method,
+        route,
+        request_id = %ctx.request_id,
+        trace_id = %ctx.trace_id(),
+    );
+    let request_id = ctx.request_id.clone();
+    let started = Instant::now();
+    let mut resp = ctx
+        .scope(next.run(req))
+        .instrument(span.clone())
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    let status = resp.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, elapsed_ms, "request finished");
+        } else {
+            tracing::info!(status, elapsed_ms, "request finished");
+        }
+    });
+    resp
+}
+
+/// A JSON body extractor whose every rejection is problem+json: a wrong media type or broken
+/// JSON is 400, a body that does not fit the type is 422 naming the field, an oversized body
+/// is 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_lite::Mime>().ok())
+            .is_some_and(|m| m.is_json());
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", rejection.body_text())
+            } else {
+                ApiError::bad_request("malformed_request", rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(AppJson)
+    }
+}
+
+impl<T: Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Parses a JSON body, turning serde's errors into a 400 (syntax) or a 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = strip_position(&inner.to_string());
+                    let field = match missing_field(&message) {
+                        Some(name) if path == "." => name.to_owned(),
+                        Some(name) => format!("{path}.{name}"),
+                        None => path,
+                    };
+                    Err(ApiError::validation(vec![FieldError::new(field, message)]))
+                }
+                _ => Err(ApiError::bad_request(
+                    "malformed_json",
+                    format!("the body is not valid JSON: {inner}"),
+                )),
+            }
+        }
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn missing_field(msg: &str) -> Option<&str> {
+    msg.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+/// Runs `router` on an already-bound listener until `shutdown` is cancelled; in-flight
+/// requests finish first.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Renders a readiness result: 200 when every dependency answered, 503 naming the ones that
+/// did not.
+pub fn readiness(checks: Vec<(&'static str, Result<(), String>)>) -> Response {
+    let failed: Vec<_> = checks.iter().filter(|(_, r)| r.is_err()).collect();
+    let body = serde_json::json!({
+        "status": if failed.is_empty() { "ready" } else { "not_ready" },
+        "checks": checks.iter().map(|(name, r)| (name.to_string(), serde_json::Value::String(match r {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.clone(),
+        }))).collect::<serde_json::Map<String, serde_json::Value>>(),
+    });
+    let status = if failed.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Minimal media-type parsing: `application/json` and any `+json` suffix, parameters ignored.
+mod mime_lite {
+    pub struct Mime(String);
+
+    impl std::str::FromStr for Mime {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            if essence.contains('/') { Ok(Mime(essence)) } else { Err(()) }
+        }
+    }
+
+    impl Mime {
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json" || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        category: String,
+        recipients: Vec<Recipient>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Recipient {
+        email: String,
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = parse_json::<Body>(br#"{"recipients": []}"#).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err.errors[0].field, "category");
+        let err = parse_json::<Body>(br#"{"category": "x", "recipients": [{}]}"#).unwrap_err();
+        assert_eq!(err.errors[0].field, "recipients[0].email");
+        let err = parse_json::<Body>(br#"{"category": 5, "recipients": []}"#).unwrap_err();
+        assert_eq!(err.errors[0].field, "category");
+    }
+
+    #[test]
+    fn broken_json_is_400() {
+        let err = parse_json::<Body>(br#"{"category": "#).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.kind, "malformed_json");
+    }
+}

@@ -1,0 +1,21 @@
+//! Shared plumbing for every service of the notification platform.
+//!
+//! Nothing in here knows a business rule. It holds what each service would otherwise write
+//! again: layered configuration ([`config`]), JSON logging and the request context
+//! ([`telemetry`]), the problem+json error ([`problem`]), the HTTP edge helpers ([`http`]),
+//! JWT verification ([`auth`]), the Postgres pool and database bootstrap ([`db`]), Kafka
+//! client setup with the settings that do not lose messages ([`kafka`]), the transactional
+//! outbox and its relay ([`outbox`]), the wire types that travel over Kafka ([`events`]) and
+//! the shutdown signal ([`shutdown`]).
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod http;
+pub mod kafka;
+pub mod outbox;
+pub mod problem;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;

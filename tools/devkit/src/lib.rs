@@ -1,0 +1,18 @@
+//! Real infrastructure for one machine and for tests: the Kafka mock cluster (librdkafka's,
+//! real protocol over TCP), an SMTP catcher, an nginx runner and per-test Postgres databases.
+//!
+//! Used by `notifyctl up` (the local stack) and by every integration test. It does not depend
+//! on `common`, so `common`'s own tests can use it.
+
+pub mod kafka;
+pub mod nginx;
+pub mod pg;
+pub mod smtp;
+
+/// Picks a free loopback port (bind to 0, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}

@@ -1,0 +1,166 @@
+//! An SMTP catcher (mailin-embedded, real SMTP over TCP on loopback) that keeps every message,
+//! optionally writes each as an `.eml` file, and can be told to fail for fault tests.
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener},
+    path::PathBuf,
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
+};
+
+use mailin_embedded::{Handler, Response, Server, response};
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub from: String,
+    pub to: Vec<String>,
+    /// The raw RFC 5322 message.
+    pub data: Vec<u8>,
+}
+
+impl ReceivedMail {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+/// How the catcher answers the end of DATA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 250: accept.
+    Accept,
+    /// 451: a transient failure for the next `n` messages, then accept.
+    FailTransient(u32),
+    /// 554: reject every message.
+    RejectAll,
+}
+
+#[derive(Default)]
+struct Shared {
+    mails: Vec<ReceivedMail>,
+    mode: Option<Mode>,
+    attempts: u64,
+}
+
+/// A running catcher. The server thread lives as long as the process.
+#[derive(Clone)]
+pub struct SmtpSink {
+    addr: SocketAddr,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+}
+
+#[derive(Clone)]
+struct SinkHandler {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    dir: Option<PathBuf>,
+    from: String,
+    to: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl Handler for SinkHandler {
+    fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.from = from.to_owned();
+        self.to = to.to_vec();
+        self.data.clear();
+        response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let (lock, cvar) = &*self.shared;
+        let mut s = lock.lock().unwrap();
+        s.attempts += 1;
+        match s.mode.unwrap_or(Mode::Accept) {
+            Mode::RejectAll => return response::TRANSACTION_FAILED,
+            Mode::FailTransient(n) if n > 0 => {
+                s.mode = Some(Mode::FailTransient(n - 1));
+                return response::INTERNAL_ERROR;
+            }
+            _ => {}
+        }
+        let mail = ReceivedMail { from: self.from.clone(), to: self.to.clone(), data: std::mem::take(&mut self.data) };
+        if let Some(dir) = &self.dir {
+            let name = format!(
+                "{}-{:04}.eml",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+                s.mails.len() + 1
+            );
+            if let Err(e) = std::fs::write(dir.join(name), &mail.data) {
+                tracing::warn!(error = %e, "could not write .eml");
+            }
+        }
+        s.mails.push(mail);
+        cvar.notify_all();
+        response::OK
+    }
+
+    fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
+        response::OK
+    }
+}
+
+impl SmtpSink {
+    /// Starts on `127.0.0.1:port` (0 = any free port); writes `.eml` files into `dir` if set.
+    pub fn start(port: u16, dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)?;
+        }
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let handler = SinkHandler { shared: shared.clone(), dir, from: String::new(), to: Vec::new(), data: Vec::new() };
+        let mut server = Server::new(handler);
+        // One thread per open connection: senders keep pooled connections open.
+        server.with_name("smtp-sink.local").with_num_threads(64).with_tcp_listener(listener);
+        std::thread::Builder::new().name("smtp-sink".into()).spawn(move || {
+            if let Err(e) = server.serve() {
+                tracing::error!(error = %e, "smtp sink stopped");
+            }
+        })?;
+        Ok(Self { addr, shared })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `smtp://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.0.lock().unwrap().mode = Some(mode);
+    }
+
+    /// Messages accepted so far.
+    pub fn mails(&self) -> Vec<ReceivedMail> {
+        self.shared.0.lock().unwrap().mails.clone()
+    }
+
+    /// DATA transactions seen, accepted or not.
+    pub fn attempts(&self) -> u64 {
+        self.shared.0.lock().unwrap().attempts
+    }
+
+    /// Blocks until at least `n` messages were accepted or `timeout` passes; returns them.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<ReceivedMail> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.shared;
+        let mut s = lock.lock().unwrap();
+        while s.mails.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = cvar.wait_timeout(s, left).unwrap().0;
+        }
+        s.mails.clone()
+    }
+}
