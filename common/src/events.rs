@@ -170,6 +170,35 @@ pub struct StatusEvent {
     pub duration_ms: u64,
 }
 
+/// A value on `notify.events` (key = user id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DomainEvent {
+    /// A user was registered; notification-service sends the `welcome` notification.
+    #[serde(rename = "user.registered")]
+    UserRegistered { schema: u32, user_id: Uuid, at: DateTime<Utc> },
+    /// A user's contacts or preferences changed; cached delivery profiles are stale.
+    #[serde(rename = "preferences.updated")]
+    PreferencesUpdated { schema: u32, user_id: Uuid, at: DateTime<Utc> },
+}
+
+/// A user's delivery profile as users-service serves it to notification-service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryProfile {
+    pub user_id: Uuid,
+    pub locale: String,
+    pub timezone: String,
+    pub contacts: Contacts,
+}
+
+/// A user's addresses, normalised.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Contacts {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub telegram_chat_id: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

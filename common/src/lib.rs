@@ -8,7 +8,9 @@
 //! outbox and its relay ([`outbox`]), the wire types that travel over Kafka ([`events`]) and
 //! the shutdown signal ([`shutdown`]).
 
+pub mod address;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -9,7 +9,7 @@
 //!
 //! The relay is woken by `LISTEN outbox` (a statement trigger `NOTIFY`s at commit) and polls
 //! as a fallback, which also picks up rows whose `available_at` (scheduled retries) comes due.
-//! Every database with an outbox has the table and trigger from its first migration.
+//! Every database with an outbox has the same table and trigger (`migrations/*/0001_*.up.sql`).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -270,7 +270,3 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 }
-
-/// The outbox table, its index and the NOTIFY trigger; included in each database's first
-/// migration (kept here so both copies stay the same).
-pub const OUTBOX_DDL: &str = include_str!("outbox.sql");

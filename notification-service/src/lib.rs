@@ -1,1 +1,87 @@
+//! notification-service: intake, planning and history. Owns database `notify`.
+//!
+//! `POST /v1/notifications` validates the request ([`request`]), fetches recipients' delivery
+//! profiles from users-service in one batch ([`users_client`]), plans one delivery per
+//! recipient × channel ([`planning`]) and writes the notification, its deliveries and their
+//! outbox rows in one transaction ([`db`]) before answering 202. The outbox relay (from
+//! `common`) publishes the dispatch messages to Kafka. [`views`] are the response shapes of the
+//! public contract.
 
+pub mod config;
+pub mod db;
+pub mod planning;
+pub mod request;
+pub mod routes;
+pub mod users_client;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::FromRef};
+use common::{auth::JwtVerifier, outbox::Relay};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Migrations of database `notify` (shared with the repeater), embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/notify");
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: Arc<JwtVerifier>,
+    pub users: Arc<users_client::UsersClient>,
+    pub planning: Arc<config::PlanningConfig>,
+}
+
+impl FromRef<AppState> for Arc<JwtVerifier> {
+    fn from_ref(s: &AppState) -> Self {
+        s.verifier.clone()
+    }
+}
+
+pub fn router(state: AppState, cfg: &Config) -> Router {
+    let api = Router::new()
+        .merge(routes::notifications::router())
+        .merge(routes::health::router())
+        .with_state(state);
+    common::http::with_edge_layers(api, &cfg.http)
+}
+
+/// Creates the database if needed and applies migrations.
+pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    common::db::ensure_database(&cfg.database.url).await?;
+    let pool = common::db::connect_lazy(&cfg.database)?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Runs the HTTP API and the outbox relay until `shutdown`.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = common::db::connect_lazy(&cfg.database)?;
+    let state = AppState {
+        pool: pool.clone(),
+        verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
+        users: Arc::new(users_client::UsersClient::new(&cfg.users)?),
+        planning: Arc::new(cfg.planning.clone()),
+    };
+    let relay = if cfg.relay.enabled {
+        let producer = common::kafka::producer(&cfg.kafka, "notification-service-relay")?;
+        let relay = Relay::new(pool.clone(), producer, cfg.kafka.clone(), cfg.relay.clone());
+        Some(tokio::spawn(relay.run(shutdown.clone())))
+    } else {
+        None
+    };
+    tracing::info!(addr = %listener.local_addr()?, "notification-service listening");
+    common::http::serve(listener, router(state, &cfg), shutdown.clone()).await?;
+    shutdown.cancel();
+    if let Some(relay) = relay {
+        common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;
+    }
+    pool.close().await;
+    Ok(())
+}

@@ -1,1 +1,78 @@
+//! users-service: owns database `users` — who the users are and how to reach them.
+//!
+//! Layout: [`config`] (typed settings), [`domain`] (parsing of emails, phones, time zones:
+//! parse at the edge, trust inside), [`db`] (queries; the caller owns the transaction),
+//! [`routes`] (one module per resource). [`run`] wires the HTTP server and the outbox relay
+//! that publishes `user.registered` events.
 
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::FromRef};
+use common::{auth::JwtVerifier, outbox::Relay};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Migrations of database `users`, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/users");
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: Arc<JwtVerifier>,
+}
+
+impl FromRef<AppState> for Arc<JwtVerifier> {
+    fn from_ref(s: &AppState) -> Self {
+        s.verifier.clone()
+    }
+}
+
+/// Every route of the service.
+pub fn router(state: AppState, cfg: &Config) -> Router {
+    let api = Router::new()
+        .merge(routes::users::router())
+        .merge(routes::internal::router())
+        .merge(routes::health::router())
+        .with_state(state);
+    common::http::with_edge_layers(api, &cfg.http)
+}
+
+/// Creates the database if needed and applies migrations.
+pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    common::db::ensure_database(&cfg.database.url).await?;
+    let pool = common::db::connect_lazy(&cfg.database)?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Runs the HTTP API and the outbox relay until `shutdown`.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = common::db::connect_lazy(&cfg.database)?;
+    let verifier = Arc::new(JwtVerifier::new(&cfg.jwt)?);
+    let state = AppState { pool: pool.clone(), verifier };
+    let relay = if cfg.relay.enabled {
+        let producer = common::kafka::producer(&cfg.kafka, "users-service-relay")?;
+        let relay = Relay::new(pool.clone(), producer, cfg.kafka.clone(), cfg.relay.clone());
+        Some(tokio::spawn(relay.run(shutdown.clone())))
+    } else {
+        None
+    };
+    tracing::info!(addr = %listener.local_addr()?, "users-service listening");
+    common::http::serve(listener, router(state, &cfg), shutdown.clone()).await?;
+    shutdown.cancel();
+    if let Some(relay) = relay {
+        common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;
+    }
+    pool.close().await;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Syntax of channel addresses (RFC 5322 email addr-spec, E.164 phone numbers). Protocol
+//! syntax, not business rules: every service that accepts an address parses it the same way.
+
+/// An email address: RFC 5322 addr-spec, domain lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.len() > 254 {
+            return Err("must be at most 254 characters".into());
+        }
+        let parsed = email_address::EmailAddress::parse_with_options(
+            raw,
+            email_address::Options::default().without_display_text(),
+        )
+        .map_err(|e| format!("is not a valid email address ({e})"))?;
+        let (local, domain) = (parsed.local_part(), parsed.domain());
+        if !domain.contains('.') && !domain.starts_with('[') {
+            return Err("is not a valid email address (the domain has no dot)".into());
+        }
+        Ok(Self(format!("{local}@{}", domain.to_ascii_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A phone number in E.164 (`+` then 8..=15 digits, no leading zero).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneE164(String);
+
+impl PhoneE164 {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let compact: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.')).collect();
+        let digits = compact.strip_prefix('+').ok_or("must be in E.164 form, starting with +")?;
+        let ok = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if ok { Ok(Self(compact)) } else { Err("must be in E.164 form: + and 8 to 15 digits".into()) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_validated_and_the_domain_lower_cased() {
+        assert_eq!(EmailAddress::parse("Ann.Lee@Example.COM").unwrap().as_str(), "Ann.Lee@example.com");
+        for bad in ["", "no-at-sign", "a@", "@b.com", "a b@c.com", "a@localhost"] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn phones_must_be_e164() {
+        assert_eq!(PhoneE164::parse("+49 30 1234567").unwrap().as_str(), "+49301234567");
+        for bad in ["030 1234567", "+0123456789", "+12ab5678901", "+123"] {
+            assert!(PhoneE164::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+}

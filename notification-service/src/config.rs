@@ -1,0 +1,69 @@
+//! notification-service settings. Every field has a default; see
+//! `config/notification-service.example.toml`.
+
+use common::{
+    auth::JwtConfig, db::DatabaseConfig, events::Channel, http::HttpConfig, kafka::KafkaConfig,
+    outbox::RelayConfig,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub jwt: JwtConfig,
+    pub kafka: KafkaConfig,
+    /// Publishes the `notify` outbox (dispatches from intake and retries from the repeater).
+    pub relay: RelayConfig,
+    pub users: UsersClientConfig,
+    pub planning: PlanningConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::with_port(8082),
+            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/notify"),
+            jwt: JwtConfig::default(),
+            kafka: KafkaConfig::default(),
+            relay: RelayConfig::default(),
+            users: UsersClientConfig::default(),
+            planning: PlanningConfig::default(),
+        }
+    }
+}
+
+/// Where users-service is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UsersClientConfig {
+    pub base_url: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for UsersClientConfig {
+    fn default() -> Self {
+        Self { base_url: "http://127.0.0.1:8081".into(), timeout_ms: 5_000 }
+    }
+}
+
+/// Planning rules that are deployment choices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PlanningConfig {
+    /// Channels this deployment delivers. Requests naming another channel get 422 instead of
+    /// deliveries no worker would ever send.
+    pub enabled_channels: Vec<Channel>,
+    /// Categories that always take the urgent lane (besides `priority: high`).
+    pub urgent_categories: Vec<String>,
+}
+
+impl Default for PlanningConfig {
+    fn default() -> Self {
+        Self {
+            enabled_channels: vec![Channel::Email],
+            urgent_categories: vec!["security".into(), "otp".into()],
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Queries on database `notify`. Each takes a connection or transaction from the caller.
+
+pub mod notifications;

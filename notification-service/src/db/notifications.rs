@@ -1,0 +1,248 @@
+//! Writing a planned notification and reading it back.
+
+use chrono::{DateTime, Utc};
+use common::{
+    events::{Content, DispatchMessage, RecipientRef, SCHEMA, dispatch_topic},
+    outbox::{self, OutboxMessage},
+};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    planning::{PlannedDelivery, PlannedStatus},
+    request::SendRequest,
+    views::{AttemptView, DeliveryView, NotificationView, notification_status},
+};
+
+/// A notification as planned, ready to write.
+pub struct NewNotification<'a> {
+    pub id: Uuid,
+    pub created_by: &'a str,
+    pub request: &'a SendRequest,
+    pub deliveries: &'a [PlannedDelivery],
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewNotification<'_> {
+    /// The dispatch message of a delivery's first attempt.
+    pub fn dispatch(&self, d: &PlannedDelivery) -> DispatchMessage {
+        DispatchMessage {
+            schema: SCHEMA,
+            delivery_id: d.id,
+            notification_id: self.id,
+            attempt: 1,
+            channel: d.channel,
+            lane: d.lane,
+            recipient: RecipientRef { user_id: d.user_id, address: d.address.clone().unwrap_or_default() },
+            content: self.request.content.clone(),
+            locale: d.locale.clone(),
+            not_after: self
+                .request
+                .ttl_seconds
+                .map(|ttl| self.request.send_at.unwrap_or(self.created_at) + chrono::Duration::seconds(ttl)),
+            created_at: self.created_at,
+        }
+    }
+
+    /// The response body of `POST /v1/notifications`, without a second read.
+    pub fn view(&self) -> NotificationView {
+        let deliveries: Vec<DeliveryView> = self
+            .deliveries
+            .iter()
+            .map(|d| DeliveryView {
+                id: d.id,
+                notification_id: self.id,
+                channel: d.channel.as_str().into(),
+                lane: d.lane.as_str().into(),
+                recipient: d.recipient.clone(),
+                address: d.address.clone(),
+                status: d.status.as_str().into(),
+                reason: d.reason.map(Into::into),
+                attempts: 0,
+                last_error: None,
+                last_attempt: None,
+                created_at: self.created_at,
+                updated_at: self.created_at,
+                sent_at: None,
+            })
+            .collect();
+        NotificationView {
+            id: self.id,
+            status: notification_status(deliveries.iter().map(|d| d.status.as_str())).into(),
+            category: self.request.category.clone(),
+            priority: self.request.priority.as_str().into(),
+            created_at: self.created_at,
+            send_at: self.request.send_at,
+            deliveries,
+        }
+    }
+}
+
+/// Writes the notification, its deliveries and their outbox rows — three statements, however
+/// many recipients. Call inside a transaction.
+pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(n.id)
+    .bind(n.created_by)
+    .bind(&n.request.category)
+    .bind(n.request.priority.as_str())
+    .bind(sqlx::types::Json(&n.request.content))
+    .bind(n.request.send_at)
+    .bind(n.request.ttl_seconds.map(|t| t as i32))
+    .bind(n.created_at)
+    .execute(&mut *conn)
+    .await?;
+
+    let ds = n.deliveries;
+    sqlx::query(
+        "INSERT INTO deliveries (id, notification_id, channel, lane, user_id, recipient, address, status, reason,
+                                 locale, created_at, updated_at)
+         SELECT id, $2, channel, lane, user_id, recipient, address, status, reason, locale, $3, $3
+         FROM UNNEST($1::uuid[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[], $8::text[], $9::text[],
+                     $10::text[], $11::text[])
+              AS u(id, channel, lane, user_id, recipient, address, status, reason, locale)",
+    )
+    .bind(ds.iter().map(|d| d.id).collect::<Vec<_>>())
+    .bind(n.id)
+    .bind(n.created_at)
+    .bind(ds.iter().map(|d| d.channel.as_str()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|d| d.lane.as_str()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|d| d.user_id).collect::<Vec<_>>())
+    .bind(ds.iter().map(|d| d.recipient.clone()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|d| d.address.clone()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|d| d.status.as_str()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|d| d.reason).collect::<Vec<_>>())
+    .bind(ds.iter().map(|d| d.locale.clone()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+
+    let messages = ds
+        .iter()
+        .filter(|d| d.status != PlannedStatus::Suppressed)
+        .map(|d| {
+            let key = d.user_id.map(|u| u.to_string()).or_else(|| d.address.clone()).unwrap_or_default();
+            Ok(OutboxMessage::new(dispatch_topic(d.channel, d.lane), key, &n.dispatch(d))?
+                .header("delivery-id", d.id)
+                .header("attempt", 1)
+                .available_at(n.request.send_at))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    outbox::enqueue(conn, &messages).await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct NotificationRow {
+    id: Uuid,
+    created_by: String,
+    category: String,
+    priority: String,
+    created_at: DateTime<Utc>,
+    send_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: Uuid,
+    notification_id: Uuid,
+    channel: String,
+    lane: String,
+    recipient: serde_json::Value,
+    address: Option<String>,
+    status: String,
+    reason: Option<String>,
+    attempts: i32,
+    last_error: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    a_attempt: Option<i32>,
+    a_outcome: Option<String>,
+    a_provider: Option<String>,
+    a_provider_message_id: Option<String>,
+    a_error_code: Option<String>,
+    a_error_message: Option<String>,
+    a_duration_ms: Option<i64>,
+    a_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryRow> for DeliveryView {
+    fn from(r: DeliveryRow) -> Self {
+        let last_attempt = match (r.a_attempt, r.a_outcome, r.a_provider, r.a_duration_ms, r.a_at) {
+            (Some(attempt), Some(outcome), Some(provider), Some(duration_ms), Some(at)) => Some(AttemptView {
+                attempt,
+                outcome,
+                provider,
+                provider_message_id: r.a_provider_message_id,
+                error: r
+                    .a_error_code
+                    .map(|code| serde_json::json!({ "code": code, "message": r.a_error_message })),
+                duration_ms,
+                at,
+            }),
+            _ => None,
+        };
+        DeliveryView {
+            id: r.id,
+            notification_id: r.notification_id,
+            channel: r.channel,
+            lane: r.lane,
+            recipient: r.recipient,
+            address: r.address,
+            status: r.status,
+            reason: r.reason,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            last_attempt,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            sent_at: r.sent_at,
+        }
+    }
+}
+
+/// A notification and its owner, or `None`.
+pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<(String, NotificationView)>> {
+    let Some(n): Option<NotificationRow> = sqlx::query_as(
+        "SELECT id, created_by, category, priority, created_at, send_at FROM notifications WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let rows: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT d.id, d.notification_id, d.channel, d.lane, d.recipient, d.address, d.status, d.reason,
+                d.attempts, d.last_error, d.created_at, d.updated_at, d.sent_at,
+                a.attempt AS a_attempt, a.outcome AS a_outcome, a.provider AS a_provider,
+                a.provider_message_id AS a_provider_message_id, a.error_code AS a_error_code,
+                a.error_message AS a_error_message, a.duration_ms AS a_duration_ms, a.at AS a_at
+         FROM deliveries d
+         LEFT JOIN LATERAL (
+             SELECT * FROM attempts WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1
+         ) a ON true
+         WHERE d.notification_id = $1
+         ORDER BY d.id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let deliveries: Vec<DeliveryView> = rows.into_iter().map(Into::into).collect();
+    let view = NotificationView {
+        id: n.id,
+        status: notification_status(deliveries.iter().map(|d| d.status.as_str())).into(),
+        category: n.category,
+        priority: n.priority,
+        created_at: n.created_at,
+        send_at: n.send_at,
+        deliveries,
+    };
+    Ok(Some((n.created_by, view)))
+}
+
+/// The content stored with a notification (used when a retry rebuilds a dispatch).
+pub type StoredContent = sqlx::types::Json<Content>;

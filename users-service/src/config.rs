@@ -1,0 +1,27 @@
+//! users-service settings. Every field has a default; see `config/users-service.example.toml`.
+
+use common::{auth::JwtConfig, db::DatabaseConfig, http::HttpConfig, kafka::KafkaConfig, outbox::RelayConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub jwt: JwtConfig,
+    pub kafka: KafkaConfig,
+    /// Publishes this service's outbox (`user.registered`, `preferences.updated`).
+    pub relay: RelayConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::with_port(8081),
+            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/users"),
+            jwt: JwtConfig::default(),
+            kafka: KafkaConfig::default(),
+            relay: RelayConfig::default(),
+        }
+    }
+}

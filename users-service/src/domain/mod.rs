@@ -1,0 +1,51 @@
+//! Input types that validate themselves: once parsed, the rest of the service trusts them.
+
+pub use common::address::{EmailAddress, PhoneE164};
+use common::problem::FieldError;
+
+/// An IANA time zone name.
+pub fn parse_timezone(raw: &str) -> Result<String, String> {
+    raw.parse::<chrono_tz::Tz>()
+        .map(|tz| tz.name().to_owned())
+        .map_err(|_| format!("`{raw}` is not an IANA time zone (e.g. Europe/Berlin)"))
+}
+
+/// A BCP 47 language tag, loosely: `en`, `de-AT`, `zh-Hant-TW`.
+pub fn parse_locale(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 35
+        && raw.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && raw.split('-').next().is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic()));
+    if ok { Ok(raw.to_owned()) } else { Err(format!("`{raw}` is not a language tag (e.g. en, de-AT)")) }
+}
+
+/// Collects field errors while parsing a request.
+#[derive(Default)]
+pub struct Errors(pub Vec<FieldError>);
+
+impl Errors {
+    /// Parses `value` with `f`, recording a failure under `field`.
+    pub fn check<T>(&mut self, field: &str, value: Option<&str>, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        match value.map(&f) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(msg)) => {
+                self.0.push(FieldError::new(field, msg));
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_zones_and_locales() {
+        assert_eq!(parse_timezone("Europe/Berlin").unwrap(), "Europe/Berlin");
+        assert!(parse_timezone("Mars/Olympus").is_err());
+        assert!(parse_locale("de-AT").is_ok());
+        assert!(parse_locale("german!").is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! Internal endpoints for notification-service (not routed by nginx or the bff).
+
+use axum::{Json, Router, extract::State, routing::post};
+use common::{
+    auth::{Principal, Role},
+    events::DeliveryProfile,
+    http::AppJson,
+    problem::ApiError,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{AppState, db};
+
+/// Most user ids one batch may ask for.
+pub const MAX_BATCH: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/internal/v1/profiles/batch", post(profiles))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ProfilesRequest {
+    pub user_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ProfilesResponse {
+    /// Profiles of the users that exist; unknown ids are left out.
+    pub profiles: Vec<DeliveryProfile>,
+}
+
+/// Delivery profiles of up to 1,000 users in one call (one query).
+async fn profiles(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppJson(body): AppJson<ProfilesRequest>,
+) -> Result<Json<ProfilesResponse>, ApiError> {
+    principal.require(&[Role::Service, Role::Admin])?;
+    if body.user_ids.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field("user_ids", format!("at most {MAX_BATCH} ids per call")));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let profiles = db::profiles(&mut conn, &body.user_ids).await?;
+    Ok(Json(ProfilesResponse { profiles }))
+}
