@@ -1,1 +1,65 @@
+//! repeater: the status side of database `notify`.
+//!
+//! Consumes `notify.status`, records every attempt and moves the delivery to its next state
+//! ([`status`]): `sent`; `retrying` with the next attempt scheduled through the outbox
+//! (`available_at` in the future, [`retry`] computes when); or `dead` with the last error.
+//! Handling is idempotent: `(delivery_id, attempt)` is unique, a redelivered event changes
+//! nothing.
 
+pub mod config;
+pub mod retry;
+pub mod status;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::State, response::Response, routing::get};
+use common::{
+    events::STATUS_TOPIC,
+    kafka::runner::{self, RunnerConfig},
+};
+use rdkafka::consumer::Consumer;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Migrations of database `notify`, shared with notification-service (same folder).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/notify");
+
+/// Creates the database if needed and applies migrations (either service may run them).
+pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    common::db::ensure_database(&cfg.database.url).await?;
+    let pool = common::db::connect_lazy(&cfg.database)?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn readyz(State(pool): State<PgPool>) -> Response {
+    common::http::readiness(vec![("postgres", common::db::ping(&pool).await)])
+}
+
+/// Runs the status consumer and the health endpoint until `shutdown`.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = common::db::connect_lazy(&cfg.database)?;
+    let handler = Arc::new(status::StatusHandler::new(pool.clone(), cfg.retry.clone()));
+    let topic = cfg.kafka.topic(STATUS_TOPIC);
+    let group = cfg.kafka.topic("repeater");
+    let consumer = common::kafka::consumer(&cfg.kafka, &group, "repeater")?;
+    consumer.subscribe(&[&topic])?;
+    tracing::info!(%topic, %group, "consuming");
+    let runner_cfg = RunnerConfig { max_in_flight: cfg.max_in_flight, ..RunnerConfig::default() };
+    let consuming = tokio::spawn(runner::run(Arc::new(consumer), handler, runner_cfg, shutdown.clone()));
+
+    let router = Router::new()
+        .route("/healthz", get(common::http::healthz))
+        .route("/readyz", get(readyz))
+        .with_state(pool.clone());
+    tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");
+    common::http::serve(listener, common::http::with_edge_layers(router, &cfg.http), shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = consuming.await;
+    pool.close().await;
+    Ok(())
+}

@@ -1,1 +1,74 @@
+//! workers: stateless transports. Each consumes `notify.dispatch.<channel>.<lane>`, sends
+//! through its provider and reports a status event on `notify.status`.
+//!
+//! [`provider`] is what a channel implements (only [`email`] so far); [`dispatch`] is the
+//! channel-independent part: decode, dedupe in Redis, send, report. Urgent and bulk lanes have
+//! separate consumers and concurrency limits so a bulk backlog never delays urgent traffic.
 
+pub mod config;
+pub mod dispatch;
+pub mod email;
+pub mod provider;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::State, response::Response, routing::get};
+use common::{
+    events::{Channel, Lane, dispatch_topic},
+    kafka::runner::{self, RunnerConfig},
+};
+use rdkafka::consumer::Consumer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use dispatch::Dispatcher;
+
+#[derive(Clone)]
+struct HealthState {
+    redis: redis::aio::ConnectionManager,
+}
+
+fn health_router(state: HealthState, cfg: &Config) -> Router {
+    let r = Router::new()
+        .route("/healthz", get(common::http::healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    common::http::with_edge_layers(r, &cfg.http)
+}
+
+async fn readyz(State(mut s): State<HealthState>) -> Response {
+    common::http::readiness(vec![("redis", common::redis::ping(&mut s.redis).await)])
+}
+
+/// Runs the email consumers (one per lane) and the health endpoint until `shutdown`.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let redis = common::redis::connect(&cfg.redis).await?;
+    let producer = common::kafka::producer(&cfg.kafka, "workers-status")?;
+    let email = Arc::new(email::EmailProvider::new(&cfg.email)?);
+    let dispatcher = Arc::new(Dispatcher::new(email, producer, redis.clone(), &cfg));
+
+    let mut consumers = Vec::new();
+    for lane in Lane::ALL {
+        let topic = cfg.kafka.topic(&dispatch_topic(Channel::Email, lane));
+        let group = cfg.kafka.topic(&format!("workers.email.{}", lane.as_str()));
+        let consumer = common::kafka::consumer(&cfg.kafka, &group, &format!("workers-email-{}", lane.as_str()))?;
+        consumer.subscribe(&[&topic])?;
+        let runner_cfg = RunnerConfig { max_in_flight: cfg.lanes.concurrency(lane), ..RunnerConfig::default() };
+        tracing::info!(%topic, %group, "consuming");
+        consumers.push(tokio::spawn(runner::run(
+            Arc::new(consumer),
+            dispatcher.clone(),
+            runner_cfg,
+            shutdown.clone(),
+        )));
+    }
+
+    tracing::info!(addr = %listener.local_addr()?, "workers listening (health)");
+    common::http::serve(listener, health_router(HealthState { redis }, &cfg), shutdown.clone()).await?;
+    shutdown.cancel();
+    for c in consumers {
+        let _ = c.await;
+    }
+    Ok(())
+}

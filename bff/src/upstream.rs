@@ -1,0 +1,107 @@
+//! Forwarding a request to the service that owns it, with the caller's token, request id and
+//! trace context. The upstream's status, problem+json errors and body pass through unchanged.
+
+use std::time::Duration;
+
+use axum::{
+    body::{Body, Bytes},
+    http::{HeaderMap, HeaderValue, Method, header},
+    response::Response,
+};
+use common::{auth::Principal, problem::ApiError, telemetry::RequestContext};
+
+use crate::config::UpstreamsConfig;
+
+/// Which service.
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    Users,
+    Notifications,
+}
+
+pub struct Upstreams {
+    http: reqwest::Client,
+    users: String,
+    notifications: String,
+}
+
+/// Request headers the services need besides auth and tracing.
+const PASSED_REQUEST_HEADERS: [header::HeaderName; 1] = [header::CONTENT_TYPE];
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response headers passed back to the caller.
+const PASSED_RESPONSE_HEADERS: [header::HeaderName; 3] = [header::CONTENT_TYPE, header::RETRY_AFTER, header::LOCATION];
+
+impl Upstreams {
+    pub fn new(cfg: &UpstreamsConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(cfg.timeout_ms))
+                .pool_max_idle_per_host(64)
+                .build()?,
+            users: cfg.users_url.trim_end_matches('/').to_owned(),
+            notifications: cfg.notifications_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn base(&self, service: Service) -> &str {
+        match service {
+            Service::Users => &self.users,
+            Service::Notifications => &self.notifications,
+        }
+    }
+
+    /// `GET {base}/healthz`, for readiness.
+    pub async fn ping(&self, service: Service) -> Result<(), String> {
+        match self.http.get(format!("{}/healthz", self.base(service))).timeout(Duration::from_secs(2)).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("answered {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Forwards `method path_and_query` with `body` and returns the upstream's answer.
+    pub async fn forward(
+        &self,
+        service: Service,
+        method: Method,
+        path_and_query: &str,
+        principal: &Principal,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let ctx = RequestContext::current_or_new();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base(service)))
+            .bearer_auth(&principal.token)
+            .header(common::telemetry::REQUEST_ID, &ctx.request_id)
+            .header(common::telemetry::TRACEPARENT, &ctx.traceparent);
+        for name in PASSED_REQUEST_HEADERS.iter().chain([&header::HeaderName::from_static(IDEMPOTENCY_KEY)]) {
+            if let Some(v) = headers.get(name) {
+                req = req.header(name, v);
+            }
+        }
+        let resp = req.body(body).send().await.map_err(|e| {
+            tracing::warn!(error = %e, ?service, "upstream unreachable");
+            ApiError::unavailable("the service behind this endpoint is unavailable; retry")
+        })?;
+        let status = resp.status();
+        let mut out_headers = HeaderMap::new();
+        for name in PASSED_RESPONSE_HEADERS {
+            if let Some(v) = resp.headers().get(&name) {
+                out_headers.insert(name, v.clone());
+            }
+        }
+        let bytes = resp.bytes().await.map_err(|e| {
+            tracing::warn!(error = %e, ?service, "upstream response cut off");
+            ApiError::unavailable("the service behind this endpoint did not finish its answer; retry")
+        })?;
+        let mut out = Response::new(Body::from(bytes));
+        *out.status_mut() = status;
+        *out.headers_mut() = out_headers;
+        if !out.headers().contains_key(header::CONTENT_TYPE) {
+            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,53 @@
+//! The retry rule: attempt n failed transiently → attempt n+1 after `schedule[n-1]` ± jitter,
+//! honouring a provider's `Retry-After` within [1×, 2×] of the scheduled delay; no entry left
+//! → dead.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::RetryConfig;
+
+/// The delay before the attempt after `failed_attempt` (1-based), or `None` when the schedule
+/// is exhausted.
+pub fn next_delay(cfg: &RetryConfig, failed_attempt: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Option<Duration> {
+    let base = *cfg.schedule_secs.get(failed_attempt.checked_sub(1)? as usize)?;
+    let jitter = cfg.jitter.clamp(0.0, 1.0);
+    let factor = if jitter > 0.0 { rng.random_range(1.0 - jitter..=1.0 + jitter) } else { 1.0 };
+    let scheduled = Duration::from_secs_f64((base * factor).max(0.0));
+    Some(match retry_after {
+        Some(ra) => ra.clamp(scheduled, scheduled * 2),
+        None => scheduled,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{SeedableRng, rngs::StdRng};
+
+    use super::*;
+
+    #[test]
+    fn follows_the_schedule_with_bounded_jitter_then_gives_up() {
+        let cfg = RetryConfig::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..100 {
+            let d = next_delay(&cfg, 1, None, &mut rng).unwrap().as_secs_f64();
+            assert!((4.0..=6.0).contains(&d), "{d}");
+        }
+        let d = next_delay(&cfg, 3, None, &mut rng).unwrap().as_secs_f64();
+        assert!((96.0..=144.0).contains(&d), "{d}");
+        assert!(next_delay(&cfg, 7, None, &mut rng).is_none());
+        assert!(next_delay(&cfg, 0, None, &mut rng).is_none());
+    }
+
+    #[test]
+    fn retry_after_is_clamped_to_one_to_two_times_the_schedule() {
+        let cfg = RetryConfig { schedule_secs: vec![10.0], jitter: 0.0 };
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut at = |ra| next_delay(&cfg, 1, Some(Duration::from_secs(ra)), &mut rng).unwrap().as_secs();
+        assert_eq!(at(1), 10);
+        assert_eq!(at(15), 15);
+        assert_eq!(at(600), 20);
+    }
+}

@@ -1,0 +1,81 @@
+//! workers settings. Every field has a default; see `config/workers.example.toml`.
+
+use common::{events::Lane, http::HttpConfig, kafka::KafkaConfig, redis::RedisConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Health and readiness endpoint.
+    pub http: HttpConfig,
+    pub kafka: KafkaConfig,
+    /// Duplicate-send protection.
+    pub redis: RedisConfig,
+    pub email: EmailConfig,
+    pub lanes: LaneConfig,
+    /// How long a handled dispatch is remembered (a redelivery within it is not sent again).
+    pub dedupe_ttl_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::with_port(8084),
+            kafka: KafkaConfig::default(),
+            redis: RedisConfig::default(),
+            email: EmailConfig::default(),
+            lanes: LaneConfig::default(),
+            dedupe_ttl_secs: 7 * 86_400,
+        }
+    }
+}
+
+/// SMTP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EmailConfig {
+    /// `smtp://host:port` (plaintext, e.g. a local catcher), `smtp://host:587?tls=required`
+    /// (STARTTLS) or `smtps://host:465`; credentials as `smtp://user:pass@host`.
+    pub smtp_url: String,
+    /// The `From:` mailbox.
+    pub from: String,
+    /// Per-send timeout; a provider that hangs counts as a transient failure.
+    pub timeout_ms: u64,
+    /// Pooled SMTP connections. One connection manages ~22 mails/s; sends run concurrently.
+    pub pool_size: u32,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: "smtp://127.0.0.1:2525".into(),
+            from: "Notify <notify@localhost.localdomain>".into(),
+            timeout_ms: 10_000,
+            pool_size: 16,
+        }
+    }
+}
+
+/// Concurrency per lane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LaneConfig {
+    pub urgent_concurrency: usize,
+    pub bulk_concurrency: usize,
+}
+
+impl Default for LaneConfig {
+    fn default() -> Self {
+        Self { urgent_concurrency: 16, bulk_concurrency: 16 }
+    }
+}
+
+impl LaneConfig {
+    pub fn concurrency(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Urgent => self.urgent_concurrency,
+            Lane::Bulk => self.bulk_concurrency,
+        }
+        .max(1)
+    }
+}

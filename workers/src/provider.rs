@@ -1,0 +1,38 @@
+//! What a channel's transport implements.
+
+use std::future::Future;
+
+use common::events::{DispatchMessage, ErrorInfo, Outcome};
+
+/// The result of one attempt at a provider.
+#[derive(Debug, Clone)]
+pub struct ProviderResult {
+    pub outcome: Outcome,
+    pub provider_message_id: Option<String>,
+    pub error: Option<ErrorInfo>,
+    /// The provider's `Retry-After`, if it sent one.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ProviderResult {
+    pub fn sent(provider_message_id: Option<String>) -> Self {
+        Self { outcome: Outcome::Sent, provider_message_id, error: None, retry_after_ms: None }
+    }
+
+    pub fn failed(outcome: Outcome, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            provider_message_id: None,
+            error: Some(ErrorInfo { code: code.into(), message: message.into() }),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// A transport for one channel. `send` never returns an error: every failure is an outcome
+/// the repeater acts on.
+pub trait Provider: Send + Sync + 'static {
+    /// Reported as `provider` in status events.
+    fn name(&self) -> &'static str;
+    fn send(&self, msg: &DispatchMessage) -> impl Future<Output = ProviderResult> + Send;
+}
