@@ -1,1 +1,271 @@
+//! End-to-end harness: the real services, in-process on port 0, against the real Postgres,
+//! Redis, the Kafka mock cluster (TCP), an SMTP catcher and optionally Debian's nginx in
+//! front of several bff instances. Every stack has its own databases, topic prefix and Redis
+//! key prefix, so tests run in parallel without seeing each other.
 
+use std::{net::SocketAddr, time::Duration};
+
+use common::{
+    auth::{JwtConfig, Role},
+    db::DatabaseConfig,
+    events::all_topics,
+    http::HttpConfig,
+    kafka::KafkaConfig,
+    redis::RedisConfig,
+};
+use devkit::{kafka::DevCluster, nginx::Nginx, smtp::SmtpSink};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bff_instances: usize,
+    pub nginx: bool,
+    /// The repeater's retry schedule (seconds).
+    pub retry_schedule: Vec<f64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { bff_instances: 1, nginx: false, retry_schedule: vec![0.5, 0.5] }
+    }
+}
+
+/// One bff instance.
+pub struct Bff {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A running platform.
+pub struct Stack {
+    pub kafka: DevCluster,
+    pub smtp: SmtpSink,
+    pub jwt: JwtConfig,
+    pub kafka_cfg: KafkaConfig,
+    pub notify_pool: PgPool,
+    pub bffs: Vec<Bff>,
+    pub nginx: Option<Nginx>,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    (l, a)
+}
+
+fn http_cfg(addr: SocketAddr) -> HttpConfig {
+    HttpConfig { listen: addr, ..HttpConfig::default() }
+}
+
+impl Stack {
+    pub async fn start(opts: Options) -> anyhow::Result<Self> {
+        common::telemetry::init_for_tests();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("t{}.", &id[..8]);
+        let topics: Vec<String> = all_topics().iter().map(|t| format!("{prefix}{t}")).collect();
+        let kafka = DevCluster::start(&topics, 3)?;
+        let smtp = SmtpSink::start(0, None)?;
+        let jwt = JwtConfig::default();
+        let kafka_cfg = KafkaConfig {
+            bootstrap_servers: kafka.bootstrap_servers().to_owned(),
+            topic_prefix: prefix.clone(),
+            ..KafkaConfig::default()
+        };
+        let redis = RedisConfig { key_prefix: format!("test:{id}:"), ..RedisConfig::default() };
+        let users_db = DatabaseConfig::new(devkit::pg::fresh_database("users").await?);
+        let notify_db = DatabaseConfig::new(devkit::pg::fresh_database("notify").await?);
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let (l, users_addr) = listener().await;
+        let users_cfg = users_service::Config {
+            http: http_cfg(users_addr),
+            database: users_db,
+            jwt: jwt.clone(),
+            kafka: kafka_cfg.clone(),
+            ..Default::default()
+        };
+        users_service::migrate(&users_cfg).await?;
+        tasks.push(tokio::spawn(users_service::run(users_cfg, l, shutdown.clone())));
+
+        let (l, notify_addr) = listener().await;
+        let notify_cfg = notification_service::Config {
+            http: http_cfg(notify_addr),
+            database: notify_db.clone(),
+            jwt: jwt.clone(),
+            kafka: kafka_cfg.clone(),
+            users: notification_service::config::UsersClientConfig {
+                base_url: format!("http://{users_addr}"),
+                ..Default::default()
+            },
+            relay: common::outbox::RelayConfig { poll_interval_ms: 100, ..Default::default() },
+            ..Default::default()
+        };
+        notification_service::migrate(&notify_cfg).await?;
+        let notify_pool = common::db::connect_lazy(&notify_db)?;
+        tasks.push(tokio::spawn(notification_service::run(notify_cfg, l, shutdown.clone())));
+
+        let (l, addr) = listener().await;
+        let workers_cfg = workers::Config {
+            http: http_cfg(addr),
+            kafka: kafka_cfg.clone(),
+            redis,
+            email: workers::config::EmailConfig { smtp_url: smtp.url(), timeout_ms: 5_000, ..Default::default() },
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(workers::run(workers_cfg, l, shutdown.clone())));
+
+        let (l, addr) = listener().await;
+        let repeater_cfg = repeater::Config {
+            http: http_cfg(addr),
+            database: notify_db,
+            kafka: kafka_cfg.clone(),
+            retry: repeater::config::RetryConfig { schedule_secs: opts.retry_schedule.clone(), jitter: 0.0 },
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(repeater::run(repeater_cfg, l, shutdown.clone())));
+
+        let mut bffs = Vec::new();
+        for _ in 0..opts.bff_instances.max(1) {
+            let (l, addr) = listener().await;
+            let cfg = bff::Config {
+                http: http_cfg(addr),
+                jwt: jwt.clone(),
+                upstreams: bff::config::UpstreamsConfig {
+                    users_url: format!("http://{users_addr}"),
+                    notifications_url: format!("http://{notify_addr}"),
+                    ..Default::default()
+                },
+            };
+            let token = CancellationToken::new();
+            let task = tokio::spawn(bff::run(cfg, l, token.clone()));
+            bffs.push(Bff { addr, shutdown: token, task: Some(task) });
+        }
+
+        let nginx = if opts.nginx {
+            let dir = std::env::temp_dir().join(format!("notify-nginx-{id}"));
+            let listen = SocketAddr::from(([127, 0, 0, 1], devkit::free_port()));
+            let upstreams: Vec<SocketAddr> = bffs.iter().map(|b| b.addr).collect();
+            Some(tokio::task::spawn_blocking(move || Nginx::start(listen, &upstreams, &dir)).await??)
+        } else {
+            None
+        };
+
+        let stack = Self {
+            kafka,
+            smtp,
+            jwt,
+            kafka_cfg,
+            notify_pool,
+            bffs,
+            nginx,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
+            shutdown,
+            tasks,
+        };
+        stack.wait_healthy().await?;
+        Ok(stack)
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.url())).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(t) = self.tasks.iter().find(|t| t.is_finished()) {
+                anyhow::bail!("a service exited during start: {t:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the stack did not become ready")
+    }
+
+    /// The public URL: nginx when running, else the first bff.
+    pub fn url(&self) -> String {
+        match &self.nginx {
+            Some(n) => format!("http://{}", n.addr),
+            None => format!("http://{}", self.bffs[0].addr),
+        }
+    }
+
+    pub fn token(&self, role: Role, sub: &str) -> String {
+        common::auth::mint_hs256(&self.jwt, sub, role, 600).expect("mint")
+    }
+
+    /// Stops bff instance `i` gracefully and waits until it has.
+    pub async fn stop_bff(&mut self, i: usize) {
+        let bff = &mut self.bffs[i];
+        bff.shutdown.cancel();
+        if let Some(t) = bff.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// `POST /v1/users` with a service token; returns the new user's id.
+    pub async fn register_user(&self, email: &str) -> anyhow::Result<uuid::Uuid> {
+        let (status, body) = self
+            .call(reqwest::Method::POST, "/v1/users", Some(&self.token(Role::Service, "signup")), Some(serde_json::json!({ "email": email })))
+            .await?;
+        anyhow::ensure!(status == 201, "register answered {status}: {body}");
+        Ok(body["user_id"].as_str().unwrap_or_default().parse()?)
+    }
+
+    /// One JSON call to the public URL.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url()));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, json))
+    }
+
+    /// Polls `GET /v1/notifications/{id}` until every delivery has left the open states, or
+    /// `timeout`; returns the last view.
+    pub async fn wait_settled(&self, id: &str, token: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, body) = self.call(reqwest::Method::GET, &format!("/v1/notifications/{id}"), Some(token), None).await?;
+            anyhow::ensure!(status == 200, "GET answered {status}: {body}");
+            let open = body["deliveries"]
+                .as_array()
+                .map(|ds| ds.iter().any(|d| matches!(d["status"].as_str(), Some("pending" | "queued" | "sending" | "retrying"))))
+                .unwrap_or(true);
+            if !open || tokio::time::Instant::now() > deadline {
+                return Ok(body);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for b in &self.bffs {
+            b.shutdown.cancel();
+        }
+    }
+}

@@ -16,6 +16,9 @@ use crate::{
 
 pub struct EmailProvider {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Hard limit on one send, beyond lettre's socket timeouts: a server that stalls
+    /// mid-session must not hold a delivery (and its consumer slot) forever.
+    deadline: Duration,
     from: Mailbox,
     domain: String,
 }
@@ -32,7 +35,7 @@ impl EmailProvider {
             .pool_config(PoolConfig::new().max_size(cfg.pool_size.max(1)))
             .build();
         let domain = from.email.domain().to_owned();
-        Ok(Self { transport, from, domain })
+        Ok(Self { transport, from, domain, deadline: Duration::from_millis(cfg.timeout_ms.saturating_mul(2)) })
     }
 
     fn build(&self, msg: &DispatchMessage, message_id: &str) -> Result<Message, ProviderResult> {
@@ -63,7 +66,17 @@ impl Provider for EmailProvider {
             Ok(m) => m,
             Err(failed) => return failed,
         };
-        match self.transport.send(email).await {
+        let sent = match tokio::time::timeout(self.deadline, self.transport.send(email)).await {
+            Ok(res) => res,
+            Err(_) => {
+                return ProviderResult::failed(
+                    Outcome::TransientFailure,
+                    "smtp_timeout",
+                    format!("the SMTP server did not finish within {:?}", self.deadline),
+                );
+            }
+        };
+        match sent {
             Ok(_) => ProviderResult::sent(Some(message_id)),
             Err(e) => {
                 let code = e.status().map(|c| format!("smtp_{c}")).unwrap_or_else(|| {

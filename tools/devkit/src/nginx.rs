@@ -39,6 +39,8 @@ pub fn render(listen: SocketAddr, upstreams: &[SocketAddr], prefix: &Path) -> St
 pub struct Nginx {
     child: Child,
     pub addr: SocketAddr,
+    /// Holds `nginx.conf` and `logs/`.
+    pub prefix: PathBuf,
 }
 
 impl Nginx {
@@ -69,7 +71,7 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting nginx")?;
-        let mut me = Self { child, addr: listen };
+        let mut me = Self { child, addr: listen, prefix: prefix.to_path_buf() };
         me.wait_ready(Duration::from_secs(10))?;
         Ok(me)
     }
@@ -86,6 +88,11 @@ impl Nginx {
             anyhow::ensure!(Instant::now() < deadline, "nginx did not listen on {}", self.addr);
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The access log so far (nginx flushes it at most 1 s late).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

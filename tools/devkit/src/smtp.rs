@@ -25,14 +25,16 @@ impl ReceivedMail {
     }
 }
 
-/// How the catcher answers the end of DATA.
+/// How the catcher answers `RCPT TO`. (Failures are injected there, not at the end of DATA:
+/// mailin keeps a session in the DATA state after an error reply to the final `.`, so the
+/// client's next command is swallowed and the session hangs.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// 250: accept.
     Accept,
     /// 451: a transient failure for the next `n` messages, then accept.
     FailTransient(u32),
-    /// 554: reject every message.
+    /// 550: reject every message permanently.
     RejectAll,
 }
 
@@ -72,18 +74,22 @@ impl Handler for SinkHandler {
         Ok(())
     }
 
+    fn rcpt(&mut self, _to: &str) -> Response {
+        let mut s = self.shared.0.lock().unwrap();
+        s.attempts += 1;
+        match s.mode.unwrap_or(Mode::Accept) {
+            Mode::RejectAll => response::NO_MAILBOX,
+            Mode::FailTransient(n) if n > 0 => {
+                s.mode = Some(Mode::FailTransient(n - 1));
+                response::INTERNAL_ERROR
+            }
+            _ => response::OK,
+        }
+    }
+
     fn data_end(&mut self) -> Response {
         let (lock, cvar) = &*self.shared;
         let mut s = lock.lock().unwrap();
-        s.attempts += 1;
-        match s.mode.unwrap_or(Mode::Accept) {
-            Mode::RejectAll => return response::TRANSACTION_FAILED,
-            Mode::FailTransient(n) if n > 0 => {
-                s.mode = Some(Mode::FailTransient(n - 1));
-                return response::INTERNAL_ERROR;
-            }
-            _ => {}
-        }
         let mail = ReceivedMail { from: self.from.clone(), to: self.to.clone(), data: std::mem::take(&mut self.data) };
         if let Some(dir) = &self.dir {
             let name = format!(
@@ -144,7 +150,7 @@ impl SmtpSink {
         self.shared.0.lock().unwrap().mails.clone()
     }
 
-    /// DATA transactions seen, accepted or not.
+    /// Recipients offered (`RCPT TO`), accepted or not: one per delivery attempt.
     pub fn attempts(&self) -> u64 {
         self.shared.0.lock().unwrap().attempts
     }
