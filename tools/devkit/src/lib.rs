@@ -16,3 +16,17 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("binding a loopback port")
 }
+
+/// Makes a child started with `cmd` receive SIGTERM when the process that started it dies,
+/// so a killed launcher or test leaves nothing running.
+#[allow(unsafe_code)]
+pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        })
+    }
+}

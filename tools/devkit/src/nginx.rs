@@ -58,7 +58,9 @@ impl Nginx {
         }
         let conf = prefix.join("nginx.conf");
         std::fs::write(&conf, render(listen, upstreams, prefix))?;
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        crate::die_with_parent(&mut cmd);
+        let child = cmd
             .arg("-c")
             .arg(&conf)
             .arg("-p")
@@ -99,8 +101,23 @@ impl Nginx {
         self.child.id()
     }
 
-    /// Stops nginx (SIGQUIT would drain; tests and the launcher want it gone now).
+    /// Stops nginx: SIGTERM makes the master stop its workers and exit (SIGKILL would orphan
+    /// the workers); SIGKILL only if it has not exited within 5 s.
+    #[allow(unsafe_code)]
     pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

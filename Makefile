@@ -1,0 +1,33 @@
+# The two commands of the README: `make up` (the whole system on this machine) and
+# `make test` (what CI runs). Build output lives outside the clone so rebuilds stay fast.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
+export CARGO_TARGET_DIR
+
+.PHONY: up test build fmt lint check smoke token
+
+## Build everything and run the platform until Ctrl-C.
+up: build
+	$(CARGO_TARGET_DIR)/debug/notifyctl up
+
+build:
+	cargo build --workspace --bins
+
+## Formatting check, clippy with warnings denied, the whole test suite.
+test:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo nextest run --workspace --no-fail-fast
+
+fmt:
+	cargo fmt --all
+
+check:
+	cargo check --workspace --all-targets
+
+## With `make up` running in another terminal: send 50 notifications, print latency and RSS.
+smoke:
+	$(CARGO_TARGET_DIR)/debug/notifyctl smoke
+
+## Mint a token: make token ROLE=service SUB=billing
+token:
+	@$(CARGO_TARGET_DIR)/debug/notifyctl token --role $(ROLE) --sub $(SUB)

@@ -1,0 +1,71 @@
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use common::auth::Role;
+use notifyctl::{launcher, smoke, stack::StackFile};
+
+#[derive(Parser)]
+#[command(about = "Run and poke the notification platform on one machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start everything (embedded Kafka, SMTP catcher, services, 2 bff behind nginx) until Ctrl-C.
+    Up(launcher::UpArgs),
+    /// Mint a dev token with the running stack's signing settings.
+    Token {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        #[arg(long, default_value = ".dev/stack.json")]
+        stack: PathBuf,
+    },
+    /// Only the embedded Kafka: 3 brokers, every topic with 3 partitions × replication 3.
+    Kafka {
+        /// Prepended to every topic name.
+        #[arg(long, default_value = "")]
+        topic_prefix: String,
+    },
+    /// Send notifications through the running stack, wait for `sent`, print latency and RSS.
+    Smoke(smoke::SmokeArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    User,
+    Service,
+    Admin,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Cmd::Up(args) => launcher::up(args),
+        Cmd::Token { role, sub, ttl, stack } => (|| {
+            let stack = StackFile::read(&stack)?;
+            let role = match role {
+                RoleArg::User => Role::User,
+                RoleArg::Service => Role::Service,
+                RoleArg::Admin => Role::Admin,
+            };
+            println!("{}", common::auth::mint_hs256(&stack.jwt_config(), &sub, role, ttl)?);
+            Ok(())
+        })(),
+        Cmd::Kafka { topic_prefix } => launcher::kafka_only(&topic_prefix),
+        Cmd::Smoke(args) => smoke::run(args),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("notifyctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
