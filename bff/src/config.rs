@@ -13,7 +13,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { http: HttpConfig::with_port(8080), jwt: JwtConfig::default(), upstreams: UpstreamsConfig::default() }
+        Self {
+            http: HttpConfig::with_port(8080),
+            jwt: JwtConfig::default(),
+            upstreams: UpstreamsConfig::default(),
+        }
     }
 }
 

@@ -40,7 +40,11 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
 }
 
 /// Serves the public API until `shutdown`; in-flight requests finish first.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let state = AppState {
         verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
         upstream: Arc::new(upstream::Upstreams::new(&cfg.upstreams)?),

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
+use bff::Config;
 use clap::Parser;
 use common::cli::{Cli, Command};
-use bff::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -29,7 +29,8 @@ pub struct Upstreams {
 const PASSED_REQUEST_HEADERS: [header::HeaderName; 1] = [header::CONTENT_TYPE];
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Response headers passed back to the caller.
-const PASSED_RESPONSE_HEADERS: [header::HeaderName; 3] = [header::CONTENT_TYPE, header::RETRY_AFTER, header::LOCATION];
+const PASSED_RESPONSE_HEADERS: [header::HeaderName; 3] =
+    [header::CONTENT_TYPE, header::RETRY_AFTER, header::LOCATION];
 
 impl Upstreams {
     pub fn new(cfg: &UpstreamsConfig) -> anyhow::Result<Self> {
@@ -52,7 +53,13 @@ impl Upstreams {
 
     /// `GET {base}/healthz`, for readiness.
     pub async fn ping(&self, service: Service) -> Result<(), String> {
-        match self.http.get(format!("{}/healthz", self.base(service))).timeout(Duration::from_secs(2)).send().await {
+        match self
+            .http
+            .get(format!("{}/healthz", self.base(service)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("answered {}", r.status())),
             Err(e) => Err(e.to_string()),
@@ -76,7 +83,10 @@ impl Upstreams {
             .bearer_auth(&principal.token)
             .header(common::telemetry::REQUEST_ID, &ctx.request_id)
             .header(common::telemetry::TRACEPARENT, &ctx.traceparent);
-        for name in PASSED_REQUEST_HEADERS.iter().chain([&header::HeaderName::from_static(IDEMPOTENCY_KEY)]) {
+        for name in PASSED_REQUEST_HEADERS
+            .iter()
+            .chain([&header::HeaderName::from_static(IDEMPOTENCY_KEY)])
+        {
             if let Some(v) = headers.get(name) {
                 req = req.header(name, v);
             }
@@ -94,13 +104,18 @@ impl Upstreams {
         }
         let bytes = resp.bytes().await.map_err(|e| {
             tracing::warn!(error = %e, ?service, "upstream response cut off");
-            ApiError::unavailable("the service behind this endpoint did not finish its answer; retry")
+            ApiError::unavailable(
+                "the service behind this endpoint did not finish its answer; retry",
+            )
         })?;
         let mut out = Response::new(Body::from(bytes));
         *out.status_mut() = status;
         *out.headers_mut() = out_headers;
         if !out.headers().contains_key(header::CONTENT_TYPE) {
-            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            out.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
         Ok(out)
     }

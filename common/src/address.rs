@@ -34,12 +34,21 @@ pub struct PhoneE164(String);
 
 impl PhoneE164 {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let compact: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.')).collect();
-        let digits = compact.strip_prefix('+').ok_or("must be in E.164 form, starting with +")?;
+        let compact: String = raw
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+            .collect();
+        let digits = compact
+            .strip_prefix('+')
+            .ok_or("must be in E.164 form, starting with +")?;
         let ok = (8..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0');
-        if ok { Ok(Self(compact)) } else { Err("must be in E.164 form: + and 8 to 15 digits".into()) }
+        if ok {
+            Ok(Self(compact))
+        } else {
+            Err("must be in E.164 form: + and 8 to 15 digits".into())
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -53,18 +62,26 @@ mod tests {
 
     #[test]
     fn emails_are_validated_and_the_domain_lower_cased() {
-        assert_eq!(EmailAddress::parse("Ann.Lee@Example.COM").unwrap().as_str(), "Ann.Lee@example.com");
+        assert_eq!(
+            EmailAddress::parse("Ann.Lee@Example.COM").unwrap().as_str(),
+            "Ann.Lee@example.com"
+        );
         for bad in ["", "no-at-sign", "a@", "@b.com", "a b@c.com", "a@localhost"] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad} should be rejected");
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 
     #[test]
     fn phones_must_be_e164() {
-        assert_eq!(PhoneE164::parse("+49 30 1234567").unwrap().as_str(), "+49301234567");
+        assert_eq!(
+            PhoneE164::parse("+49 30 1234567").unwrap().as_str(),
+            "+49301234567"
+        );
         for bad in ["030 1234567", "+0123456789", "+12ab5678901", "+123"] {
             assert!(PhoneE164::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
-
 }

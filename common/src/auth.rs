@@ -149,7 +149,9 @@ impl JwtVerifier {
                     K::ExpiredSignature => "the token has expired",
                     K::ImmatureSignature => "the token is not valid yet",
                     K::InvalidSignature => "the token signature is invalid",
-                    K::InvalidAlgorithm => "the token uses an algorithm this deployment does not accept",
+                    K::InvalidAlgorithm => {
+                        "the token uses an algorithm this deployment does not accept"
+                    }
                     K::InvalidIssuer => "the token issuer is not accepted",
                     K::InvalidAudience => "the token audience is not accepted",
                     K::MissingRequiredClaim(_) => "the token lacks a required claim",
@@ -178,7 +180,10 @@ pub fn mint_hs256(cfg: &JwtConfig, sub: &str, role: Role, ttl_secs: i64) -> anyh
 
 /// Signs arbitrary claims with the HS256 secret (tests use it for expired tokens).
 pub fn mint_claims(cfg: &JwtConfig, claims: &Claims) -> anyhow::Result<String> {
-    anyhow::ensure!(cfg.algorithm == JwtAlgorithm::HS256, "minting is only supported for HS256");
+    anyhow::ensure!(
+        cfg.algorithm == JwtAlgorithm::HS256,
+        "minting is only supported for HS256"
+    );
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -225,19 +230,26 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Arc::<JwtVerifier>::from_ref(state);
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("an `Authorization: Bearer <token>` header is required"))?;
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("an `Authorization: Bearer <token>` header is required")
+        })?;
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
         let claims = verifier.verify(token)?;
-        Ok(Principal { claims, token: token.to_owned() })
+        Ok(Principal {
+            claims,
+            token: token.to_owned(),
+        })
     }
 }
 
@@ -259,7 +271,10 @@ mod tests {
         assert_eq!(claims.sub, "billing");
         assert_eq!(claims.role, Role::Service);
 
-        let other = JwtConfig { secret: SecretString::from("another-secret-another-secret-xx"), ..cfg() };
+        let other = JwtConfig {
+            secret: SecretString::from("another-secret-another-secret-xx"),
+            ..cfg()
+        };
         let forged = mint_hs256(&other, "billing", Role::Admin, 60).unwrap();
         assert_eq!(v.verify(&forged).unwrap_err().status.as_u16(), 401);
     }
@@ -268,19 +283,29 @@ mod tests {
     fn rejects_expired_wrong_audience_and_alg_none() {
         let v = JwtVerifier::new(&cfg()).unwrap();
         let expired = mint_hs256(&cfg(), "u", Role::User, -120).unwrap();
-        assert_eq!(v.verify(&expired).unwrap_err().detail, "the token has expired");
+        assert_eq!(
+            v.verify(&expired).unwrap_err().detail,
+            "the token has expired"
+        );
         // Within the 30 s leeway it is still accepted.
         let just = mint_hs256(&cfg(), "u", Role::User, -10).unwrap();
         assert!(v.verify(&just).is_ok());
 
-        let wrong_aud = JwtConfig { audience: "elsewhere".into(), ..cfg() };
+        let wrong_aud = JwtConfig {
+            audience: "elsewhere".into(),
+            ..cfg()
+        };
         let t = mint_hs256(&wrong_aud, "u", Role::User, 60).unwrap();
         assert!(v.verify(&t).is_err());
 
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let now = chrono::Utc::now().timestamp();
         let payload = serde_json::json!({"sub":"u","role":"admin","exp":now+60,"iat":now,"iss":"notify-dev","aud":"notify"});
-        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), b64.encode(payload.to_string()));
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(payload.to_string())
+        );
         assert_eq!(v.verify(&none).unwrap_err().status.as_u16(), 401);
     }
 }

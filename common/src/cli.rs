@@ -32,8 +32,14 @@ impl Cli {
 
 /// `GET http://addr/healthz` with a short timeout, for container health checks.
 pub async fn healthcheck(addr: SocketAddr) -> ExitCode {
-    let addr = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build();
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build();
     let ok = match client {
         Ok(c) => c
             .get(format!("http://{addr}/healthz"))

@@ -21,7 +21,11 @@ pub const ENV_PREFIX: &str = "NOTIFY_";
 pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> anyhow::Result<T> {
     let mut figment = Figment::new();
     if let Some(file) = file {
-        anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+        anyhow::ensure!(
+            file.exists(),
+            "config file {} does not exist",
+            file.display()
+        );
         figment = figment.merge(Toml::file_exact(file));
     }
     figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
@@ -32,6 +36,7 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> anyhow::Result<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use serde::Deserialize;
 

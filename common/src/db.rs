@@ -24,7 +24,10 @@ pub struct DatabaseConfig {
 
 impl DatabaseConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: SecretString::from(url.into()), ..Self::default() }
+        Self {
+            url: SecretString::from(url.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -65,13 +68,17 @@ pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect_with(&opts.clone().database("postgres"))
         .await
         .context("connecting to the postgres server")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another process created it between our check and our CREATE.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
@@ -84,5 +91,9 @@ pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
 
 /// Readiness check: one round trip.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(|e| e.to_string())
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -26,7 +26,13 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [Channel::Email, Channel::Sms, Channel::Push, Channel::Webhook, Channel::Telegram];
+    pub const ALL: [Channel; 5] = [
+        Channel::Email,
+        Channel::Sms,
+        Channel::Push,
+        Channel::Webhook,
+        Channel::Telegram,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -176,10 +182,18 @@ pub struct StatusEvent {
 pub enum DomainEvent {
     /// A user was registered; notification-service sends the `welcome` notification.
     #[serde(rename = "user.registered")]
-    UserRegistered { schema: u32, user_id: Uuid, at: DateTime<Utc> },
+    UserRegistered {
+        schema: u32,
+        user_id: Uuid,
+        at: DateTime<Utc>,
+    },
     /// A user's contacts or preferences changed; cached delivery profiles are stale.
     #[serde(rename = "preferences.updated")]
-    PreferencesUpdated { schema: u32, user_id: Uuid, at: DateTime<Utc> },
+    PreferencesUpdated {
+        schema: u32,
+        user_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 /// A user's delivery profile as users-service serves it to notification-service.
@@ -205,7 +219,10 @@ mod tests {
 
     #[test]
     fn topics_are_named_as_in_the_architecture() {
-        assert_eq!(dispatch_topic(Channel::Email, Lane::Bulk), "notify.dispatch.email.bulk");
+        assert_eq!(
+            dispatch_topic(Channel::Email, Lane::Bulk),
+            "notify.dispatch.email.bulk"
+        );
         let all = all_topics();
         assert_eq!(all.len(), 12);
         assert!(all.contains(&"notify.dispatch.telegram.urgent".to_owned()));
@@ -221,7 +238,10 @@ mod tests {
             outcome: Outcome::TransientFailure,
             provider: "smtp".into(),
             provider_message_id: None,
-            error: Some(ErrorInfo { code: "smtp_451".into(), message: "later".into() }),
+            error: Some(ErrorInfo {
+                code: "smtp_451".into(),
+                message: "later".into(),
+            }),
             retry_after_ms: None,
             at: DateTime::from_timestamp(0, 0).unwrap(),
             duration_ms: 3,

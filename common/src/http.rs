@@ -35,7 +35,10 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     pub fn with_port(port: u16) -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], port)), ..Self::default() }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            ..Self::default()
+        }
     }
 }
 
@@ -86,10 +89,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     );
     let request_id = ctx.request_id.clone();
     let started = Instant::now();
-    let mut resp = ctx
-        .scope(next.run(req))
-        .instrument(span.clone())
-        .await;
+    let mut resp = ctx.scope(next.run(req)).instrument(span.clone()).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
@@ -151,13 +151,20 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", rejection.body_text())
-            } else {
-                ApiError::bad_request("malformed_request", rejection.body_text())
-            }
-        })
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        rejection.body_text(),
+                    )
+                } else {
+                    ApiError::bad_request("malformed_request", rejection.body_text())
+                }
+            })
     }
 }
 
@@ -201,10 +208,17 @@ fn missing_field(msg: &str) -> Option<&str> {
 
 /// Runs `router` on an already-bound listener until `shutdown` is cancelled; in-flight
 /// requests finish first.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 /// `GET /healthz`: the process is alive.
@@ -223,7 +237,11 @@ pub fn readiness(checks: Vec<(&'static str, Result<(), String>)>) -> Response {
             Err(e) => e.clone(),
         }))).collect::<serde_json::Map<String, serde_json::Value>>(),
     });
-    let status = if failed.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }
 
@@ -234,14 +252,24 @@ mod mime_lite {
     impl std::str::FromStr for Mime {
         type Err = ();
         fn from_str(s: &str) -> Result<Self, ()> {
-            let essence = s.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-            if essence.contains('/') { Ok(Mime(essence)) } else { Err(()) }
+            let essence = s
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if essence.contains('/') {
+                Ok(Mime(essence))
+            } else {
+                Err(())
+            }
         }
     }
 
     impl Mime {
         pub fn is_json(&self) -> bool {
-            self.0 == "application/json" || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
         }
     }
 }

@@ -38,7 +38,11 @@ pub struct OutboxMessage {
 
 impl OutboxMessage {
     /// A message carrying the current request's id and trace context.
-    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: &impl Serialize) -> anyhow::Result<Self> {
+    pub fn new(
+        topic: impl Into<String>,
+        key: impl Into<String>,
+        payload: &impl Serialize,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             topic: topic.into(),
             key: key.into(),
@@ -107,7 +111,12 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { enabled: true, batch_size: 500, poll_interval_ms: 500, retention_secs: 3600 }
+        Self {
+            enabled: true,
+            batch_size: 500,
+            poll_interval_ms: 500,
+            retention_secs: 3600,
+        }
     }
 }
 
@@ -129,8 +138,18 @@ struct Row {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, producer: FutureProducer, kafka: KafkaConfig, cfg: RelayConfig) -> Self {
-        Self { pool, producer, kafka, cfg }
+    pub fn new(
+        pool: PgPool,
+        producer: FutureProducer,
+        kafka: KafkaConfig,
+        cfg: RelayConfig,
+    ) -> Self {
+        Self {
+            pool,
+            producer,
+            kafka,
+            cfg,
+        }
     }
 
     /// Publishes one batch of due rows; returns how many were published.
@@ -179,15 +198,20 @@ impl Relay {
             .await?;
         if !failed.is_empty() {
             tracing::warn!(failed = failed.len(), error = ?last_error, "outbox rows not acknowledged; will retry");
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
-                .bind(&failed)
-                .bind(&last_error)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
+            )
+            .bind(&failed)
+            .bind(&last_error)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await.context("marking outbox rows published")?;
         if !failed.is_empty() {
-            anyhow::bail!("{} outbox rows were not acknowledged by Kafka", failed.len());
+            anyhow::bail!(
+                "{} outbox rows were not acknowledged by Kafka",
+                failed.len()
+            );
         }
         Ok(published.len())
     }

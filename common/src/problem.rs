@@ -26,7 +26,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -57,7 +60,14 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, detail: detail.into(), errors: Vec::new(), headers: Vec::new(), source: None }
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+            headers: Vec::new(),
+            source: None,
+        }
     }
 
     /// 400 — the body is not JSON or not the expected media type.
@@ -71,7 +81,14 @@ impl ApiError {
             [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self { errors, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail) }
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                detail,
+            )
+        }
     }
 
     /// 422 for one field.
@@ -106,14 +123,22 @@ impl ApiError {
 
     /// 503 — a dependency (database, another service) is unavailable; safe to retry.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "dependency_unavailable", detail)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency_unavailable",
+            detail,
+        )
     }
 
     /// 500 — logged with its cause, rendered without it.
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         Self {
             source: Some(err.into()),
-            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an internal error occurred",
+            )
         }
     }
 

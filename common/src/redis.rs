@@ -14,7 +14,10 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379".into(), key_prefix: "notify:".into() }
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "notify:".into(),
+        }
     }
 }
 

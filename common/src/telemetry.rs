@@ -73,14 +73,19 @@ impl RequestContext {
     /// malformed (a request id must be 1..=128 visible ASCII characters).
     pub fn from_parts(request_id: Option<&str>, traceparent: Option<&str>) -> Self {
         let request_id = request_id
-            .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+            })
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let traceparent = traceparent
             .filter(|tp| valid_traceparent(tp))
             .map(str::to_owned)
             .unwrap_or_else(new_traceparent);
-        Self { request_id, traceparent }
+        Self {
+            request_id,
+            traceparent,
+        }
     }
 
     /// Restores a context from Kafka headers (or an outbox row's header map).
@@ -128,7 +133,11 @@ impl Default for RequestContext {
 
 fn new_traceparent() -> String {
     let mut rng = rand::rng();
-    format!("00-{:032x}-{:016x}-01", rng.random::<u128>() | 1, rng.random::<u64>() | 1)
+    format!(
+        "00-{:032x}-{:016x}-01",
+        rng.random::<u128>() | 1,
+        rng.random::<u64>() | 1
+    )
 }
 
 fn valid_traceparent(tp: &str) -> bool {
@@ -138,7 +147,9 @@ fn valid_traceparent(tp: &str) -> bool {
         && parts[1].len() == 32
         && parts[2].len() == 16
         && parts[3].len() == 2
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
         && parts[1].bytes().any(|b| b != b'0')
 }
 

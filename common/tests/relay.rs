@@ -23,7 +23,12 @@ async fn setup() -> (DevCluster, KafkaConfig, PgPool) {
     let url = devkit::pg::fresh_database("relay").await.unwrap();
     let pool = PgPool::connect(&url).await.unwrap();
     let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/notify");
-    sqlx::migrate::Migrator::new(migrations).await.unwrap().run(&pool).await.unwrap();
+    sqlx::migrate::Migrator::new(migrations)
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
     (cluster, kafka, pool)
 }
 
@@ -47,32 +52,57 @@ async fn received(kafka: &KafkaConfig, group: &str, window: Duration) -> Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_committed_rows_are_published_and_each_once() {
     let (_cluster, kafka, pool) = setup().await;
-    let relay = Relay::new(pool.clone(), producer(&kafka, "t").unwrap(), kafka.clone(), RelayConfig::default());
+    let relay = Relay::new(
+        pool.clone(),
+        producer(&kafka, "t").unwrap(),
+        kafka.clone(),
+        RelayConfig::default(),
+    );
 
     let mut rolled_back = pool.begin().await.unwrap();
-    enqueue(&mut rolled_back, &[message("rolled-back")]).await.unwrap();
+    enqueue(&mut rolled_back, &[message("rolled-back")])
+        .await
+        .unwrap();
     rolled_back.rollback().await.unwrap();
 
     let mut committed = pool.begin().await.unwrap();
-    enqueue(&mut committed, &[message("committed-1"), message("committed-2")]).await.unwrap();
+    enqueue(
+        &mut committed,
+        &[message("committed-1"), message("committed-2")],
+    )
+    .await
+    .unwrap();
     committed.commit().await.unwrap();
 
     let mut open = pool.begin().await.unwrap();
     enqueue(&mut open, &[message("still-open")]).await.unwrap();
 
-    assert_eq!(relay.publish_batch().await.unwrap(), 2, "the open transaction's row is invisible");
-    assert_eq!(relay.publish_batch().await.unwrap(), 0, "published rows are not sent again");
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        2,
+        "the open transaction's row is invisible"
+    );
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        0,
+        "published rows are not sent again"
+    );
     open.commit().await.unwrap();
     assert_eq!(relay.publish_batch().await.unwrap(), 1);
 
     let got = received(&kafka, "g1", Duration::from_secs(5)).await;
     let mut sorted = got.clone();
     sorted.sort();
-    assert_eq!(sorted, vec!["committed-1", "committed-2", "still-open"], "{got:?}");
-    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        sorted,
+        vec!["committed-1", "committed-2", "still-open"],
+        "{got:?}"
+    );
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(unpublished, 0);
 }
 
@@ -80,8 +110,16 @@ async fn only_committed_rows_are_published_and_each_once() {
 async fn a_commit_wakes_the_relay_through_listen_notify() {
     let (_cluster, kafka, pool) = setup().await;
     // A poll interval far beyond the test: only NOTIFY can wake the relay in time.
-    let cfg = RelayConfig { poll_interval_ms: 600_000, ..RelayConfig::default() };
-    let relay = Relay::new(pool.clone(), producer(&kafka, "t").unwrap(), kafka.clone(), cfg);
+    let cfg = RelayConfig {
+        poll_interval_ms: 600_000,
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        producer(&kafka, "t").unwrap(),
+        kafka.clone(),
+        cfg,
+    );
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await; // LISTEN is in place

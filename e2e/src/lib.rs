@@ -30,7 +30,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { bff_instances: 1, nginx: false, retry_schedule: vec![0.5, 0.5] }
+        Self {
+            bff_instances: 1,
+            nginx: false,
+            retry_schedule: vec![0.5, 0.5],
+        }
     }
 }
 
@@ -62,7 +66,10 @@ async fn listener() -> (TcpListener, SocketAddr) {
 }
 
 fn http_cfg(addr: SocketAddr) -> HttpConfig {
-    HttpConfig { listen: addr, ..HttpConfig::default() }
+    HttpConfig {
+        listen: addr,
+        ..HttpConfig::default()
+    }
 }
 
 impl Stack {
@@ -70,7 +77,10 @@ impl Stack {
         common::telemetry::init_for_tests();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("t{}.", &id[..8]);
-        let topics: Vec<String> = all_topics().iter().map(|t| format!("{prefix}{t}")).collect();
+        let topics: Vec<String> = all_topics()
+            .iter()
+            .map(|t| format!("{prefix}{t}"))
+            .collect();
         let kafka = DevCluster::start(&topics, 3)?;
         let smtp = SmtpSink::start(0, None)?;
         let jwt = JwtConfig::default();
@@ -79,7 +89,10 @@ impl Stack {
             topic_prefix: prefix.clone(),
             ..KafkaConfig::default()
         };
-        let redis = RedisConfig { key_prefix: format!("test:{id}:"), ..RedisConfig::default() };
+        let redis = RedisConfig {
+            key_prefix: format!("test:{id}:"),
+            ..RedisConfig::default()
+        };
         let users_db = DatabaseConfig::new(devkit::pg::fresh_database("users").await?);
         let notify_db = DatabaseConfig::new(devkit::pg::fresh_database("notify").await?);
         let shutdown = CancellationToken::new();
@@ -94,7 +107,11 @@ impl Stack {
             ..Default::default()
         };
         users_service::migrate(&users_cfg).await?;
-        tasks.push(tokio::spawn(users_service::run(users_cfg, l, shutdown.clone())));
+        tasks.push(tokio::spawn(users_service::run(
+            users_cfg,
+            l,
+            shutdown.clone(),
+        )));
 
         let (l, notify_addr) = listener().await;
         let notify_cfg = notification_service::Config {
@@ -106,19 +123,30 @@ impl Stack {
                 base_url: format!("http://{users_addr}"),
                 ..Default::default()
             },
-            relay: common::outbox::RelayConfig { poll_interval_ms: 100, ..Default::default() },
+            relay: common::outbox::RelayConfig {
+                poll_interval_ms: 100,
+                ..Default::default()
+            },
             ..Default::default()
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;
-        tasks.push(tokio::spawn(notification_service::run(notify_cfg, l, shutdown.clone())));
+        tasks.push(tokio::spawn(notification_service::run(
+            notify_cfg,
+            l,
+            shutdown.clone(),
+        )));
 
         let (l, addr) = listener().await;
         let workers_cfg = workers::Config {
             http: http_cfg(addr),
             kafka: kafka_cfg.clone(),
             redis,
-            email: workers::config::EmailConfig { smtp_url: smtp.url(), timeout_ms: 5_000, ..Default::default() },
+            email: workers::config::EmailConfig {
+                smtp_url: smtp.url(),
+                timeout_ms: 5_000,
+                ..Default::default()
+            },
             ..Default::default()
         };
         tasks.push(tokio::spawn(workers::run(workers_cfg, l, shutdown.clone())));
@@ -128,10 +156,17 @@ impl Stack {
             http: http_cfg(addr),
             database: notify_db,
             kafka: kafka_cfg.clone(),
-            retry: repeater::config::RetryConfig { schedule_secs: opts.retry_schedule.clone(), jitter: 0.0 },
+            retry: repeater::config::RetryConfig {
+                schedule_secs: opts.retry_schedule.clone(),
+                jitter: 0.0,
+            },
             ..Default::default()
         };
-        tasks.push(tokio::spawn(repeater::run(repeater_cfg, l, shutdown.clone())));
+        tasks.push(tokio::spawn(repeater::run(
+            repeater_cfg,
+            l,
+            shutdown.clone(),
+        )));
 
         let mut bffs = Vec::new();
         for _ in 0..opts.bff_instances.max(1) {
@@ -147,14 +182,21 @@ impl Stack {
             };
             let token = CancellationToken::new();
             let task = tokio::spawn(bff::run(cfg, l, token.clone()));
-            bffs.push(Bff { addr, shutdown: token, task: Some(task) });
+            bffs.push(Bff {
+                addr,
+                shutdown: token,
+                task: Some(task),
+            });
         }
 
         let nginx = if opts.nginx {
             let dir = std::env::temp_dir().join(format!("notify-nginx-{id}"));
             let listen = SocketAddr::from(([127, 0, 0, 1], devkit::free_port()));
             let upstreams: Vec<SocketAddr> = bffs.iter().map(|b| b.addr).collect();
-            Some(tokio::task::spawn_blocking(move || Nginx::start(listen, &upstreams, &dir)).await??)
+            Some(
+                tokio::task::spawn_blocking(move || Nginx::start(listen, &upstreams, &dir))
+                    .await??,
+            )
         } else {
             None
         };
@@ -167,7 +209,9 @@ impl Stack {
             notify_pool,
             bffs,
             nginx,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
             shutdown,
             tasks,
         };
@@ -177,10 +221,9 @@ impl Stack {
 
     async fn wait_healthy(&self) -> anyhow::Result<()> {
         for _ in 0..200 {
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.url())).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            let ready = self.http.get(format!("{}/readyz", self.url())).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
             }
             if let Some(t) = self.tasks.iter().find(|t| t.is_finished()) {
                 anyhow::bail!("a service exited during start: {t:?}");
@@ -214,7 +257,12 @@ impl Stack {
     /// `POST /v1/users` with a service token; returns the new user's id.
     pub async fn register_user(&self, email: &str) -> anyhow::Result<uuid::Uuid> {
         let (status, body) = self
-            .call(reqwest::Method::POST, "/v1/users", Some(&self.token(Role::Service, "signup")), Some(serde_json::json!({ "email": email })))
+            .call(
+                reqwest::Method::POST,
+                "/v1/users",
+                Some(&self.token(Role::Service, "signup")),
+                Some(serde_json::json!({ "email": email })),
+            )
             .await?;
         anyhow::ensure!(status == 201, "register answered {status}: {body}");
         Ok(body["user_id"].as_str().unwrap_or_default().parse()?)
@@ -244,14 +292,33 @@ impl Stack {
 
     /// Polls `GET /v1/notifications/{id}` until every delivery has left the open states, or
     /// `timeout`; returns the last view.
-    pub async fn wait_settled(&self, id: &str, token: &str, timeout: Duration) -> anyhow::Result<Value> {
+    pub async fn wait_settled(
+        &self,
+        id: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (status, body) = self.call(reqwest::Method::GET, &format!("/v1/notifications/{id}"), Some(token), None).await?;
+            let (status, body) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/notifications/{id}"),
+                    Some(token),
+                    None,
+                )
+                .await?;
             anyhow::ensure!(status == 200, "GET answered {status}: {body}");
             let open = body["deliveries"]
                 .as_array()
-                .map(|ds| ds.iter().any(|d| matches!(d["status"].as_str(), Some("pending" | "queued" | "sending" | "retrying"))))
+                .map(|ds| {
+                    ds.iter().any(|d| {
+                        matches!(
+                            d["status"].as_str(),
+                            Some("pending" | "queued" | "sending" | "retrying")
+                        )
+                    })
+                })
                 .unwrap_or(true);
             if !open || tokio::time::Instant::now() > deadline {
                 return Ok(body);

@@ -11,7 +11,10 @@ fn body() -> Value {
 }
 
 async fn notification_count(stack: &Stack) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&stack.notify_pool).await.unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +22,17 @@ async fn bad_tokens_are_401_and_a_user_token_cannot_send() {
     let stack = Stack::start(Options::default()).await.unwrap();
     let send = |token: Option<String>| {
         let stack = &stack;
-        async move { stack.call(Method::POST, "/v1/notifications", token.as_deref(), Some(body())).await.unwrap() }
+        async move {
+            stack
+                .call(
+                    Method::POST,
+                    "/v1/notifications",
+                    token.as_deref(),
+                    Some(body()),
+                )
+                .await
+                .unwrap()
+        }
     };
 
     let (status, problem) = send(None).await;
@@ -27,10 +40,16 @@ async fn bad_tokens_are_401_and_a_user_token_cannot_send() {
     assert_eq!(problem["type"], "unauthorized");
     assert!(problem["request_id"].is_string(), "{problem}");
 
-    let other = common::auth::JwtConfig { secret: "not-the-deployment-secret-0123456789".to_owned().into(), ..stack.jwt.clone() };
+    let other = common::auth::JwtConfig {
+        secret: "not-the-deployment-secret-0123456789".to_owned().into(),
+        ..stack.jwt.clone()
+    };
     let forged = common::auth::mint_hs256(&other, "billing", Role::Service, 60).unwrap();
     let (status, problem) = send(Some(forged)).await;
-    assert_eq!((status, problem["detail"].as_str()), (401, Some("the token signature is invalid")));
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (401, Some("the token signature is invalid"))
+    );
 
     let now = chrono::Utc::now().timestamp();
     let expired = Claims {
@@ -44,7 +63,10 @@ async fn bad_tokens_are_401_and_a_user_token_cannot_send() {
     };
     let expired = common::auth::mint_claims(&stack.jwt, &expired).unwrap();
     let (status, problem) = send(Some(expired)).await;
-    assert_eq!((status, problem["detail"].as_str()), (401, Some("the token has expired")));
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (401, Some("the token has expired"))
+    );
 
     let b64 = |s: &str| {
         use std::fmt::Write;
@@ -53,7 +75,10 @@ async fn bad_tokens_are_401_and_a_user_token_cannot_send() {
         let bytes = s.as_bytes();
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
             for i in 0..=chunk.len() {
                 write!(out, "{}", T[((n >> (18 - 6 * i)) & 63) as usize] as char).unwrap();
             }
@@ -61,7 +86,11 @@ async fn bad_tokens_are_401_and_a_user_token_cannot_send() {
         out
     };
     let claims = json!({ "sub": "billing", "role": "service", "exp": now + 60, "iat": now, "iss": stack.jwt.issuer, "aud": stack.jwt.audience });
-    let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&claims.to_string()));
+    let none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&claims.to_string())
+    );
     let (status, problem) = send(Some(none)).await;
     assert_eq!(status, 401, "{problem}");
 
@@ -93,7 +122,15 @@ async fn malformed_json_is_400_and_a_missing_or_bad_field_is_422_naming_it() {
 
     let mut missing = body();
     missing.as_object_mut().unwrap().remove("category");
-    let (status, problem) = stack.call(Method::POST, "/v1/notifications", Some(&token), Some(missing)).await.unwrap();
+    let (status, problem) = stack
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(&token),
+            Some(missing),
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 422);
     assert_eq!(problem["type"], "validation_failed");
     assert_eq!(problem["errors"][0]["field"], "category", "{problem}");
@@ -101,24 +138,57 @@ async fn malformed_json_is_400_and_a_missing_or_bad_field_is_422_naming_it() {
     let mut bad = body();
     bad["recipients"][0]["email"] = json!("not-an-address");
     bad["channels"] = json!(["pigeon"]);
-    let (status, problem) = stack.call(Method::POST, "/v1/notifications", Some(&token), Some(bad)).await.unwrap();
+    let (status, problem) = stack
+        .call(Method::POST, "/v1/notifications", Some(&token), Some(bad))
+        .await
+        .unwrap();
     assert_eq!(status, 422);
-    let fields: Vec<_> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect();
+    let fields: Vec<_> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
     assert!(fields.contains(&"channels[0]".to_owned()), "{problem}");
-    assert!(fields.contains(&"recipients[0].email".to_owned()), "{problem}");
+    assert!(
+        fields.contains(&"recipients[0].email".to_owned()),
+        "{problem}"
+    );
 
     let mut empty = body();
     empty["recipients"] = json!([]);
-    let (status, problem) = stack.call(Method::POST, "/v1/notifications", Some(&token), Some(empty)).await.unwrap();
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("recipients")));
+    let (status, problem) = stack
+        .call(Method::POST, "/v1/notifications", Some(&token), Some(empty))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("recipients"))
+    );
 
-    let (status, problem) =
-        stack.call(Method::POST, "/v1/users", Some(&token), Some(json!({ "email": "x@example.com", "timezone": "Mars/Base" }))).await.unwrap();
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("timezone")));
+    let (status, problem) = stack
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(&token),
+            Some(json!({ "email": "x@example.com", "timezone": "Mars/Base" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("timezone"))
+    );
 
     let huge = json!({ "recipients": [{ "email": "a@example.com" }], "category": "news", "content": { "text": "x".repeat(300 * 1024) } });
-    let (status, problem) = stack.call(Method::POST, "/v1/notifications", Some(&token), Some(huge)).await.unwrap();
-    assert_eq!((status, problem["type"].as_str()), (413, Some("payload_too_large")));
+    let (status, problem) = stack
+        .call(Method::POST, "/v1/notifications", Some(&token), Some(huge))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 
     assert_eq!(notification_count(&stack).await, 0, "nothing was written");
 }

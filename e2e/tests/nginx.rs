@@ -9,7 +9,13 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_spreads_over_two_bffs_and_loses_no_request_when_one_stops() {
-    let mut stack = Stack::start(Options { bff_instances: 2, nginx: true, ..Options::default() }).await.unwrap();
+    let mut stack = Stack::start(Options {
+        bff_instances: 2,
+        nginx: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let svc = stack.token(Role::Service, "billing");
     let mut ids = Vec::new();
     for i in 0..40 {
@@ -26,23 +32,36 @@ async fn nginx_spreads_over_two_bffs_and_loses_no_request_when_one_stops() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202, "request {i} failed");
-        assert_eq!(resp.headers()["x-request-id"], format!("req-{i}").as_str(), "nginx and the bff keep the caller's request id");
+        assert_eq!(
+            resp.headers()["x-request-id"],
+            format!("req-{i}").as_str(),
+            "nginx and the bff keep the caller's request id"
+        );
         let body: serde_json::Value = resp.json().await.unwrap();
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     // Both instances served traffic (round robin), and after the stop only the second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = stack.nginx.as_ref().unwrap().access_log();
-    let (a, b) = (stack.bffs[0].addr.to_string(), stack.bffs[1].addr.to_string());
+    let (a, b) = (
+        stack.bffs[0].addr.to_string(),
+        stack.bffs[1].addr.to_string(),
+    );
     assert!(log.contains(&format!("upstream={a}")), "{log}");
     assert!(log.contains(&format!("upstream={b}")), "{log}");
 
     // Every accepted notification is delivered.
-    let last = stack.wait_settled(ids.last().unwrap(), &svc, Duration::from_secs(30)).await.unwrap();
+    let last = stack
+        .wait_settled(ids.last().unwrap(), &svc, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(last["deliveries"][0]["status"], "sent", "{last}");
     let mails = stack.smtp.wait_for(40, Duration::from_secs(30));
     assert_eq!(mails.len(), 40);
 
-    let (status, _) = stack.call(Method::GET, "/metrics", None, None).await.unwrap();
+    let (status, _) = stack
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .unwrap();
     assert_eq!(status, 404, "nginx never routes /metrics");
 }

@@ -35,7 +35,10 @@ async fn a_notification_to_a_user_is_emailed_and_shows_sent_with_its_attempt() {
     assert_eq!(accepted["deliveries"][0]["lane"], "bulk");
     assert_eq!(accepted["deliveries"][0]["address"], "Ann@example.com");
 
-    let view = stack.wait_settled(&id, &billing, Duration::from_secs(20)).await.unwrap();
+    let view = stack
+        .wait_settled(&id, &billing, Duration::from_secs(20))
+        .await
+        .unwrap();
     let d = &view["deliveries"][0];
     assert_eq!(d["status"], "sent", "{view}");
     assert_eq!(view["status"], "completed");
@@ -51,16 +54,18 @@ async fn a_notification_to_a_user_is_emailed_and_shows_sent_with_its_attempt() {
     assert!(text.contains("Subject: Your invoice"), "{text}");
     assert!(text.contains("Invoice #42 is ready."), "{text}");
 
-    let (attempts,): (i64,) = sqlx::query_as("SELECT count(*) FROM attempts WHERE delivery_id = $1::uuid")
-        .bind(d["id"].as_str().unwrap())
-        .fetch_one(&stack.notify_pool)
-        .await
-        .unwrap();
+    let (attempts,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM attempts WHERE delivery_id = $1::uuid")
+            .bind(d["id"].as_str().unwrap())
+            .fetch_one(&stack.notify_pool)
+            .await
+            .unwrap();
     assert_eq!(attempts, 1);
-    let (unpublished,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(&stack.notify_pool)
-        .await
-        .unwrap();
+    let (unpublished,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&stack.notify_pool)
+            .await
+            .unwrap();
     assert_eq!(unpublished, 0);
 }
 
@@ -86,18 +91,29 @@ async fn a_transient_smtp_failure_is_retried_and_then_sent() {
     assert_eq!(accepted["deliveries"][0]["lane"], "urgent");
     let id = accepted["id"].as_str().unwrap();
 
-    let view = stack.wait_settled(id, &svc, Duration::from_secs(20)).await.unwrap();
+    let view = stack
+        .wait_settled(id, &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
     let d = &view["deliveries"][0];
     assert_eq!(d["status"], "sent", "{view}");
     assert_eq!(d["attempts"], 2);
-    assert_eq!(d["last_error"]["code"], "smtp_451", "the failed first attempt stays visible");
+    assert_eq!(
+        d["last_error"]["code"], "smtp_451",
+        "the failed first attempt stays visible"
+    );
     assert_eq!(stack.smtp.attempts(), 2);
     assert_eq!(stack.smtp.mails().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_is_dead_with_its_error_and_exhausted_retries_too() {
-    let stack = Stack::start(Options { retry_schedule: vec![0.2], ..Options::default() }).await.unwrap();
+    let stack = Stack::start(Options {
+        retry_schedule: vec![0.2],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let svc = stack.token(Role::Service, "billing");
     let send = |to: &'static str| {
         let stack = &stack;
@@ -119,7 +135,10 @@ async fn a_permanent_failure_is_dead_with_its_error_and_exhausted_retries_too() 
 
     stack.smtp.set_mode(Mode::RejectAll);
     let id = send("carol@example.org").await;
-    let view = stack.wait_settled(&id, &svc, Duration::from_secs(20)).await.unwrap();
+    let view = stack
+        .wait_settled(&id, &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!(view["deliveries"][0]["status"], "dead", "{view}");
     assert_eq!(view["deliveries"][0]["reason"], "permanent_failure");
     assert_eq!(view["deliveries"][0]["last_error"]["code"], "smtp_550");
@@ -127,7 +146,10 @@ async fn a_permanent_failure_is_dead_with_its_error_and_exhausted_retries_too() 
 
     stack.smtp.set_mode(Mode::FailTransient(100));
     let id = send("dave@example.org").await;
-    let view = stack.wait_settled(&id, &svc, Duration::from_secs(20)).await.unwrap();
+    let view = stack
+        .wait_settled(&id, &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!(view["deliveries"][0]["status"], "dead", "{view}");
     assert_eq!(view["deliveries"][0]["reason"], "attempts_exhausted");
     assert_eq!(view["deliveries"][0]["attempts"], 2);
@@ -164,12 +186,28 @@ async fn recipients_without_an_address_are_suppressed_with_a_reason() {
         .await
         .unwrap();
     assert_eq!(status, 202, "{accepted}");
-    let reasons: Vec<_> = accepted["deliveries"].as_array().unwrap().iter().map(|d| (d["status"].clone(), d["reason"].clone())).collect();
-    assert_eq!(reasons, vec![(json!("suppressed"), json!("no_contact")), (json!("suppressed"), json!("unknown_user"))]);
+    let reasons: Vec<_> = accepted["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["status"].clone(), d["reason"].clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (json!("suppressed"), json!("no_contact")),
+            (json!("suppressed"), json!("unknown_user"))
+        ]
+    );
     assert_eq!(accepted["status"], "completed");
 
     let (status, view) = stack
-        .call(Method::GET, &format!("/v1/notifications/{}", accepted["id"].as_str().unwrap()), Some(&svc), None)
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{}", accepted["id"].as_str().unwrap()),
+            Some(&svc),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -178,7 +216,21 @@ async fn recipients_without_an_address_are_suppressed_with_a_reason() {
     // Another service may not read it; an admin may.
     let other = stack.token(Role::Service, "marketing");
     let path = format!("/v1/notifications/{}", accepted["id"].as_str().unwrap());
-    assert_eq!(stack.call(Method::GET, &path, Some(&other), None).await.unwrap().0, 404);
+    assert_eq!(
+        stack
+            .call(Method::GET, &path, Some(&other), None)
+            .await
+            .unwrap()
+            .0,
+        404
+    );
     let admin = stack.token(Role::Admin, "ops");
-    assert_eq!(stack.call(Method::GET, &path, Some(&admin), None).await.unwrap().0, 200);
+    assert_eq!(
+        stack
+            .call(Method::GET, &path, Some(&admin), None)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
 }

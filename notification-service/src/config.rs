@@ -44,7 +44,10 @@ pub struct UsersClientConfig {
 
 impl Default for UsersClientConfig {
     fn default() -> Self {
-        Self { base_url: "http://127.0.0.1:8081".into(), timeout_ms: 5_000 }
+        Self {
+            base_url: "http://127.0.0.1:8081".into(),
+            timeout_ms: 5_000,
+        }
     }
 }
 

@@ -61,7 +61,11 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Runs the HTTP API and the outbox relay until `shutdown`.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let pool = common::db::connect_lazy(&cfg.database)?;
     let state = AppState {
         pool: pool.clone(),

@@ -19,7 +19,9 @@ async fn main() -> ExitCode {
         Command::Healthcheck => return common::cli::healthcheck(cfg.http.listen).await,
         Command::Migrate => notification_service::migrate(&cfg).await,
         Command::Serve => match tokio::net::TcpListener::bind(cfg.http.listen).await {
-            Ok(listener) => notification_service::run(cfg, listener, common::shutdown::on_signal()).await,
+            Ok(listener) => {
+                notification_service::run(cfg, listener, common::shutdown::on_signal()).await
+            }
             Err(e) => Err(anyhow::anyhow!("binding {}: {e}", cfg.http.listen)),
         },
     };

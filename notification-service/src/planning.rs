@@ -53,7 +53,7 @@ pub struct PlannedDelivery {
 
 /// The lane of a notification.
 pub fn lane(req: &SendRequest, cfg: &PlanningConfig) -> Lane {
-    if req.priority == Priority::High || cfg.urgent_categories.iter().any(|c| *c == req.category) {
+    if req.priority == Priority::High || cfg.urgent_categories.contains(&req.category) {
         Lane::Urgent
     } else {
         Lane::Bulk
@@ -68,23 +68,40 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Vec<PlannedDelivery> {
     let lane = lane(req, cfg);
-    let live = if req.send_at.is_some_and(|at| at > now) { PlannedStatus::Pending } else { PlannedStatus::Queued };
+    let live = if req.send_at.is_some_and(|at| at > now) {
+        PlannedStatus::Pending
+    } else {
+        PlannedStatus::Queued
+    };
     let channels: &[Channel] = req.channels.as_deref().unwrap_or(&cfg.enabled_channels);
     let mut out = Vec::new();
     for recipient in &req.recipients {
-        let base = |channel, user_id, address: Option<String>, reason: Option<&'static str>, locale| PlannedDelivery {
-            id: Uuid::now_v7(),
-            channel,
-            lane,
-            user_id,
-            recipient: recipient.to_json(),
-            status: if reason.is_some() || address.is_none() { PlannedStatus::Suppressed } else { live },
-            reason: reason.or(if address.is_none() { Some("no_contact") } else { None }),
-            address,
-            locale,
-        };
+        let base =
+            |channel, user_id, address: Option<String>, reason: Option<&'static str>, locale| {
+                PlannedDelivery {
+                    id: Uuid::now_v7(),
+                    channel,
+                    lane,
+                    user_id,
+                    recipient: recipient.to_json(),
+                    status: if reason.is_some() || address.is_none() {
+                        PlannedStatus::Suppressed
+                    } else {
+                        live
+                    },
+                    reason: reason.or(if address.is_none() {
+                        Some("no_contact")
+                    } else {
+                        None
+                    }),
+                    address,
+                    locale,
+                }
+            };
         match recipient {
-            Recipient::Email(email) => out.push(base(Channel::Email, None, Some(email.clone()), None, None)),
+            Recipient::Email(email) => {
+                out.push(base(Channel::Email, None, Some(email.clone()), None, None))
+            }
             Recipient::User(id) => match profiles.get(id) {
                 None => {
                     for &c in channels {
@@ -99,7 +116,13 @@ pub fn plan(
                             Channel::Telegram => profile.contacts.telegram_chat_id.clone(),
                             Channel::Push | Channel::Webhook => None,
                         };
-                        out.push(base(c, Some(*id), address, None, Some(profile.locale.clone())));
+                        out.push(base(
+                            c,
+                            Some(*id),
+                            address,
+                            None,
+                            Some(profile.locale.clone()),
+                        ));
                     }
                 }
             },
@@ -120,7 +143,12 @@ mod tests {
             category: "billing".into(),
             priority,
             channels: None,
-            content: Content { subject: None, text: "hi".into(), html: None, data: None },
+            content: Content {
+                subject: None,
+                text: "hi".into(),
+                html: None,
+                data: None,
+            },
             send_at: None,
             ttl_seconds: None,
         }
@@ -134,15 +162,29 @@ mod tests {
             user_id: id,
             locale: "de".into(),
             timezone: "UTC".into(),
-            contacts: Contacts { email: email.map(Into::into), ..Default::default() },
+            contacts: Contacts {
+                email: email.map(Into::into),
+                ..Default::default()
+            },
         };
-        let profiles = HashMap::from([(with, profile(with, Some("a@b.co"))), (without, profile(without, None))]);
+        let profiles = HashMap::from([
+            (with, profile(with, Some("a@b.co"))),
+            (without, profile(without, None)),
+        ]);
         let r = req(
-            vec![Recipient::User(with), Recipient::User(without), Recipient::User(unknown), Recipient::Email("x@y.co".into())],
+            vec![
+                Recipient::User(with),
+                Recipient::User(without),
+                Recipient::User(unknown),
+                Recipient::Email("x@y.co".into()),
+            ],
             Priority::Normal,
         );
         let plan = plan(&r, &profiles, &cfg, Utc::now());
-        let summary: Vec<_> = plan.iter().map(|d| (d.status, d.reason, d.address.as_deref())).collect();
+        let summary: Vec<_> = plan
+            .iter()
+            .map(|d| (d.status, d.reason, d.address.as_deref()))
+            .collect();
         assert_eq!(
             summary,
             vec![

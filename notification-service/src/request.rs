@@ -102,18 +102,31 @@ pub struct SendRequest {
 
 impl SendBody {
     /// Checks every rule and reports every broken field at once (422).
-    pub fn validate(self, cfg: &PlanningConfig, now: DateTime<Utc>) -> Result<SendRequest, ApiError> {
+    pub fn validate(
+        self,
+        cfg: &PlanningConfig,
+        now: DateTime<Utc>,
+    ) -> Result<SendRequest, ApiError> {
         let mut errors = Vec::new();
         let mut err = |field: String, msg: &str| errors.push(FieldError::new(field, msg));
 
         if self.recipients.is_empty() || self.recipients.len() > MAX_RECIPIENTS {
-            err("recipients".into(), "must hold between 1 and 1000 recipients");
+            err(
+                "recipients".into(),
+                "must hold between 1 and 1000 recipients",
+            );
         }
         let category_ok = !self.category.is_empty()
             && self.category.len() <= 64
-            && self.category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+            && self
+                .category
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
         if !category_ok {
-            err("category".into(), "must be 1-64 characters of a-z, 0-9, '_', '.', '-'");
+            err(
+                "category".into(),
+                "must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
+            );
         }
 
         let mut channels = None;
@@ -121,16 +134,23 @@ impl SendBody {
             let mut parsed = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 match Channel::parse(name) {
-                    None => err(format!("channels[{i}]"), "unknown channel (email, sms, push, webhook, telegram)"),
-                    Some(c) if !cfg.enabled_channels.contains(&c) => {
-                        err(format!("channels[{i}]"), "this channel is not enabled in this deployment")
-                    }
+                    None => err(
+                        format!("channels[{i}]"),
+                        "unknown channel (email, sms, push, webhook, telegram)",
+                    ),
+                    Some(c) if !cfg.enabled_channels.contains(&c) => err(
+                        format!("channels[{i}]"),
+                        "this channel is not enabled in this deployment",
+                    ),
                     Some(c) if !parsed.contains(&c) => parsed.push(c),
                     Some(_) => {}
                 }
             }
             if names.is_empty() {
-                err("channels".into(), "must not be empty when given (omit it to follow preferences)");
+                err(
+                    "channels".into(),
+                    "must not be empty when given (omit it to follow preferences)",
+                );
             }
             channels = Some(parsed);
         }
@@ -149,7 +169,10 @@ impl SendBody {
             .filter(|s| **s)
             .count();
             if set != 1 {
-                err(format!("recipients[{i}]"), "must have exactly one of user_id, email, phone, device, webhook, telegram");
+                err(
+                    format!("recipients[{i}]"),
+                    "must have exactly one of user_id, email, phone, device, webhook, telegram",
+                );
                 continue;
             }
             let recipient = if let Some(id) = r.user_id {
@@ -163,13 +186,19 @@ impl SendBody {
                     }
                 }
             } else {
-                err(format!("recipients[{i}]"), "this recipient kind's channel is not enabled in this deployment");
+                err(
+                    format!("recipients[{i}]"),
+                    "this recipient kind's channel is not enabled in this deployment",
+                );
                 continue;
             };
-            if let (Recipient::Email(_), Some(chs)) = (&recipient, &self.channels) {
-                if !chs.iter().any(|c| c == "email") {
-                    err(format!("recipients[{i}].email"), "an email recipient needs the email channel");
-                }
+            if let (Recipient::Email(_), Some(chs)) = (&recipient, &self.channels)
+                && !chs.iter().any(|c| c == "email")
+            {
+                err(
+                    format!("recipients[{i}].email"),
+                    "an email recipient needs the email channel",
+                );
             }
             if !recipients.contains(&recipient) {
                 recipients.push(recipient);
@@ -177,7 +206,10 @@ impl SendBody {
         }
 
         if self.template.is_some() {
-            err("template".into(), "templates are not supported yet; send `content`");
+            err(
+                "template".into(),
+                "templates are not supported yet; send `content`",
+            );
         }
         if self.fallback.is_some() {
             err("fallback".into(), "channel fallback is not supported yet");
@@ -194,21 +226,37 @@ impl SendBody {
                 if c.text.len() > 100_000 || c.html.as_ref().is_some_and(|h| h.len() > 200_000) {
                     err("content".into(), "is too large");
                 }
-                if c.subject.as_ref().is_some_and(|s| s.len() > 998 || s.contains(['\r', '\n'])) {
-                    err("content.subject".into(), "must be one line of at most 998 characters");
+                if c.subject
+                    .as_ref()
+                    .is_some_and(|s| s.len() > 998 || s.contains(['\r', '\n']))
+                {
+                    err(
+                        "content.subject".into(),
+                        "must be one line of at most 998 characters",
+                    );
                 }
-                Some(Content { subject: c.subject.clone(), text: c.text.clone(), html: c.html.clone(), data: self.data.clone() })
+                Some(Content {
+                    subject: c.subject.clone(),
+                    text: c.text.clone(),
+                    html: c.html.clone(),
+                    data: self.data.clone(),
+                })
             }
         };
-        if let Some(ttl) = self.ttl_seconds {
-            if !(1..=30 * 86_400).contains(&ttl) {
-                err("ttl_seconds".into(), "must be between 1 and 2592000 (30 days)");
-            }
+        if self
+            .ttl_seconds
+            .is_some_and(|ttl| !(1..=30 * 86_400).contains(&ttl))
+        {
+            err(
+                "ttl_seconds".into(),
+                "must be between 1 and 2592000 (30 days)",
+            );
         }
-        if let Some(at) = self.send_at {
-            if at > now + chrono::Duration::days(365) {
-                err("send_at".into(), "must be within one year");
-            }
+        if self
+            .send_at
+            .is_some_and(|at| at > now + chrono::Duration::days(365))
+        {
+            err("send_at".into(), "must be within one year");
         }
 
         if !errors.is_empty() {

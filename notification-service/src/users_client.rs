@@ -34,7 +34,11 @@ impl UsersClient {
 
     /// Profiles of `ids` (unknown ids are absent), in as few calls as the batch limit allows,
     /// authenticated with the caller's token.
-    pub async fn profiles(&self, token: &str, ids: &[Uuid]) -> Result<Vec<DeliveryProfile>, ApiError> {
+    pub async fn profiles(
+        &self,
+        token: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<DeliveryProfile>, ApiError> {
         let ctx = RequestContext::current_or_new();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {
@@ -49,7 +53,9 @@ impl UsersClient {
                 .await
                 .map_err(|e| {
                     tracing::warn!(error = %e, "users-service unreachable");
-                    ApiError::unavailable("users-service is unavailable; nothing was accepted, retry")
+                    ApiError::unavailable(
+                        "users-service is unavailable; nothing was accepted, retry",
+                    )
                 })?;
             if !resp.status().is_success() {
                 let status = resp.status();
@@ -59,10 +65,9 @@ impl UsersClient {
                     "users-service answered {status} to the profile lookup; nothing was accepted"
                 )));
             }
-            let body: ProfilesResponse = resp
-                .json()
-                .await
-                .map_err(|e| ApiError::internal(anyhow::anyhow!("users-service profile response: {e}")))?;
+            let body: ProfilesResponse = resp.json().await.map_err(|e| {
+                ApiError::internal(anyhow::anyhow!("users-service profile response: {e}"))
+            })?;
             out.extend(body.profiles);
         }
         Ok(out)

@@ -39,6 +39,9 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self { schedule_secs: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0], jitter: 0.2 }
+        Self {
+            schedule_secs: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0],
+            jitter: 0.2,
+        }
     }
 }

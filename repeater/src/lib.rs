@@ -41,7 +41,11 @@ async fn readyz(State(pool): State<PgPool>) -> Response {
 }
 
 /// Runs the status consumer and the health endpoint until `shutdown`.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let pool = common::db::connect_lazy(&cfg.database)?;
     let handler = Arc::new(status::StatusHandler::new(pool.clone(), cfg.retry.clone()));
     let topic = cfg.kafka.topic(STATUS_TOPIC);
@@ -49,15 +53,28 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let consumer = common::kafka::consumer(&cfg.kafka, &group, "repeater")?;
     consumer.subscribe(&[&topic])?;
     tracing::info!(%topic, %group, "consuming");
-    let runner_cfg = RunnerConfig { max_in_flight: cfg.max_in_flight, ..RunnerConfig::default() };
-    let consuming = tokio::spawn(runner::run(Arc::new(consumer), handler, runner_cfg, shutdown.clone()));
+    let runner_cfg = RunnerConfig {
+        max_in_flight: cfg.max_in_flight,
+        ..RunnerConfig::default()
+    };
+    let consuming = tokio::spawn(runner::run(
+        Arc::new(consumer),
+        handler,
+        runner_cfg,
+        shutdown.clone(),
+    ));
 
     let router = Router::new()
         .route("/healthz", get(common::http::healthz))
         .route("/readyz", get(readyz))
         .with_state(pool.clone());
     tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");
-    common::http::serve(listener, common::http::with_edge_layers(router, &cfg.http), shutdown.clone()).await?;
+    common::http::serve(
+        listener,
+        common::http::with_edge_layers(router, &cfg.http),
+        shutdown.clone(),
+    )
+    .await?;
     shutdown.cancel();
     let _ = consuming.await;
     pool.close().await;

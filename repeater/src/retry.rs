@@ -10,10 +10,21 @@ use crate::config::RetryConfig;
 
 /// The delay before the attempt after `failed_attempt` (1-based), or `None` when the schedule
 /// is exhausted.
-pub fn next_delay(cfg: &RetryConfig, failed_attempt: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Option<Duration> {
-    let base = *cfg.schedule_secs.get(failed_attempt.checked_sub(1)? as usize)?;
+pub fn next_delay(
+    cfg: &RetryConfig,
+    failed_attempt: u32,
+    retry_after: Option<Duration>,
+    rng: &mut impl Rng,
+) -> Option<Duration> {
+    let base = *cfg
+        .schedule_secs
+        .get(failed_attempt.checked_sub(1)? as usize)?;
     let jitter = cfg.jitter.clamp(0.0, 1.0);
-    let factor = if jitter > 0.0 { rng.random_range(1.0 - jitter..=1.0 + jitter) } else { 1.0 };
+    let factor = if jitter > 0.0 {
+        rng.random_range(1.0 - jitter..=1.0 + jitter)
+    } else {
+        1.0
+    };
     let scheduled = Duration::from_secs_f64((base * factor).max(0.0));
     Some(match retry_after {
         Some(ra) => ra.clamp(scheduled, scheduled * 2),
@@ -43,9 +54,16 @@ mod tests {
 
     #[test]
     fn retry_after_is_clamped_to_one_to_two_times_the_schedule() {
-        let cfg = RetryConfig { schedule_secs: vec![10.0], jitter: 0.0 };
+        let cfg = RetryConfig {
+            schedule_secs: vec![10.0],
+            jitter: 0.0,
+        };
         let mut rng = StdRng::seed_from_u64(1);
-        let mut at = |ra| next_delay(&cfg, 1, Some(Duration::from_secs(ra)), &mut rng).unwrap().as_secs();
+        let mut at = |ra| {
+            next_delay(&cfg, 1, Some(Duration::from_secs(ra)), &mut rng)
+                .unwrap()
+                .as_secs()
+        };
         assert_eq!(at(1), 10);
         assert_eq!(at(15), 15);
         assert_eq!(at(600), 20);

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{
-    events::{Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, StatusEvent, dispatch_topic},
+    events::{
+        Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, StatusEvent,
+        dispatch_topic,
+    },
     kafka::runner::{HandleError, MessageHandler},
     outbox::{self, OutboxMessage},
 };
@@ -30,8 +33,13 @@ pub enum Applied {
     /// Recorded, but the delivery had moved on (terminal, or a newer attempt is in flight).
     Stale,
     Sent,
-    Retrying { next_attempt: u32, delay: Duration },
-    Dead { reason: &'static str },
+    Retrying {
+        next_attempt: u32,
+        delay: Duration,
+    },
+    Dead {
+        reason: &'static str,
+    },
     Expired,
 }
 
@@ -65,8 +73,15 @@ impl StatusHandler {
     }
 }
 
-async fn apply(conn: &mut PgConnection, ev: &StatusEvent, cfg: &RetryConfig) -> anyhow::Result<Applied> {
-    let error_json = ev.error.as_ref().map(|e| serde_json::json!({ "code": e.code, "message": e.message }));
+async fn apply(
+    conn: &mut PgConnection,
+    ev: &StatusEvent,
+    cfg: &RetryConfig,
+) -> anyhow::Result<Applied> {
+    let error_json = ev
+        .error
+        .as_ref()
+        .map(|e| serde_json::json!({ "code": e.code, "message": e.message }));
     let inserted = sqlx::query(
         "INSERT INTO attempts (delivery_id, attempt, outcome, provider, provider_message_id, error_code,
                                error_message, duration_ms, at)
@@ -132,24 +147,38 @@ async fn apply(conn: &mut PgConnection, ev: &StatusEvent, cfg: &RetryConfig) -> 
             Applied::Sent
         }
         Outcome::InvalidAddress => {
-            set("dead", Some("invalid_address")).execute(&mut *conn).await?;
-            Applied::Dead { reason: "invalid_address" }
+            set("dead", Some("invalid_address"))
+                .execute(&mut *conn)
+                .await?;
+            Applied::Dead {
+                reason: "invalid_address",
+            }
         }
         Outcome::PermanentFailure if ev.error.as_ref().is_some_and(|e| e.code == "expired") => {
-            set("expired", Some("ttl_passed")).execute(&mut *conn).await?;
+            set("expired", Some("ttl_passed"))
+                .execute(&mut *conn)
+                .await?;
             Applied::Expired
         }
         Outcome::PermanentFailure => {
-            set("dead", Some("permanent_failure")).execute(&mut *conn).await?;
-            Applied::Dead { reason: "permanent_failure" }
+            set("dead", Some("permanent_failure"))
+                .execute(&mut *conn)
+                .await?;
+            Applied::Dead {
+                reason: "permanent_failure",
+            }
         }
         Outcome::TransientFailure => {
             let retry_after = ev.retry_after_ms.map(Duration::from_millis);
             let delay = retry::next_delay(cfg, ev.attempt, retry_after, &mut rand::rng());
             match delay {
                 None => {
-                    set("dead", Some("attempts_exhausted")).execute(&mut *conn).await?;
-                    Applied::Dead { reason: "attempts_exhausted" }
+                    set("dead", Some("attempts_exhausted"))
+                        .execute(&mut *conn)
+                        .await?;
+                    Applied::Dead {
+                        reason: "attempts_exhausted",
+                    }
                 }
                 Some(delay) => {
                     let next_attempt = ev.attempt + 1;
@@ -167,13 +196,20 @@ async fn apply(conn: &mut PgConnection, ev: &StatusEvent, cfg: &RetryConfig) -> 
                     .execute(&mut *conn)
                     .await?;
                     let msg = redispatch(ev.delivery_id, &d, next_attempt)?;
-                    let key = d.user_id.map(|u| u.to_string()).or(d.address.clone()).unwrap_or_default();
+                    let key = d
+                        .user_id
+                        .map(|u| u.to_string())
+                        .or(d.address.clone())
+                        .unwrap_or_default();
                     let out = OutboxMessage::new(dispatch_topic(msg.channel, msg.lane), key, &msg)?
                         .header("delivery-id", ev.delivery_id)
                         .header("attempt", next_attempt)
                         .available_at(Some(at));
                     outbox::enqueue(conn, &[out]).await?;
-                    Applied::Retrying { next_attempt, delay }
+                    Applied::Retrying {
+                        next_attempt,
+                        delay,
+                    }
                 }
             }
         }
@@ -183,7 +219,8 @@ async fn apply(conn: &mut PgConnection, ev: &StatusEvent, cfg: &RetryConfig) -> 
 
 /// The dispatch message of a later attempt, rebuilt from the stored notification.
 fn redispatch(delivery_id: Uuid, d: &DeliveryRow, attempt: u32) -> anyhow::Result<DispatchMessage> {
-    let channel = Channel::parse(&d.channel).ok_or_else(|| anyhow::anyhow!("unknown channel {}", d.channel))?;
+    let channel = Channel::parse(&d.channel)
+        .ok_or_else(|| anyhow::anyhow!("unknown channel {}", d.channel))?;
     let lane = Lane::parse(&d.lane).ok_or_else(|| anyhow::anyhow!("unknown lane {}", d.lane))?;
     Ok(DispatchMessage {
         schema: SCHEMA,
@@ -192,7 +229,10 @@ fn redispatch(delivery_id: Uuid, d: &DeliveryRow, attempt: u32) -> anyhow::Resul
         attempt,
         channel,
         lane,
-        recipient: RecipientRef { user_id: d.user_id, address: d.address.clone().unwrap_or_default() },
+        recipient: RecipientRef {
+            user_id: d.user_id,
+            address: d.address.clone().unwrap_or_default(),
+        },
         content: d.content.0.clone(),
         locale: d.locale.clone(),
         not_after: d
@@ -211,7 +251,12 @@ impl MessageHandler for StatusHandler {
                 tracing::info!(delivery_id = %ev.delivery_id, attempt = ev.attempt, ?applied, "status applied");
                 Ok(())
             }
-            Err(e) if e.to_string().starts_with("status event for unknown delivery") => Err(HandleError::Skip(e)),
+            Err(e)
+                if e.to_string()
+                    .starts_with("status event for unknown delivery") =>
+            {
+                Err(HandleError::Skip(e))
+            }
             // Database trouble: keep the event (offset not stored) and try again.
             Err(e) => Err(HandleError::Retry(e)),
         }

@@ -1,6 +1,8 @@
 //! users-service settings. Every field has a default; see `config/users-service.example.toml`.
 
-use common::{auth::JwtConfig, db::DatabaseConfig, http::HttpConfig, kafka::KafkaConfig, outbox::RelayConfig};
+use common::{
+    auth::JwtConfig, db::DatabaseConfig, http::HttpConfig, kafka::KafkaConfig, outbox::RelayConfig,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,13 +19,15 @@ pub async fn insert_user(conn: &mut PgConnection, user: &NewUser<'_>) -> sqlx::R
         .bind(user.timezone)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("INSERT INTO contacts (user_id, email, phone, telegram_chat_id) VALUES ($1, $2, $3, $4)")
-        .bind(user.id)
-        .bind(&user.contacts.email)
-        .bind(&user.contacts.phone)
-        .bind(&user.contacts.telegram_chat_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO contacts (user_id, email, phone, telegram_chat_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(user.id)
+    .bind(&user.contacts.email)
+    .bind(&user.contacts.phone)
+    .bind(&user.contacts.telegram_chat_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -55,7 +57,11 @@ pub async fn profiles(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec
             user_id: r.id,
             locale: r.locale,
             timezone: r.timezone,
-            contacts: Contacts { email: r.email, phone: r.phone, telegram_chat_id: r.telegram_chat_id },
+            contacts: Contacts {
+                email: r.email,
+                phone: r.phone,
+                telegram_chat_id: r.telegram_chat_id,
+            },
         })
         .collect())
 }

@@ -56,10 +56,17 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Runs the HTTP API and the outbox relay until `shutdown`.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let pool = common::db::connect_lazy(&cfg.database)?;
     let verifier = Arc::new(JwtVerifier::new(&cfg.jwt)?);
-    let state = AppState { pool: pool.clone(), verifier };
+    let state = AppState {
+        pool: pool.clone(),
+        verifier,
+    };
     let relay = if cfg.relay.enabled {
         let producer = common::kafka::producer(&cfg.kafka, "users-service-relay")?;
         let relay = Relay::new(pool.clone(), producer, cfg.kafka.clone(), cfg.relay.clone());

@@ -66,7 +66,10 @@ pub struct LaneConfig {
 
 impl Default for LaneConfig {
     fn default() -> Self {
-        Self { urgent_concurrency: 16, bulk_concurrency: 16 }
+        Self {
+            urgent_concurrency: 16,
+            bulk_concurrency: 16,
+        }
     }
 }
 

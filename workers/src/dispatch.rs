@@ -36,7 +36,12 @@ pub struct Dispatcher<P> {
 }
 
 impl<P: Provider> Dispatcher<P> {
-    pub fn new(provider: Arc<P>, producer: FutureProducer, redis: redis::aio::ConnectionManager, cfg: &Config) -> Self {
+    pub fn new(
+        provider: Arc<P>,
+        producer: FutureProducer,
+        redis: redis::aio::ConnectionManager,
+        cfg: &Config,
+    ) -> Self {
         Self {
             provider,
             producer,
@@ -48,7 +53,8 @@ impl<P: Provider> Dispatcher<P> {
     }
 
     fn dedupe_key(&self, msg: &DispatchMessage) -> String {
-        self.redis_cfg.key(&format!("dispatch:{}:{}", msg.delivery_id, msg.attempt))
+        self.redis_cfg
+            .key(&format!("dispatch:{}:{}", msg.delivery_id, msg.attempt))
     }
 
     /// Sends one dispatch (unless it was already handled) and returns its status event,
@@ -71,7 +77,11 @@ impl<P: Provider> Dispatcher<P> {
 
         let started = Instant::now();
         let result = if msg.not_after.is_some_and(|t| t < chrono::Utc::now()) {
-            crate::provider::ProviderResult::failed(Outcome::PermanentFailure, "expired", "the notification's TTL passed before sending")
+            crate::provider::ProviderResult::failed(
+                Outcome::PermanentFailure,
+                "expired",
+                "the notification's TTL passed before sending",
+            )
         } else {
             self.provider.send(msg).await
         };
@@ -97,7 +107,10 @@ impl<P: Provider> Dispatcher<P> {
         );
         match serde_json::to_string(&event) {
             Ok(json) => {
-                if let Err(e) = redis.set_ex::<_, _, ()>(&key, json, self.dedupe_ttl_secs).await {
+                if let Err(e) = redis
+                    .set_ex::<_, _, ()>(&key, json, self.dedupe_ttl_secs)
+                    .await
+                {
                     tracing::warn!(error = %e, "could not record the dispatch for dedupe");
                 }
             }
@@ -114,7 +127,10 @@ impl<P: Provider> Dispatcher<P> {
         headers.insert("delivery-id".into(), key.clone());
         headers.insert("attempt".into(), event.attempt.to_string());
         let topic = self.kafka.topic(STATUS_TOPIC);
-        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(owned_headers(&headers));
+        let record = FutureRecord::to(&topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(owned_headers(&headers));
         self.producer
             .send(record, std::time::Duration::from_secs(10))
             .await

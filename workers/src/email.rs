@@ -35,7 +35,12 @@ impl EmailProvider {
             .pool_config(PoolConfig::new().max_size(cfg.pool_size.max(1)))
             .build();
         let domain = from.email.domain().to_owned();
-        Ok(Self { transport, from, domain, deadline: Duration::from_millis(cfg.timeout_ms.saturating_mul(2)) })
+        Ok(Self {
+            transport,
+            from,
+            domain,
+            deadline: Duration::from_millis(cfg.timeout_ms.saturating_mul(2)),
+        })
     }
 
     fn build(&self, msg: &DispatchMessage, message_id: &str) -> Result<Message, ProviderResult> {
@@ -48,10 +53,17 @@ impl EmailProvider {
             .subject(msg.content.subject.clone().unwrap_or_default())
             .message_id(Some(message_id.to_owned()));
         let built = match &msg.content.html {
-            Some(html) => builder.multipart(MultiPart::alternative_plain_html(msg.content.text.clone(), html.clone())),
-            None => builder.header(ContentType::TEXT_PLAIN).body(msg.content.text.clone()),
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                msg.content.text.clone(),
+                html.clone(),
+            )),
+            None => builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(msg.content.text.clone()),
         };
-        built.map_err(|e| ProviderResult::failed(Outcome::PermanentFailure, "message_build", e.to_string()))
+        built.map_err(|e| {
+            ProviderResult::failed(Outcome::PermanentFailure, "message_build", e.to_string())
+        })
     }
 }
 
@@ -80,9 +92,17 @@ impl Provider for EmailProvider {
             Ok(_) => ProviderResult::sent(Some(message_id)),
             Err(e) => {
                 let code = e.status().map(|c| format!("smtp_{c}")).unwrap_or_else(|| {
-                    if e.is_timeout() { "smtp_timeout".into() } else { "smtp_connection".into() }
+                    if e.is_timeout() {
+                        "smtp_timeout".into()
+                    } else {
+                        "smtp_connection".into()
+                    }
                 });
-                let outcome = if e.is_permanent() { Outcome::PermanentFailure } else { Outcome::TransientFailure };
+                let outcome = if e.is_permanent() {
+                    Outcome::PermanentFailure
+                } else {
+                    Outcome::TransientFailure
+                };
                 ProviderResult::failed(outcome, code, e.to_string())
             }
         }

@@ -42,7 +42,11 @@ async fn readyz(State(mut s): State<HealthState>) -> Response {
 }
 
 /// Runs the email consumers (one per lane) and the health endpoint until `shutdown`.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let redis = common::redis::connect(&cfg.redis).await?;
     let producer = common::kafka::producer(&cfg.kafka, "workers-status")?;
     let email = Arc::new(email::EmailProvider::new(&cfg.email)?);
@@ -52,9 +56,16 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     for lane in Lane::ALL {
         let topic = cfg.kafka.topic(&dispatch_topic(Channel::Email, lane));
         let group = cfg.kafka.topic(&format!("workers.email.{}", lane.as_str()));
-        let consumer = common::kafka::consumer(&cfg.kafka, &group, &format!("workers-email-{}", lane.as_str()))?;
+        let consumer = common::kafka::consumer(
+            &cfg.kafka,
+            &group,
+            &format!("workers-email-{}", lane.as_str()),
+        )?;
         consumer.subscribe(&[&topic])?;
-        let runner_cfg = RunnerConfig { max_in_flight: cfg.lanes.concurrency(lane), ..RunnerConfig::default() };
+        let runner_cfg = RunnerConfig {
+            max_in_flight: cfg.lanes.concurrency(lane),
+            ..RunnerConfig::default()
+        };
         tracing::info!(%topic, %group, "consuming");
         consumers.push(tokio::spawn(runner::run(
             Arc::new(consumer),
@@ -65,7 +76,12 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     }
 
     tracing::info!(addr = %listener.local_addr()?, "workers listening (health)");
-    common::http::serve(listener, health_router(HealthState { redis }, &cfg), shutdown.clone()).await?;
+    common::http::serve(
+        listener,
+        health_router(HealthState { redis }, &cfg),
+        shutdown.clone(),
+    )
+    .await?;
     shutdown.cancel();
     for c in consumers {
         let _ = c.await;

@@ -16,14 +16,22 @@ pub struct ProviderResult {
 
 impl ProviderResult {
     pub fn sent(provider_message_id: Option<String>) -> Self {
-        Self { outcome: Outcome::Sent, provider_message_id, error: None, retry_after_ms: None }
+        Self {
+            outcome: Outcome::Sent,
+            provider_message_id,
+            error: None,
+            retry_after_ms: None,
+        }
     }
 
     pub fn failed(outcome: Outcome, code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             outcome,
             provider_message_id: None,
-            error: Some(ErrorInfo { code: code.into(), message: message.into() }),
+            error: Some(ErrorInfo {
+                code: code.into(),
+                message: message.into(),
+            }),
             retry_after_ms: None,
         }
     }

@@ -10,7 +10,10 @@ use std::{
 };
 
 use common::{
-    events::{Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, STATUS_TOPIC, StatusEvent, dispatch_topic},
+    events::{
+        Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, STATUS_TOPIC,
+        StatusEvent, dispatch_topic,
+    },
     kafka::{KafkaConfig, consumer, producer},
 };
 use devkit::{kafka::DevCluster, smtp::SmtpSink};
@@ -35,12 +38,20 @@ fn spawn_worker(kafka: &KafkaConfig, redis_prefix: &str, smtp_url: &str) -> Chil
 async fn a_worker_killed_mid_send_does_not_lose_the_delivery() {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("c{}.", &id[..8]);
-    let topics: Vec<String> = [dispatch_topic(Channel::Email, Lane::Bulk), dispatch_topic(Channel::Email, Lane::Urgent), STATUS_TOPIC.to_owned()]
-        .iter()
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
+    let topics: Vec<String> = [
+        dispatch_topic(Channel::Email, Lane::Bulk),
+        dispatch_topic(Channel::Email, Lane::Urgent),
+        STATUS_TOPIC.to_owned(),
+    ]
+    .iter()
+    .map(|t| format!("{prefix}{t}"))
+    .collect();
     let cluster = DevCluster::start(&topics, 3).unwrap();
-    let kafka = KafkaConfig { bootstrap_servers: cluster.bootstrap_servers().to_owned(), topic_prefix: prefix, ..Default::default() };
+    let kafka = KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers().to_owned(),
+        topic_prefix: prefix,
+        ..Default::default()
+    };
     let redis_prefix = format!("test:{id}:");
 
     // An SMTP server that accepts the connection and never answers: the worker is stuck in
@@ -63,8 +74,16 @@ async fn a_worker_killed_mid_send_does_not_lose_the_delivery() {
         attempt: 1,
         channel: Channel::Email,
         lane: Lane::Bulk,
-        recipient: RecipientRef { user_id: None, address: "erin@example.com".into() },
-        content: Content { subject: Some("Receipt".into()), text: "Thanks.".into(), html: None, data: None },
+        recipient: RecipientRef {
+            user_id: None,
+            address: "erin@example.com".into(),
+        },
+        content: Content {
+            subject: Some("Receipt".into()),
+            text: "Thanks.".into(),
+            html: None,
+            data: None,
+        },
         locale: None,
         not_after: None,
         created_at: chrono::Utc::now(),
@@ -72,7 +91,12 @@ async fn a_worker_killed_mid_send_does_not_lose_the_delivery() {
     let p = producer(&kafka, "test").unwrap();
     let topic = kafka.topic(&dispatch_topic(Channel::Email, Lane::Bulk));
     let payload = serde_json::to_vec(&msg).unwrap();
-    p.send(FutureRecord::to(&topic).key("erin").payload(&payload), Duration::from_secs(10)).await.unwrap();
+    p.send(
+        FutureRecord::to(&topic).key("erin").payload(&payload),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
 
     let mut first = spawn_worker(&kafka, &redis_prefix, &stuck_url);
     tokio::task::spawn_blocking(move || accepted_rx.recv_timeout(Duration::from_secs(60)))
@@ -85,7 +109,9 @@ async fn a_worker_killed_mid_send_does_not_lose_the_delivery() {
     let sink = SmtpSink::start(0, None).unwrap();
     let mut second = spawn_worker(&kafka, &redis_prefix, &sink.url());
     let sink2 = sink.clone();
-    let mails = tokio::task::spawn_blocking(move || sink2.wait_for(1, Duration::from_secs(60))).await.unwrap();
+    let mails = tokio::task::spawn_blocking(move || sink2.wait_for(1, Duration::from_secs(60)))
+        .await
+        .unwrap();
     assert_eq!(mails.len(), 1, "the delivery was consumed again and sent");
     assert_eq!(mails[0].to, vec!["erin@example.com".to_owned()]);
 
@@ -106,5 +132,8 @@ async fn a_worker_killed_mid_send_does_not_lose_the_delivery() {
     second.kill().unwrap();
     second.wait().unwrap();
     assert_eq!(events.len(), 1, "exactly one status: {events:?}");
-    assert_eq!((events[0].delivery_id, events[0].attempt, events[0].outcome), (msg.delivery_id, 1, Outcome::Sent));
+    assert_eq!(
+        (events[0].delivery_id, events[0].attempt, events[0].outcome),
+        (msg.delivery_id, 1, Outcome::Sent)
+    );
 }

@@ -11,6 +11,9 @@ pub fn router() -> Router<AppState> {
 async fn readyz(State(state): State<AppState>) -> Response {
     common::http::readiness(vec![
         ("users-service", state.upstream.ping(Service::Users).await),
-        ("notification-service", state.upstream.ping(Service::Notifications).await),
+        (
+            "notification-service",
+            state.upstream.ping(Service::Notifications).await,
+        ),
     ])
 }

@@ -27,7 +27,17 @@ async fn send(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Service])?;
-    state.upstream.forward(Service::Notifications, Method::POST, "/v1/notifications", &principal, &headers, body).await
+    state
+        .upstream
+        .forward(
+            Service::Notifications,
+            Method::POST,
+            "/v1/notifications",
+            &principal,
+            &headers,
+            body,
+        )
+        .await
 }
 
 /// `GET /v1/notifications/{id}` (owning service, admin).
@@ -38,9 +48,20 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Service, Role::Admin])?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err(ApiError::not_found("no notification has this id"));
     }
     let path = format!("/v1/notifications/{id}");
-    state.upstream.forward(Service::Notifications, Method::GET, &path, &principal, &headers, Default::default()).await
+    state
+        .upstream
+        .forward(
+            Service::Notifications,
+            Method::GET,
+            &path,
+            &principal,
+            &headers,
+            Default::default(),
+        )
+        .await
 }

@@ -25,5 +25,15 @@ async fn register(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Service, Role::Admin])?;
-    state.upstream.forward(Service::Users, Method::POST, "/v1/users", &principal, &headers, body).await
+    state
+        .upstream
+        .forward(
+            Service::Users,
+            Method::POST,
+            "/v1/users",
+            &principal,
+            &headers,
+            body,
+        )
+        .await
 }

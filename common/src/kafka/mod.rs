@@ -84,13 +84,12 @@ impl ClientContext for CommitOnRevoke {}
 
 impl ConsumerContext for CommitOnRevoke {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            if tpl.count() > 0 {
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    // NoOffset just means nothing was stored since the last commit.
-                    tracing::debug!(error = %e, "commit on revoke");
-                }
-            }
+        if let Rebalance::Revoke(tpl) = rebalance
+            && tpl.count() > 0
+            && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+        {
+            // NoOffset just means nothing was stored since the last commit.
+            tracing::debug!(error = %e, "commit on revoke");
         }
     }
 }
@@ -119,9 +118,13 @@ pub fn consumer(cfg: &KafkaConfig, group_id: &str, client_id: &str) -> KafkaResu
 
 /// Kafka headers from a string map (request id, traceparent, delivery id, attempt).
 pub fn owned_headers(map: &BTreeMap<String, String>) -> OwnedHeaders {
-    map.iter().fold(OwnedHeaders::new_with_capacity(map.len()), |h, (k, v)| {
-        h.insert(Header { key: k, value: Some(v.as_bytes()) })
-    })
+    map.iter()
+        .fold(OwnedHeaders::new_with_capacity(map.len()), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
+        })
 }
 
 /// A message's headers as a string map (non-UTF-8 values are skipped).

@@ -22,8 +22,15 @@ pub struct OffsetTracker {
 impl OffsetTracker {
     /// A message was handed to a handler.
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let fresh = || Partition { first: offset, max_begun: offset - 1, in_flight: BTreeSet::new() };
-        let p = self.parts.entry((topic.to_owned(), partition)).or_insert_with(fresh);
+        let fresh = || Partition {
+            first: offset,
+            max_begun: offset - 1,
+            in_flight: BTreeSet::new(),
+        };
+        let p = self
+            .parts
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(fresh);
         if offset <= p.max_begun {
             // The consumer rewound (rebalance, seek): start over from here.
             *p = fresh();

@@ -91,13 +91,24 @@ pub async fn run<H: MessageHandler>(
                 continue;
             }
         };
-        tracker.lock().unwrap().begin(msg.topic(), msg.partition(), msg.offset());
-        let (consumer, handler, tracker, shutdown) =
-            (consumer.clone(), handler.clone(), tracker.clone(), shutdown.clone());
+        tracker
+            .lock()
+            .unwrap()
+            .begin(msg.topic(), msg.partition(), msg.offset());
+        let (consumer, handler, tracker, shutdown) = (
+            consumer.clone(),
+            handler.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             let handled = handle_with_retry(&*handler, &msg, &shutdown).await;
             if handled {
-                let safe = tracker.lock().unwrap().finish(msg.topic(), msg.partition(), msg.offset());
+                let safe =
+                    tracker
+                        .lock()
+                        .unwrap()
+                        .finish(msg.topic(), msg.partition(), msg.offset());
                 if let Some(offset) = safe {
                     // Fails only if the partition was revoked meanwhile; the new owner
                     // handles the message again (handlers are idempotent).
@@ -110,8 +121,15 @@ pub async fn run<H: MessageHandler>(
         });
     }
 
-    tracing::info!(in_flight = tasks.len(), "consumer stopping, draining in-flight messages");
-    crate::shutdown::drain(async { while tasks.join_next().await.is_some() {} }, cfg.drain_timeout).await;
+    tracing::info!(
+        in_flight = tasks.len(),
+        "consumer stopping, draining in-flight messages"
+    );
+    crate::shutdown::drain(
+        async { while tasks.join_next().await.is_some() {} },
+        cfg.drain_timeout,
+    )
+    .await;
     commit(&consumer, CommitMode::Sync);
     consumer.unsubscribe();
 }
@@ -127,7 +145,11 @@ fn commit(consumer: &SafeConsumer, mode: CommitMode) {
 
 /// Returns true when the message is done with (handled or skipped), false when shutdown
 /// interrupted its retries.
-async fn handle_with_retry<H: MessageHandler>(handler: &H, msg: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+async fn handle_with_retry<H: MessageHandler>(
+    handler: &H,
+    msg: &OwnedMessage,
+    shutdown: &CancellationToken,
+) -> bool {
     let ctx = RequestContext::from_headers(&message_headers(msg));
     let span = tracing::info_span!(
         "consume",

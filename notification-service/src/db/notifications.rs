@@ -33,13 +33,15 @@ impl NewNotification<'_> {
             attempt: 1,
             channel: d.channel,
             lane: d.lane,
-            recipient: RecipientRef { user_id: d.user_id, address: d.address.clone().unwrap_or_default() },
+            recipient: RecipientRef {
+                user_id: d.user_id,
+                address: d.address.clone().unwrap_or_default(),
+            },
             content: self.request.content.clone(),
             locale: d.locale.clone(),
-            not_after: self
-                .request
-                .ttl_seconds
-                .map(|ttl| self.request.send_at.unwrap_or(self.created_at) + chrono::Duration::seconds(ttl)),
+            not_after: self.request.ttl_seconds.map(|ttl| {
+                self.request.send_at.unwrap_or(self.created_at) + chrono::Duration::seconds(ttl)
+            }),
             created_at: self.created_at,
         }
     }
@@ -123,11 +125,17 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
         .iter()
         .filter(|d| d.status != PlannedStatus::Suppressed)
         .map(|d| {
-            let key = d.user_id.map(|u| u.to_string()).or_else(|| d.address.clone()).unwrap_or_default();
-            Ok(OutboxMessage::new(dispatch_topic(d.channel, d.lane), key, &n.dispatch(d))?
-                .header("delivery-id", d.id)
-                .header("attempt", 1)
-                .available_at(n.request.send_at))
+            let key = d
+                .user_id
+                .map(|u| u.to_string())
+                .or_else(|| d.address.clone())
+                .unwrap_or_default();
+            Ok(
+                OutboxMessage::new(dispatch_topic(d.channel, d.lane), key, &n.dispatch(d))?
+                    .header("delivery-id", d.id)
+                    .header("attempt", 1)
+                    .available_at(n.request.send_at),
+            )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     outbox::enqueue(conn, &messages).await?;
@@ -171,18 +179,26 @@ struct DeliveryRow {
 
 impl From<DeliveryRow> for DeliveryView {
     fn from(r: DeliveryRow) -> Self {
-        let last_attempt = match (r.a_attempt, r.a_outcome, r.a_provider, r.a_duration_ms, r.a_at) {
-            (Some(attempt), Some(outcome), Some(provider), Some(duration_ms), Some(at)) => Some(AttemptView {
-                attempt,
-                outcome,
-                provider,
-                provider_message_id: r.a_provider_message_id,
-                error: r
-                    .a_error_code
-                    .map(|code| serde_json::json!({ "code": code, "message": r.a_error_message })),
-                duration_ms,
-                at,
-            }),
+        let last_attempt = match (
+            r.a_attempt,
+            r.a_outcome,
+            r.a_provider,
+            r.a_duration_ms,
+            r.a_at,
+        ) {
+            (Some(attempt), Some(outcome), Some(provider), Some(duration_ms), Some(at)) => {
+                Some(AttemptView {
+                    attempt,
+                    outcome,
+                    provider,
+                    provider_message_id: r.a_provider_message_id,
+                    error: r.a_error_code.map(
+                        |code| serde_json::json!({ "code": code, "message": r.a_error_message }),
+                    ),
+                    duration_ms,
+                    at,
+                })
+            }
             _ => None,
         };
         DeliveryView {
@@ -205,7 +221,10 @@ impl From<DeliveryRow> for DeliveryView {
 }
 
 /// A notification and its owner, or `None`.
-pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<(String, NotificationView)>> {
+pub async fn fetch(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<(String, NotificationView)>> {
     let Some(n): Option<NotificationRow> = sqlx::query_as(
         "SELECT id, created_by, category, priority, created_at, send_at FROM notifications WHERE id = $1",
     )

@@ -86,10 +86,13 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<NotificationView>, ApiError> {
     principal.require(&[Role::Service, Role::Admin])?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no notification has this id"))?;
+    let id =
+        Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no notification has this id"))?;
     let mut conn = state.pool.acquire().await?;
     match db::fetch(&mut conn, id).await? {
-        Some((owner, view)) if principal.role() == Role::Admin || owner == principal.subject() => Ok(Json(view)),
+        Some((owner, view)) if principal.role() == Role::Admin || owner == principal.subject() => {
+            Ok(Json(view))
+        }
         _ => Err(ApiError::not_found("no notification has this id")),
     }
 }

@@ -44,19 +44,28 @@ impl DevCluster {
                 {
                     Ok(p) => p,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow::Error::new(e).context("starting the mock cluster")));
+                        let _ = ready_tx.send(Err(
+                            anyhow::Error::new(e).context("starting the mock cluster")
+                        ));
                         return;
                     }
                 };
                 let setup = (|| -> anyhow::Result<_> {
-                    let cluster = producer.client().mock_cluster().context("the client has no mock cluster")?;
+                    let cluster = producer
+                        .client()
+                        .mock_cluster()
+                        .context("the client has no mock cluster")?;
                     // SAFETY: the handle belongs to `producer`, which outlives every use here.
                     unsafe {
-                        let raw = rdkafka::bindings::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
+                        let raw = rdkafka::bindings::rd_kafka_handle_mock_cluster(
+                            producer.client().native_ptr(),
+                        );
                         rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(raw, 0);
                     }
                     for t in &topics {
-                        cluster.create_topic(t, partitions, 3).with_context(|| format!("creating topic {t}"))?;
+                        cluster
+                            .create_topic(t, partitions, 3)
+                            .with_context(|| format!("creating topic {t}"))?;
                     }
                     let bootstrap = cluster.bootstrap_servers();
                     Ok((cluster, bootstrap))
@@ -84,7 +93,11 @@ impl DevCluster {
                 let _ = producer.flush(Duration::from_millis(100));
             })?;
         let bootstrap = ready_rx.recv().context("mock cluster thread died")??;
-        Ok(Self { bootstrap, cmds: cmd_tx, thread: Some(thread) })
+        Ok(Self {
+            bootstrap,
+            cmds: cmd_tx,
+            thread: Some(thread),
+        })
     }
 
     /// `host:port,host:port,host:port`.

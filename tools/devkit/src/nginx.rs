@@ -15,7 +15,11 @@ pub const TEMPLATE: &str = include_str!("../../../nginx/nginx.conf.template");
 /// Finds the nginx binary (PATH or /usr/sbin).
 pub fn find_binary() -> Option<PathBuf> {
     let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("nginx")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nginx"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     candidates
         .into_iter()
@@ -45,7 +49,11 @@ pub struct Nginx {
 
 impl Nginx {
     /// Writes the rendered config under `prefix` and starts nginx in the foreground.
-    pub fn start(listen: SocketAddr, upstreams: &[SocketAddr], prefix: &Path) -> anyhow::Result<Self> {
+    pub fn start(
+        listen: SocketAddr,
+        upstreams: &[SocketAddr],
+        prefix: &Path,
+    ) -> anyhow::Result<Self> {
         let bin = find_binary().context(
             "nginx is not installed: `apt-get install -y nginx-light` (Debian's package) is what the stack expects",
         )?;
@@ -73,7 +81,11 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting nginx")?;
-        let mut me = Self { child, addr: listen, prefix: prefix.to_path_buf() };
+        let mut me = Self {
+            child,
+            addr: listen,
+            prefix: prefix.to_path_buf(),
+        };
         me.wait_ready(Duration::from_secs(10))?;
         Ok(me)
     }
@@ -87,7 +99,11 @@ impl Nginx {
             if std::net::TcpStream::connect(self.addr).is_ok() {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "nginx did not listen on {}", self.addr);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nginx did not listen on {}",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -12,7 +12,9 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<String> {
     let base = server_url();
     let name = format!("t_{label}_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&format!("{base}/postgres")).await?;
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(format!("{base}/{name}"))
 }

@@ -90,7 +90,11 @@ impl Handler for SinkHandler {
     fn data_end(&mut self) -> Response {
         let (lock, cvar) = &*self.shared;
         let mut s = lock.lock().unwrap();
-        let mail = ReceivedMail { from: self.from.clone(), to: self.to.clone(), data: std::mem::take(&mut self.data) };
+        let mail = ReceivedMail {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            data: std::mem::take(&mut self.data),
+        };
         if let Some(dir) = &self.dir {
             let name = format!(
                 "{}-{:04}.eml",
@@ -120,15 +124,26 @@ impl SmtpSink {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
-        let handler = SinkHandler { shared: shared.clone(), dir, from: String::new(), to: Vec::new(), data: Vec::new() };
+        let handler = SinkHandler {
+            shared: shared.clone(),
+            dir,
+            from: String::new(),
+            to: Vec::new(),
+            data: Vec::new(),
+        };
         let mut server = Server::new(handler);
         // One thread per open connection: senders keep pooled connections open.
-        server.with_name("smtp-sink.local").with_num_threads(64).with_tcp_listener(listener);
-        std::thread::Builder::new().name("smtp-sink".into()).spawn(move || {
-            if let Err(e) = server.serve() {
-                tracing::error!(error = %e, "smtp sink stopped");
-            }
-        })?;
+        server
+            .with_name("smtp-sink.local")
+            .with_num_threads(64)
+            .with_tcp_listener(listener);
+        std::thread::Builder::new()
+            .name("smtp-sink".into())
+            .spawn(move || {
+                if let Err(e) = server.serve() {
+                    tracing::error!(error = %e, "smtp sink stopped");
+                }
+            })?;
         Ok(Self { addr, shared })
     }
 

@@ -29,7 +29,11 @@ async fn accepts_then_fails_as_told() {
     sink.set_mode(Mode::RejectAll);
     let err = t.send(mail(4)).await.unwrap_err();
     assert!(err.is_permanent(), "{err}");
-    let got: Vec<_> = sink.mails().iter().map(|m| m.text().contains("body 3") || m.text().contains("body 1")).collect();
+    let got: Vec<_> = sink
+        .mails()
+        .iter()
+        .map(|m| m.text().contains("body 3") || m.text().contains("body 1"))
+        .collect();
     assert_eq!(got, vec![true, true]);
     assert_eq!(sink.attempts(), 4);
 }

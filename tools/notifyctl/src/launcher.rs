@@ -54,14 +54,19 @@ impl Children {
     fn stop_all(&mut self) {
         for (_, c) in &self.procs {
             // SIGTERM: each service drains and exits on its own.
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         for (name, c) in &mut self.procs {
             loop {
                 match c.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                     _ => {
                         eprintln!("  {name} did not stop in time; killing it");
                         let _ = c.kill();
@@ -97,18 +102,35 @@ fn host_port(url: &str, default_port: u16) -> String {
     let rest = url.split("://").nth(1).unwrap_or(url);
     let rest = rest.rsplit('@').next().unwrap_or(rest);
     let hp = rest.split('/').next().unwrap_or(rest);
-    if hp.contains(':') { hp.to_owned() } else { format!("{hp}:{default_port}") }
+    if hp.contains(':') {
+        hp.to_owned()
+    } else {
+        format!("{hp}:{default_port}")
+    }
 }
 
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::current_exe()?.parent().context("no exe dir")?.to_path_buf();
+    let dir = std::env::current_exe()?
+        .parent()
+        .context("no exe dir")?
+        .to_path_buf();
     let path = dir.join(name);
-    anyhow::ensure!(path.is_file(), "{} is missing: build first (`cargo build --workspace --bins`, which `make up` does)", path.display());
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: build first (`cargo build --workspace --bins`, which `make up` does)",
+        path.display()
+    );
     Ok(path)
 }
 
 /// Starts `bin` as `name` (its log file is `<logs>/<name>.log`).
-fn spawn(name: &str, bin: &str, args: &[&str], env: &[(String, String)], logs: &Path) -> anyhow::Result<Child> {
+fn spawn(
+    name: &str,
+    bin: &str,
+    args: &[&str],
+    env: &[(String, String)],
+    logs: &Path,
+) -> anyhow::Result<Child> {
     let log = File::create(logs.join(format!("{name}.log")))?;
     let mut cmd = Command::new(binary(bin)?);
     devkit::die_with_parent(&mut cmd);
@@ -122,16 +144,26 @@ fn spawn(name: &str, bin: &str, args: &[&str], env: &[(String, String)], logs: &
 
 /// `notifyctl kafka`: only the embedded Kafka, until Ctrl-C.
 pub fn kafka_only(prefix: &str) -> anyhow::Result<()> {
-    let topics: Vec<String> = all_topics().iter().map(|t| format!("{prefix}{t}")).collect();
+    let topics: Vec<String> = all_topics()
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
     let cluster = DevCluster::start(&topics, 3)?;
     println!("{}", cluster.bootstrap_servers());
-    eprintln!("embedded Kafka up: 3 brokers, {} topics × 3 partitions × replication 3; Ctrl-C stops it", topics.len());
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(wait_for_signal());
+    eprintln!(
+        "embedded Kafka up: 3 brokers, {} topics × 3 partitions × replication 3; Ctrl-C stops it",
+        topics.len()
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(wait_for_signal());
     Ok(())
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -149,7 +181,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         reachable(&rd),
         "Redis is not reachable at {rd}. Start it: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
     );
-    for name in ["users-service", "notification-service", "workers", "repeater", "bff"] {
+    for name in [
+        "users-service",
+        "notification-service",
+        "workers",
+        "repeater",
+        "bff",
+    ] {
         binary(name)?;
     }
     let logs = args.dir.join("logs");
@@ -162,26 +200,48 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let smtp = SmtpSink::start(args.smtp_port, Some(mail.clone()))
         .or_else(|_| SmtpSink::start(0, Some(mail.clone())))
         .context("starting the SMTP catcher")?;
-    eprintln!("kafka: {}  smtp catcher: {} → {}/", cluster.bootstrap_servers(), smtp.addr(), mail.display());
+    eprintln!(
+        "kafka: {}  smtp catcher: {} → {}/",
+        cluster.bootstrap_servers(),
+        smtp.addr(),
+        mail.display()
+    );
 
     let secret: String = {
         let bytes: [u8; 32] = rand::rng().random();
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     };
-    let jwt = common::auth::JwtConfig { secret: secret.clone().into(), ..Default::default() };
+    let jwt = common::auth::JwtConfig {
+        secret: secret.clone().into(),
+        ..Default::default()
+    };
     let port = devkit::free_port;
     let (users_port, notify_port, workers_port, repeater_port) = (port(), port(), port(), port());
-    let nginx_bin = if args.no_nginx { None } else { devkit::nginx::find_binary() };
-    let bff_ports: Vec<u16> = if nginx_bin.is_some() { vec![port(), port()] } else { vec![args.port] };
+    let nginx_bin = if args.no_nginx {
+        None
+    } else {
+        devkit::nginx::find_binary()
+    };
+    let bff_ports: Vec<u16> = if nginx_bin.is_some() {
+        vec![port(), port()]
+    } else {
+        vec![args.port]
+    };
 
     let pg_base = args.postgres.trim_end_matches('/');
     let base_env = vec![
         ("NOTIFY_JWT__SECRET".to_owned(), secret.clone()),
         ("NOTIFY_JWT__ISSUER".to_owned(), jwt.issuer.clone()),
         ("NOTIFY_JWT__AUDIENCE".to_owned(), jwt.audience.clone()),
-        ("NOTIFY_KAFKA__BOOTSTRAP_SERVERS".to_owned(), cluster.bootstrap_servers().to_owned()),
+        (
+            "NOTIFY_KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+            cluster.bootstrap_servers().to_owned(),
+        ),
         ("NOTIFY_REDIS__URL".to_owned(), args.redis.clone()),
-        ("RUST_LOG".to_owned(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())),
+        (
+            "RUST_LOG".to_owned(),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        ),
     ];
     let with = |extra: &[(&str, String)]| {
         let mut env = base_env.clone();
@@ -193,9 +253,23 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let notify_db = ("NOTIFY_DATABASE__URL", format!("{pg_base}/notify"));
 
     eprintln!("migrating databases `users` and `notify` …");
-    for (name, db) in [("users-service", &users_db), ("notification-service", &notify_db)] {
-        let status = spawn(&format!("{name}-migrate"), name, &["migrate"], &with(&[db.clone()]), &logs)?.wait()?;
-        anyhow::ensure!(status.success(), "{name} migrate failed: see {}/{name}-migrate.log", logs.display());
+    for (name, db) in [
+        ("users-service", &users_db),
+        ("notification-service", &notify_db),
+    ] {
+        let status = spawn(
+            &format!("{name}-migrate"),
+            name,
+            &["migrate"],
+            &with(std::slice::from_ref(db)),
+            &logs,
+        )?
+        .wait()?;
+        anyhow::ensure!(
+            status.success(),
+            "{name} migrate failed: see {}/{name}-migrate.log",
+            logs.display()
+        );
     }
 
     let mut children = Children { procs: Vec::new() };
@@ -207,33 +281,58 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         children.procs.push((name.to_owned(), child));
         Ok(())
     };
-    start("users-service", with(&[listen(users_port), users_db.clone()]))?;
+    start(
+        "users-service",
+        with(&[listen(users_port), users_db.clone()]),
+    )?;
     start(
         "notification-service",
-        with(&[listen(notify_port), notify_db.clone(), ("NOTIFY_USERS__BASE_URL", format!("http://127.0.0.1:{users_port}"))]),
+        with(&[
+            listen(notify_port),
+            notify_db.clone(),
+            (
+                "NOTIFY_USERS__BASE_URL",
+                format!("http://127.0.0.1:{users_port}"),
+            ),
+        ]),
     )?;
     start(
         "workers",
-        with(&[listen(workers_port), ("NOTIFY_EMAIL__SMTP_URL", smtp.url()), ("NOTIFY_REDIS__KEY_PREFIX", "notify:dev:".into())]),
+        with(&[
+            listen(workers_port),
+            ("NOTIFY_EMAIL__SMTP_URL", smtp.url()),
+            ("NOTIFY_REDIS__KEY_PREFIX", "notify:dev:".into()),
+        ]),
     )?;
-    start("repeater", with(&[listen(repeater_port), notify_db.clone()]))?;
+    start(
+        "repeater",
+        with(&[listen(repeater_port), notify_db.clone()]),
+    )?;
     for (i, p) in bff_ports.iter().enumerate() {
         start(
             &format!("bff-{}", i + 1),
             with(&[
                 listen(*p),
-                ("NOTIFY_UPSTREAMS__USERS_URL", format!("http://127.0.0.1:{users_port}")),
-                ("NOTIFY_UPSTREAMS__NOTIFICATIONS_URL", format!("http://127.0.0.1:{notify_port}")),
+                (
+                    "NOTIFY_UPSTREAMS__USERS_URL",
+                    format!("http://127.0.0.1:{users_port}"),
+                ),
+                (
+                    "NOTIFY_UPSTREAMS__NOTIFICATIONS_URL",
+                    format!("http://127.0.0.1:{notify_port}"),
+                ),
             ]),
         )?;
     }
-    drop(start);
 
     let public = SocketAddr::from(([127, 0, 0, 1], args.port));
     let mut nginx = None;
     match &nginx_bin {
         Some(_) => {
-            let upstreams: Vec<SocketAddr> = bff_ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+            let upstreams: Vec<SocketAddr> = bff_ports
+                .iter()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+                .collect();
             let dir = std::path::absolute(args.dir.join("nginx"))?;
             let n = Nginx::start(public, &upstreams, &dir).context("starting nginx")?;
             pids.insert("nginx".into(), n.pid());
@@ -246,20 +345,30 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let url = format!("http://{public}");
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            let ready = http.get(format!("{url}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
             }
             if let Some(name) = children.exited() {
-                anyhow::bail!("{name} exited during start; see {}/{name}.log", logs.display());
+                anyhow::bail!(
+                    "{name} exited during start; see {}/{name}.log",
+                    logs.display()
+                );
             }
-            anyhow::ensure!(Instant::now() < deadline, "the stack did not become ready in 60 s; see {}/", logs.display());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the stack did not become ready in 60 s; see {}/",
+                logs.display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })?;
@@ -282,9 +391,18 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let stack = StackFile {
         url: url.clone(),
-        tokens: Tokens { user, service: service.clone(), admin },
+        tokens: Tokens {
+            user,
+            service: service.clone(),
+            admin,
+        },
         user_id: user_id.clone(),
-        jwt: JwtInfo { alg: "HS256".into(), secret, iss: jwt.issuer.clone(), aud: jwt.audience.clone() },
+        jwt: JwtInfo {
+            alg: "HS256".into(),
+            secret,
+            iss: jwt.issuer.clone(),
+            aud: jwt.audience.clone(),
+        },
         processes: pids,
         kafka_bootstrap_servers: cluster.bootstrap_servers().to_owned(),
         smtp: smtp.url(),
@@ -294,10 +412,24 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::write(&stack_path, serde_json::to_string_pretty(&stack)?)?;
 
     println!();
-    println!("notify is up: {url}   ({} bff behind {})", bff_ports.len(), if nginx.is_some() { "nginx" } else { "no load balancer" });
+    println!(
+        "notify is up: {url}   ({} bff behind {})",
+        bff_ports.len(),
+        if nginx.is_some() {
+            "nginx"
+        } else {
+            "no load balancer"
+        }
+    );
     println!();
-    println!("user token    (demo user {user_id}, demo@example.com):\n  {}", stack.tokens.user);
-    println!("service token (sub demo-service):\n  {}", stack.tokens.service);
+    println!(
+        "user token    (demo user {user_id}, demo@example.com):\n  {}",
+        stack.tokens.user
+    );
+    println!(
+        "service token (sub demo-service):\n  {}",
+        stack.tokens.service
+    );
     println!("admin token   (sub admin):\n  {}", stack.tokens.admin);
     println!();
     println!("try it:");
@@ -306,7 +438,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         stack_path.display()
     );
     println!();
-    println!("written to {}; mail lands in {}/; logs in {}/. Ctrl-C stops everything.", stack_path.display(), mail.display(), logs.display());
+    println!(
+        "written to {}; mail lands in {}/; logs in {}/. Ctrl-C stops everything.",
+        stack_path.display(),
+        mail.display(),
+        logs.display()
+    );
 
     let exited = rt.block_on(async {
         loop {
@@ -321,7 +458,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     });
     if let Some(name) = &exited {
-        eprintln!("{name} exited unexpectedly (see {}/{name}.log); stopping everything", logs.display());
+        eprintln!(
+            "{name} exited unexpectedly (see {}/{name}.log); stopping everything",
+            logs.display()
+        );
     }
     eprintln!("stopping …");
     drop(nginx);
@@ -329,5 +469,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     drop(cluster);
     let _ = std::fs::remove_file(&stack_path);
     eprintln!("stopped.");
-    if exited.is_some() { anyhow::bail!("a service failed") } else { Ok(()) }
+    if exited.is_some() {
+        anyhow::bail!("a service failed")
+    } else {
+        Ok(())
+    }
 }

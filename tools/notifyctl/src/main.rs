@@ -48,14 +48,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Cmd::Up(args) => launcher::up(args),
-        Cmd::Token { role, sub, ttl, stack } => (|| {
+        Cmd::Token {
+            role,
+            sub,
+            ttl,
+            stack,
+        } => (|| {
             let stack = StackFile::read(&stack)?;
             let role = match role {
                 RoleArg::User => Role::User,
                 RoleArg::Service => Role::Service,
                 RoleArg::Admin => Role::Admin,
             };
-            println!("{}", common::auth::mint_hs256(&stack.jwt_config(), &sub, role, ttl)?);
+            println!(
+                "{}",
+                common::auth::mint_hs256(&stack.jwt_config(), &sub, role, ttl)?
+            );
             Ok(())
         })(),
         Cmd::Kafka { topic_prefix } => launcher::kafka_only(&topic_prefix),

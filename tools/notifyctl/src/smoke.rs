@@ -28,9 +28,13 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
     let stack = StackFile::read(&args.stack)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
         let mut ids = Vec::with_capacity(args.count);
         for i in 0..args.count {
             let resp = http
@@ -61,12 +65,19 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
                     .await?;
                 let d = &view["deliveries"][0];
                 if d["status"] == "sent" {
-                    let created = chrono::DateTime::parse_from_rfc3339(view["created_at"].as_str().unwrap_or_default())?;
-                    let sent = chrono::DateTime::parse_from_rfc3339(d["sent_at"].as_str().unwrap_or_default())?;
+                    let created = chrono::DateTime::parse_from_rfc3339(
+                        view["created_at"].as_str().unwrap_or_default(),
+                    )?;
+                    let sent = chrono::DateTime::parse_from_rfc3339(
+                        d["sent_at"].as_str().unwrap_or_default(),
+                    )?;
                     latencies_ms.push((sent - created).num_milliseconds());
                     break;
                 }
-                anyhow::ensure!(tokio::time::Instant::now() < deadline, "{id} not sent in time: {view}");
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{id} not sent in time: {view}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

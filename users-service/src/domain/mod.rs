@@ -14,9 +14,17 @@ pub fn parse_timezone(raw: &str) -> Result<String, String> {
 pub fn parse_locale(raw: &str) -> Result<String, String> {
     let ok = !raw.is_empty()
         && raw.len() <= 35
-        && raw.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
-        && raw.split('-').next().is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic()));
-    if ok { Ok(raw.to_owned()) } else { Err(format!("`{raw}` is not a language tag (e.g. en, de-AT)")) }
+        && raw
+            .split('-')
+            .all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && raw.split('-').next().is_some_and(|l| {
+            (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic())
+        });
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("`{raw}` is not a language tag (e.g. en, de-AT)"))
+    }
 }
 
 /// Collects field errors while parsing a request.
@@ -25,7 +33,12 @@ pub struct Errors(pub Vec<FieldError>);
 
 impl Errors {
     /// Parses `value` with `f`, recording a failure under `field`.
-    pub fn check<T>(&mut self, field: &str, value: Option<&str>, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    pub fn check<T>(
+        &mut self,
+        field: &str,
+        value: Option<&str>,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
         match value.map(&f) {
             Some(Ok(v)) => Some(v),
             Some(Err(msg)) => {

@@ -38,7 +38,10 @@ async fn profiles(
 ) -> Result<Json<ProfilesResponse>, ApiError> {
     principal.require(&[Role::Service, Role::Admin])?;
     if body.user_ids.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field("user_ids", format!("at most {MAX_BATCH} ids per call")));
+        return Err(ApiError::invalid_field(
+            "user_ids",
+            format!("at most {MAX_BATCH} ids per call"),
+        ));
     }
     let mut conn = state.pool.acquire().await?;
     let profiles = db::profiles(&mut conn, &body.user_ids).await?;

@@ -49,8 +49,16 @@ async fn register(
     let locale = errors.check("locale", body.locale.as_deref(), parse_locale);
     let timezone = errors.check("timezone", body.timezone.as_deref(), parse_timezone);
     let telegram = errors.check("telegram_chat_id", body.telegram_chat_id.as_deref(), |v| {
-        let ok = !v.is_empty() && v.len() <= 32 && v.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit());
-        if ok { Ok(v.to_owned()) } else { Err("must be a numeric Telegram chat id".to_owned()) }
+        let ok = !v.is_empty()
+            && v.len() <= 32
+            && v.trim_start_matches('-')
+                .bytes()
+                .all(|b| b.is_ascii_digit());
+        if ok {
+            Ok(v.to_owned())
+        } else {
+            Err("must be a numeric Telegram chat id".to_owned())
+        }
     });
     if !errors.0.is_empty() {
         return Err(ApiError::validation(errors.0));
@@ -62,7 +70,11 @@ async fn register(
         phone: phone.map(|p| p.as_str().to_owned()),
         telegram_chat_id: telegram,
     };
-    let event = DomainEvent::UserRegistered { schema: SCHEMA, user_id, at: chrono::Utc::now() };
+    let event = DomainEvent::UserRegistered {
+        schema: SCHEMA,
+        user_id,
+        at: chrono::Utc::now(),
+    };
     let message = OutboxMessage::new(EVENTS_TOPIC, user_id.to_string(), &event)?;
 
     let mut tx = state.pool.begin().await?;
