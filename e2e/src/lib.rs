@@ -329,10 +329,22 @@ impl Stack {
 }
 
 impl Drop for Stack {
+    /// Stops the services and waits (briefly) until they have, before the Kafka cluster and
+    /// the rest go away: a consumer whose brokers vanish mid-shutdown would wait for them.
     fn drop(&mut self) {
         self.shutdown.cancel();
         for b in &self.bffs {
             b.shutdown.cancel();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline
+            && !self
+                .tasks
+                .iter()
+                .chain(self.bffs.iter().filter_map(|b| b.task.as_ref()))
+                .all(|t| t.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -1,0 +1,29 @@
+//! The commented example configs in `config/` load into each service's typed config, so the
+//! documentation cannot drift from the code unnoticed.
+
+use std::path::PathBuf;
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(format!("{name}.example.toml"))
+}
+
+#[test]
+fn every_example_config_loads() {
+    let bff: bff::Config = common::config::load(Some(&example("bff"))).unwrap();
+    assert_eq!(bff.upstreams.users_url, "http://127.0.0.1:8081");
+    let users: users_service::Config =
+        common::config::load(Some(&example("users-service"))).unwrap();
+    assert_eq!(users.relay.batch_size, 500);
+    let notify: notification_service::Config =
+        common::config::load(Some(&example("notification-service"))).unwrap();
+    assert_eq!(notify.planning.urgent_categories, vec!["security", "otp"]);
+    let workers: workers::Config = common::config::load(Some(&example("workers"))).unwrap();
+    assert_eq!(workers.email.pool_size, 16);
+    let repeater: repeater::Config = common::config::load(Some(&example("repeater"))).unwrap();
+    assert_eq!(
+        repeater.retry.schedule_secs,
+        vec![5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0]
+    );
+}
