@@ -12,10 +12,12 @@ up: build
 build:
 	cargo build --workspace --bins
 
-## Formatting check, clippy with warnings denied, the whole test suite.
+## Formatting check, clippy with warnings denied, the binaries (the launcher test runs them),
+## the whole test suite.
 test:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo build --workspace --bins
 	cargo nextest run --workspace --no-fail-fast
 
 fmt:

@@ -43,6 +43,9 @@ pub struct UpArgs {
     /// Run one bff on the public port and no nginx.
     #[arg(long)]
     pub no_nginx: bool,
+    /// Prepended to the database names (`users`, `notify`), so a test can run its own stack.
+    #[arg(long, default_value = "")]
+    pub db_prefix: String,
 }
 
 /// Every child process; all are stopped when this is dropped.
@@ -249,8 +252,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         env
     };
     let listen = |p: u16| ("NOTIFY_HTTP__LISTEN", format!("127.0.0.1:{p}"));
-    let users_db = ("NOTIFY_DATABASE__URL", format!("{pg_base}/users"));
-    let notify_db = ("NOTIFY_DATABASE__URL", format!("{pg_base}/notify"));
+    let users_db = (
+        "NOTIFY_DATABASE__URL",
+        format!("{pg_base}/{}users", args.db_prefix),
+    );
+    let notify_db = (
+        "NOTIFY_DATABASE__URL",
+        format!("{pg_base}/{}notify", args.db_prefix),
+    );
 
     eprintln!("migrating databases `users` and `notify` …");
     for (name, db) in [
