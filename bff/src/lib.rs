@@ -53,3 +53,20 @@ pub async fn run(
     common::http::serve(listener, router(state, &cfg), shutdown).await?;
     Ok(())
 }
+
+impl common::cli::Service for Config {
+    const NAME: &'static str = "bff";
+
+    fn listen(&self) -> std::net::SocketAddr {
+        self.http.listen
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        println!("the bff has no database: nothing to migrate");
+        Ok(())
+    }
+
+    async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
+}

@@ -1,9 +1,12 @@
 //! The command line every service binary shares: `serve` (default), `migrate`,
 //! `healthcheck`, and `--config <file>`.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 pub struct Cli {
@@ -53,5 +56,54 @@ pub async fn healthcheck(addr: SocketAddr) -> ExitCode {
     } else {
         eprintln!("healthcheck failed: http://{addr}/healthz did not answer 200");
         ExitCode::FAILURE
+    }
+}
+
+/// What a service binary is, seen from its `main`: implemented by each service's `Config`.
+pub trait Service: DeserializeOwned + Send + 'static {
+    /// Name in logs and error messages.
+    const NAME: &'static str;
+
+    /// Where `serve` listens (and `healthcheck` knocks).
+    fn listen(&self) -> SocketAddr;
+
+    /// `migrate`: create the database if needed and apply migrations.
+    fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// `serve`: run until `shutdown` is cancelled.
+    fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The whole `main` of a service: parse the command line, initialise logging, load the
+/// config (a bad value exits 2 naming the key), run the subcommand.
+pub async fn main<S: Service>() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init(S::NAME);
+    let cfg: S = match crate::config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e:#}", S::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let res = match cli.command() {
+        Command::Healthcheck => return healthcheck(cfg.listen()).await,
+        Command::Migrate => cfg.migrate().await,
+        Command::Serve => match TcpListener::bind(cfg.listen()).await {
+            Ok(listener) => cfg.serve(listener, crate::shutdown::on_signal()).await,
+            Err(e) => Err(anyhow::anyhow!("binding {}: {e}", cfg.listen())),
+        },
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = ?e, service = S::NAME, "failed");
+            eprintln!("{}: {e:#}", S::NAME);
+            ExitCode::FAILURE
+        }
     }
 }

@@ -89,6 +89,18 @@ pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the database if needed and applies `migrator`'s pending migrations.
+pub async fn migrate(
+    cfg: &DatabaseConfig,
+    migrator: &sqlx::migrate::Migrator,
+) -> anyhow::Result<()> {
+    ensure_database(&cfg.url).await?;
+    let pool = connect_lazy(cfg)?;
+    migrator.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
 /// Readiness check: one round trip.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
     sqlx::query("SELECT 1")

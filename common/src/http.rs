@@ -221,6 +221,20 @@ pub async fn serve(
     .await
 }
 
+/// `/healthz` and a `/readyz` that checks Postgres, for services whose state holds a pool.
+pub fn postgres_health<S>() -> Router<S>
+where
+    sqlx::PgPool: axum::extract::FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    async fn readyz(axum::extract::State(pool): axum::extract::State<sqlx::PgPool>) -> Response {
+        readiness(vec![("postgres", crate::db::ping(&pool).await)])
+    }
+    Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+}
+
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))

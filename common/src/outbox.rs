@@ -120,6 +120,22 @@ impl Default for RelayConfig {
     }
 }
 
+/// Starts the relay for `pool`'s outbox when `cfg.enabled`; the task ends at `shutdown`.
+pub fn spawn_relay(
+    pool: &PgPool,
+    kafka: &KafkaConfig,
+    cfg: &RelayConfig,
+    client_id: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let producer = crate::kafka::producer(kafka, client_id)?;
+    let relay = Relay::new(pool.clone(), producer, kafka.clone(), cfg.clone());
+    Ok(Some(tokio::spawn(relay.run(shutdown.clone()))))
+}
+
 /// Publishes committed outbox rows to Kafka.
 pub struct Relay {
     pool: PgPool,

@@ -12,13 +12,11 @@ pub mod status;
 
 use std::sync::Arc;
 
-use axum::{Router, extract::State, response::Response, routing::get};
 use common::{
     events::STATUS_TOPIC,
     kafka::runner::{self, RunnerConfig},
 };
 use rdkafka::consumer::Consumer;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,15 +27,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/not
 
 /// Creates the database if needed and applies migrations (either service may run them).
 pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
-    common::db::ensure_database(&cfg.database.url).await?;
-    let pool = common::db::connect_lazy(&cfg.database)?;
-    MIGRATOR.run(&pool).await?;
-    pool.close().await;
-    Ok(())
-}
-
-async fn readyz(State(pool): State<PgPool>) -> Response {
-    common::http::readiness(vec![("postgres", common::db::ping(&pool).await)])
+    common::db::migrate(&cfg.database, &MIGRATOR).await
 }
 
 /// Runs the status consumer and the health endpoint until `shutdown`.
@@ -64,10 +54,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let router = Router::new()
-        .route("/healthz", get(common::http::healthz))
-        .route("/readyz", get(readyz))
-        .with_state(pool.clone());
+    let router = common::http::postgres_health().with_state(pool.clone());
     tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");
     common::http::serve(
         listener,
@@ -79,4 +66,20 @@ pub async fn run(
     let _ = consuming.await;
     pool.close().await;
     Ok(())
+}
+
+impl common::cli::Service for Config {
+    const NAME: &'static str = "repeater";
+
+    fn listen(&self) -> std::net::SocketAddr {
+        self.http.listen
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        migrate(self).await
+    }
+
+    async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
 }

@@ -13,7 +13,7 @@ pub mod routes;
 use std::sync::Arc;
 
 use axum::{Router, extract::FromRef};
-use common::{auth::JwtVerifier, outbox::Relay};
+use common::auth::JwtVerifier;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,16 +24,10 @@ pub use config::Config;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/users");
 
 /// What handlers share.
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AppState {
     pub pool: PgPool,
     pub verifier: Arc<JwtVerifier>,
-}
-
-impl FromRef<AppState> for Arc<JwtVerifier> {
-    fn from_ref(s: &AppState) -> Self {
-        s.verifier.clone()
-    }
 }
 
 /// Every route of the service.
@@ -41,18 +35,14 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
     let api = Router::new()
         .merge(routes::users::router())
         .merge(routes::internal::router())
-        .merge(routes::health::router())
+        .merge(common::http::postgres_health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)
 }
 
 /// Creates the database if needed and applies migrations.
 pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
-    common::db::ensure_database(&cfg.database.url).await?;
-    let pool = common::db::connect_lazy(&cfg.database)?;
-    MIGRATOR.run(&pool).await?;
-    pool.close().await;
-    Ok(())
+    common::db::migrate(&cfg.database, &MIGRATOR).await
 }
 
 /// Runs the HTTP API and the outbox relay until `shutdown`.
@@ -67,13 +57,13 @@ pub async fn run(
         pool: pool.clone(),
         verifier,
     };
-    let relay = if cfg.relay.enabled {
-        let producer = common::kafka::producer(&cfg.kafka, "users-service-relay")?;
-        let relay = Relay::new(pool.clone(), producer, cfg.kafka.clone(), cfg.relay.clone());
-        Some(tokio::spawn(relay.run(shutdown.clone())))
-    } else {
-        None
-    };
+    let relay = common::outbox::spawn_relay(
+        &pool,
+        &cfg.kafka,
+        &cfg.relay,
+        "users-service-relay",
+        &shutdown,
+    )?;
     tracing::info!(addr = %listener.local_addr()?, "users-service listening");
     common::http::serve(listener, router(state, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
@@ -82,4 +72,20 @@ pub async fn run(
     }
     pool.close().await;
     Ok(())
+}
+
+impl common::cli::Service for Config {
+    const NAME: &'static str = "users-service";
+
+    fn listen(&self) -> std::net::SocketAddr {
+        self.http.listen
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        migrate(self).await
+    }
+
+    async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
 }

@@ -88,3 +88,20 @@ pub async fn run(
     }
     Ok(())
 }
+
+impl common::cli::Service for Config {
+    const NAME: &'static str = "workers";
+
+    fn listen(&self) -> std::net::SocketAddr {
+        self.http.listen
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        println!("workers are stateless: nothing to migrate");
+        Ok(())
+    }
+
+    async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self, listener, shutdown).await
+    }
+}

@@ -1,4 +1,3 @@
 //! HTTP routes, one module per resource.
 
-pub mod health;
 pub mod notifications;

@@ -1,5 +1,4 @@
 //! HTTP routes, one module per resource.
 
-pub mod health;
 pub mod internal;
 pub mod users;
