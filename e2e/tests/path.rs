@@ -234,3 +234,84 @@ async fn recipients_without_an_address_are_suppressed_with_a_reason() {
         200
     );
 }
+
+/// Reads every message of `topic` (unprefixed) from the start, until none arrives for a while.
+async fn read_topic(
+    stack: &Stack,
+    topic: &str,
+) -> Vec<(
+    std::collections::BTreeMap<String, String>,
+    serde_json::Value,
+)> {
+    use rdkafka::{Message, consumer::Consumer};
+    let c = common::kafka::consumer(
+        &stack.kafka_cfg,
+        &format!("reader-{}", uuid::Uuid::new_v4()),
+        "test",
+    )
+    .unwrap();
+    c.subscribe(&[&stack.kafka_cfg.topic(topic)]).unwrap();
+    let mut out = Vec::new();
+    let mut wait = Duration::from_secs(10);
+    while let Ok(Ok(m)) = tokio::time::timeout(wait, c.recv()).await {
+        out.push((
+            common::kafka::message_headers(&m),
+            serde_json::from_slice(m.payload().unwrap()).unwrap(),
+        ));
+        wait = Duration::from_secs(1);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_and_trace_travel_through_kafka_to_the_worker_and_back() {
+    let stack = Stack::start(Options::default()).await.unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = stack
+        .http
+        .post(format!("{}/v1/notifications", stack.url()))
+        .bearer_auth(&svc)
+        .header("x-request-id", "trace-me-1")
+        .header("traceparent", traceparent)
+        .json(&json!({ "recipients": [{ "email": "tia@example.com" }], "category": "news", "content": { "text": "hi" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let delivery = body["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    stack
+        .wait_settled(body["id"].as_str().unwrap(), &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let dispatched = read_topic(&stack, "notify.dispatch.email.bulk").await;
+    assert_eq!(dispatched.len(), 1);
+    let (headers, value) = &dispatched[0];
+    assert_eq!(
+        headers.get("x-request-id").map(String::as_str),
+        Some("trace-me-1")
+    );
+    assert_eq!(
+        headers.get("traceparent").map(String::as_str),
+        Some(traceparent)
+    );
+    assert_eq!(headers.get("delivery-id"), Some(&delivery));
+    assert_eq!(headers.get("attempt").map(String::as_str), Some("1"));
+    assert_eq!(value["schema"], 1);
+    assert_eq!(value["recipient"]["address"], "tia@example.com");
+
+    // The worker restored the context from the headers and carried it into its status event.
+    let statuses = read_topic(&stack, "notify.status").await;
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(
+        statuses[0].0.get("x-request-id").map(String::as_str),
+        Some("trace-me-1")
+    );
+    assert_eq!(
+        statuses[0].0.get("traceparent").map(String::as_str),
+        Some(traceparent)
+    );
+    assert_eq!(statuses[0].1["outcome"], "sent");
+}
