@@ -28,27 +28,28 @@ impl EmailAddress {
     }
 }
 
-/// A phone number in E.164 (`+` then 8..=15 digits, no leading zero).
+/// A phone number, validated against the numbering plan (libphonenumber metadata) and stored
+/// in E.164 (`+4930123456`). International form (leading `+`) is required: without a
+/// country there is no way to know which plan a local number belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneE164(String);
 
 impl PhoneE164 {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let compact: String = raw
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
-            .collect();
-        let digits = compact
-            .strip_prefix('+')
-            .ok_or("must be in E.164 form, starting with +")?;
-        let ok = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        if ok {
-            Ok(Self(compact))
-        } else {
-            Err("must be in E.164 form: + and 8 to 15 digits".into())
+        let raw = raw.trim();
+        if !raw.starts_with('+') {
+            return Err(
+                "must be in international E.164 form, starting with + and the country code".into(),
+            );
         }
+        let number =
+            phonenumber::parse(None, raw).map_err(|e| format!("is not a phone number ({e})"))?;
+        if !phonenumber::is_valid(&number) {
+            return Err("is not a valid phone number for its country".into());
+        }
+        Ok(Self(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
     }
 
     pub fn as_str(&self) -> &str {

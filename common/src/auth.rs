@@ -279,6 +279,96 @@ mod tests {
         assert_eq!(v.verify(&forged).unwrap_err().status.as_u16(), 401);
     }
 
+    const RSA_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/rsa_private.pem");
+    const RSA_PUBLIC: &str = include_str!("../../tools/devkit/fixtures/rsa_public.pem");
+    const ED_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/ed25519_private.pem");
+    const ED_PUBLIC: &str = include_str!("../../tools/devkit/fixtures/ed25519_public.pem");
+
+    fn claims(offset_exp: i64, nbf: Option<i64>) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: "u".into(),
+            role: Role::User,
+            exp: now + offset_exp,
+            iat: now,
+            nbf: nbf.map(|n| now + n),
+            iss: "notify-dev".into(),
+            aud: "notify".into(),
+        }
+    }
+
+    fn sign(alg: Algorithm, key: &EncodingKey, c: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(alg), c, key).unwrap()
+    }
+
+    #[test]
+    fn rs256_accepts_its_key_and_refuses_algorithm_confusion() {
+        let cfg = JwtConfig {
+            algorithm: JwtAlgorithm::RS256,
+            public_key_pem: Some(RSA_PUBLIC.into()),
+            ..cfg()
+        };
+        let v = JwtVerifier::new(&cfg).unwrap();
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        assert!(
+            v.verify(&sign(Algorithm::RS256, &rsa, &claims(60, None)))
+                .is_ok()
+        );
+        // HS256 "signed" with the public key as the shared secret: the classic confusion attack.
+        let confused = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(RSA_PUBLIC.as_bytes()),
+            &claims(60, None),
+        );
+        assert_eq!(v.verify(&confused).unwrap_err().status.as_u16(), 401);
+        // A valid HS256 token of the default secret is no good either.
+        assert!(
+            v.verify(&mint_hs256(&JwtConfig::default(), "u", Role::User, 60).unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn eddsa_accepts_its_key_only() {
+        let cfg = JwtConfig {
+            algorithm: JwtAlgorithm::EdDSA,
+            public_key_pem: Some(ED_PUBLIC.into()),
+            ..cfg()
+        };
+        let v = JwtVerifier::new(&cfg).unwrap();
+        let ed = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+        assert!(
+            v.verify(&sign(Algorithm::EdDSA, &ed, &claims(60, None)))
+                .is_ok()
+        );
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        assert!(
+            v.verify(&sign(Algorithm::RS256, &rsa, &claims(60, None)))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn not_yet_valid_and_wrong_issuer_are_refused() {
+        let v = JwtVerifier::new(&cfg()).unwrap();
+        let key = EncodingKey::from_secret(cfg().secret.expose_secret().as_bytes());
+        let early = sign(Algorithm::HS256, &key, &claims(600, Some(120)));
+        assert_eq!(
+            v.verify(&early).unwrap_err().detail,
+            "the token is not valid yet"
+        );
+        assert!(
+            v.verify(&sign(Algorithm::HS256, &key, &claims(600, Some(10))))
+                .is_ok(),
+            "within the leeway"
+        );
+        let wrong_iss = Claims {
+            iss: "elsewhere".into(),
+            ..claims(60, None)
+        };
+        assert!(v.verify(&sign(Algorithm::HS256, &key, &wrong_iss)).is_err());
+    }
+
     #[test]
     fn rejects_expired_wrong_audience_and_alg_none() {
         let v = JwtVerifier::new(&cfg()).unwrap();

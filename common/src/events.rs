@@ -203,6 +203,83 @@ pub struct DeliveryProfile {
     pub locale: String,
     pub timezone: String,
     pub contacts: Contacts,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    #[serde(default)]
+    pub preferences: Preferences,
+    /// Categories whose notifications ignore opt-outs (users-service's configuration).
+    #[serde(default)]
+    pub mandatory_categories: Vec<String>,
+}
+
+/// A push platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Fcm,
+    Apns,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Fcm => "fcm",
+            Platform::Apns => "apns",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fcm" => Some(Platform::Fcm),
+            "apns" => Some(Platform::Apns),
+            _ => None,
+        }
+    }
+}
+
+/// A registered push device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: Uuid,
+    pub platform: Platform,
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// How a user wants to be reached. A channel or category × channel that is absent is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preferences {
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<Channel, bool>,
+    #[serde(default)]
+    pub categories: std::collections::BTreeMap<String, std::collections::BTreeMap<Channel, bool>>,
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+impl Preferences {
+    /// Whether the user accepts `category` on `channel` (mandatory categories aside).
+    pub fn allows(&self, category: &str, channel: Channel) -> bool {
+        self.channels.get(&channel).copied().unwrap_or(true)
+            && self
+                .categories
+                .get(category)
+                .and_then(|c| c.get(&channel))
+                .copied()
+                .unwrap_or(true)
+    }
+}
+
+/// A daily do-not-disturb window in the user's zone; `start > end` crosses midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuietHours {
+    /// `HH:MM`, 24 h.
+    pub start: String,
+    /// `HH:MM`, 24 h.
+    pub end: String,
+    /// IANA zone, e.g. `Europe/Berlin`.
+    pub timezone: String,
 }
 
 /// A user's addresses, normalised.

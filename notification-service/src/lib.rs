@@ -10,6 +10,7 @@
 pub mod config;
 pub mod db;
 pub mod planning;
+pub mod quiet_hours;
 pub mod request;
 pub mod routes;
 pub mod users_client;

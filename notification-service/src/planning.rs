@@ -1,9 +1,11 @@
 //! Planning: which deliveries a validated request becomes.
 //!
-//! Per recipient: requested channels (or every enabled channel) × the contacts the user has.
-//! What is left out is still a delivery, `suppressed` with its reason, so an admin can always
-//! see why nothing was sent. (Preferences, quiet hours and mandatory categories arrive with
-//! the users issue; the shape here is where they plug in.)
+//! Per recipient: requested channels (or every enabled channel) ∩ channels the user enabled
+//! for the category (mandatory categories ignore opt-outs) ∩ contacts the user has. What is
+//! left out is still a delivery, `suppressed` with its reason (`no_contact`, `opted_out`,
+//! `unknown_user`), so an admin can always see why nothing was sent. Quiet hours defer
+//! `normal`/`low` deliveries to the end of the window (`pending` until then); `high` bypasses
+//! them.
 
 use std::collections::HashMap;
 
@@ -13,6 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     config::PlanningConfig,
+    quiet_hours::quiet_until,
     request::{Priority, Recipient, SendRequest},
 };
 
@@ -49,6 +52,8 @@ pub struct PlannedDelivery {
     pub status: PlannedStatus,
     pub reason: Option<&'static str>,
     pub locale: Option<String>,
+    /// Not dispatched before this instant (`send_at`, or the end of quiet hours).
+    pub available_at: Option<DateTime<Utc>>,
 }
 
 /// The lane of a notification.
@@ -68,47 +73,58 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Vec<PlannedDelivery> {
     let lane = lane(req, cfg);
-    let live = if req.send_at.is_some_and(|at| at > now) {
-        PlannedStatus::Pending
-    } else {
-        PlannedStatus::Queued
-    };
+    let at = req.send_at.filter(|at| *at > now);
     let channels: &[Channel] = req.channels.as_deref().unwrap_or(&cfg.enabled_channels);
     let mut out = Vec::new();
     for recipient in &req.recipients {
-        let base =
-            |channel, user_id, address: Option<String>, reason: Option<&'static str>, locale| {
-                PlannedDelivery {
-                    id: Uuid::now_v7(),
-                    channel,
-                    lane,
-                    user_id,
-                    recipient: recipient.to_json(),
-                    status: if reason.is_some() || address.is_none() {
-                        PlannedStatus::Suppressed
-                    } else {
-                        live
-                    },
-                    reason: reason.or(if address.is_none() {
-                        Some("no_contact")
-                    } else {
-                        None
-                    }),
-                    address,
-                    locale,
-                }
-            };
-        match recipient {
-            Recipient::Email(email) => {
-                out.push(base(Channel::Email, None, Some(email.clone()), None, None))
+        let delivery = |channel,
+                        user_id,
+                        address: Option<String>,
+                        reason: Option<&'static str>,
+                        profile: Option<&DeliveryProfile>| {
+            let reason = reason.or(if address.is_none() {
+                Some("no_contact")
+            } else {
+                None
+            });
+            let quiet_end = profile
+                .filter(|_| reason.is_none() && req.priority != Priority::High)
+                .and_then(|p| p.preferences.quiet_hours.as_ref())
+                .and_then(|q| quiet_until(q, at.unwrap_or(now)));
+            let available_at = quiet_end.or(at);
+            PlannedDelivery {
+                id: Uuid::now_v7(),
+                channel,
+                lane,
+                user_id,
+                recipient: recipient.to_json(),
+                status: match (reason, available_at) {
+                    (Some(_), _) => PlannedStatus::Suppressed,
+                    (None, Some(_)) => PlannedStatus::Pending,
+                    (None, None) => PlannedStatus::Queued,
+                },
+                reason,
+                address,
+                locale: profile.map(|p| p.locale.clone()),
+                available_at: if reason.is_some() { None } else { available_at },
             }
+        };
+        match recipient {
+            Recipient::Email(email) => out.push(delivery(
+                Channel::Email,
+                None,
+                Some(email.clone()),
+                None,
+                None,
+            )),
             Recipient::User(id) => match profiles.get(id) {
                 None => {
                     for &c in channels {
-                        out.push(base(c, Some(*id), None, Some("unknown_user"), None));
+                        out.push(delivery(c, Some(*id), None, Some("unknown_user"), None));
                     }
                 }
                 Some(profile) => {
+                    let mandatory = profile.mandatory_categories.contains(&req.category);
                     for &c in channels {
                         let address = match c {
                             Channel::Email => profile.contacts.email.clone(),
@@ -116,13 +132,9 @@ pub fn plan(
                             Channel::Telegram => profile.contacts.telegram_chat_id.clone(),
                             Channel::Push | Channel::Webhook => None,
                         };
-                        out.push(base(
-                            c,
-                            Some(*id),
-                            address,
-                            None,
-                            Some(profile.locale.clone()),
-                        ));
+                        let opted_out = !mandatory && !profile.preferences.allows(&req.category, c);
+                        let reason = (opted_out && address.is_some()).then_some("opted_out");
+                        out.push(delivery(c, Some(*id), address, reason, Some(profile)));
                     }
                 }
             },
@@ -133,9 +145,96 @@ pub fn plan(
 
 #[cfg(test)]
 mod tests {
-    use common::events::{Contacts, Content};
+    use common::events::{Contacts, Content, Preferences, QuietHours};
 
     use super::*;
+
+    fn profile(id: Uuid, email: Option<&str>, preferences: Preferences) -> DeliveryProfile {
+        DeliveryProfile {
+            user_id: id,
+            locale: "de".into(),
+            timezone: "UTC".into(),
+            contacts: Contacts {
+                email: email.map(Into::into),
+                ..Default::default()
+            },
+            devices: vec![],
+            preferences,
+            mandatory_categories: vec!["security".into()],
+        }
+    }
+
+    #[test]
+    fn opt_outs_suppress_except_for_mandatory_categories() {
+        let cfg = PlanningConfig::default();
+        let id = Uuid::new_v4();
+        let prefs = Preferences {
+            channels: [(Channel::Email, false)].into(),
+            ..Default::default()
+        };
+        let profiles = HashMap::from([(id, profile(id, Some("a@b.co"), prefs))]);
+        let mut r = req(vec![Recipient::User(id)], Priority::Normal);
+        let p = plan(&r, &profiles, &cfg, Utc::now());
+        assert_eq!(
+            (p[0].status, p[0].reason),
+            (PlannedStatus::Suppressed, Some("opted_out"))
+        );
+        r.category = "security".into();
+        let p = plan(&r, &profiles, &cfg, Utc::now());
+        assert_eq!((p[0].status, p[0].reason), (PlannedStatus::Queued, None));
+
+        let by_category = Preferences {
+            categories: [("billing".to_owned(), [(Channel::Email, false)].into())].into(),
+            ..Default::default()
+        };
+        let profiles = HashMap::from([(id, profile(id, Some("a@b.co"), by_category))]);
+        r.category = "billing".into();
+        assert_eq!(
+            plan(&r, &profiles, &cfg, Utc::now())[0].reason,
+            Some("opted_out")
+        );
+        r.category = "news".into();
+        assert_eq!(plan(&r, &profiles, &cfg, Utc::now())[0].reason, None);
+    }
+
+    #[test]
+    fn quiet_hours_defer_normal_but_not_high_priority() {
+        let cfg = PlanningConfig::default();
+        let id = Uuid::new_v4();
+        let prefs = Preferences {
+            quiet_hours: Some(QuietHours {
+                start: "22:00".into(),
+                end: "07:00".into(),
+                timezone: "UTC".into(),
+            }),
+            ..Default::default()
+        };
+        let profiles = HashMap::from([(id, profile(id, Some("a@b.co"), prefs))]);
+        let night = DateTime::parse_from_rfc3339("2026-01-10T23:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = plan(
+            &req(vec![Recipient::User(id)], Priority::Normal),
+            &profiles,
+            &cfg,
+            night,
+        );
+        assert_eq!(p[0].status, PlannedStatus::Pending);
+        assert_eq!(
+            p[0].available_at.unwrap().to_rfc3339(),
+            "2026-01-11T07:00:00+00:00"
+        );
+        let p = plan(
+            &req(vec![Recipient::User(id)], Priority::High),
+            &profiles,
+            &cfg,
+            night,
+        );
+        assert_eq!(
+            (p[0].status, p[0].available_at),
+            (PlannedStatus::Queued, None)
+        );
+    }
 
     fn req(recipients: Vec<Recipient>, priority: Priority) -> SendRequest {
         SendRequest {
@@ -158,15 +257,7 @@ mod tests {
     fn users_without_an_address_or_unknown_are_suppressed_with_a_reason() {
         let cfg = PlanningConfig::default();
         let (with, without, unknown) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let profile = |id, email: Option<&str>| DeliveryProfile {
-            user_id: id,
-            locale: "de".into(),
-            timezone: "UTC".into(),
-            contacts: Contacts {
-                email: email.map(Into::into),
-                ..Default::default()
-            },
-        };
+        let profile = |id, email: Option<&str>| profile(id, email, Preferences::default());
         let profiles = HashMap::from([
             (with, profile(with, Some("a@b.co"))),
             (without, profile(without, None)),

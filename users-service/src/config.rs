@@ -14,6 +14,9 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Publishes this service's outbox (`user.registered`, `preferences.updated`).
     pub relay: RelayConfig,
+    /// Categories that ignore opt-outs (security alerts, OTP). Served with every profile, so
+    /// planning and the preferences UI agree.
+    pub mandatory_categories: Vec<String>,
 }
 
 impl Default for Config {
@@ -24,6 +27,7 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             kafka: KafkaConfig::default(),
             relay: RelayConfig::default(),
+            mandatory_categories: vec!["security".into()],
         }
     }
 }

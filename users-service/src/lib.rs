@@ -28,6 +28,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/use
 pub struct AppState {
     pub pool: PgPool,
     pub verifier: Arc<JwtVerifier>,
+    /// Categories that ignore opt-outs.
+    pub mandatory_categories: Arc<Vec<String>>,
 }
 
 /// Every route of the service.
@@ -35,6 +37,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
     let api = Router::new()
         .merge(routes::users::router())
         .merge(routes::internal::router())
+        .merge(routes::me::router())
         .merge(common::http::postgres_health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)
@@ -56,6 +59,7 @@ pub async fn run(
     let state = AppState {
         pool: pool.clone(),
         verifier,
+        mandatory_categories: Arc::new(cfg.mandatory_categories.clone()),
     };
     let relay = common::outbox::spawn_relay(
         &pool,

@@ -134,7 +134,7 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
                 OutboxMessage::new(dispatch_topic(d.channel, d.lane), key, &n.dispatch(d))?
                     .header("delivery-id", d.id)
                     .header("attempt", 1)
-                    .available_at(n.request.send_at),
+                    .available_at(d.available_at),
             )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -27,6 +27,17 @@ pub fn parse_locale(raw: &str) -> Result<String, String> {
     }
 }
 
+/// `HH:MM` on a 24-hour clock.
+pub fn parse_clock(raw: &str) -> Result<chrono::NaiveTime, String> {
+    let bad = || format!("`{raw}` is not a time of day (HH:MM, 00:00 to 23:59)");
+    let (h, m) = raw.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    chrono::NaiveTime::from_hms_opt(h, m, 0).ok_or_else(bad)
+}
+
 /// Collects field errors while parsing a request.
 #[derive(Default)]
 pub struct Errors(pub Vec<FieldError>);
@@ -53,6 +64,15 @@ impl Errors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_times() {
+        assert!(parse_clock("22:00").is_ok());
+        assert!(parse_clock("00:00").is_ok());
+        for bad in ["25:00", "7:00", "12:60", "noon", "12:00:00"] {
+            assert!(parse_clock(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn time_zones_and_locales() {

@@ -44,6 +44,6 @@ async fn profiles(
         ));
     }
     let mut conn = state.pool.acquire().await?;
-    let profiles = db::profiles(&mut conn, &body.user_ids).await?;
+    let profiles = db::profiles(&mut conn, &body.user_ids, &state.mandatory_categories).await?;
     Ok(Json(ProfilesResponse { profiles }))
 }

@@ -1,4 +1,5 @@
 //! HTTP routes, one module per resource.
 
 pub mod internal;
+pub mod me;
 pub mod users;

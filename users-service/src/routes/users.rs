@@ -48,18 +48,11 @@ async fn register(
     let phone = errors.check("phone", body.phone.as_deref(), PhoneE164::parse);
     let locale = errors.check("locale", body.locale.as_deref(), parse_locale);
     let timezone = errors.check("timezone", body.timezone.as_deref(), parse_timezone);
-    let telegram = errors.check("telegram_chat_id", body.telegram_chat_id.as_deref(), |v| {
-        let ok = !v.is_empty()
-            && v.len() <= 32
-            && v.trim_start_matches('-')
-                .bytes()
-                .all(|b| b.is_ascii_digit());
-        if ok {
-            Ok(v.to_owned())
-        } else {
-            Err("must be a numeric Telegram chat id".to_owned())
-        }
-    });
+    let telegram = errors.check(
+        "telegram_chat_id",
+        body.telegram_chat_id.as_deref(),
+        super::me::parse_telegram,
+    );
     if !errors.0.is_empty() {
         return Err(ApiError::validation(errors.0));
     }

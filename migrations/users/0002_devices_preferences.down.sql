@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS preferences;
+DROP TABLE IF EXISTS devices;

@@ -1,0 +1,387 @@
+//! `/v1/me…`: a user's own profile, contacts, preferences and devices.
+//!
+//! The user is always the token's `sub` — never a path or body value — so no request can name
+//! another user. Only `user` tokens are accepted here. Every change writes a
+//! `preferences.updated` event in the same transaction, so cached delivery profiles are
+//! invalidated.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{delete, get},
+};
+use common::{
+    auth::{Principal, Role},
+    events::{
+        Channel, Contacts, Device, DomainEvent, EVENTS_TOPIC, Platform, Preferences, QuietHours,
+        SCHEMA,
+    },
+    http::AppJson,
+    outbox::{self, OutboxMessage},
+    problem::{ApiError, FieldError},
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    AppState, db,
+    domain::{EmailAddress, Errors, PhoneE164, parse_clock, parse_locale, parse_timezone},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/me/profile", get(profile))
+        .route("/v1/me/contacts", get(get_contacts).put(put_contacts))
+        .route(
+            "/v1/me/preferences",
+            get(get_preferences).put(put_preferences),
+        )
+        .route("/v1/me/devices", get(list_devices).post(add_device))
+        .route("/v1/me/devices/{id}", delete(remove_device))
+}
+
+/// The caller's user id: `user` tokens only, `sub` must be a user id.
+fn me(principal: &Principal) -> Result<Uuid, ApiError> {
+    principal.require(&[Role::User])?;
+    Uuid::parse_str(principal.subject())
+        .map_err(|_| ApiError::forbidden("this token's subject is not a user id"))
+}
+
+/// 404 unless the user exists.
+async fn existing(conn: &mut PgConnection, id: Uuid) -> Result<db::UserRow, ApiError> {
+    db::user(conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))
+}
+
+async fn changed(conn: &mut PgConnection, user_id: Uuid) -> Result<(), ApiError> {
+    let event = DomainEvent::PreferencesUpdated {
+        schema: SCHEMA,
+        user_id,
+        at: chrono::Utc::now(),
+    };
+    outbox::enqueue(
+        conn,
+        &[OutboxMessage::new(
+            EVENTS_TOPIC,
+            user_id.to_string(),
+            &event,
+        )?],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn profile(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<db::UserRow>, ApiError> {
+    let id = me(&principal)?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(existing(&mut conn, id).await?))
+}
+
+async fn get_contacts(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Contacts>, ApiError> {
+    let id = me(&principal)?;
+    let mut conn = state.pool.acquire().await?;
+    existing(&mut conn, id).await?;
+    Ok(Json(db::contacts(&mut conn, id).await?))
+}
+
+/// The whole contact set; an absent field is cleared.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsBody {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub telegram_chat_id: Option<String>,
+}
+
+/// Validates a Telegram chat id (numeric, groups are negative).
+pub fn parse_telegram(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 32
+        && v.trim_start_matches('-')
+            .bytes()
+            .all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("must be a numeric Telegram chat id".to_owned())
+    }
+}
+
+async fn put_contacts(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppJson(body): AppJson<ContactsBody>,
+) -> Result<Json<Contacts>, ApiError> {
+    let id = me(&principal)?;
+    let mut errors = Errors::default();
+    let contacts = Contacts {
+        email: errors
+            .check("email", body.email.as_deref(), EmailAddress::parse)
+            .map(|e| e.as_str().to_owned()),
+        phone: errors
+            .check("phone", body.phone.as_deref(), PhoneE164::parse)
+            .map(|p| p.as_str().to_owned()),
+        telegram_chat_id: errors.check(
+            "telegram_chat_id",
+            body.telegram_chat_id.as_deref(),
+            parse_telegram,
+        ),
+    };
+    if !errors.0.is_empty() {
+        return Err(ApiError::validation(errors.0));
+    }
+    let mut tx = state.pool.begin().await?;
+    existing(&mut tx, id).await?;
+    db::replace_contacts(&mut tx, id, &contacts).await?;
+    changed(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(contacts))
+}
+
+/// Preferences as the API shows them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreferencesView {
+    pub channels: BTreeMap<Channel, bool>,
+    pub categories: BTreeMap<String, BTreeMap<Channel, bool>>,
+    pub quiet_hours: Option<QuietHours>,
+    pub locale: String,
+    /// Categories delivered whatever the opt-outs say (security alerts, OTP).
+    pub mandatory_categories: Vec<String>,
+}
+
+async fn preferences_view(
+    conn: &mut PgConnection,
+    state: &AppState,
+    id: Uuid,
+) -> Result<PreferencesView, ApiError> {
+    let user = existing(conn, id).await?;
+    let p = db::preferences(conn, id).await?;
+    Ok(PreferencesView {
+        channels: p.channels,
+        categories: p.categories,
+        quiet_hours: p.quiet_hours,
+        locale: user.locale,
+        mandatory_categories: state.mandatory_categories.to_vec(),
+    })
+}
+
+async fn get_preferences(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<PreferencesView>, ApiError> {
+    let id = me(&principal)?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(preferences_view(&mut conn, &state, id).await?))
+}
+
+/// The whole preference document; absent switches mean "on", absent `quiet_hours` means none,
+/// absent `locale` keeps the current one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesBody {
+    #[serde(default)]
+    pub channels: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub categories: BTreeMap<String, BTreeMap<String, bool>>,
+    pub quiet_hours: Option<QuietHoursBody>,
+    pub locale: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursBody {
+    pub start: String,
+    pub end: String,
+    pub timezone: String,
+}
+
+fn valid_category(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= 64
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+}
+
+impl PreferencesBody {
+    fn validate(self) -> Result<(Preferences, Option<String>), ApiError> {
+        let mut errors = Vec::new();
+        let mut channel = |field: String, name: &str| {
+            let c = Channel::parse(name);
+            if c.is_none() {
+                errors.push(FieldError::new(
+                    field,
+                    "unknown channel (email, sms, push, webhook, telegram)",
+                ));
+            }
+            c
+        };
+        let channels: BTreeMap<Channel, bool> = self
+            .channels
+            .iter()
+            .filter_map(|(name, on)| channel(format!("channels.{name}"), name).map(|c| (c, *on)))
+            .collect();
+        let mut categories = BTreeMap::new();
+        for (cat, switches) in &self.categories {
+            let parsed: BTreeMap<Channel, bool> = switches
+                .iter()
+                .filter_map(|(name, on)| {
+                    channel(format!("categories.{cat}.{name}"), name).map(|c| (c, *on))
+                })
+                .collect();
+            categories.insert(cat.clone(), parsed);
+        }
+        for cat in self.categories.keys().filter(|c| !valid_category(c)) {
+            errors.push(FieldError::new(
+                format!("categories.{cat}"),
+                "must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
+            ));
+        }
+        let quiet_hours = self.quiet_hours.and_then(|q| {
+            let start = parse_clock(&q.start)
+                .map_err(|m| errors.push(FieldError::new("quiet_hours.start", m)))
+                .ok();
+            let end = parse_clock(&q.end)
+                .map_err(|m| errors.push(FieldError::new("quiet_hours.end", m)))
+                .ok();
+            let tz = parse_timezone(&q.timezone)
+                .map_err(|m| errors.push(FieldError::new("quiet_hours.timezone", m)))
+                .ok();
+            if start.is_some() && start == end {
+                errors.push(FieldError::new("quiet_hours.end", "must differ from start"));
+            }
+            Some(QuietHours {
+                start: q.start,
+                end: q.end,
+                timezone: tz?,
+            })
+        });
+        let locale = match self.locale.as_deref().map(parse_locale) {
+            Some(Err(m)) => {
+                errors.push(FieldError::new("locale", m));
+                None
+            }
+            Some(Ok(l)) => Some(l),
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        Ok((
+            Preferences {
+                channels,
+                categories,
+                quiet_hours,
+            },
+            locale,
+        ))
+    }
+}
+
+async fn put_preferences(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppJson(body): AppJson<PreferencesBody>,
+) -> Result<Json<PreferencesView>, ApiError> {
+    let id = me(&principal)?;
+    let (prefs, locale) = body.validate()?;
+    let mut tx = state.pool.begin().await?;
+    existing(&mut tx, id).await?;
+    db::replace_preferences(&mut tx, id, &prefs).await?;
+    if let Some(locale) = &locale {
+        db::set_locale(&mut tx, id, locale).await?;
+    }
+    changed(&mut tx, id).await?;
+    let view = preferences_view(&mut tx, &state, id).await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceList {
+    pub items: Vec<Device>,
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<DeviceList>, ApiError> {
+    let id = me(&principal)?;
+    let mut conn = state.pool.acquire().await?;
+    existing(&mut conn, id).await?;
+    Ok(Json(DeviceList {
+        items: db::devices(&mut conn, id).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBody {
+    pub platform: String,
+    pub token: String,
+}
+
+/// 201 for a token new to this user, 200 when the user had it already (idempotent).
+async fn add_device(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppJson(body): AppJson<DeviceBody>,
+) -> Result<(StatusCode, Json<Device>), ApiError> {
+    let id = me(&principal)?;
+    let mut errors = Vec::new();
+    let platform = Platform::parse(&body.platform);
+    if platform.is_none() {
+        errors.push(FieldError::new("platform", "must be fcm or apns"));
+    }
+    let token = body.token.trim();
+    if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        errors.push(FieldError::new(
+            "token",
+            "must be 1-4096 visible ASCII characters",
+        ));
+    }
+    let Some(platform) = platform.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let mut tx = state.pool.begin().await?;
+    existing(&mut tx, id).await?;
+    let (device, new) = db::add_device(&mut tx, id, platform, token).await?;
+    if new {
+        changed(&mut tx, id).await?;
+    }
+    tx.commit().await?;
+    Ok((
+        if new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(device),
+    ))
+}
+
+async fn remove_device(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(device): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = me(&principal)?;
+    let device = Uuid::parse_str(&device).map_err(|_| ApiError::not_found("no such device"))?;
+    let mut tx = state.pool.begin().await?;
+    if !db::delete_device(&mut tx, id, device).await? {
+        return Err(ApiError::not_found("no such device"));
+    }
+    changed(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
