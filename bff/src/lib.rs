@@ -1,10 +1,15 @@
 //! bff: the public edge behind nginx. Holds no database.
 //!
-//! Every request is authenticated here (JWT, pinned algorithm) and authorised per route
-//! (roles), then forwarded with the caller's token to the service that owns the data, which
-//! verifies it again. [`upstream`] is the forwarding client; [`routes`] lists the public API.
+//! Every request is authenticated here (JWT, pinned algorithm), rate limited per principal
+//! ([`rate_limit`], Redis, shared by all instances) and authorised per route (roles), then
+//! forwarded with the caller's token to the service that owns the data, which verifies it
+//! again ([`upstream`]). `GET /v1/me` aggregates four users-service reads into one response.
+//! The OpenAPI 3.1 document is generated from the handlers' annotations ([`openapi`]) and
+//! served at `/openapi.json`, browsable at `/docs`.
 
 pub mod config;
+pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
 pub mod upstream;
 
@@ -18,24 +23,17 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 /// What handlers share.
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AppState {
     pub verifier: Arc<JwtVerifier>,
     pub upstream: Arc<upstream::Upstreams>,
+    pub limiter: rate_limit::SharedLimiter,
 }
 
-impl FromRef<AppState> for Arc<JwtVerifier> {
-    fn from_ref(s: &AppState) -> Self {
-        s.verifier.clone()
-    }
-}
-
+/// Every route, with the OpenAPI document built from the same handlers.
 pub fn router(state: AppState, cfg: &Config) -> Router {
-    let api = Router::new()
-        .merge(routes::users::router())
-        .merge(routes::notifications::router())
-        .merge(routes::health::router())
-        .with_state(state);
+    let (api, doc) = openapi::api_router().with_state(state).split_for_parts();
+    let api = api.merge(openapi::docs_router(doc));
     common::http::with_edge_layers(api, &cfg.http)
 }
 
@@ -45,9 +43,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let limiter = if cfg.rate_limits.enabled {
+        let redis = common::redis::connect(&cfg.redis).await?;
+        Some(Arc::new(rate_limit::RateLimiter::new(
+            redis,
+            cfg.rate_limits.clone(),
+            cfg.redis.clone(),
+        )))
+    } else {
+        None
+    };
     let state = AppState {
         verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
         upstream: Arc::new(upstream::Upstreams::new(&cfg.upstreams)?),
+        limiter,
     };
     tracing::info!(addr = %listener.local_addr()?, "bff listening");
     common::http::serve(listener, router(state, &cfg), shutdown).await?;

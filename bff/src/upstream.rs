@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::{
     body::{Body, Bytes},
-    http::{HeaderMap, HeaderValue, Method, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::Response,
 };
 use common::{auth::Principal, problem::ApiError, telemetry::RequestContext};
@@ -64,6 +64,31 @@ impl Upstreams {
             Ok(r) => Err(format!("answered {}", r.status())),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// `GET path` as the caller; the status and the JSON body (for aggregation).
+    pub async fn get_json(
+        &self,
+        service: Service,
+        path: &str,
+        principal: &Principal,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let resp = self
+            .forward(
+                service,
+                Method::GET,
+                path,
+                principal,
+                &HeaderMap::new(),
+                Bytes::new(),
+            )
+            .await?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("reading an upstream body: {e}")))?;
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
     }
 
     /// Forwards `method path_and_query` with `body` and returns the upstream's answer.

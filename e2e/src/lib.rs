@@ -26,14 +26,26 @@ pub struct Options {
     pub nginx: bool,
     /// The repeater's retry schedule (seconds).
     pub retry_schedule: Vec<f64>,
+    /// The bff's per-principal limits.
+    pub rate_limits: bff::config::RateLimitConfig,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        let generous = bff::config::Limit {
+            requests: 100_000,
+            period_secs: 60,
+        };
         Self {
             bff_instances: 1,
             nginx: false,
             retry_schedule: vec![0.5, 0.5],
+            rate_limits: bff::config::RateLimitConfig {
+                enabled: true,
+                user: generous,
+                service: generous,
+                admin: generous,
+            },
         }
     }
 }
@@ -127,6 +139,7 @@ impl Stack {
                 poll_interval_ms: 100,
                 ..Default::default()
             },
+            redis: redis.clone(),
             ..Default::default()
         };
         notification_service::migrate(&notify_cfg).await?;
@@ -141,7 +154,7 @@ impl Stack {
         let workers_cfg = workers::Config {
             http: http_cfg(addr),
             kafka: kafka_cfg.clone(),
-            redis,
+            redis: redis.clone(),
             email: workers::config::EmailConfig {
                 smtp_url: smtp.url(),
                 timeout_ms: 5_000,
@@ -179,6 +192,8 @@ impl Stack {
                     notifications_url: format!("http://{notify_addr}"),
                     ..Default::default()
                 },
+                redis: redis.clone(),
+                rate_limits: opts.rate_limits.clone(),
             };
             let token = CancellationToken::new();
             let task = tokio::spawn(bff::run(cfg, l, token.clone()));

@@ -47,12 +47,24 @@ async fn a_notification_to_a_user_is_emailed_and_shows_sent_with_its_attempt() {
     assert_eq!(d["last_attempt"]["provider"], "smtp");
     assert!(d["sent_at"].is_string());
 
-    let mails = stack.smtp.wait_for(1, Duration::from_secs(5));
-    assert_eq!(mails.len(), 1);
-    assert_eq!(mails[0].to, vec!["Ann@example.com".to_owned()]);
-    let text = mails[0].text();
-    assert!(text.contains("Subject: Your invoice"), "{text}");
-    assert!(text.contains("Invoice #42 is ready."), "{text}");
+    // Two mails: the invoice, and the welcome that registration triggered
+    // (user.registered → notify.events → notification-service).
+    let mails = stack.smtp.wait_for(2, Duration::from_secs(10));
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.to == vec!["Ann@example.com".to_owned()])
+    );
+    let invoice = mails
+        .iter()
+        .find(|m| m.text().contains("Subject: Your invoice"))
+        .expect("the invoice");
+    assert!(invoice.text().contains("Invoice #42 is ready."));
+    assert!(
+        mails.iter().any(|m| m.text().contains("Subject: Welcome!")),
+        "the welcome email"
+    );
 
     let (attempts,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM attempts WHERE delivery_id = $1::uuid")

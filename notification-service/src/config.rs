@@ -3,8 +3,9 @@
 
 use common::{
     auth::JwtConfig, db::DatabaseConfig, events::Channel, http::HttpConfig, kafka::KafkaConfig,
-    outbox::RelayConfig,
+    outbox::RelayConfig, redis::RedisConfig,
 };
+use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +19,10 @@ pub struct Config {
     pub relay: RelayConfig,
     pub users: UsersClientConfig,
     pub planning: PlanningConfig,
+    /// The profile cache.
+    pub redis: RedisConfig,
+    /// The notification every new user gets (`user.registered`).
+    pub welcome: WelcomeConfig,
 }
 
 impl Default for Config {
@@ -30,6 +35,8 @@ impl Default for Config {
             relay: RelayConfig::default(),
             users: UsersClientConfig::default(),
             planning: PlanningConfig::default(),
+            redis: RedisConfig::default(),
+            welcome: WelcomeConfig::default(),
         }
     }
 }
@@ -40,6 +47,13 @@ impl Default for Config {
 pub struct UsersClientConfig {
     pub base_url: String,
     pub timeout_ms: u64,
+    /// The token this service presents when it calls users-service on its own behalf (the
+    /// welcome flow). Unset with HS256: a short-lived service token is minted with the shared
+    /// secret.
+    pub service_token: Option<SecretString>,
+    /// How long a fetched delivery profile is cached in Redis; `preferences.updated` events
+    /// evict it sooner. 0 disables the cache.
+    pub cache_ttl_secs: u64,
 }
 
 impl Default for UsersClientConfig {
@@ -47,6 +61,8 @@ impl Default for UsersClientConfig {
         Self {
             base_url: "http://127.0.0.1:8081".into(),
             timeout_ms: 5_000,
+            service_token: None,
+            cache_ttl_secs: 60,
         }
     }
 }
@@ -67,6 +83,26 @@ impl Default for PlanningConfig {
         Self {
             enabled_channels: vec![Channel::Email],
             urgent_categories: vec!["security".into(), "otp".into()],
+        }
+    }
+}
+
+/// The `welcome` notification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WelcomeConfig {
+    pub enabled: bool,
+    pub subject: String,
+    pub text: String,
+}
+
+impl Default for WelcomeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            subject: "Welcome!".into(),
+            text: "Welcome aboard. You can choose how we reach you in your notification settings."
+                .into(),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod planning;
 pub mod quiet_hours;
 pub mod request;
@@ -41,6 +42,7 @@ pub struct AppState {
 pub fn router(state: AppState, cfg: &Config) -> Router {
     let api = Router::new()
         .merge(routes::notifications::router())
+        .merge(routes::me::router())
         .merge(common::http::postgres_health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)
@@ -58,11 +60,34 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = common::db::connect_lazy(&cfg.database)?;
+    let redis = common::redis::connect(&cfg.redis).await?;
+    let users =
+        users_client::UsersClient::new(&cfg.users, &cfg.jwt, Some((redis, cfg.redis.clone())))?;
     let state = AppState {
         pool: pool.clone(),
         verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
-        users: Arc::new(users_client::UsersClient::new(&cfg.users)?),
+        users: Arc::new(users),
         planning: Arc::new(cfg.planning.clone()),
+    };
+    let events = {
+        use rdkafka::consumer::Consumer;
+        let topic = cfg.kafka.topic(common::events::EVENTS_TOPIC);
+        let group = cfg.kafka.topic("notification-service.events");
+        let consumer = common::kafka::consumer(&cfg.kafka, &group, "notification-service-events")?;
+        consumer.subscribe(&[&topic])?;
+        let handler = events::EventsHandler {
+            state: state.clone(),
+            welcome: Arc::new(cfg.welcome.clone()),
+        };
+        tokio::spawn(common::kafka::runner::run(
+            Arc::new(consumer),
+            Arc::new(handler),
+            common::kafka::runner::RunnerConfig {
+                max_in_flight: 8,
+                ..Default::default()
+            },
+            shutdown.clone(),
+        ))
     };
     let relay = common::outbox::spawn_relay(
         &pool,
@@ -77,6 +102,7 @@ pub async fn run(
     if let Some(relay) = relay {
         common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;
     }
+    common::shutdown::drain(events, std::time::Duration::from_secs(25)).await;
     pool.close().await;
     Ok(())
 }

@@ -1,8 +1,17 @@
-//! The client of users-service's internal profile endpoint.
+//! The client of users-service's internal profile endpoint, with a short Redis cache of
+//! delivery profiles (evicted by `preferences.updated` events).
 
 use std::time::Duration;
 
-use common::{events::DeliveryProfile, problem::ApiError, telemetry::RequestContext};
+use common::{
+    auth::{JwtConfig, Role},
+    events::DeliveryProfile,
+    problem::ApiError,
+    redis::RedisConfig,
+    telemetry::RequestContext,
+};
+use redis::AsyncCommands;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -11,6 +20,9 @@ use crate::config::UsersClientConfig;
 pub struct UsersClient {
     http: reqwest::Client,
     base_url: String,
+    cache: Option<(redis::aio::ConnectionManager, RedisConfig, u64)>,
+    service_token: Option<String>,
+    jwt: JwtConfig,
 }
 
 #[derive(Deserialize)]
@@ -22,23 +34,109 @@ struct ProfilesResponse {
 const BATCH: usize = 1000;
 
 impl UsersClient {
-    pub fn new(cfg: &UsersClientConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: &UsersClientConfig,
+        jwt: &JwtConfig,
+        cache: Option<(redis::aio::ConnectionManager, RedisConfig)>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_millis(cfg.timeout_ms))
                 .pool_max_idle_per_host(32)
                 .build()?,
             base_url: cfg.base_url.trim_end_matches('/').to_owned(),
+            cache: cache
+                .filter(|_| cfg.cache_ttl_secs > 0)
+                .map(|(c, k)| (c, k, cfg.cache_ttl_secs)),
+            service_token: cfg
+                .service_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+            jwt: jwt.clone(),
         })
     }
 
-    /// Profiles of `ids` (unknown ids are absent), in as few calls as the batch limit allows,
-    /// authenticated with the caller's token.
+    fn cache_key(keys: &RedisConfig, id: Uuid) -> String {
+        keys.key(&format!("profile:{id}"))
+    }
+
+    /// This service's own token, for calls made on nobody's behalf (the welcome flow).
+    pub fn service_token(&self) -> Result<String, ApiError> {
+        match &self.service_token {
+            Some(t) => Ok(t.clone()),
+            None => common::auth::mint_hs256(&self.jwt, "notification-service", Role::Service, 300)
+                .map_err(|e| {
+                    ApiError::internal(
+                        e.context("no users.service_token configured and cannot mint one"),
+                    )
+                }),
+        }
+    }
+
+    /// Evicts a cached profile.
+    pub async fn evict(&self, id: Uuid) -> redis::RedisResult<()> {
+        if let Some((conn, keys, _)) = &self.cache {
+            conn.clone().del::<_, ()>(Self::cache_key(keys, id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Profiles of `ids` (unknown ids are absent): cached ones from Redis in one round trip,
+    /// the rest from users-service in as few calls as the batch limit allows, authenticated
+    /// with `token`.
     pub async fn profiles(
         &self,
         token: &str,
         ids: &[Uuid],
     ) -> Result<Vec<DeliveryProfile>, ApiError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut missing: Vec<Uuid> = ids.to_vec();
+        if let Some((conn, keys, _)) = &self.cache {
+            let cache_keys: Vec<String> = ids.iter().map(|id| Self::cache_key(keys, *id)).collect();
+            match conn
+                .clone()
+                .mget::<_, Vec<Option<String>>>(&cache_keys)
+                .await
+            {
+                Ok(hits) => {
+                    missing.clear();
+                    for (id, hit) in ids.iter().zip(hits) {
+                        match hit
+                            .and_then(|json| serde_json::from_str::<DeliveryProfile>(&json).ok())
+                        {
+                            Some(p) => out.push(p),
+                            None => missing.push(*id),
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "profile cache unavailable; asking users-service")
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let fetched = self.fetch(token, &missing).await?;
+        if let Some((conn, keys, ttl)) = &self.cache {
+            let mut pipe = redis::pipe();
+            for p in &fetched {
+                pipe.set_ex(
+                    Self::cache_key(keys, p.user_id),
+                    serde_json::to_string(p).unwrap_or_default(),
+                    *ttl,
+                )
+                .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut conn.clone()).await {
+                tracing::warn!(error = %e, "could not cache profiles");
+            }
+        }
+        out.extend(fetched);
+        Ok(out)
+    }
+
+    async fn fetch(&self, token: &str, ids: &[Uuid]) -> Result<Vec<DeliveryProfile>, ApiError> {
         let ctx = RequestContext::current_or_new();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {

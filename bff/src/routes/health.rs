@@ -1,14 +1,17 @@
-use axum::{Router, extract::State, response::Response, routing::get};
+use axum::{Json, extract::State, response::Response};
 
 use crate::{AppState, upstream::Service};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(common::http::healthz))
-        .route("/readyz", get(readyz))
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// Both services behind the bff answer.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "ready"), (status = 503, description = "a dependency is down")))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
     common::http::readiness(vec![
         ("users-service", state.upstream.ping(Service::Users).await),
         (

@@ -1,5 +1,17 @@
 //! The public API, one module per resource. Each handler authorises by role, then forwards.
 
 pub mod health;
+pub mod me;
 pub mod notifications;
 pub mod users;
+
+use common::{auth::Role, problem::ApiError};
+
+use crate::rate_limit::Caller;
+
+impl Caller {
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        self.0.require(roles)
+    }
+}

@@ -1,53 +1,55 @@
 use axum::{
-    Router,
     extract::{Path, State},
     http::{HeaderMap, Method},
     response::Response,
-    routing::{get, post},
 };
-use common::{
-    auth::{Principal, Role},
-    http::RawBody,
-    problem::ApiError,
-};
+use common::{auth::Role, http::RawBody, problem::ApiError};
 
-use crate::{AppState, upstream::Service};
+use crate::{AppState, openapi::schema, rate_limit::Caller, upstream::Service};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/notifications", post(send))
-        .route("/v1/notifications/{id}", get(show))
-}
-
-/// `POST /v1/notifications` (service): send.
-async fn send(
+/// Send a notification (service). 202 only after it is committed.
+#[utoipa::path(post, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
+    request_body = schema::SendNotification,
+    responses(
+        (status = 202, body = schema::Notification),
+        (status = 400, body = schema::Problem), (status = 401, body = schema::Problem),
+        (status = 403, body = schema::Problem), (status = 413, body = schema::Problem),
+        (status = 422, body = schema::Problem), (status = 429, body = schema::Problem),
+        (status = 503, body = schema::Problem)))]
+pub async fn send(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Service])?;
+    caller.require(&[Role::Service])?;
     state
         .upstream
         .forward(
             Service::Notifications,
             Method::POST,
             "/v1/notifications",
-            &principal,
+            &caller.0,
             &headers,
             body,
         )
         .await
 }
 
-/// `GET /v1/notifications/{id}` (owning service, admin).
-async fn show(
+/// A notification with every delivery (owning service, admin).
+#[utoipa::path(get, path = "/v1/notifications/{id}", tag = "notifications", security(("bearer" = [])),
+    params(("id" = String, Path, description = "notification id")),
+    responses(
+        (status = 200, body = schema::Notification),
+        (status = 401, body = schema::Problem), (status = 403, body = schema::Problem),
+        (status = 404, body = schema::Problem)))]
+pub async fn show(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Service, Role::Admin])?;
+    caller.require(&[Role::Service, Role::Admin])?;
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(ApiError::not_found("no notification has this id"));
@@ -59,7 +61,7 @@ async fn show(
             Service::Notifications,
             Method::GET,
             &path,
-            &principal,
+            &caller.0,
             &headers,
             Default::default(),
         )

@@ -1,37 +1,34 @@
 use axum::{
-    Router,
     extract::State,
     http::{HeaderMap, Method},
     response::Response,
-    routing::post,
 };
-use common::{
-    auth::{Principal, Role},
-    http::RawBody,
-    problem::ApiError,
-};
+use common::{auth::Role, http::RawBody, problem::ApiError};
 
-use crate::{AppState, upstream::Service};
+use crate::{AppState, openapi::schema, rate_limit::Caller, upstream::Service};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/users", post(register))
-}
-
-/// `POST /v1/users` (service, admin): register a user.
-async fn register(
+/// Register a user (service, admin). Emits `user.registered`; the user gets the `welcome`
+/// notification on the channels they have.
+#[utoipa::path(post, path = "/v1/users", tag = "users", security(("bearer" = [])),
+    request_body = schema::RegisterUser,
+    responses(
+        (status = 201, body = schema::Registered),
+        (status = 401, body = schema::Problem), (status = 403, body = schema::Problem),
+        (status = 422, body = schema::Problem), (status = 429, body = schema::Problem)))]
+pub async fn register(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Service, Role::Admin])?;
+    caller.require(&[Role::Service, Role::Admin])?;
     state
         .upstream
         .forward(
             Service::Users,
             Method::POST,
             "/v1/users",
-            &principal,
+            &caller.0,
             &headers,
             body,
         )

@@ -81,11 +81,13 @@ impl NewNotification<'_> {
 }
 
 /// Writes the notification, its deliveries and their outbox rows — three statements, however
-/// many recipients. Call inside a transaction.
-pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow::Result<()> {
-    sqlx::query(
+/// many recipients. Call inside a transaction. Returns false (and writes nothing) when a
+/// notification with this id exists already.
+pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow::Result<bool> {
+    let inserted = sqlx::query(
         "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(n.id)
     .bind(n.created_by)
@@ -96,7 +98,12 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
     .bind(n.request.ttl_seconds.map(|t| t as i32))
     .bind(n.created_at)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(false);
+    }
 
     let ds = n.deliveries;
     sqlx::query(
@@ -139,7 +146,7 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     outbox::enqueue(conn, &messages).await?;
-    Ok(())
+    Ok(true)
 }
 
 #[derive(sqlx::FromRow)]
@@ -265,3 +272,67 @@ pub async fn fetch(
 
 /// The content stored with a notification (used when a retry rebuilds a dispatch).
 pub type StoredContent = sqlx::types::Json<Content>;
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    id: Uuid,
+    category: String,
+    created_at: DateTime<Utc>,
+    channels: Vec<String>,
+    statuses: Vec<String>,
+}
+
+/// One notification in a user's history.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HistoryItem {
+    pub id: Uuid,
+    pub category: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub deliveries: Vec<ChannelStatus>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ChannelStatus {
+    pub channel: String,
+    pub status: String,
+}
+
+/// A user's notifications, newest first, `limit` after `before` (keyset pagination on the
+/// time-ordered id).
+pub async fn history(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<HistoryItem>> {
+    let rows: Vec<HistoryRow> = sqlx::query_as(
+        "SELECT n.id, n.category, n.created_at,
+                array_agg(d.channel ORDER BY d.id) AS channels, array_agg(d.status ORDER BY d.id) AS statuses
+         FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+         WHERE d.user_id = $1 AND ($2::uuid IS NULL OR n.id < $2)
+         GROUP BY n.id
+         ORDER BY n.id DESC
+         LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| HistoryItem {
+            id: r.id,
+            category: r.category,
+            status: notification_status(r.statuses.iter().map(String::as_str)).into(),
+            created_at: r.created_at,
+            deliveries: r
+                .channels
+                .into_iter()
+                .zip(r.statuses)
+                .map(|(channel, status)| ChannelStatus { channel, status })
+                .collect(),
+        })
+        .collect())
+}

@@ -72,7 +72,7 @@ async fn send(
     tracing::Span::current().record("notification_id", tracing::field::display(notification.id));
 
     let mut tx = state.pool.begin().await?;
-    db::insert(&mut tx, &notification).await?;
+    db::insert(&mut tx, &notification).await?; // a fresh v7 id: always written
     tx.commit().await?;
     tracing::info!(deliveries = deliveries.len(), "notification accepted");
     Ok((StatusCode::ACCEPTED, Json(notification.view())))

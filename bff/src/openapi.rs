@@ -1,0 +1,280 @@
+//! The OpenAPI 3.1 document, built from the handlers' `#[utoipa::path]` annotations by
+//! `utoipa-axum` (a route cannot be served without being documented), plus `/docs`.
+
+use std::sync::Arc;
+
+use axum::{Json, Router, response::Html, routing::get};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{AppState, routes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "notify", description = "Notification platform: send, track, and let users choose how they are reached."),
+    modifiers(&Bearer),
+    tags((name = "notifications"), (name = "users"), (name = "me"), (name = "health"))
+)]
+struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every public route, registered together with its documentation.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::notifications::send))
+        .routes(routes!(routes::notifications::show))
+        .routes(routes!(routes::users::register))
+        .routes(routes!(routes::me::get_me))
+        .routes(routes!(routes::me::put_contacts))
+        .routes(routes!(
+            routes::me::get_preferences,
+            routes::me::put_preferences
+        ))
+        .routes(routes!(routes::me::list_devices, routes::me::add_device))
+        .routes(routes!(routes::me::remove_device))
+        .routes(routes!(routes::me::history))
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::readyz))
+}
+
+/// `/openapi.json` and `/docs` (a Redoc page that renders `/openapi.json`).
+pub fn docs_router(doc: utoipa::openapi::OpenApi) -> Router {
+    let doc = Arc::new(doc);
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || std::future::ready(Json(doc.as_ref().clone()))),
+        )
+        .route("/docs", get(|| async { Html(DOCS) }))
+}
+
+const DOCS: &str = r#"<!doctype html>
+<html><head><title>notify API</title><meta charset="utf-8"/>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><redoc spec-url="/openapi.json"></redoc>
+<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
+<noscript>The raw document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+</body></html>"#;
+
+/// Schemas of the bodies the bff forwards (the services own the real types; these describe
+/// the wire contract of ARCHITECTURE.md §5).
+#[allow(dead_code)]
+pub mod schema {
+    use std::collections::BTreeMap;
+
+    use utoipa::ToSchema;
+
+    /// An RFC 9457 problem: every error of the API.
+    #[derive(ToSchema)]
+    pub struct Problem {
+        #[schema(example = "validation_failed")]
+        r#type: String,
+        title: String,
+        status: u16,
+        detail: String,
+        request_id: Option<String>,
+        errors: Option<Vec<FieldError>>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct FieldError {
+        #[schema(example = "recipients[0].email")]
+        field: String,
+        message: String,
+    }
+
+    /// Exactly one field.
+    #[derive(ToSchema)]
+    pub struct Recipient {
+        user_id: Option<String>,
+        email: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Content {
+        subject: Option<String>,
+        text: String,
+        html: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct SendNotification {
+        recipients: Vec<Recipient>,
+        #[schema(example = "billing")]
+        category: String,
+        #[schema(example = "normal")]
+        priority: Option<String>,
+        #[schema(example = json!(["email"]))]
+        channels: Option<Vec<String>>,
+        content: Content,
+        data: Option<serde_json::Value>,
+        send_at: Option<String>,
+        ttl_seconds: Option<i64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Attempt {
+        attempt: i32,
+        outcome: String,
+        provider: String,
+        provider_message_id: Option<String>,
+        error: Option<serde_json::Value>,
+        duration_ms: i64,
+        at: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Delivery {
+        id: String,
+        notification_id: String,
+        channel: String,
+        lane: String,
+        recipient: serde_json::Value,
+        address: Option<String>,
+        #[schema(example = "sent")]
+        status: String,
+        reason: Option<String>,
+        attempts: i32,
+        last_error: Option<serde_json::Value>,
+        last_attempt: Option<Attempt>,
+        created_at: String,
+        updated_at: String,
+        sent_at: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Notification {
+        id: String,
+        #[schema(example = "in_progress")]
+        status: String,
+        category: String,
+        priority: String,
+        created_at: String,
+        send_at: Option<String>,
+        deliveries: Vec<Delivery>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct RegisterUser {
+        email: Option<String>,
+        #[schema(example = "+4930123456")]
+        phone: Option<String>,
+        telegram_chat_id: Option<String>,
+        locale: Option<String>,
+        #[schema(example = "Europe/Berlin")]
+        timezone: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Registered {
+        user_id: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Contacts {
+        email: Option<String>,
+        phone: Option<String>,
+        telegram_chat_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct QuietHours {
+        #[schema(example = "22:00")]
+        start: String,
+        #[schema(example = "07:00")]
+        end: String,
+        #[schema(example = "Europe/Berlin")]
+        timezone: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PreferencesUpdate {
+        #[schema(example = json!({"email": true, "sms": false}))]
+        channels: Option<BTreeMap<String, bool>>,
+        #[schema(example = json!({"marketing": {"email": false}}))]
+        categories: Option<BTreeMap<String, BTreeMap<String, bool>>>,
+        quiet_hours: Option<QuietHours>,
+        locale: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PreferencesView {
+        channels: BTreeMap<String, bool>,
+        categories: BTreeMap<String, BTreeMap<String, bool>>,
+        quiet_hours: Option<QuietHours>,
+        locale: String,
+        mandatory_categories: Vec<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct DeviceRequest {
+        #[schema(example = "fcm")]
+        platform: String,
+        token: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Device {
+        id: String,
+        platform: String,
+        token: String,
+        created_at: String,
+        last_seen: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct DeviceList {
+        items: Vec<Device>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Me {
+        user_id: String,
+        locale: String,
+        timezone: String,
+        created_at: String,
+        contacts: Contacts,
+        devices: Vec<Device>,
+        preferences: PreferencesView,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ChannelStatus {
+        channel: String,
+        status: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct HistoryItem {
+        id: String,
+        category: String,
+        status: String,
+        created_at: String,
+        deliveries: Vec<ChannelStatus>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct History {
+        items: Vec<HistoryItem>,
+        next_cursor: Option<String>,
+    }
+}
