@@ -54,6 +54,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::me::history))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
+        .route("/v1/admin/{*rest}", axum::routing::any(routes::admin_guard))
 }
 
 /// `/openapi.json` and `/docs` (a Redoc page that renders `/openapi.json`).

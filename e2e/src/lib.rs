@@ -28,6 +28,10 @@ pub struct Options {
     pub retry_schedule: Vec<f64>,
     /// The bff's per-principal limits.
     pub rate_limits: bff::config::RateLimitConfig,
+    /// JWT settings of every service (default: HS256 with the dev secret).
+    pub jwt: JwtConfig,
+    /// PEM private key that [`Stack::token`] signs with when `jwt.algorithm` is not HS256.
+    pub signing_key_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -46,6 +50,8 @@ impl Default for Options {
                 service: generous,
                 admin: generous,
             },
+            jwt: JwtConfig::default(),
+            signing_key_pem: None,
         }
     }
 }
@@ -62,7 +68,10 @@ pub struct Stack {
     pub kafka: DevCluster,
     pub smtp: SmtpSink,
     pub jwt: JwtConfig,
+    signing_key_pem: Option<String>,
     pub kafka_cfg: KafkaConfig,
+    /// The Redis settings (key prefix) every service of this stack uses.
+    pub redis: RedisConfig,
     pub notify_pool: PgPool,
     pub bffs: Vec<Bff>,
     pub nginx: Option<Nginx>,
@@ -95,7 +104,7 @@ impl Stack {
             .collect();
         let kafka = DevCluster::start(&topics, 3)?;
         let smtp = SmtpSink::start(0, None)?;
-        let jwt = JwtConfig::default();
+        let jwt = opts.jwt.clone();
         let kafka_cfg = KafkaConfig {
             bootstrap_servers: kafka.bootstrap_servers().to_owned(),
             topic_prefix: prefix.clone(),
@@ -220,7 +229,9 @@ impl Stack {
             kafka,
             smtp,
             jwt,
+            signing_key_pem: opts.signing_key_pem.clone(),
             kafka_cfg,
+            redis: redis.clone(),
             notify_pool,
             bffs,
             nginx,
@@ -257,7 +268,32 @@ impl Stack {
     }
 
     pub fn token(&self, role: Role, sub: &str) -> String {
-        common::auth::mint_hs256(&self.jwt, sub, role, 600).expect("mint")
+        let now = chrono::Utc::now().timestamp();
+        self.sign(&common::auth::Claims {
+            sub: sub.to_owned(),
+            role,
+            exp: now + 600,
+            iat: now,
+            nbf: None,
+            iss: self.jwt.issuer.clone(),
+            aud: self.jwt.audience.clone(),
+        })
+    }
+
+    /// Signs arbitrary claims the way this stack's issuer would.
+    pub fn sign(&self, claims: &common::auth::Claims) -> String {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        match (&self.signing_key_pem, self.jwt.algorithm) {
+            (None, _) => common::auth::mint_claims(&self.jwt, claims).expect("mint"),
+            (Some(pem), common::auth::JwtAlgorithm::RS256) => {
+                let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("rsa key");
+                jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("sign")
+            }
+            (Some(pem), _) => {
+                let key = EncodingKey::from_ed_pem(pem.as_bytes()).expect("ed key");
+                jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &key).expect("sign")
+            }
+        }
     }
 
     /// Stops bff instance `i` gracefully and waits until it has.

@@ -15,3 +15,10 @@ impl Caller {
         self.0.require(roles)
     }
 }
+
+/// Everything under `/v1/admin` is for admins, including paths that do not exist (yet): a
+/// user or service token learns nothing but 403.
+pub async fn admin_guard(caller: Caller) -> Result<(), ApiError> {
+    caller.require(&[Role::Admin])?;
+    Err(ApiError::not_found("no admin route matches this path"))
+}

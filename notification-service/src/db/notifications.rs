@@ -298,25 +298,27 @@ pub struct ChannelStatus {
     pub status: String,
 }
 
-/// A user's notifications, newest first, `limit` after `before` (keyset pagination on the
-/// time-ordered id).
+/// A user's notifications, newest first, `limit` of them after `before` (keyset pagination on
+/// `(created_at, id)`: ids are not all time-ordered — the welcome notification's is derived
+/// from the user id).
 pub async fn history(
     conn: &mut PgConnection,
     user_id: Uuid,
-    before: Option<Uuid>,
+    before: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<HistoryItem>> {
     let rows: Vec<HistoryRow> = sqlx::query_as(
         "SELECT n.id, n.category, n.created_at,
                 array_agg(d.channel ORDER BY d.id) AS channels, array_agg(d.status ORDER BY d.id) AS statuses
          FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-         WHERE d.user_id = $1 AND ($2::uuid IS NULL OR n.id < $2)
+         WHERE d.user_id = $1 AND ($2::timestamptz IS NULL OR (n.created_at, n.id) < ($2, $3))
          GROUP BY n.id
-         ORDER BY n.id DESC
-         LIMIT $3",
+         ORDER BY n.created_at DESC, n.id DESC
+         LIMIT $4",
     )
     .bind(user_id)
-    .bind(before)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
     .bind(limit)
     .fetch_all(conn)
     .await?;

@@ -52,21 +52,31 @@ async fn history(
                 ApiError::invalid_field("limit", "must be a whole number from 1 to 100")
             })?,
     };
-    let before =
-        match q.cursor.as_deref() {
-            None | Some("") => None,
-            Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
-                ApiError::invalid_field("cursor", "is not a cursor this API gave out")
-            })?),
-        };
+    let before = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            ApiError::invalid_field("cursor", "is not a cursor this API gave out")
+        })?),
+    };
     let mut conn = state.pool.acquire().await?;
     let items = db::history(&mut conn, user, before, limit + 1).await?;
     let mut items = items;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|i| i.id.to_string())
+        items
+            .last()
+            .map(|i| format!("{}_{}", i.created_at.timestamp_micros(), i.id))
     } else {
         None
     };
     Ok(Json(HistoryPage { items, next_cursor }))
+}
+
+/// `<created_at in µs>_<id>`, as handed out in `next_cursor`.
+fn parse_cursor(c: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    let (micros, id) = c.split_once('_')?;
+    Some((
+        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
 }

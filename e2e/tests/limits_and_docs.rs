@@ -1,0 +1,202 @@
+//! Rate limits per principal across two bff instances (shared Redis), JWT refusals on an
+//! RS256 deployment, and the OpenAPI document.
+
+use common::auth::{Claims, JwtAlgorithm, JwtConfig, Role};
+use e2e::{Options, Stack};
+use reqwest::Method;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_holds_across_two_bffs_and_only_for_that_principal() {
+    let mut opts = Options {
+        bff_instances: 2,
+        ..Options::default()
+    };
+    opts.rate_limits.user = bff::config::Limit {
+        requests: 5,
+        period_secs: 60,
+    };
+    let stack = Stack::start(opts).await.unwrap();
+    let a = stack.register_user("ra@example.com").await.unwrap();
+    let b = stack.register_user("rb@example.com").await.unwrap();
+    let (ta, tb) = (
+        stack.token(Role::User, &a.to_string()),
+        stack.token(Role::User, &b.to_string()),
+    );
+
+    let get = |i: usize, token: &str| {
+        let url = format!("http://{}/v1/me/preferences", stack.bffs[i % 2].addr);
+        stack.http.get(url).bearer_auth(token).send()
+    };
+    for i in 0..5 {
+        assert_eq!(get(i, &ta).await.unwrap().status(), 200, "request {i}");
+    }
+    let limited = get(5, &ta).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        limited.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(problem["type"], "rate_limited");
+    // The other instance agrees, and another user is unaffected.
+    assert_eq!(get(6, &ta).await.unwrap().status(), 429);
+    assert_eq!(get(0, &tb).await.unwrap().status(), 200);
+}
+
+const RSA_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/rsa_private.pem");
+const RSA_PUBLIC: &str = include_str!("../../tools/devkit/fixtures/rsa_public.pem");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rs256_deployment_refuses_every_kind_of_bad_token() {
+    let jwt = JwtConfig {
+        algorithm: JwtAlgorithm::RS256,
+        public_key_pem: Some(RSA_PUBLIC.into()),
+        ..JwtConfig::default()
+    };
+    let stack = Stack::start(Options {
+        jwt: jwt.clone(),
+        signing_key_pem: Some(RSA_PRIVATE.into()),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let id = stack.register_user("rs@example.com").await.unwrap();
+    let good = stack.token(Role::User, &id.to_string());
+    assert_eq!(
+        stack
+            .call(Method::GET, "/v1/me", Some(&good), None)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+
+    let now = chrono::Utc::now().timestamp();
+    let claims = |f: &dyn Fn(&mut Claims)| {
+        let mut c = Claims {
+            sub: id.to_string(),
+            role: Role::User,
+            exp: now + 600,
+            iat: now,
+            nbf: None,
+            iss: jwt.issuer.clone(),
+            aud: jwt.audience.clone(),
+        };
+        f(&mut c);
+        c
+    };
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims(&|_| {}),
+        &jsonwebtoken::EncodingKey::from_secret(RSA_PUBLIC.as_bytes()),
+    )
+    .unwrap();
+    let b64 = |s: &str| base64url(s.as_bytes());
+    let none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&serde_json::to_string(&claims(&|_| {})).unwrap())
+    );
+    let bad = [
+        ("alg none", none),
+        ("HS256 with the public key as secret", confused),
+        ("expired", stack.sign(&claims(&|c| c.exp = now - 120))),
+        (
+            "not yet valid",
+            stack.sign(&claims(&|c| c.nbf = Some(now + 300))),
+        ),
+        (
+            "wrong aud",
+            stack.sign(&claims(&|c| c.aud = "someone-else".into())),
+        ),
+        ("wrong iss", stack.sign(&claims(&|c| c.iss = "evil".into()))),
+    ];
+    for (what, token) in bad {
+        let (status, problem) = stack
+            .call(Method::GET, "/v1/me", Some(&token), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, problem["type"].as_str()),
+            (401, Some("unauthorized")),
+            "{what}: {problem}"
+        );
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_is_valid_3_1_and_lists_every_route() {
+    let stack = Stack::start(Options::default()).await.unwrap();
+    let text = stack
+        .http
+        .get(format!("{}/openapi.json", stack.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let spec = oas3::from_json(&text).expect("a valid OpenAPI 3.1 document");
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    let paths = spec.paths.expect("paths");
+    let mut listed: Vec<String> = Vec::new();
+    for (path, item) in &paths {
+        for (method, op) in [
+            ("get", &item.get),
+            ("post", &item.post),
+            ("put", &item.put),
+            ("delete", &item.delete),
+        ] {
+            if op.is_some() {
+                listed.push(format!("{method} {path}"));
+            }
+        }
+    }
+    listed.sort();
+    let mut expected = vec![
+        "post /v1/notifications",
+        "get /v1/notifications/{id}",
+        "post /v1/users",
+        "get /v1/me",
+        "put /v1/me/contacts",
+        "get /v1/me/preferences",
+        "put /v1/me/preferences",
+        "get /v1/me/devices",
+        "post /v1/me/devices",
+        "delete /v1/me/devices/{id}",
+        "get /v1/me/notifications",
+        "get /healthz",
+        "get /readyz",
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let docs = stack
+        .http
+        .get(format!("{}/docs", stack.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+}
