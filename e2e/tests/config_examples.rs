@@ -13,12 +13,16 @@ fn example(name: &str) -> PathBuf {
 fn every_example_config_loads() {
     let bff: bff::Config = common::config::load(Some(&example("bff"))).unwrap();
     assert_eq!(bff.upstreams.users_url, "http://127.0.0.1:8081");
+    assert_eq!(bff.rate_limits.user.requests, 120);
     let users: users_service::Config =
         common::config::load(Some(&example("users-service"))).unwrap();
     assert_eq!(users.relay.batch_size, 500);
+    assert_eq!(users.mandatory_categories, vec!["security"]);
     let notify: notification_service::Config =
         common::config::load(Some(&example("notification-service"))).unwrap();
     assert_eq!(notify.planning.urgent_categories, vec!["security", "otp"]);
+    assert_eq!(notify.users.cache_ttl_secs, 60);
+    assert_eq!(notify.welcome.subject, "Welcome!");
     let workers: workers::Config = common::config::load(Some(&example("workers"))).unwrap();
     assert_eq!(workers.email.pool_size, 16);
     let repeater: repeater::Config = common::config::load(Some(&example("repeater"))).unwrap();
