@@ -379,6 +379,31 @@ impl Stack {
     }
 }
 
+/// base64url without padding (the JWT encoding), for hand-made tokens.
+pub fn base64url(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An unsigned `alg: none` token carrying `claims`: every deployment must refuse it.
+pub fn alg_none_token(claims: &impl serde::Serialize) -> String {
+    format!(
+        "{}.{}.",
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(serde_json::to_string(claims).expect("claims").as_bytes())
+    )
+}
+
 impl Drop for Stack {
     /// Stops the services and waits (briefly) until they have, before the Kafka cluster and
     /// the rest go away: a consumer whose brokers vanish mid-shutdown would wait for them.

@@ -68,29 +68,8 @@ async fn bad_tokens_are_401_and_a_user_token_cannot_send() {
         (401, Some("the token has expired"))
     );
 
-    let b64 = |s: &str| {
-        use std::fmt::Write;
-        // base64url without padding, by hand to keep the test free of extra crates.
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let bytes = s.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-            for i in 0..=chunk.len() {
-                write!(out, "{}", T[((n >> (18 - 6 * i)) & 63) as usize] as char).unwrap();
-            }
-        }
-        out
-    };
     let claims = json!({ "sub": "billing", "role": "service", "exp": now + 60, "iat": now, "iss": stack.jwt.issuer, "aud": stack.jwt.audience });
-    let none = format!(
-        "{}.{}.",
-        b64(r#"{"alg":"none","typ":"JWT"}"#),
-        b64(&claims.to_string())
-    );
+    let none = e2e::alg_none_token(&claims);
     let (status, problem) = send(Some(none)).await;
     assert_eq!(status, 401, "{problem}");
 

@@ -97,12 +97,7 @@ async fn an_rs256_deployment_refuses_every_kind_of_bad_token() {
         &jsonwebtoken::EncodingKey::from_secret(RSA_PUBLIC.as_bytes()),
     )
     .unwrap();
-    let b64 = |s: &str| base64url(s.as_bytes());
-    let none = format!(
-        "{}.{}.",
-        b64(r#"{"alg":"none","typ":"JWT"}"#),
-        b64(&serde_json::to_string(&claims(&|_| {})).unwrap())
-    );
+    let none = e2e::alg_none_token(&claims(&|_| {}));
     let bad = [
         ("alg none", none),
         ("HS256 with the public key as secret", confused),
@@ -128,21 +123,6 @@ async fn an_rs256_deployment_refuses_every_kind_of_bad_token() {
             "{what}: {problem}"
         );
     }
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -316,6 +316,9 @@ async fn registration_sends_the_welcome_email_once() {
 async fn a_preference_change_evicts_the_cached_profile_so_the_next_send_obeys_it() {
     let stack = Stack::start(Options::default()).await.unwrap();
     let id = stack.register_user("cy@example.com").await.unwrap();
+    // The welcome flow reads (and caches) the profile too; let it finish first so it cannot
+    // re-cache behind the eviction this test waits for.
+    assert_eq!(stack.smtp.wait_for(1, Duration::from_secs(15)).len(), 1);
     let cy = stack.token(Role::User, &id.to_string());
     let svc = stack.token(Role::Service, "billing");
     let send = || async {

@@ -176,10 +176,7 @@ pub async fn remove_device(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(ApiError::not_found("no such device"));
-    }
+    let id = super::path_id(&id, "device")?;
     forward(
         &state,
         &caller,

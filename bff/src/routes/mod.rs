@@ -16,6 +16,19 @@ impl Caller {
     }
 }
 
+/// A resource id from the path, checked before it is put into an upstream URL (ids are UUIDs;
+/// anything else cannot exist).
+pub fn path_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(id)
+    } else {
+        Err(ApiError::not_found(format!("no {what} has this id")))
+    }
+}
+
 /// Everything under `/v1/admin` is for admins, including paths that do not exist (yet): a
 /// user or service token learns nothing but 403.
 pub async fn admin_guard(caller: Caller) -> Result<(), ApiError> {

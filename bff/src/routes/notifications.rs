@@ -50,10 +50,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Service, Role::Admin])?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(ApiError::not_found("no notification has this id"));
-    }
+    let id = super::path_id(&id, "notification")?;
     let path = format!("/v1/notifications/{id}");
     state
         .upstream

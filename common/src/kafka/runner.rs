@@ -130,8 +130,37 @@ pub async fn run<H: MessageHandler>(
         cfg.drain_timeout,
     )
     .await;
-    commit(&consumer, CommitMode::Sync);
-    consumer.unsubscribe();
+    close(consumer, cfg.drain_timeout).await;
+}
+
+/// Commits what was handled, then lets the consumer go **without** librdkafka's close.
+///
+/// * The synchronous commit waits with no time limit for the group coordinator, so it runs on
+///   its own thread and shutdown waits for it only up to `limit`: with Kafka unreachable the
+///   process still exits, and what was not committed is consumed again by the next owner.
+/// * Closing a consumer while an assignment is in progress (right after start, or during a
+///   rebalance — every rolling deploy) aborts or hangs librdkafka 2.12.1 (issue #4792,
+///   `rd_kafka_cgrp_terminated: assert: !rd_kafka_assignment_in_progress`). So the consumer is
+///   deliberately not closed: the process exits, and the group reassigns its partitions after
+///   `session.timeout.ms` (6 s). Nothing is lost — what was handled was committed above.
+async fn close(consumer: Arc<SafeConsumer>, limit: Duration) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kafka-commit".into())
+        .spawn(move || {
+            commit(&consumer, CommitMode::Sync);
+            let _ = done_tx.send(consumer);
+        });
+    if spawned.is_err() {
+        return;
+    }
+    match tokio::time::timeout(limit, done_rx).await {
+        Ok(Ok(consumer)) => std::mem::forget(consumer),
+        _ => tracing::warn!(
+            ?limit,
+            "the final offset commit did not finish (Kafka unreachable?); uncommitted messages will be consumed again"
+        ),
+    }
 }
 
 fn commit(consumer: &SafeConsumer, mode: CommitMode) {
