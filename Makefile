@@ -3,7 +3,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
 export CARGO_TARGET_DIR
 
-.PHONY: up test build fmt lint check smoke token
+.PHONY: up test build fmt lint check smoke token clean-test-dbs
 
 ## Build everything and run the platform until Ctrl-C.
 up: build
@@ -33,3 +33,8 @@ smoke:
 ## Mint a token: make token ROLE=service SUB=billing
 token:
 	@$(CARGO_TARGET_DIR)/debug/notifyctl token --role $(ROLE) --sub $(SUB)
+
+## Drop the databases tests created (all named t_…); CI runs this before the tests.
+clean-test-dbs:
+	@psql -h 127.0.0.1 -U postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'" \
+	  | while read -r db; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS \"$$db\" WITH (FORCE)"; done
