@@ -8,6 +8,7 @@
 //! served at `/openapi.json`, browsable at `/docs`.
 
 pub mod config;
+pub mod idempotency;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub verifier: Arc<JwtVerifier>,
     pub upstream: Arc<upstream::Upstreams>,
     pub limiter: rate_limit::SharedLimiter,
+    /// Replays of completed idempotent requests.
+    pub idempotency: Option<Arc<idempotency::IdempotencyCache>>,
 }
 
 /// Every route, with the OpenAPI document built from the same handlers.
@@ -43,20 +46,23 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let limiter = if cfg.rate_limits.enabled {
-        let redis = common::redis::connect(&cfg.redis).await?;
-        Some(Arc::new(rate_limit::RateLimiter::new(
-            redis,
+    let redis = common::redis::connect(&cfg.redis).await?;
+    let limiter = cfg.rate_limits.enabled.then(|| {
+        Arc::new(rate_limit::RateLimiter::new(
+            redis.clone(),
             cfg.rate_limits.clone(),
             cfg.redis.clone(),
-        )))
-    } else {
-        None
-    };
+        ))
+    });
+    let idempotency = Some(Arc::new(idempotency::IdempotencyCache::new(
+        redis,
+        cfg.redis.clone(),
+    )));
     let state = AppState {
         verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
         upstream: Arc::new(upstream::Upstreams::new(&cfg.upstreams)?),
         limiter,
+        idempotency,
     };
     tracing::info!(addr = %listener.local_addr()?, "bff listening");
     common::http::serve(listener, router(state, &cfg), shutdown).await?;

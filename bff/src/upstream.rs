@@ -29,8 +29,12 @@ pub struct Upstreams {
 const PASSED_REQUEST_HEADERS: [header::HeaderName; 1] = [header::CONTENT_TYPE];
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Response headers passed back to the caller.
-const PASSED_RESPONSE_HEADERS: [header::HeaderName; 3] =
-    [header::CONTENT_TYPE, header::RETRY_AFTER, header::LOCATION];
+const PASSED_RESPONSE_HEADERS: [header::HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::RETRY_AFTER,
+    header::LOCATION,
+    header::HeaderName::from_static(common::idempotency::REPLAYED),
+];
 
 impl Upstreams {
     pub fn new(cfg: &UpstreamsConfig) -> anyhow::Result<Self> {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod kafka;
 pub mod outbox;
 pub mod problem;

@@ -1,3 +1,4 @@
 //! Queries on database `notify`. Each takes a connection or transaction from the caller.
 
+pub mod idempotency;
 pub mod notifications;

@@ -8,18 +8,24 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
+use axum::{
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+};
 use common::{
     auth::{Principal, Role},
-    http::AppJson,
+    http::RawBody,
+    idempotency,
     problem::ApiError,
 };
 use uuid::Uuid;
 
 use crate::{
     AppState,
+    db::idempotency::{self as idem, Claim},
     db::notifications::{self as db, NewNotification},
     planning,
-    request::{Recipient, SendBody},
+    request::{Recipient, SendBody, SendRequest},
     views::NotificationView,
 };
 
@@ -35,12 +41,59 @@ pub fn router() -> Router<AppState> {
 async fn send(
     State(state): State<AppState>,
     principal: Principal,
-    AppJson(body): AppJson<SendBody>,
-) -> Result<(StatusCode, Json<NotificationView>), ApiError> {
+    headers: HeaderMap,
+    RawBody(bytes): RawBody,
+) -> Result<Response, ApiError> {
     principal.require(&[Role::Service])?;
+    let key_header = headers
+        .get(idempotency::HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let key = idempotency::parse_key(key_header)?;
+    let body: SendBody = common::http::parse_json(&bytes)?;
     let now = chrono::Utc::now();
+    // Invalid requests are refused before the key is claimed: nothing is remembered for them.
     let req = body.validate(&state.planning, now)?;
 
+    let caller = principal.subject();
+    if let Some(key) = &key {
+        match idem::claim(&state.pool, caller, key, &idempotency::body_hash(&bytes)).await? {
+            Claim::New => {}
+            Claim::Replay(response) => return Ok(replayed(response)),
+            Claim::InFlight => {
+                return Err(ApiError::conflict(
+                    "idempotency_in_flight",
+                    "a request with this Idempotency-Key is still being handled; retry shortly",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            Claim::Mismatch => {
+                return Err(ApiError::invalid_field(
+                    "Idempotency-Key",
+                    "was already used with a different request body",
+                ));
+            }
+        }
+    }
+    let accepted = accept(&state, &principal, &req, key.as_deref(), now).await;
+    if accepted.is_err()
+        && let Some(key) = &key
+        && let Err(e) = idem::release(&state.pool, caller, key).await
+    {
+        tracing::warn!(error = %e, "could not release an idempotency key");
+    }
+    let view = accepted?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// Plans and writes a validated request (and completes its idempotency claim in the same
+/// transaction).
+async fn accept(
+    state: &AppState,
+    principal: &Principal,
+    req: &SendRequest,
+    key: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<NotificationView, ApiError> {
     let user_ids: Vec<Uuid> = req
         .recipients
         .iter()
@@ -61,21 +114,41 @@ async fn send(
             .collect()
     };
 
-    let deliveries = planning::plan(&req, &profiles, &state.planning, now);
+    let deliveries = planning::plan(req, &profiles, &state.planning, now);
     let notification = NewNotification {
         id: Uuid::now_v7(),
         created_by: principal.subject(),
-        request: &req,
+        request: req,
         deliveries: &deliveries,
         created_at: now,
     };
     tracing::Span::current().record("notification_id", tracing::field::display(notification.id));
+    let view = notification.view();
 
     let mut tx = state.pool.begin().await?;
     db::insert(&mut tx, &notification).await?; // a fresh v7 id: always written
+    if let Some(key) = key {
+        let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+        idem::complete(
+            &mut tx,
+            principal.subject(),
+            key,
+            notification.id,
+            &response,
+        )
+        .await?;
+    }
     tx.commit().await?;
     tracing::info!(deliveries = deliveries.len(), "notification accepted");
-    Ok((StatusCode::ACCEPTED, Json(notification.view())))
+    Ok(view)
+}
+
+/// The stored answer of an earlier request with the same key.
+fn replayed(response: serde_json::Value) -> Response {
+    let mut resp = (StatusCode::ACCEPTED, Json(response)).into_response();
+    resp.headers_mut()
+        .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
+    resp
 }
 
 /// The notification with every delivery. The owning service and admins only; anyone else

@@ -1,0 +1,111 @@
+//! Idempotency keys in Postgres, the source of truth.
+//!
+//! A request claims `(caller, key)` in its own committed statement — the primary key lets only
+//! one of many concurrent requests win — and completes the claim in the same transaction that
+//! writes the notification, storing the response. A request that fails releases its claim so
+//! the caller can retry; a claim abandoned by a crash is taken over after a minute.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What claiming a key found.
+#[derive(Debug)]
+pub enum Claim {
+    /// This request owns the key now.
+    New,
+    /// The key was used for a different body.
+    Mismatch,
+    /// Another request with this key is still being handled.
+    InFlight,
+    /// The key's request completed: its response.
+    Replay(serde_json::Value),
+}
+
+/// Claims stay "in flight" at most this long before another request may take them over.
+const ABANDONED_AFTER_SECS: f64 = 60.0;
+
+pub async fn claim(pool: &PgPool, caller: &str, key: &str, hash: &str) -> sqlx::Result<Claim> {
+    // Keys older than 24 h are forgotten.
+    sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND created_at < now() - interval '24 hours'")
+        .bind(caller)
+        .bind(key)
+        .execute(pool)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (caller, key, request_hash, state) VALUES ($1, $2, $3, 'in_flight')
+         ON CONFLICT (caller, key) DO NOTHING",
+    )
+    .bind(caller)
+    .bind(key)
+    .bind(hash)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::New);
+    }
+    let row: Option<(String, String, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT request_hash, state, response FROM idempotency_keys WHERE caller = $1 AND key = $2",
+    )
+    .bind(caller)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        // Released between our insert and select: let the caller retry.
+        None => Claim::InFlight,
+        Some((h, _, _)) if h != hash => Claim::Mismatch,
+        Some((_, state, Some(response))) if state == "done" => Claim::Replay(response),
+        Some(_) => {
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET created_at = now()
+                 WHERE caller = $1 AND key = $2 AND state = 'in_flight'
+                   AND created_at < now() - make_interval(secs => $3)",
+            )
+            .bind(caller)
+            .bind(key)
+            .bind(ABANDONED_AFTER_SECS)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            if taken == 1 {
+                Claim::New
+            } else {
+                Claim::InFlight
+            }
+        }
+    })
+}
+
+/// Completes a claim inside the transaction that wrote the notification.
+pub async fn complete(
+    conn: &mut sqlx::PgConnection,
+    caller: &str,
+    key: &str,
+    notification_id: Uuid,
+    response: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'done', notification_id = $3, response = $4
+         WHERE caller = $1 AND key = $2",
+    )
+    .bind(caller)
+    .bind(key)
+    .bind(notification_id)
+    .bind(response)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives a claim back after the request failed, so a retry can proceed.
+pub async fn release(pool: &PgPool, caller: &str, key: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND state = 'in_flight'",
+    )
+    .bind(caller)
+    .bind(key)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
