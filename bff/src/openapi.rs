@@ -42,6 +42,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::notifications::send))
         .routes(routes!(routes::notifications::show))
+        .routes(routes!(routes::notifications::cancel))
         .routes(routes!(routes::users::register))
         .routes(routes!(routes::me::get_me))
         .routes(routes!(routes::me::put_contacts))

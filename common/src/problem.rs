@@ -187,6 +187,17 @@ impl From<sqlx::Error> for ApiError {
         match err {
             sqlx::Error::RowNotFound => Self::not_found("no such resource"),
             sqlx::Error::PoolTimedOut => Self::unavailable("the database is busy, retry later"),
+            // Deadlock or serialization victim: nothing was written, the same request succeeds
+            // when retried.
+            sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40P01" | "40001")) => {
+                Self::unavailable(
+                    "a conflicting change was in progress; nothing was written, retry",
+                )
+                .with_header(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                )
+            }
             other => Self::internal(other),
         }
     }

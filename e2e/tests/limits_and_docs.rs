@@ -157,6 +157,7 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
     let mut expected = vec![
         "post /v1/notifications",
         "get /v1/notifications/{id}",
+        "post /v1/notifications/{id}/cancel",
         "post /v1/users",
         "get /v1/me",
         "put /v1/me/contacts",

@@ -82,11 +82,26 @@ async fn apply(
         .error
         .as_ref()
         .map(|e| serde_json::json!({ "code": e.code, "message": e.message }));
+    // Lock the delivery first: inserting the attempt before would take a KEY SHARE lock (the
+    // foreign key) and then upgrade it to FOR UPDATE, which deadlocks against a concurrent
+    // cancel queued for the same row.
+    let Some(d): Option<DeliveryRow> = sqlx::query_as(
+        "SELECT d.status, d.current_attempt, d.notification_id, d.channel, d.lane, d.user_id, d.address, d.locale,
+                n.content, n.created_at, n.send_at, n.ttl_seconds
+         FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+         WHERE d.id = $1
+         FOR NO KEY UPDATE OF d",
+    )
+    .bind(ev.delivery_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        anyhow::bail!("status event for unknown delivery {}", ev.delivery_id);
+    };
     let inserted = sqlx::query(
         "INSERT INTO attempts (delivery_id, attempt, outcome, provider, provider_message_id, error_code,
                                error_message, duration_ms, at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-         WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (delivery_id, attempt) DO NOTHING",
     )
     .bind(ev.delivery_id)
@@ -102,19 +117,6 @@ async fn apply(
     .await?
     .rows_affected();
 
-    let Some(d): Option<DeliveryRow> = sqlx::query_as(
-        "SELECT d.status, d.current_attempt, d.notification_id, d.channel, d.lane, d.user_id, d.address, d.locale,
-                n.content, n.created_at, n.send_at, n.ttl_seconds
-         FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-         WHERE d.id = $1
-         FOR UPDATE OF d",
-    )
-    .bind(ev.delivery_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
-        anyhow::bail!("status event for unknown delivery {}", ev.delivery_id);
-    };
     if inserted == 0 {
         return Ok(Applied::Duplicate);
     }

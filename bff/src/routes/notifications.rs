@@ -112,3 +112,33 @@ pub async fn show(
         )
         .await
 }
+
+/// Cancel every delivery not yet dispatched (owning service, admin). 409 names the deliveries
+/// that were already dispatched.
+#[utoipa::path(post, path = "/v1/notifications/{id}/cancel", tag = "notifications", security(("bearer" = [])),
+    params(("id" = String, Path, description = "notification id")),
+    responses(
+        (status = 200, body = schema::Notification),
+        (status = 401, body = schema::Problem), (status = 403, body = schema::Problem),
+        (status = 404, body = schema::Problem), (status = 409, body = schema::Problem)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Service, Role::Admin])?;
+    let id = super::path_id(&id, "notification")?;
+    let path = format!("/v1/notifications/{id}/cancel");
+    state
+        .upstream
+        .forward(
+            Service::Notifications,
+            Method::POST,
+            &path,
+            &caller.0,
+            &headers,
+            Default::default(),
+        )
+        .await
+}

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/notifications", post(send))
         .route("/v1/notifications/{id}", get(show))
+        .route("/v1/notifications/{id}/cancel", post(cancel))
 }
 
 /// Accepts a notification: 202 only after it, its deliveries and their outbox rows are
@@ -168,4 +169,57 @@ async fn show(
         }
         _ => Err(ApiError::not_found("no notification has this id")),
     }
+}
+
+/// `POST /v1/notifications/{id}/cancel` (owning service, admin): cancels every delivery not yet
+/// handed to Kafka (scheduled, deferred by quiet hours, or waiting for a retry). 200 when
+/// nothing had been dispatched; 409 naming the deliveries that were (the rest are cancelled).
+async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationView>, ApiError> {
+    principal.require(&[Role::Service, Role::Admin])?;
+    let id =
+        Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no notification has this id"))?;
+    let mut tx = state.pool.begin().await?;
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT created_by FROM notifications WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match owner {
+        Some(owner) if principal.role() == Role::Admin || owner == principal.subject() => {}
+        _ => return Err(ApiError::not_found("no notification has this id")),
+    }
+    let outcome = crate::db::cancel::cancel(&mut tx, id).await?;
+    tx.commit().await?;
+    tracing::info!(notification_id = %id, cancelled = outcome.cancelled.len(), dispatched = outcome.dispatched.len(), "cancel");
+    if !outcome.dispatched.is_empty() {
+        let errors = outcome
+            .dispatched
+            .iter()
+            .map(|(d, status)| {
+                common::problem::FieldError::new(
+                    format!("deliveries.{d}"),
+                    format!("already dispatched (status {status})"),
+                )
+            })
+            .collect();
+        let mut err = ApiError::conflict(
+            "already_dispatched",
+            format!(
+                "{} deliveries were already dispatched and cannot be cancelled; {} were cancelled",
+                outcome.dispatched.len(),
+                outcome.cancelled.len()
+            ),
+        );
+        err.errors = errors;
+        return Err(err);
+    }
+    let mut conn = state.pool.acquire().await?;
+    let (_, view) = db::fetch(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no notification has this id"))?;
+    Ok(Json(view))
 }
