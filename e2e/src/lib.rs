@@ -32,6 +32,8 @@ pub struct Options {
     pub jwt: JwtConfig,
     /// PEM private key that [`Stack::token`] signs with when `jwt.algorithm` is not HS256.
     pub signing_key_pem: Option<String>,
+    /// Send the welcome notification on registration.
+    pub welcome: bool,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             },
             jwt: JwtConfig::default(),
             signing_key_pem: None,
+            welcome: true,
         }
     }
 }
@@ -149,6 +152,10 @@ impl Stack {
                 ..Default::default()
             },
             redis: redis.clone(),
+            welcome: notification_service::config::WelcomeConfig {
+                enabled: opts.welcome,
+                ..Default::default()
+            },
             ..Default::default()
         };
         notification_service::migrate(&notify_cfg).await?;

@@ -1,0 +1,220 @@
+//! Intake at its limits: a 1,000-recipient request with every kind of recipient plans exactly
+//! the expected deliveries, and every validation error names its field and writes nothing.
+
+use common::auth::Role;
+use e2e::{Options, Stack};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    User,
+    OptedOut,
+    NoEmail,
+    Unknown,
+    Raw,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_mixed_recipients_plan_exactly_the_expected_deliveries() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "crm");
+    let mut recipients: Vec<(Kind, Value)> = Vec::new();
+    for i in 0..150 {
+        let id = stack
+            .register_user(&format!("u{i}@Example.com"))
+            .await
+            .unwrap();
+        let kind = if i % 3 == 0 {
+            let token = stack.token(Role::User, &id.to_string());
+            let prefs = json!({ "categories": { "promo": { "email": false } } });
+            let (status, _) = stack
+                .call(Method::PUT, "/v1/me/preferences", Some(&token), Some(prefs))
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            Kind::OptedOut
+        } else {
+            Kind::User
+        };
+        recipients.push((kind, json!({ "user_id": id })));
+    }
+    for i in 0..50 {
+        let (status, body) = stack
+            .call(
+                Method::POST,
+                "/v1/users",
+                Some(&svc),
+                Some(json!({ "phone": format!("+4930{:07}", 1_000_000 + i) })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{body}");
+        recipients.push((Kind::NoEmail, json!({ "user_id": body["user_id"] })));
+    }
+    for _ in 0..100 {
+        recipients.push((Kind::Unknown, json!({ "user_id": uuid::Uuid::new_v4() })));
+    }
+    for i in 0..700 {
+        recipients.push((Kind::Raw, json!({ "email": format!("raw{i}@Example.ORG") })));
+    }
+    // Interleave the kinds deterministically.
+    recipients.sort_by_key(|(k, r)| (r.to_string().len() * 7919 + *k as usize * 31) % 1009);
+    assert_eq!(recipients.len(), 1000);
+
+    // Scheduled an hour ahead so nothing is dispatched while we look.
+    let send_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let body = json!({
+        "recipients": recipients.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+        "category": "promo",
+        "send_at": send_at,
+        "content": { "subject": "Sale", "text": "50% off" }
+    });
+    let (status, view) = stack
+        .call(Method::POST, "/v1/notifications", Some(&svc), Some(body))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{view}");
+    let deliveries = view["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1000);
+    for (i, ((kind, recipient), d)) in recipients.iter().zip(deliveries).enumerate() {
+        // Raw addresses are stored normalised (domain lower-cased).
+        let expected_recipient = match recipient["email"].as_str() {
+            Some(e) => json!({ "email": e.replace("@Example.ORG", "@example.org") }),
+            None => recipient.clone(),
+        };
+        assert_eq!(
+            d["recipient"], expected_recipient,
+            "delivery {i} is recipient {i}"
+        );
+        let (status, reason) = (d["status"].as_str().unwrap(), d["reason"].as_str());
+        let expected = match kind {
+            Kind::User | Kind::Raw => ("pending", None),
+            Kind::OptedOut => ("suppressed", Some("opted_out")),
+            Kind::NoEmail => ("suppressed", Some("no_contact")),
+            Kind::Unknown => ("suppressed", Some("unknown_user")),
+        };
+        assert_eq!((status, reason), expected, "delivery {i} ({kind:?}): {d}");
+        if *kind == Kind::Raw {
+            assert!(
+                d["address"].as_str().unwrap().ends_with("@example.org"),
+                "{d}"
+            );
+        }
+        assert_eq!(d["lane"], "bulk");
+    }
+
+    assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 1000);
+    assert_eq!(
+        count(
+            &stack,
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND available_at > now()"
+        )
+        .await,
+        800
+    );
+    // What was answered is what was stored.
+    let (_, stored) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{}", view["id"].as_str().unwrap()),
+            Some(&svc),
+            None,
+        )
+        .await
+        .unwrap();
+    let summary = |v: &Value| -> Vec<(Value, Value, Value)> {
+        v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["id"].clone(), d["status"].clone(), d["reason"].clone()))
+            .collect()
+    };
+    assert_eq!(summary(&stored), summary(&view));
+}
+
+async fn count(stack: &Stack, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_validation_error_names_its_field_and_writes_nothing() {
+    let stack = Stack::start(Options::default()).await.unwrap();
+    let svc = stack.token(Role::Service, "crm");
+    let base = || json!({ "recipients": [{ "email": "a@example.com" }], "category": "news", "content": { "text": "x" } });
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({ "email": format!("m{i}@example.com") }))
+        .collect();
+    let cases: Vec<(&str, Value)> = vec![
+        ("recipients", {
+            let mut b = base();
+            b["recipients"] = json!([]);
+            b
+        }),
+        ("recipients", {
+            let mut b = base();
+            b["recipients"] = json!(many);
+            b
+        }),
+        ("send_at", {
+            let mut b = base();
+            b["send_at"] = json!("tomorrow");
+            b
+        }),
+        ("channels[0]", {
+            let mut b = base();
+            b["channels"] = json!(["carrier-pigeon"]);
+            b
+        }),
+        ("template", {
+            let mut b = base();
+            b["template"] = json!("no-such-template");
+            b
+        }),
+        ("recipients[0]", {
+            let mut b = base();
+            b["recipients"] =
+                json!([{ "email": "a@example.com", "user_id": uuid::Uuid::new_v4() }]);
+            b
+        }),
+        ("priority", {
+            let mut b = base();
+            b["priority"] = json!("urgent!");
+            b
+        }),
+        ("ttl_seconds", {
+            let mut b = base();
+            b["ttl_seconds"] = json!(0);
+            b
+        }),
+    ];
+    for (field, body) in cases {
+        let (status, problem) = stack
+            .call(Method::POST, "/v1/notifications", Some(&svc), Some(body))
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{field}: {problem}");
+        assert_eq!(problem["type"], "validation_failed");
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{field} not named in {problem}");
+    }
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 0);
+}
