@@ -16,7 +16,7 @@ use crate::{AppState, routes};
 #[openapi(
     info(title = "notify", description = "Notification platform: send, track, and let users choose how they are reached."),
     modifiers(&Bearer),
-    tags((name = "notifications"), (name = "users"), (name = "me"), (name = "health"))
+    tags((name = "notifications"), (name = "users"), (name = "me"), (name = "admin"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -55,6 +55,11 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::me::history))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
+        .routes(routes!(
+            routes::admin::put_template,
+            routes::admin::get_template,
+            routes::admin::delete_template
+        ))
         .route("/v1/admin/{*rest}", axum::routing::any(routes::admin_guard))
 }
 
@@ -118,6 +123,27 @@ pub mod schema {
         html: Option<String>,
     }
 
+    /// One locale of a template (minijinja; HTML auto-escaped).
+    #[derive(ToSchema)]
+    pub struct TemplateVariant {
+        #[schema(example = "Your invoice {{ number }}")]
+        subject: Option<String>,
+        #[schema(example = "Invoice {{ number }} is ready.")]
+        text: String,
+        html: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct TemplateBody {
+        locales: BTreeMap<String, TemplateVariant>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Template {
+        name: String,
+        locales: BTreeMap<String, TemplateVariant>,
+    }
+
     #[derive(ToSchema)]
     pub struct SendNotification {
         recipients: Vec<Recipient>,
@@ -127,7 +153,9 @@ pub mod schema {
         priority: Option<String>,
         #[schema(example = json!(["email"]))]
         channels: Option<Vec<String>>,
-        content: Content,
+        /// Either `content`, or a `template` rendered with `data`.
+        content: Option<Content>,
+        template: Option<String>,
         data: Option<serde_json::Value>,
         send_at: Option<String>,
         ttl_seconds: Option<i64>,

@@ -22,7 +22,8 @@ fn every_example_config_loads() {
         common::config::load(Some(&example("notification-service"))).unwrap();
     assert_eq!(notify.planning.urgent_categories, vec!["security", "otp"]);
     assert_eq!(notify.users.cache_ttl_secs, 60);
-    assert_eq!(notify.welcome.subject, "Welcome!");
+    assert_eq!(notify.welcome.template, "welcome");
+    assert_eq!(notify.planning.default_locale, "en");
     let workers: workers::Config = common::config::load(Some(&example("workers"))).unwrap();
     assert_eq!(workers.email.pool_size, 16);
     let repeater: repeater::Config = common::config::load(Some(&example("repeater"))).unwrap();

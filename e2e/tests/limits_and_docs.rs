@@ -167,6 +167,9 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "post /v1/me/devices",
         "delete /v1/me/devices/{id}",
         "get /v1/me/notifications",
+        "put /v1/admin/templates/{name}",
+        "get /v1/admin/templates/{name}",
+        "delete /v1/admin/templates/{name}",
         "get /healthz",
         "get /readyz",
     ];

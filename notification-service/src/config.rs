@@ -76,6 +76,8 @@ pub struct PlanningConfig {
     pub enabled_channels: Vec<Channel>,
     /// Categories that always take the urgent lane (besides `priority: high`).
     pub urgent_categories: Vec<String>,
+    /// Templates fall back to this locale.
+    pub default_locale: String,
 }
 
 impl Default for PlanningConfig {
@@ -83,6 +85,7 @@ impl Default for PlanningConfig {
         Self {
             enabled_channels: vec![Channel::Email],
             urgent_categories: vec!["security".into(), "otp".into()],
+            default_locale: "en".into(),
         }
     }
 }
@@ -92,17 +95,15 @@ impl Default for PlanningConfig {
 #[serde(default)]
 pub struct WelcomeConfig {
     pub enabled: bool,
-    pub subject: String,
-    pub text: String,
+    /// The template it is rendered from (seeded by migration; edit it with the admin API).
+    pub template: String,
 }
 
 impl Default for WelcomeConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            subject: "Welcome!".into(),
-            text: "Welcome aboard. You can choose how we reach you in your notification settings."
-                .into(),
+            template: "welcome".into(),
         }
     }
 }

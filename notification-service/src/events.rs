@@ -51,19 +51,22 @@ impl EventsHandler {
             .map(|p| (p.user_id, p))
             .collect();
         let now = chrono::Utc::now();
-        let req = SendRequest {
+        let mut req = SendRequest {
             recipients: vec![Recipient::User(user_id)],
             category: "welcome".into(),
             priority: Priority::Normal,
             channels: None,
             content: Content {
-                subject: Some(self.welcome.subject.clone()),
-                text: self.welcome.text.clone(),
+                subject: None,
+                text: String::new(),
                 html: None,
                 data: None,
             },
             send_at: None,
             ttl_seconds: None,
+            template: Some(self.welcome.template.clone()),
+            data: Some(serde_json::json!({})),
+            localized: None,
         };
         // Only the channels the user has: no suppressed rows for contacts they never gave.
         let deliveries: Vec<_> = planning::plan(&req, &profiles, &self.state.planning, now)
@@ -74,6 +77,15 @@ impl EventsHandler {
             tracing::info!(%user_id, "new user has no reachable channel; no welcome");
             return Ok(());
         }
+        let mut tx = self.state.pool.begin().await?;
+        crate::templates::apply(
+            &mut tx,
+            &mut req,
+            &deliveries,
+            &self.state.planning.default_locale,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("welcome template: {e}"))?;
         let notification = NewNotification {
             id: welcome_id(user_id),
             created_by: "notification-service",
@@ -81,7 +93,6 @@ impl EventsHandler {
             deliveries: &deliveries,
             created_at: now,
         };
-        let mut tx = self.state.pool.begin().await?;
         let written = db::insert(&mut tx, &notification).await?;
         tx.commit().await?;
         tracing::info!(%user_id, written, "welcome notification");

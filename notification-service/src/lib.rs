@@ -14,6 +14,7 @@ pub mod planning;
 pub mod quiet_hours;
 pub mod request;
 pub mod routes;
+pub mod templates;
 pub mod users_client;
 pub mod views;
 
@@ -43,6 +44,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
     let api = Router::new()
         .merge(routes::notifications::router())
         .merge(routes::me::router())
+        .merge(routes::templates::router())
         .merge(common::http::postgres_health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)

@@ -250,6 +250,9 @@ mod tests {
             },
             send_at: None,
             ttl_seconds: None,
+            template: None,
+            data: None,
+            localized: None,
         }
     }
 

@@ -98,6 +98,11 @@ pub struct SendRequest {
     pub content: Content,
     pub send_at: Option<DateTime<Utc>>,
     pub ttl_seconds: Option<i64>,
+    /// The template `content` is rendered from, with its `data`.
+    pub template: Option<String>,
+    pub data: Option<serde_json::Value>,
+    /// Renderings per recipient locale (template requests), filled in at intake.
+    pub localized: Option<std::collections::BTreeMap<String, Content>>,
 }
 
 impl SendBody {
@@ -205,18 +210,38 @@ impl SendBody {
             }
         }
 
-        if self.template.is_some() {
-            err(
-                "template".into(),
-                "templates are not supported yet; send `content`",
-            );
+        let template = self.template.clone();
+        if let Some(t) = &template {
+            let ok = !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+            if !ok {
+                err("template".into(), "is not a template name");
+            }
+            if self.content.is_some() {
+                err(
+                    "content".into(),
+                    "send either `template` (with `data`) or `content`, not both",
+                );
+            }
+        }
+        if self.data.as_ref().is_some_and(|d| !d.is_object()) {
+            err("data".into(), "must be an object");
         }
         if self.fallback.is_some() {
             err("fallback".into(), "channel fallback is not supported yet");
         }
         let content = match &self.content {
+            // Rendered from the template at intake (templates::apply).
+            None if template.is_some() => Some(Content {
+                subject: None,
+                text: String::new(),
+                html: None,
+                data: self.data.clone(),
+            }),
             None => {
-                err("content".into(), "is required");
+                err("content".into(), "is required (or name a `template`)");
                 None
             }
             Some(c) => {
@@ -270,6 +295,26 @@ impl SendBody {
             content: content.expect("checked above"),
             send_at: self.send_at.filter(|at| *at > now),
             ttl_seconds: self.ttl_seconds,
+            template,
+            data: self.data,
+            localized: None,
         })
+    }
+}
+
+/// A BCP 47 language tag, loosely: `en`, `de-AT`, `zh-Hant-TW`.
+pub fn valid_locale(raw: &str) -> Result<(), String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 35
+        && raw
+            .split('-')
+            .all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && raw.split('-').next().is_some_and(|l| {
+            (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{raw}` is not a language tag"))
     }
 }

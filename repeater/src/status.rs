@@ -54,6 +54,8 @@ struct DeliveryRow {
     address: Option<String>,
     locale: Option<String>,
     content: sqlx::types::Json<Content>,
+    /// Renderings per recipient locale (template notifications).
+    localized: Option<sqlx::types::Json<std::collections::BTreeMap<String, Content>>>,
     created_at: DateTime<Utc>,
     send_at: Option<DateTime<Utc>>,
     ttl_seconds: Option<i32>,
@@ -87,7 +89,7 @@ async fn apply(
     // cancel queued for the same row.
     let Some(d): Option<DeliveryRow> = sqlx::query_as(
         "SELECT d.status, d.current_attempt, d.notification_id, d.channel, d.lane, d.user_id, d.address, d.locale,
-                n.content, n.created_at, n.send_at, n.ttl_seconds
+                n.content, n.localized, n.created_at, n.send_at, n.ttl_seconds
          FROM deliveries d JOIN notifications n ON n.id = d.notification_id
          WHERE d.id = $1
          FOR NO KEY UPDATE OF d",
@@ -235,7 +237,12 @@ fn redispatch(delivery_id: Uuid, d: &DeliveryRow, attempt: u32) -> anyhow::Resul
             user_id: d.user_id,
             address: d.address.clone().unwrap_or_default(),
         },
-        content: d.content.0.clone(),
+        content: d
+            .localized
+            .as_ref()
+            .and_then(|l| l.0.get(d.locale.as_deref().unwrap_or_default()))
+            .unwrap_or(&d.content.0)
+            .clone(),
         locale: d.locale.clone(),
         not_after: d
             .ttl_seconds

@@ -1,5 +1,6 @@
 //! The public API, one module per resource. Each handler authorises by role, then forwards.
 
+pub mod admin;
 pub mod health;
 pub mod me;
 pub mod notifications;

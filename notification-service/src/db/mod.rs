@@ -3,3 +3,4 @@
 pub mod cancel;
 pub mod idempotency;
 pub mod notifications;
+pub mod templates;

@@ -37,7 +37,12 @@ impl NewNotification<'_> {
                 user_id: d.user_id,
                 address: d.address.clone().unwrap_or_default(),
             },
-            content: self.request.content.clone(),
+            content: crate::templates::content_for(
+                &self.request.content,
+                self.request.localized.as_ref(),
+                d.locale.as_deref(),
+            )
+            .clone(),
             locale: d.locale.clone(),
             not_after: self.request.ttl_seconds.map(|ttl| {
                 self.request.send_at.unwrap_or(self.created_at) + chrono::Duration::seconds(ttl)
@@ -85,8 +90,9 @@ impl NewNotification<'_> {
 /// notification with this id exists already.
 pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow::Result<bool> {
     let inserted = sqlx::query(
-        "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at,
+                                    localized, template)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(n.id)
@@ -97,6 +103,8 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
     .bind(n.request.send_at)
     .bind(n.request.ttl_seconds.map(|t| t as i32))
     .bind(n.created_at)
+    .bind(n.request.localized.as_ref().map(sqlx::types::Json))
+    .bind(&n.request.template)
     .execute(&mut *conn)
     .await?
     .rows_affected()

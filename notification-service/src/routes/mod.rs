@@ -2,3 +2,4 @@
 
 pub mod me;
 pub mod notifications;
+pub mod templates;

@@ -116,6 +116,16 @@ async fn accept(
     };
 
     let deliveries = planning::plan(req, &profiles, &state.planning, now);
+    let mut req = req.clone();
+    let mut tx = state.pool.begin().await?;
+    crate::templates::apply(
+        &mut tx,
+        &mut req,
+        &deliveries,
+        &state.planning.default_locale,
+    )
+    .await?;
+    let req = &req;
     let notification = NewNotification {
         id: Uuid::now_v7(),
         created_by: principal.subject(),
@@ -126,7 +136,6 @@ async fn accept(
     tracing::Span::current().record("notification_id", tracing::field::display(notification.id));
     let view = notification.view();
 
-    let mut tx = state.pool.begin().await?;
     db::insert(&mut tx, &notification).await?; // a fresh v7 id: always written
     if let Some(key) = key {
         let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;

@@ -1,0 +1,214 @@
+//! Templates: rendered per recipient locale with fallback, HTML-escaped data, refused at intake
+//! when unknown or missing a variable, managed by admins only; the welcome uses one.
+
+use std::time::Duration;
+
+use common::auth::Role;
+use e2e::{Options, Stack};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_render_per_locale_escape_html_and_fail_at_intake() {
+    let stack = Stack::start(Options::default()).await.unwrap();
+    let admin = stack.token(Role::Admin, "ops");
+    let svc = stack.token(Role::Service, "billing");
+    let invoice = json!({ "locales": {
+        "en": { "subject": "Invoice {{ number }}", "text": "Hello {{ name }}, invoice {{ number }} is ready.", "html": "<p>Hello {{ name }}</p>" },
+        "de": { "subject": "Rechnung {{ number }}", "text": "Hallo {{ name }}, Rechnung {{ number }} ist da.", "html": "<p>Hallo {{ name }}</p>" }
+    }});
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            "/v1/admin/templates/invoice",
+            Some(&admin),
+            Some(invoice),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, got) = stack
+        .call(
+            Method::GET,
+            "/v1/admin/templates/invoice",
+            Some(&admin),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, got["locales"]["de"]["subject"].as_str()),
+        (200, Some("Rechnung {{ number }}"))
+    );
+    for token in [
+        &svc,
+        &stack.token(Role::User, &uuid::Uuid::new_v4().to_string()),
+    ] {
+        assert_eq!(
+            stack
+                .call(
+                    Method::GET,
+                    "/v1/admin/templates/invoice",
+                    Some(token),
+                    None
+                )
+                .await
+                .unwrap()
+                .0,
+            403
+        );
+    }
+    let broken = json!({ "locales": { "en": { "text": "Hello {{ name" } } });
+    let (status, problem) = stack
+        .call(
+            Method::PUT,
+            "/v1/admin/templates/broken",
+            Some(&admin),
+            Some(broken),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("locales.en")),
+        "{problem}"
+    );
+
+    // Two users: de-AT (falls back to de) and fr (falls back to the default, en).
+    let mut users = Vec::new();
+    for (email, locale) in [("greta@example.com", "de-AT"), ("fleur@example.com", "fr")] {
+        let (status, body) = stack
+            .call(
+                Method::POST,
+                "/v1/users",
+                Some(&svc),
+                Some(json!({ "email": email, "locale": locale })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{body}");
+        users.push(body["user_id"].clone());
+    }
+    let welcomes = stack.smtp.wait_for(2, Duration::from_secs(15));
+    let greta_welcome = welcomes
+        .iter()
+        .find(|m| m.to[0] == "greta@example.com")
+        .expect("greta's welcome")
+        .text();
+    assert!(
+        greta_welcome.contains("Subject: Willkommen!"),
+        "the welcome in German: {greta_welcome}"
+    );
+
+    let send = |data: serde_json::Value, template: &str| json!({ "recipients": [{ "user_id": users[0] }, { "user_id": users[1] }], "category": "billing", "template": template, "data": data });
+    let (status, view) = stack
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(&svc),
+            Some(send(
+                json!({ "name": "<b>Eve</b>", "number": 42 }),
+                "invoice",
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{view}");
+    let mails = stack.smtp.wait_for(4, Duration::from_secs(15));
+    let invoice_to = |to: &str| {
+        mails
+            .iter()
+            .find(|m| {
+                m.to[0] == to
+                    && (m.text().contains("Subject: Rechnung")
+                        || m.text().contains("Subject: Invoice"))
+            })
+            .map(|m| m.text())
+            .unwrap_or_default()
+    };
+    let greta = invoice_to("greta@example.com");
+    assert!(greta.contains("Subject: Rechnung 42"), "{greta}");
+    assert!(
+        greta.contains("Hallo <b>Eve</b>, Rechnung 42 ist da."),
+        "text is not escaped: {greta}"
+    );
+    assert!(
+        greta.contains("<p>Hallo &lt;b&gt;Eve&lt;&#x2f;b&gt;</p>"),
+        "HTML escapes the data: {greta}"
+    );
+    let fleur = invoice_to("fleur@example.com");
+    assert!(fleur.contains("Subject: Invoice 42"), "{fleur}");
+
+    // A missing variable or an unknown template is a 422 at intake; nothing is written.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+    let (status, problem) = stack
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(&svc),
+            Some(send(json!({ "name": "Eve" }), "invoice")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("data")),
+        "{problem}"
+    );
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("number"),
+        "names the variable: {problem}"
+    );
+    let (status, problem) = stack
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(&svc),
+            Some(send(json!({}), "nope")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("template")),
+        "{problem}"
+    );
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+
+    assert_eq!(
+        stack
+            .call(
+                Method::DELETE,
+                "/v1/admin/templates/invoice",
+                Some(&admin),
+                None
+            )
+            .await
+            .unwrap()
+            .0,
+        204
+    );
+    assert_eq!(
+        stack
+            .call(
+                Method::GET,
+                "/v1/admin/templates/invoice",
+                Some(&admin),
+                None
+            )
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+}

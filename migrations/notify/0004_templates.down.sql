@@ -1,0 +1,3 @@
+ALTER TABLE notifications DROP COLUMN IF EXISTS template;
+ALTER TABLE notifications DROP COLUMN IF EXISTS localized;
+DROP TABLE IF EXISTS templates;

@@ -1,0 +1,119 @@
+//! `PUT/GET/DELETE /v1/admin/templates/{name}` (admin).
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::put,
+};
+use common::{
+    auth::{Principal, Role},
+    http::AppJson,
+    problem::{ApiError, FieldError},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AppState,
+    db::templates as db,
+    templates::{self, Locales},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/v1/admin/templates/{name}",
+        put(replace).get(show).delete(remove),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    /// Variants by locale (`en`, `de-AT`, …).
+    pub locales: Locales,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TemplateView {
+    pub name: String,
+    pub locales: Locales,
+}
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            "name",
+            "must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
+        ))
+    }
+}
+
+/// Replaces the template; every variant must compile.
+async fn replace(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    AppJson(body): AppJson<TemplateBody>,
+) -> Result<Json<TemplateView>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    valid_name(&name)?;
+    let mut errors = Vec::new();
+    if body.locales.is_empty() {
+        errors.push(FieldError::new("locales", "must hold at least one locale"));
+    }
+    for (locale, v) in &body.locales {
+        if crate::request::valid_locale(locale).is_err() {
+            errors.push(FieldError::new(
+                format!("locales.{locale}"),
+                "is not a language tag (e.g. en, de-AT)",
+            ));
+        }
+        if let Err(e) = templates::check(v) {
+            errors.push(FieldError::new(format!("locales.{locale}"), e));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let mut tx = state.pool.begin().await?;
+    db::replace(&mut tx, &name, &body.locales).await?;
+    tx.commit().await?;
+    Ok(Json(TemplateView {
+        name,
+        locales: body.locales,
+    }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<TemplateView>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let mut conn = state.pool.acquire().await?;
+    let locales = db::get(&mut conn, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no template has this name"))?;
+    Ok(Json(TemplateView { name, locales }))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let mut conn = state.pool.acquire().await?;
+    if db::delete(&mut conn, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no template has this name"))
+    }
+}

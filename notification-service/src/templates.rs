@@ -1,0 +1,189 @@
+//! Templates: named, one variant per locale, rendered with minijinja at intake — so a missing
+//! template, a missing variable or a syntax error is a 422 to the caller, never a failed
+//! delivery later. HTML parts are auto-escaped, text parts are not. Locale fallback: the
+//! recipient's locale (`de-AT`), then its language (`de`), then the deployment default.
+
+use std::collections::BTreeMap;
+
+use common::events::Content;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+/// One locale's variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub subject: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// A template: its variants by locale.
+pub type Locales = BTreeMap<String, Variant>;
+
+fn env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env
+}
+
+/// Checks that every part of `v` compiles; the error names the part.
+pub fn check(v: &Variant) -> Result<(), String> {
+    let env = env();
+    for (part, src) in parts(v) {
+        env.template_from_named_str(part, src)
+            .map_err(|e| format!("{part}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn parts(v: &Variant) -> Vec<(&'static str, &str)> {
+    let mut out = vec![("text.txt", v.text.as_str())];
+    if let Some(s) = &v.subject {
+        out.push(("subject.txt", s));
+    }
+    if let Some(h) = &v.html {
+        out.push(("body.html", h));
+    }
+    out
+}
+
+/// Renders `v` with `data`; an undefined variable is an error naming it.
+pub fn render(v: &Variant, data: &serde_json::Value) -> Result<Content, String> {
+    let env = env();
+    let ctx = minijinja::Value::from(minijinja::value::Serde(data));
+    let one = |name: &str, src: &str| {
+        env.render_named_str(name, src, ctx.clone())
+            .map_err(|e| format!("{e}"))
+    };
+    Ok(Content {
+        subject: v
+            .subject
+            .as_deref()
+            .map(|s| one("subject.txt", s))
+            .transpose()?,
+        text: one("text.txt", &v.text)?,
+        html: v.html.as_deref().map(|h| one("body.html", h)).transpose()?,
+        data: Some(data.clone()).filter(|d| !d.is_null()),
+    })
+}
+
+/// The variant for `locale`: exact, then language, then `default`, then any.
+pub fn pick<'a>(
+    locales: &'a Locales,
+    locale: Option<&str>,
+    default: &str,
+) -> Option<(&'a str, &'a Variant)> {
+    let wanted = locale.unwrap_or(default);
+    let language = wanted.split('-').next().unwrap_or(wanted);
+    [wanted, language, default]
+        .into_iter()
+        .find_map(|l| locales.get_key_value(l))
+        .or_else(|| locales.iter().next())
+        .map(|(k, v)| (k.as_str(), v))
+}
+
+/// Renders a template request: the default locale into `req.content`, and one rendering per
+/// locale of the deliveries that will be sent into `req.localized`. A missing template or a
+/// render error is a 422 naming `template` or `data`; nothing has been written yet.
+pub async fn apply(
+    conn: &mut sqlx::PgConnection,
+    req: &mut crate::request::SendRequest,
+    deliveries: &[crate::planning::PlannedDelivery],
+    default_locale: &str,
+) -> Result<(), common::problem::ApiError> {
+    use common::problem::ApiError;
+    let Some(name) = req.template.clone() else {
+        return Ok(());
+    };
+    let locales = crate::db::templates::get(conn, &name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_field("template", format!("no template is named `{name}`"))
+        })?;
+    let data = req.data.clone().unwrap_or_else(|| serde_json::json!({}));
+    let render_for = |locale: Option<&str>| {
+        let (chosen, v) =
+            pick(&locales, locale, default_locale).expect("a template has at least one locale");
+        render(v, &data).map_err(|e| {
+            ApiError::invalid_field("data", format!("template `{name}` ({chosen}): {e}"))
+        })
+    };
+    req.content = render_for(None)?;
+    let mut localized = BTreeMap::new();
+    for d in deliveries
+        .iter()
+        .filter(|d| d.status != crate::planning::PlannedStatus::Suppressed)
+    {
+        let key = d.locale.clone().unwrap_or_default();
+        if let std::collections::btree_map::Entry::Vacant(slot) = localized.entry(key) {
+            slot.insert(render_for(d.locale.as_deref())?);
+        }
+    }
+    req.localized = Some(localized);
+    Ok(())
+}
+
+/// The content a delivery in `locale` gets: its rendering, else the default.
+pub fn content_for<'a>(
+    content: &'a Content,
+    localized: Option<&'a BTreeMap<String, Content>>,
+    locale: Option<&str>,
+) -> &'a Content {
+    localized
+        .and_then(|l| l.get(locale.unwrap_or_default()))
+        .unwrap_or(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn variant(text: &str, html: Option<&str>) -> Variant {
+        Variant {
+            subject: Some("Hi {{ name }}".into()),
+            text: text.into(),
+            html: html.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn html_is_escaped_and_text_is_not() {
+        let v = variant("Hello {{ name }}", Some("<p>Hello {{ name }}</p>"));
+        let c = render(&v, &json!({ "name": "<b>Bo & Co</b>" })).unwrap();
+        assert_eq!(c.text, "Hello <b>Bo & Co</b>");
+        assert_eq!(
+            c.html.unwrap(),
+            "<p>Hello &lt;b&gt;Bo &amp; Co&lt;&#x2f;b&gt;</p>"
+        );
+        assert_eq!(c.subject.unwrap(), "Hi <b>Bo & Co</b>");
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error_naming_it() {
+        let err = render(&variant("Hello {{ name }}", None), &json!({})).unwrap_err();
+        assert!(err.contains("undefined"), "{err}");
+        assert!(check(&variant("Hello {{ name", None)).is_err());
+    }
+
+    #[test]
+    fn locales_fall_back_to_the_language_then_the_default() {
+        let locales: Locales = [
+            ("en".to_owned(), variant("en", None)),
+            ("de".to_owned(), variant("de", None)),
+        ]
+        .into();
+        assert_eq!(pick(&locales, Some("de-AT"), "en").unwrap().0, "de");
+        assert_eq!(pick(&locales, Some("fr"), "en").unwrap().0, "en");
+        assert_eq!(pick(&locales, None, "en").unwrap().0, "en");
+    }
+}
