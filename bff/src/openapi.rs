@@ -60,6 +60,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             routes::admin::get_template,
             routes::admin::delete_template
         ))
+        .routes(routes!(routes::admin::list_notifications))
+        .routes(routes!(routes::admin::get_delivery))
+        .routes(routes!(routes::admin::stats))
         .route("/v1/admin/{*rest}", axum::routing::any(routes::admin_guard))
 }
 
@@ -161,7 +164,7 @@ pub mod schema {
         ttl_seconds: Option<i64>,
     }
 
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Serialize)]
     pub struct Attempt {
         attempt: i32,
         outcome: String,
@@ -172,7 +175,7 @@ pub mod schema {
         at: String,
     }
 
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Serialize)]
     pub struct Delivery {
         id: String,
         notification_id: String,
@@ -201,6 +204,35 @@ pub mod schema {
         created_at: String,
         send_at: Option<String>,
         deliveries: Vec<Delivery>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct NotificationPage {
+        items: Vec<Notification>,
+        next_cursor: Option<String>,
+    }
+
+    /// A delivery (every field of `Delivery`) with every attempt.
+    #[derive(ToSchema, serde::Serialize)]
+    pub struct DeliveryDetail {
+        #[serde(flatten)]
+        delivery: Delivery,
+        attempt_log: Vec<Attempt>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Latency {
+        p50: Option<f64>,
+        p95: Option<f64>,
+        p99: Option<f64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Stats {
+        window_secs: i64,
+        #[schema(example = json!({"email": {"sent": 120, "dead": 2}}))]
+        counts: BTreeMap<String, BTreeMap<String, i64>>,
+        latency_ms: Latency,
     }
 
     #[derive(ToSchema)]

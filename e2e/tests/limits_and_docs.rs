@@ -170,6 +170,9 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "put /v1/admin/templates/{name}",
         "get /v1/admin/templates/{name}",
         "delete /v1/admin/templates/{name}",
+        "get /v1/admin/notifications",
+        "get /v1/admin/deliveries/{id}",
+        "get /v1/admin/stats",
         "get /healthz",
         "get /readyz",
     ];

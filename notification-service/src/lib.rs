@@ -45,6 +45,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .merge(routes::notifications::router())
         .merge(routes::me::router())
         .merge(routes::templates::router())
+        .merge(routes::admin::router())
         .merge(common::http::postgres_health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)

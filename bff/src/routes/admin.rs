@@ -1,7 +1,7 @@
 //! `/v1/admin/…` (admin tokens only).
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, Method},
     response::Response,
 };
@@ -100,4 +100,99 @@ pub async fn delete_template(
             Default::default(),
         )
         .await
+}
+
+/// Forwards a GET with its query string (checked to plain URL characters).
+async fn get_with_query(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<String>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let query = query.unwrap_or_default();
+    if query.len() > 1024
+        || !query
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=&-_%.@+:".contains(&b))
+    {
+        return Err(ApiError::invalid_field(
+            "query",
+            "unexpected characters in the query string",
+        ));
+    }
+    let path = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    state
+        .upstream
+        .forward(
+            Service::Notifications,
+            Method::GET,
+            &path,
+            &caller.0,
+            headers,
+            Default::default(),
+        )
+        .await
+}
+
+/// Notifications by filters, newest first, keyset-paginated.
+#[utoipa::path(get, path = "/v1/admin/notifications", tag = "admin", security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "a delivery status"),
+           ("channel" = Option<String>, Query, description = "a channel"),
+           ("category" = Option<String>, Query, description = "a category"),
+           ("recipient" = Option<String>, Query, description = "a user id or an address"),
+           ("since" = Option<String>, Query, description = "RFC 3339, inclusive"),
+           ("until" = Option<String>, Query, description = "RFC 3339, exclusive"),
+           ("limit" = Option<u32>, Query, description = "1..=200, default 50"),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, body = schema::NotificationPage), (status = 422, body = schema::Problem),
+              (status = 401, body = schema::Problem), (status = 403, body = schema::Problem)))]
+pub async fn list_notifications(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    get_with_query(&state, &caller, &headers, "/v1/admin/notifications", query).await
+}
+
+/// One delivery with every attempt (provider, outcome, error, duration).
+#[utoipa::path(get, path = "/v1/admin/deliveries/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "delivery id")),
+    responses((status = 200, body = schema::DeliveryDetail), (status = 404, body = schema::Problem),
+              (status = 401, body = schema::Problem), (status = 403, body = schema::Problem)))]
+pub async fn get_delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = super::path_id(&id, "delivery")?;
+    get_with_query(
+        &state,
+        &caller,
+        &headers,
+        &format!("/v1/admin/deliveries/{id}"),
+        None,
+    )
+    .await
+}
+
+/// Counts per channel × status and accept → sent latency percentiles over a window.
+#[utoipa::path(get, path = "/v1/admin/stats", tag = "admin", security(("bearer" = [])),
+    params(("window" = Option<String>, Query, description = "30s, 15m, 1h (default), 7d")),
+    responses((status = 200, body = schema::Stats), (status = 422, body = schema::Problem),
+              (status = 401, body = schema::Problem), (status = 403, body = schema::Problem)))]
+pub async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    get_with_query(&state, &caller, &headers, "/v1/admin/stats", query).await
 }
