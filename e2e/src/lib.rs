@@ -34,6 +34,8 @@ pub struct Options {
     pub signing_key_pem: Option<String>,
     /// Send the welcome notification on registration.
     pub welcome: bool,
+    /// The channels notification-service plans for (default: email, the one with a worker).
+    pub enabled_channels: Vec<common::events::Channel>,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             jwt: JwtConfig::default(),
             signing_key_pem: None,
             welcome: true,
+            enabled_channels: vec![common::events::Channel::Email],
         }
     }
 }
@@ -156,7 +159,10 @@ impl Stack {
                 enabled: opts.welcome,
                 ..Default::default()
             },
-            ..Default::default()
+            planning: notification_service::config::PlanningConfig {
+                enabled_channels: opts.enabled_channels.clone(),
+                ..Default::default()
+            },
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;

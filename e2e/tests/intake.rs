@@ -219,3 +219,91 @@ async fn every_validation_error_names_its_field_and_writes_nothing() {
         .unwrap();
     assert_eq!(written, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recipient_kind_is_planned_on_its_channel_and_unusable_addresses_are_suppressed() {
+    use common::events::Channel;
+    let opts = Options {
+        enabled_channels: vec![
+            Channel::Email,
+            Channel::Sms,
+            Channel::Push,
+            Channel::Webhook,
+            Channel::Telegram,
+        ],
+        ..Options::default()
+    };
+    let stack = Stack::start(opts).await.unwrap();
+    let svc = stack.token(Role::Service, "crm");
+    let recipients = json!([
+        { "email": "ok@Example.com" },
+        { "email": "not-an-address" },
+        { "phone": "+49 30 1234567" },
+        { "phone": "12345" },
+        { "device": { "platform": "fcm", "token": "tok-1" } },
+        { "device": { "platform": "apns", "token": "has space" } },
+        { "webhook": { "url": "https://hooks.example.com/notify" } },
+        { "webhook": { "url": "ftp://nope" } },
+        { "telegram": { "chat_id": 12345 } }
+    ]);
+    let body = json!({
+        "recipients": recipients,
+        "category": "ops",
+        "send_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        "content": { "text": "x" }
+    });
+    let (status, view) = stack
+        .call(Method::POST, "/v1/notifications", Some(&svc), Some(body))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{view}");
+    let got: Vec<(String, String, Value, Value)> = view["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["channel"].as_str().unwrap().to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+                d["reason"].clone(),
+                d["address"].clone(),
+            )
+        })
+        .collect();
+    let row = |c: &str, s: &str, r: Value, a: Value| (c.to_owned(), s.to_owned(), r, a);
+    assert_eq!(
+        got,
+        vec![
+            row("email", "pending", Value::Null, json!("ok@example.com")),
+            row("email", "suppressed", json!("invalid_address"), Value::Null),
+            row("sms", "pending", Value::Null, json!("+49301234567")),
+            row("sms", "suppressed", json!("invalid_address"), Value::Null),
+            row("push", "pending", Value::Null, json!("fcm:tok-1")),
+            row("push", "suppressed", json!("invalid_address"), Value::Null),
+            row(
+                "webhook",
+                "pending",
+                Value::Null,
+                json!("https://hooks.example.com/notify")
+            ),
+            row(
+                "webhook",
+                "suppressed",
+                json!("invalid_address"),
+                Value::Null
+            ),
+            row("telegram", "pending", Value::Null, json!("12345")),
+        ]
+    );
+    // Outbox rows go to each channel's topic.
+    let topics: Vec<String> = sqlx::query_scalar("SELECT topic FROM outbox ORDER BY id")
+        .fetch_all(&stack.notify_pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        topics,
+        ["email", "sms", "push", "webhook", "telegram"]
+            .map(|c| format!("notify.dispatch.{c}.bulk"))
+            .to_vec()
+    );
+}

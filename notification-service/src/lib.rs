@@ -99,6 +99,23 @@ pub async fn run(
         "notification-service-relay",
         &shutdown,
     )?;
+    // Expired idempotency keys are purged hourly (they are also ignored once 24 h old).
+    let purge = {
+        let (pool, shutdown) = (pool.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => match db::idempotency::purge_expired(&pool).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
+                        Err(e) => tracing::warn!(error = %e, "idempotency key purge failed"),
+                    },
+                }
+            }
+        })
+    };
     tracing::info!(addr = %listener.local_addr()?, "notification-service listening");
     common::http::serve(listener, router(state, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
@@ -106,6 +123,7 @@ pub async fn run(
         common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;
     }
     common::shutdown::drain(events, std::time::Duration::from_secs(25)).await;
+    let _ = purge.await;
     pool.close().await;
     Ok(())
 }

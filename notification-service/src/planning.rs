@@ -110,11 +110,23 @@ pub fn plan(
             }
         };
         match recipient {
-            Recipient::Email(email) => out.push(delivery(
-                Channel::Email,
+            Recipient::Email(address)
+            | Recipient::Phone(address)
+            | Recipient::Webhook(address)
+            | Recipient::Telegram(address) => {
+                let channel = recipient.channel().expect("raw recipients have a channel");
+                out.push(delivery(channel, None, Some(address.clone()), None, None));
+            }
+            // Push addresses carry the platform: `fcm:<token>` / `apns:<token>`.
+            Recipient::Device { platform, token } => {
+                let address = format!("{}:{token}", platform.as_str());
+                out.push(delivery(Channel::Push, None, Some(address), None, None));
+            }
+            Recipient::Invalid { channel, .. } => out.push(delivery(
+                *channel,
                 None,
-                Some(email.clone()),
                 None,
+                Some("invalid_address"),
                 None,
             )),
             Recipient::User(id) => match profiles.get(id) {

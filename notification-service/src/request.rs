@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use common::{
     address::EmailAddress,
-    events::{Channel, Content},
+    events::{Channel, Content, Platform},
     problem::{ApiError, FieldError},
 };
 use serde::Deserialize;
@@ -71,21 +71,132 @@ impl Priority {
     }
 }
 
-/// A recipient after validation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A recipient after validation. Raw addresses are normalised; one that cannot be used
+/// becomes `Invalid` and is planned as a `suppressed` delivery (`invalid_address`) — one bad
+/// address does not reject a 1,000-recipient request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipient {
     User(Uuid),
     Email(String),
+    /// E.164.
+    Phone(String),
+    Device {
+        platform: Platform,
+        token: String,
+    },
+    Webhook(String),
+    /// A Telegram chat id.
+    Telegram(String),
+    Invalid {
+        channel: Channel,
+        given: serde_json::Value,
+    },
 }
 
 impl Recipient {
-    /// The recipient as the caller gave it, stored with each delivery.
+    /// The recipient as stored with each delivery (normalised where it could be).
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Recipient::User(id) => serde_json::json!({ "user_id": id }),
             Recipient::Email(e) => serde_json::json!({ "email": e }),
+            Recipient::Phone(p) => serde_json::json!({ "phone": p }),
+            Recipient::Device { platform, token } => {
+                serde_json::json!({ "device": { "platform": platform.as_str(), "token": token } })
+            }
+            Recipient::Webhook(url) => serde_json::json!({ "webhook": { "url": url } }),
+            Recipient::Telegram(chat) => serde_json::json!({ "telegram": { "chat_id": chat } }),
+            Recipient::Invalid { given, .. } => given.clone(),
         }
     }
+
+    /// The channel a raw-address recipient is reached on (`None` for users).
+    pub fn channel(&self) -> Option<Channel> {
+        match self {
+            Recipient::User(_) => None,
+            Recipient::Email(_) => Some(Channel::Email),
+            Recipient::Phone(_) => Some(Channel::Sms),
+            Recipient::Device { .. } => Some(Channel::Push),
+            Recipient::Webhook(_) => Some(Channel::Webhook),
+            Recipient::Telegram(_) => Some(Channel::Telegram),
+            Recipient::Invalid { channel, .. } => Some(*channel),
+        }
+    }
+}
+
+/// Parses one raw-address recipient; `Err` is a structural error (422), an unusable address is
+/// `Ok(Invalid)`.
+fn parse_raw(r: &RecipientBody) -> Result<Recipient, (&'static str, String)> {
+    let invalid = |channel, given: serde_json::Value| Recipient::Invalid { channel, given };
+    if let Some(email) = &r.email {
+        return Ok(match EmailAddress::parse(email) {
+            Ok(e) => Recipient::Email(e.as_str().to_owned()),
+            Err(_) => invalid(Channel::Email, serde_json::json!({ "email": email })),
+        });
+    }
+    if let Some(phone) = &r.phone {
+        return Ok(match common::address::PhoneE164::parse(phone) {
+            Ok(p) => Recipient::Phone(p.as_str().to_owned()),
+            Err(_) => invalid(Channel::Sms, serde_json::json!({ "phone": phone })),
+        });
+    }
+    if let Some(device) = &r.device {
+        let platform = device.get("platform").and_then(|p| p.as_str());
+        let token = device.get("token").and_then(|t| t.as_str());
+        let (Some(platform), Some(token)) = (platform, token) else {
+            return Err(("device", "must be {platform: fcm | apns, token}".into()));
+        };
+        let Some(platform) = Platform::parse(platform) else {
+            return Err(("device.platform", "must be fcm or apns".into()));
+        };
+        let usable =
+            !token.is_empty() && token.len() <= 4096 && token.bytes().all(|b| b.is_ascii_graphic());
+        return Ok(if usable {
+            Recipient::Device {
+                platform,
+                token: token.to_owned(),
+            }
+        } else {
+            invalid(Channel::Push, serde_json::json!({ "device": device }))
+        });
+    }
+    if let Some(webhook) = &r.webhook {
+        let Some(url) = webhook.get("url").and_then(|u| u.as_str()) else {
+            return Err(("webhook", "must be {url}".into()));
+        };
+        let usable = reqwest::Url::parse(url).is_ok_and(|u| {
+            matches!(u.scheme(), "https" | "http") && u.host_str().is_some() && url.len() <= 2048
+        });
+        return Ok(if usable {
+            Recipient::Webhook(url.to_owned())
+        } else {
+            invalid(Channel::Webhook, serde_json::json!({ "webhook": webhook }))
+        });
+    }
+    if let Some(telegram) = &r.telegram {
+        let chat = match telegram.get("chat_id") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => return Err(("telegram", "must be {chat_id}".into())),
+        };
+        let usable = !chat.is_empty()
+            && chat.len() <= 32
+            && chat
+                .trim_start_matches('-')
+                .bytes()
+                .all(|b| b.is_ascii_digit());
+        return Ok(if usable {
+            Recipient::Telegram(chat)
+        } else {
+            invalid(
+                Channel::Telegram,
+                serde_json::json!({ "telegram": telegram }),
+            )
+        });
+    }
+    Err((
+        "",
+        "must have exactly one of user_id, email, phone, device, webhook, telegram".into(),
+    ))
 }
 
 /// A validated send request.
@@ -180,30 +291,43 @@ impl SendBody {
                 );
                 continue;
             }
-            let recipient = if let Some(id) = r.user_id {
-                Recipient::User(id)
-            } else if let Some(email) = &r.email {
-                match EmailAddress::parse(email) {
-                    Ok(e) => Recipient::Email(e.as_str().to_owned()),
-                    Err(msg) => {
-                        err(format!("recipients[{i}].email"), &msg);
+            let recipient = match r.user_id {
+                Some(id) => Recipient::User(id),
+                None => match parse_raw(r) {
+                    Ok(recipient) => recipient,
+                    Err((sub, msg)) => {
+                        let field = if sub.is_empty() {
+                            format!("recipients[{i}]")
+                        } else {
+                            format!("recipients[{i}].{sub}")
+                        };
+                        err(field, &msg);
                         continue;
                     }
-                }
-            } else {
-                err(
-                    format!("recipients[{i}]"),
-                    "this recipient kind's channel is not enabled in this deployment",
-                );
-                continue;
+                },
             };
-            if let (Recipient::Email(_), Some(chs)) = (&recipient, &self.channels)
-                && !chs.iter().any(|c| c == "email")
-            {
-                err(
-                    format!("recipients[{i}].email"),
-                    "an email recipient needs the email channel",
-                );
+            if let Some(channel) = recipient.channel() {
+                if !cfg.enabled_channels.contains(&channel) {
+                    err(
+                        format!("recipients[{i}]"),
+                        &format!(
+                            "the {} channel is not enabled in this deployment",
+                            channel.as_str()
+                        ),
+                    );
+                } else if self
+                    .channels
+                    .as_ref()
+                    .is_some_and(|chs| !chs.iter().any(|c| c == channel.as_str()))
+                {
+                    err(
+                        format!("recipients[{i}]"),
+                        &format!(
+                            "this recipient needs the {} channel, which `channels` leaves out",
+                            channel.as_str()
+                        ),
+                    );
+                }
             }
             if !recipients.contains(&recipient) {
                 recipients.push(recipient);

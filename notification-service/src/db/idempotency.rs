@@ -109,3 +109,22 @@ pub async fn release(pool: &PgPool, caller: &str, key: &str) -> sqlx::Result<()>
     .await?;
     Ok(())
 }
+
+/// Deletes keys older than 24 h, in batches; returns how many.
+pub async fn purge_expired(pool: &PgPool) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (caller, key) IN (
+                 SELECT caller, key FROM idempotency_keys
+                 WHERE created_at < now() - interval '24 hours' LIMIT 5000)",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if n < 5000 {
+            return Ok(total);
+        }
+    }
+}

@@ -100,7 +100,7 @@ async fn accept(
         .iter()
         .filter_map(|r| match r {
             Recipient::User(id) => Some(*id),
-            Recipient::Email(_) => None,
+            _ => None,
         })
         .collect();
     let profiles = if user_ids.is_empty() {
