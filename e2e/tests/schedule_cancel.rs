@@ -228,3 +228,37 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
         "a cancelled delivery reached the provider"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_ttl_passes_before_it_is_sent_expires() {
+    // The first attempt fails transiently; the retry comes due after the TTL.
+    let stack = Stack::start(Options {
+        retry_schedule: vec![2.0],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    stack.smtp.set_mode(devkit::smtp::Mode::FailTransient(1));
+    let svc = stack.token(Role::Service, "billing");
+    let body = json!({ "recipients": [{ "email": "otp@example.com" }], "category": "otp", "ttl_seconds": 1, "content": { "text": "123456" } });
+    let (status, view) = stack
+        .call(Method::POST, "/v1/notifications", Some(&svc), Some(body))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{view}");
+    let settled = stack
+        .wait_settled(view["id"].as_str().unwrap(), &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let d = &settled["deliveries"][0];
+    assert_eq!(
+        (d["status"].as_str(), d["reason"].as_str()),
+        (Some("expired"), Some("ttl_passed")),
+        "{settled}"
+    );
+    assert_eq!(d["last_attempt"]["error"]["code"], "expired");
+    assert!(
+        stack.smtp.mails().is_empty(),
+        "an expired code is never sent"
+    );
+}
