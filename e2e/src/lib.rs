@@ -3,7 +3,14 @@
 //! front of several bff instances. Every stack has its own databases, topic prefix and Redis
 //! key prefix, so tests run in parallel without seeing each other.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use common::{
     auth::{JwtConfig, Role},
@@ -78,6 +85,8 @@ pub struct Stack {
     pub kafka_cfg: KafkaConfig,
     /// The Redis settings (key prefix) every service of this stack uses.
     pub redis: RedisConfig,
+    /// Calls notification-service made to users-service's batch profile endpoint.
+    pub profile_lookups: Arc<AtomicUsize>,
     pub notify_pool: PgPool,
     pub bffs: Vec<Bff>,
     pub nginx: Option<Nginx>,
@@ -140,6 +149,17 @@ impl Stack {
             shutdown.clone(),
         )));
 
+        // notification-service reaches users-service through a counting proxy, so tests can
+        // assert how many profile lookups a request made.
+        let profile_lookups = Arc::new(AtomicUsize::new(0));
+        let (l, users_proxy) = listener().await;
+        tasks.push(tokio::spawn(counting_proxy(
+            l,
+            users_addr,
+            profile_lookups.clone(),
+            shutdown.clone(),
+        )));
+
         let (l, notify_addr) = listener().await;
         let notify_cfg = notification_service::Config {
             http: http_cfg(notify_addr),
@@ -147,7 +167,7 @@ impl Stack {
             jwt: jwt.clone(),
             kafka: kafka_cfg.clone(),
             users: notification_service::config::UsersClientConfig {
-                base_url: format!("http://{users_addr}"),
+                base_url: format!("http://{users_proxy}"),
                 ..Default::default()
             },
             relay: common::outbox::RelayConfig {
@@ -245,6 +265,7 @@ impl Stack {
             signing_key_pem: opts.signing_key_pem.clone(),
             kafka_cfg,
             redis: redis.clone(),
+            profile_lookups,
             notify_pool,
             bffs,
             nginx,
@@ -390,6 +411,62 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Forwards every request to `upstream`, counting `POST /internal/v1/profiles/batch`.
+async fn counting_proxy(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    lookups: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (client, lookups) = (client.clone(), lookups.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            if parts.uri.path() == "/internal/v1/profiles/batch" {
+                lookups.fetch_add(1, Ordering::SeqCst);
+            }
+            let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+                .await
+                .unwrap_or_default();
+            let url = format!(
+                "http://{upstream}{}",
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            let mut out = client.request(parts.method, url).body(bytes);
+            for (name, value) in &parts.headers {
+                if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+                    out = out.header(name, value);
+                }
+            }
+            match out.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let body = resp.bytes().await.unwrap_or_default();
+                    let mut r = axum::response::Response::new(axum::body::Body::from(body));
+                    *r.status_mut() = status;
+                    *r.headers_mut() = headers;
+                    r
+                }
+                Err(_) => {
+                    let mut r = axum::response::Response::new(axum::body::Body::empty());
+                    *r.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+                    r
+                }
+            }
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
 }
 
 /// base64url without padding (the JWT encoding), for hand-made tokens.

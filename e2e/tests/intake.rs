@@ -75,11 +75,36 @@ async fn a_thousand_mixed_recipients_plan_exactly_the_expected_deliveries() {
         "send_at": send_at,
         "content": { "subject": "Sale", "text": "50% off" }
     });
+    // Nothing cached yet for these users, so every profile must come from users-service.
+    let mut redis = common::redis::connect(&stack.redis).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(stack.redis.key("profile:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let lookups_before = stack
+        .profile_lookups
+        .load(std::sync::atomic::Ordering::SeqCst);
     let (status, view) = stack
         .call(Method::POST, "/v1/notifications", Some(&svc), Some(body))
         .await
         .unwrap();
     assert_eq!(status, 202, "{view}");
+    assert_eq!(
+        stack
+            .profile_lookups
+            .load(std::sync::atomic::Ordering::SeqCst)
+            - lookups_before,
+        1,
+        "300 user recipients, one batched profile lookup"
+    );
     let deliveries = view["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 1000);
     for (i, ((kind, recipient), d)) in recipients.iter().zip(deliveries).enumerate() {
