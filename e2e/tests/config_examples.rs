@@ -26,6 +26,8 @@ fn every_example_config_loads() {
     assert_eq!(notify.planning.default_locale, "en");
     let workers: workers::Config = common::config::load(Some(&example("workers"))).unwrap();
     assert_eq!(workers.email.pool_size, 16);
+    assert_eq!(workers.channels, vec![common::events::Channel::Email]);
+    assert_eq!(workers.telegram.timeout_ms, 10000);
     let repeater: repeater::Config = common::config::load(Some(&example("repeater"))).unwrap();
     assert_eq!(
         repeater.retry.schedule_secs,

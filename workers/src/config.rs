@@ -1,17 +1,29 @@
 //! workers settings. Every field has a default; see `config/workers.example.toml`.
 
-use common::{events::Lane, http::HttpConfig, kafka::KafkaConfig, redis::RedisConfig};
+use common::{
+    events::{Channel, Lane},
+    http::HttpConfig,
+    kafka::KafkaConfig,
+    redis::RedisConfig,
+};
+
+use crate::{sms::SmsConfig, telegram::TelegramConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// The channels this process sends (one process can run them all; production runs them
+    /// separately). Each gets an urgent and a bulk consumer.
+    pub channels: Vec<Channel>,
     /// Health and readiness endpoint.
     pub http: HttpConfig,
     pub kafka: KafkaConfig,
     /// Duplicate-send protection.
     pub redis: RedisConfig,
     pub email: EmailConfig,
+    pub sms: SmsConfig,
+    pub telegram: TelegramConfig,
     pub lanes: LaneConfig,
     /// How long a handled dispatch is remembered (a redelivery within it is not sent again).
     pub dedupe_ttl_secs: u64,
@@ -20,10 +32,13 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            channels: vec![Channel::Email],
             http: HttpConfig::with_port(8084),
             kafka: KafkaConfig::default(),
             redis: RedisConfig::default(),
             email: EmailConfig::default(),
+            sms: SmsConfig::default(),
+            telegram: TelegramConfig::default(),
             lanes: LaneConfig::default(),
             dedupe_ttl_secs: 7 * 86_400,
         }

@@ -1,14 +1,17 @@
 //! workers: stateless transports. Each consumes `notify.dispatch.<channel>.<lane>`, sends
 //! through its provider and reports a status event on `notify.status`.
 //!
-//! [`provider`] is what a channel implements (only [`email`] so far); [`dispatch`] is the
+//! [`provider`] is what a channel implements ([`email`], [`sms`], [`telegram`] so far); [`dispatch`] is the
 //! channel-independent part: decode, dedupe in Redis, send, report. Urgent and bulk lanes have
 //! separate consumers and concurrency limits so a bulk backlog never delays urgent traffic.
 
 pub mod config;
 pub mod dispatch;
 pub mod email;
+pub mod http_provider;
 pub mod provider;
+pub mod sms;
+pub mod telegram;
 
 use std::sync::Arc;
 
@@ -41,7 +44,47 @@ async fn readyz(State(mut s): State<HealthState>) -> Response {
     common::http::readiness(vec![("redis", common::redis::ping(&mut s.redis).await)])
 }
 
-/// Runs the email consumers (one per lane) and the health endpoint until `shutdown`.
+/// Starts an urgent and a bulk consumer for `channel`, sending through `provider`.
+fn start_channel<P: provider::Provider>(
+    provider: Arc<P>,
+    channel: Channel,
+    cfg: &Config,
+    producer: &rdkafka::producer::FutureProducer,
+    redis: &redis::aio::ConnectionManager,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let dispatcher = Arc::new(Dispatcher::new(
+        provider,
+        producer.clone(),
+        redis.clone(),
+        cfg,
+    ));
+    let mut handles = Vec::new();
+    for lane in Lane::ALL {
+        let topic = cfg.kafka.topic(&dispatch_topic(channel, lane));
+        let group = cfg
+            .kafka
+            .topic(&format!("workers.{}.{}", channel.as_str(), lane.as_str()));
+        let client_id = format!("workers-{}-{}", channel.as_str(), lane.as_str());
+        let consumer = common::kafka::consumer(&cfg.kafka, &group, &client_id)?;
+        consumer.subscribe(&[&topic])?;
+        let runner_cfg = RunnerConfig {
+            max_in_flight: cfg.lanes.concurrency(lane),
+            ..RunnerConfig::default()
+        };
+        tracing::info!(%topic, %group, "consuming");
+        handles.push(tokio::spawn(runner::run(
+            Arc::new(consumer),
+            dispatcher.clone(),
+            runner_cfg,
+            shutdown.clone(),
+        )));
+    }
+    Ok(handles)
+}
+
+/// Runs the consumers of every configured channel (one per lane) and the health endpoint
+/// until `shutdown`.
 pub async fn run(
     cfg: Config,
     listener: TcpListener,
@@ -49,30 +92,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let redis = common::redis::connect(&cfg.redis).await?;
     let producer = common::kafka::producer(&cfg.kafka, "workers-status")?;
-    let email = Arc::new(email::EmailProvider::new(&cfg.email)?);
-    let dispatcher = Arc::new(Dispatcher::new(email, producer, redis.clone(), &cfg));
-
     let mut consumers = Vec::new();
-    for lane in Lane::ALL {
-        let topic = cfg.kafka.topic(&dispatch_topic(Channel::Email, lane));
-        let group = cfg.kafka.topic(&format!("workers.email.{}", lane.as_str()));
-        let consumer = common::kafka::consumer(
-            &cfg.kafka,
-            &group,
-            &format!("workers-email-{}", lane.as_str()),
-        )?;
-        consumer.subscribe(&[&topic])?;
-        let runner_cfg = RunnerConfig {
-            max_in_flight: cfg.lanes.concurrency(lane),
-            ..RunnerConfig::default()
+    for channel in &cfg.channels {
+        let started = match channel {
+            Channel::Email => start_channel(
+                Arc::new(email::EmailProvider::new(&cfg.email)?),
+                *channel,
+                &cfg,
+                &producer,
+                &redis,
+                &shutdown,
+            )?,
+            Channel::Sms => start_channel(
+                Arc::new(sms::SmsProvider::new(&cfg.sms)?),
+                *channel,
+                &cfg,
+                &producer,
+                &redis,
+                &shutdown,
+            )?,
+            Channel::Telegram => start_channel(
+                Arc::new(telegram::TelegramProvider::new(&cfg.telegram)?),
+                *channel,
+                &cfg,
+                &producer,
+                &redis,
+                &shutdown,
+            )?,
+            other => anyhow::bail!("the {} channel has no worker yet", other.as_str()),
         };
-        tracing::info!(%topic, %group, "consuming");
-        consumers.push(tokio::spawn(runner::run(
-            Arc::new(consumer),
-            dispatcher.clone(),
-            runner_cfg,
-            shutdown.clone(),
-        )));
+        consumers.extend(started);
     }
 
     tracing::info!(addr = %listener.local_addr()?, "workers listening (health)");

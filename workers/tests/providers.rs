@@ -1,0 +1,242 @@
+//! HTTP providers against wiremock: the exact request each provider receives, how error
+//! answers are classified, and that a redelivered dispatch reaches the provider once.
+
+use std::sync::Arc;
+
+use common::events::{Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA};
+use secrecy::SecretString;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{body_json, body_string, header, method, path},
+};
+use workers::{
+    provider::Provider,
+    sms::{SmsConfig, SmsProvider},
+    telegram::{TelegramConfig, TelegramProvider},
+};
+
+fn message(channel: Channel, address: &str) -> DispatchMessage {
+    DispatchMessage {
+        schema: SCHEMA,
+        delivery_id: uuid::Uuid::now_v7(),
+        notification_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        channel,
+        lane: Lane::Urgent,
+        recipient: RecipientRef {
+            user_id: None,
+            address: address.into(),
+        },
+        content: Content {
+            subject: None,
+            text: "Your code is 123456".into(),
+            html: None,
+            data: None,
+        },
+        locale: None,
+        not_after: None,
+        created_at: chrono::Utc::now(),
+    }
+}
+
+fn sms(server: &MockServer) -> SmsProvider {
+    SmsProvider::new(&SmsConfig {
+        base_url: server.uri(),
+        account_sid: "AC123".into(),
+        auth_token: SecretString::from("secret"),
+        from: "+15005550006".into(),
+        timeout_ms: 2_000,
+    })
+    .unwrap()
+}
+
+const SMS_PATH: &str = "/2010-04-01/Accounts/AC123/Messages.json";
+
+#[tokio::test]
+async fn sms_sends_the_twilio_form_with_basic_auth() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SMS_PATH))
+        .and(header("authorization", "Basic QUMxMjM6c2VjcmV0"))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string(
+            "To=%2B4930123456&From=%2B15005550006&Body=Your+code+is+123456",
+        ))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": "SM42" })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let r = sms(&server)
+        .send(&message(Channel::Sms, "+4930123456"))
+        .await;
+    assert_eq!(
+        (r.outcome, r.provider_message_id.as_deref()),
+        (Outcome::Sent, Some("SM42"))
+    );
+}
+
+#[tokio::test]
+async fn sms_errors_are_classified() {
+    let cases = [
+        (ResponseTemplate::new(429).insert_header("retry-after", "7"), Outcome::TransientFailure, "sms_429", Some(7000)),
+        (ResponseTemplate::new(503), Outcome::TransientFailure, "sms_503", None),
+        (
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({ "code": 21211, "message": "Invalid 'To' Phone Number" })),
+            Outcome::InvalidAddress,
+            "sms_21211",
+            None,
+        ),
+        (
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({ "code": 21610, "message": "Attempt to send to unsubscribed recipient" })),
+            Outcome::PermanentFailure,
+            "sms_21610",
+            None,
+        ),
+        (ResponseTemplate::new(401), Outcome::PermanentFailure, "sms_401", None),
+    ];
+    for (response, outcome, code, retry_after) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let r = sms(&server)
+            .send(&message(Channel::Sms, "+4930123456"))
+            .await;
+        assert_eq!(
+            (
+                r.outcome,
+                r.error.as_ref().map(|e| e.code.as_str()),
+                r.retry_after_ms
+            ),
+            (outcome, Some(code), retry_after)
+        );
+    }
+}
+
+fn telegram(server: &MockServer) -> TelegramProvider {
+    TelegramProvider::new(&TelegramConfig {
+        base_url: server.uri(),
+        bot_token: SecretString::from("42:abc"),
+        timeout_ms: 2_000,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn telegram_sends_to_the_bot_api_and_classifies_errors() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/bot42:abc/sendMessage"))
+        .and(body_json(
+            serde_json::json!({ "chat_id": "12345", "text": "Your code is 123456" }),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "ok": true, "result": { "message_id": 777 } })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let r = telegram(&server)
+        .send(&message(Channel::Telegram, "12345"))
+        .await;
+    assert_eq!(
+        (r.outcome, r.provider_message_id.as_deref()),
+        (Outcome::Sent, Some("777"))
+    );
+
+    let err =
+        |status: u16, body: serde_json::Value| ResponseTemplate::new(status).set_body_json(body);
+    let cases = [
+        (
+            err(
+                429,
+                serde_json::json!({ "ok": false, "error_code": 429, "description": "Too Many Requests: retry after 3", "parameters": { "retry_after": 3 } }),
+            ),
+            Outcome::TransientFailure,
+            "telegram_429",
+            Some(3000),
+        ),
+        (
+            err(
+                403,
+                serde_json::json!({ "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user" }),
+            ),
+            Outcome::PermanentFailure,
+            "telegram_403",
+            None,
+        ),
+        (
+            err(
+                400,
+                serde_json::json!({ "ok": false, "error_code": 400, "description": "Bad Request: chat not found" }),
+            ),
+            Outcome::InvalidAddress,
+            "telegram_chat_not_found",
+            None,
+        ),
+        (
+            ResponseTemplate::new(502),
+            Outcome::TransientFailure,
+            "telegram_502",
+            None,
+        ),
+    ];
+    for (response, outcome, code, retry_after) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let r = telegram(&server)
+            .send(&message(Channel::Telegram, "12345"))
+            .await;
+        assert_eq!(
+            (
+                r.outcome,
+                r.error.as_ref().map(|e| e.code.as_str()),
+                r.retry_after_ms
+            ),
+            (outcome, Some(code), retry_after)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dispatch_delivered_twice_reaches_the_provider_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SMS_PATH))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": "SM1" })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cfg = workers::Config {
+        redis: common::redis::RedisConfig {
+            key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let redis = common::redis::connect(&cfg.redis).await.unwrap();
+    // The status producer is never used by `process`; it only needs to exist.
+    let kafka = common::kafka::KafkaConfig {
+        bootstrap_servers: "127.0.0.1:1".into(),
+        ..Default::default()
+    };
+    let producer = common::kafka::producer(&kafka, "test").unwrap();
+    let dispatcher =
+        workers::dispatch::Dispatcher::new(Arc::new(sms(&server)), producer, redis, &cfg);
+    let msg = message(Channel::Sms, "+4930123456");
+    let first = dispatcher.process(&msg).await;
+    let second = dispatcher.process(&msg).await;
+    assert_eq!(first.outcome, Outcome::Sent);
+    assert_eq!(
+        second, first,
+        "the redelivery re-reports the recorded status"
+    );
+    // `expect(1)` is verified when the server drops.
+}
