@@ -28,6 +28,7 @@ fn every_example_config_loads() {
     assert_eq!(workers.email.pool_size, 16);
     assert_eq!(workers.channels, vec![common::events::Channel::Email]);
     assert_eq!(workers.telegram.timeout_ms, 10000);
+    assert!(!workers.webhook.allow_loopback);
     let repeater: repeater::Config = common::config::load(Some(&example("repeater"))).unwrap();
     assert_eq!(
         repeater.retry.schedule_secs,

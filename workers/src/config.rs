@@ -7,7 +7,7 @@ use common::{
     redis::RedisConfig,
 };
 
-use crate::{sms::SmsConfig, telegram::TelegramConfig};
+use crate::{sms::SmsConfig, telegram::TelegramConfig, webhook::WebhookConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +24,7 @@ pub struct Config {
     pub email: EmailConfig,
     pub sms: SmsConfig,
     pub telegram: TelegramConfig,
+    pub webhook: WebhookConfig,
     pub lanes: LaneConfig,
     /// How long a handled dispatch is remembered (a redelivery within it is not sent again).
     pub dedupe_ttl_secs: u64,
@@ -39,6 +40,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             sms: SmsConfig::default(),
             telegram: TelegramConfig::default(),
+            webhook: WebhookConfig::default(),
             lanes: LaneConfig::default(),
             dedupe_ttl_secs: 7 * 86_400,
         }

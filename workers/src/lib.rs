@@ -12,6 +12,7 @@ pub mod http_provider;
 pub mod provider;
 pub mod sms;
 pub mod telegram;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -113,6 +114,14 @@ pub async fn run(
             )?,
             Channel::Telegram => start_channel(
                 Arc::new(telegram::TelegramProvider::new(&cfg.telegram)?),
+                *channel,
+                &cfg,
+                &producer,
+                &redis,
+                &shutdown,
+            )?,
+            Channel::Webhook => start_channel(
+                Arc::new(webhook::WebhookProvider::new(&cfg.webhook)?),
                 *channel,
                 &cfg,
                 &producer,

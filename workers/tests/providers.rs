@@ -240,3 +240,136 @@ async fn a_dispatch_delivered_twice_reaches_the_provider_once() {
     );
     // `expect(1)` is verified when the server drops.
 }
+
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn webhook(allow_loopback: bool) -> workers::webhook::WebhookProvider {
+    workers::webhook::WebhookProvider::new(&workers::webhook::WebhookConfig {
+        secret: SecretString::from(WEBHOOK_SECRET),
+        timeout_ms: 2_000,
+        allow_loopback,
+    })
+    .unwrap()
+}
+
+/// Standard Webhooks verification, written here independently of the provider.
+fn verify(id: &str, timestamp: &str, body: &[u8], signature: &str) -> bool {
+    use base64::Engine;
+    use hmac::Mac;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(WEBHOOK_SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    signature.split(' ').any(|s| s == format!("v1,{expected}"))
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_per_standard_webhooks() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/orders"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let msg = message(Channel::Webhook, &format!("{}/hooks/orders", server.uri()));
+    let r = webhook(true).send(&msg).await;
+    assert_eq!(r.outcome, Outcome::Sent, "{r:?}");
+
+    let requests = server.received_requests().await.unwrap();
+    let req = &requests[0];
+    let h = |name: &str| req.headers.get(name).unwrap().to_str().unwrap().to_owned();
+    assert_eq!(h("content-type"), "application/json");
+    assert_eq!(h("webhook-id"), msg.delivery_id.to_string());
+    let ts: i64 = h("webhook-timestamp").parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - ts).abs() < 10);
+    assert!(
+        verify(
+            &h("webhook-id"),
+            &h("webhook-timestamp"),
+            &req.body,
+            &h("webhook-signature")
+        ),
+        "signature verifies"
+    );
+    assert!(!verify(
+        &h("webhook-id"),
+        &h("webhook-timestamp"),
+        b"tampered",
+        &h("webhook-signature")
+    ));
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["delivery_id"], msg.delivery_id.to_string());
+    assert_eq!(body["content"]["text"], "Your code is 123456");
+}
+
+#[tokio::test]
+async fn webhook_answers_are_classified_and_internal_targets_refused() {
+    let cases = [
+        (
+            ResponseTemplate::new(410),
+            Outcome::PermanentFailure,
+            "webhook_410",
+            None,
+        ),
+        (
+            ResponseTemplate::new(503).insert_header("retry-after", "5"),
+            Outcome::TransientFailure,
+            "webhook_503",
+            Some(5000),
+        ),
+        (
+            ResponseTemplate::new(429),
+            Outcome::TransientFailure,
+            "webhook_429",
+            None,
+        ),
+        (
+            ResponseTemplate::new(400),
+            Outcome::PermanentFailure,
+            "webhook_400",
+            None,
+        ),
+    ];
+    for (response, outcome, code, retry_after) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let r = webhook(true)
+            .send(&message(Channel::Webhook, &format!("{}/h", server.uri())))
+            .await;
+        assert_eq!(
+            (
+                r.outcome,
+                r.error.as_ref().map(|e| e.code.as_str()),
+                r.retry_after_ms
+            ),
+            (outcome, Some(code), retry_after)
+        );
+    }
+
+    // Without the loopback allow-list: refused before any connection, by literal IP and by name.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let port = server.address().port();
+    for url in [
+        format!("http://127.0.0.1:{port}/h"),
+        format!("http://localhost:{port}/h"),
+    ] {
+        let r = webhook(false).send(&message(Channel::Webhook, &url)).await;
+        assert_eq!(
+            (r.outcome, r.error.as_ref().map(|e| e.code.as_str())),
+            (Outcome::PermanentFailure, Some("webhook_target_refused")),
+            "{url}: {r:?}"
+        );
+    }
+}
