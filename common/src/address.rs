@@ -1,4 +1,5 @@
-//! Syntax of channel addresses (RFC 5322 email addr-spec, E.164 phone numbers). Protocol
+//! Syntax of channel addresses (RFC 5322 email addr-spec, E.164 phone numbers) and language
+//! tags. Protocol
 //! syntax, not business rules: every service that accepts an address parses it the same way.
 
 /// An email address: RFC 5322 addr-spec, domain lower-cased.
@@ -54,6 +55,23 @@ impl PhoneE164 {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A BCP 47 language tag, loosely: `en`, `de-AT`, `zh-Hant-TW`.
+pub fn parse_locale(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 35
+        && raw
+            .split('-')
+            .all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && raw.split('-').next().is_some_and(|l| {
+            (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic())
+        });
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("`{raw}` is not a language tag (e.g. en, de-AT)"))
     }
 }
 

@@ -425,20 +425,3 @@ impl SendBody {
         })
     }
 }
-
-/// A BCP 47 language tag, loosely: `en`, `de-AT`, `zh-Hant-TW`.
-pub fn valid_locale(raw: &str) -> Result<(), String> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 35
-        && raw
-            .split('-')
-            .all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
-        && raw.split('-').next().is_some_and(|l| {
-            (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic())
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{raw}` is not a language tag"))
-    }
-}

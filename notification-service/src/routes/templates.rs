@@ -69,7 +69,7 @@ async fn replace(
         errors.push(FieldError::new("locales", "must hold at least one locale"));
     }
     for (locale, v) in &body.locales {
-        if crate::request::valid_locale(locale).is_err() {
+        if common::address::parse_locale(locale).is_err() {
             errors.push(FieldError::new(
                 format!("locales.{locale}"),
                 "is not a language tag (e.g. en, de-AT)",

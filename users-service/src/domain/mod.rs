@@ -1,6 +1,6 @@
 //! Input types that validate themselves: once parsed, the rest of the service trusts them.
 
-pub use common::address::{EmailAddress, PhoneE164};
+pub use common::address::{EmailAddress, PhoneE164, parse_locale};
 use common::problem::FieldError;
 
 /// An IANA time zone name.
@@ -8,23 +8,6 @@ pub fn parse_timezone(raw: &str) -> Result<String, String> {
     raw.parse::<chrono_tz::Tz>()
         .map(|tz| tz.name().to_owned())
         .map_err(|_| format!("`{raw}` is not an IANA time zone (e.g. Europe/Berlin)"))
-}
-
-/// A BCP 47 language tag, loosely: `en`, `de-AT`, `zh-Hant-TW`.
-pub fn parse_locale(raw: &str) -> Result<String, String> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 35
-        && raw
-            .split('-')
-            .all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()))
-        && raw.split('-').next().is_some_and(|l| {
-            (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic())
-        });
-    if ok {
-        Ok(raw.to_owned())
-    } else {
-        Err(format!("`{raw}` is not a language tag (e.g. en, de-AT)"))
-    }
 }
 
 /// `HH:MM` on a 24-hour clock.
