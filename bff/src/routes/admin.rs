@@ -35,15 +35,14 @@ pub async fn put_template(
     Path(name): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let path = template_path(&name)?;
-    state
-        .upstream
+    caller
         .forward(
+            &state,
+            &[Role::Admin],
             Service::Notifications,
             Method::PUT,
             &path,
-            &caller.0,
             &headers,
             body,
         )
@@ -61,15 +60,14 @@ pub async fn get_template(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let path = template_path(&name)?;
-    state
-        .upstream
+    caller
         .forward(
+            &state,
+            &[Role::Admin],
             Service::Notifications,
             Method::GET,
             &path,
-            &caller.0,
             &headers,
             Default::default(),
         )
@@ -87,15 +85,14 @@ pub async fn delete_template(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
     let path = template_path(&name)?;
-    state
-        .upstream
+    caller
         .forward(
+            &state,
+            &[Role::Admin],
             Service::Notifications,
             Method::DELETE,
             &path,
-            &caller.0,
             &headers,
             Default::default(),
         )
@@ -110,30 +107,15 @@ async fn get_with_query(
     path: &str,
     query: Option<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin])?;
-    let query = query.unwrap_or_default();
-    if query.len() > 1024
-        || !query
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"=&-_%.@+:".contains(&b))
-    {
-        return Err(ApiError::invalid_field(
-            "query",
-            "unexpected characters in the query string",
-        ));
-    }
-    let path = if query.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{query}")
-    };
-    state
-        .upstream
+    caller.require(&[Role::Admin])?; // before looking at the input: 403 beats 422
+    let path = super::with_query(path, query, b"=&-_%.@+:", 1024)?;
+    caller
         .forward(
+            state,
+            &[Role::Admin],
             Service::Notifications,
             Method::GET,
             &path,
-            &caller.0,
             headers,
             Default::default(),
         )

@@ -43,6 +43,7 @@ pub async fn get_me(State(state): State<AppState>, caller: Caller) -> Result<Res
     Ok(Json(me).into_response())
 }
 
+/// The users-service routes of `/v1/me…`: user tokens only.
 async fn forward(
     state: &AppState,
     caller: &Caller,
@@ -51,10 +52,16 @@ async fn forward(
     headers: &HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::User])?;
-    state
-        .upstream
-        .forward(Service::Users, method, path, &caller.0, headers, body)
+    caller
+        .forward(
+            state,
+            &[Role::User],
+            Service::Users,
+            method,
+            path,
+            headers,
+            body,
+        )
         .await
 }
 
@@ -200,30 +207,15 @@ pub async fn history(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::User])?;
-    let query = query.unwrap_or_default();
-    if query.len() > 512
-        || !query
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"=&-_%.".contains(&b))
-    {
-        return Err(ApiError::invalid_field(
-            "query",
-            "unexpected characters in the query string",
-        ));
-    }
-    let path = if query.is_empty() {
-        "/v1/me/notifications".to_owned()
-    } else {
-        format!("/v1/me/notifications?{query}")
-    };
-    state
-        .upstream
+    caller.require(&[Role::User])?; // before looking at the input: 403 beats 422
+    let path = super::with_query("/v1/me/notifications", query, b"=&-_%.", 512)?;
+    caller
         .forward(
+            &state,
+            &[Role::User],
             Service::Notifications,
             Method::GET,
             &path,
-            &caller.0,
             &headers,
             Default::default(),
         )

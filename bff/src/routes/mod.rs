@@ -6,14 +6,39 @@ pub mod me;
 pub mod notifications;
 pub mod users;
 
+use axum::{
+    body::Bytes,
+    http::{HeaderMap, Method},
+    response::Response,
+};
 use common::{auth::Role, problem::ApiError};
 
-use crate::rate_limit::Caller;
+use crate::{AppState, rate_limit::Caller, upstream::Service};
 
 impl Caller {
     /// 403 unless the caller has one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         self.0.require(roles)
+    }
+
+    /// Authorises by role, then forwards the request with the caller's token: what almost
+    /// every bff route does.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward(
+        &self,
+        state: &AppState,
+        roles: &[Role],
+        service: Service,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        self.require(roles)?;
+        state
+            .upstream
+            .forward(service, method, path, &self.0, headers, body)
+            .await
     }
 }
 
@@ -28,6 +53,32 @@ pub fn path_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
     } else {
         Err(ApiError::not_found(format!("no {what} has this id")))
     }
+}
+
+/// `path?query`, after checking the raw query string holds only URL characters from
+/// alphanumerics and `extra` (it is put into an upstream URL as is).
+pub fn with_query(
+    path: &str,
+    query: Option<String>,
+    extra: &[u8],
+    max_len: usize,
+) -> Result<String, ApiError> {
+    let query = query.unwrap_or_default();
+    if query.len() > max_len
+        || !query
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    {
+        return Err(ApiError::invalid_field(
+            "query",
+            "unexpected characters in the query string",
+        ));
+    }
+    Ok(if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    })
 }
 
 /// Everything under `/v1/admin` is for admins, including paths that do not exist (yet): a

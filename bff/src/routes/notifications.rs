@@ -97,16 +97,15 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Service, Role::Admin])?;
     let id = super::path_id(&id, "notification")?;
     let path = format!("/v1/notifications/{id}");
-    state
-        .upstream
+    caller
         .forward(
+            &state,
+            &[Role::Service, Role::Admin],
             Service::Notifications,
             Method::GET,
             &path,
-            &caller.0,
             &headers,
             Default::default(),
         )
@@ -127,16 +126,15 @@ pub async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Service, Role::Admin])?;
     let id = super::path_id(&id, "notification")?;
     let path = format!("/v1/notifications/{id}/cancel");
-    state
-        .upstream
+    caller
         .forward(
+            &state,
+            &[Role::Service, Role::Admin],
             Service::Notifications,
             Method::POST,
             &path,
-            &caller.0,
             &headers,
             Default::default(),
         )

@@ -21,14 +21,13 @@ pub async fn register(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Service, Role::Admin])?;
-    state
-        .upstream
+    caller
         .forward(
+            &state,
+            &[Role::Service, Role::Admin],
             Service::Users,
             Method::POST,
             "/v1/users",
-            &caller.0,
             &headers,
             body,
         )
