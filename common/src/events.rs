@@ -194,6 +194,29 @@ pub enum DomainEvent {
         user_id: Uuid,
         at: DateTime<Utc>,
     },
+    /// A push provider said this device token is dead (FCM `UNREGISTERED`, APNs 410...): the
+    /// repeater publishes it when such a delivery ends; users-service removes the device.
+    #[serde(rename = "device.invalidated")]
+    DeviceInvalidated {
+        schema: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<Uuid>,
+        platform: Platform,
+        token: String,
+        /// The delivery whose attempt found out.
+        delivery_id: Uuid,
+        /// The provider's error code (`fcm_unregistered`, `apns_Unregistered`, ...).
+        reason: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Splits a push delivery's address (`fcm:<token>` / `apns:<token>`, as planning writes it)
+/// into its platform and device token.
+pub fn parse_push_address(address: &str) -> Option<(Platform, &str)> {
+    let (platform, token) = address.split_once(':')?;
+    let platform = Platform::parse(platform)?;
+    (!token.is_empty()).then_some((platform, token))
 }
 
 /// A user's delivery profile as users-service serves it to notification-service.
@@ -293,6 +316,18 @@ pub struct Contacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_addresses_carry_their_platform() {
+        assert_eq!(parse_push_address("fcm:abc"), Some((Platform::Fcm, "abc")));
+        assert_eq!(
+            parse_push_address("apns:0a1b"),
+            Some((Platform::Apns, "0a1b"))
+        );
+        assert_eq!(parse_push_address("apns:"), None);
+        assert_eq!(parse_push_address("gcm:abc"), None);
+        assert_eq!(parse_push_address("abc"), None);
+    }
 
     #[test]
     fn topics_are_named_as_in_the_architecture() {

@@ -109,6 +109,8 @@ impl MessageHandler for EventsHandler {
                 self.welcome(user_id).await.map_err(HandleError::Retry)
             }
             DomainEvent::UserRegistered { .. } => Ok(()),
+            // users-service removes the device and then says `preferences.updated`.
+            DomainEvent::DeviceInvalidated { .. } => Ok(()),
             DomainEvent::PreferencesUpdated { user_id, .. } => self
                 .state
                 .users

@@ -72,26 +72,20 @@ pub async fn run(
         users: Arc::new(users),
         planning: Arc::new(cfg.planning.clone()),
     };
-    let events = {
-        use rdkafka::consumer::Consumer;
-        let topic = cfg.kafka.topic(common::events::EVENTS_TOPIC);
-        let group = cfg.kafka.topic("notification-service.events");
-        let consumer = common::kafka::consumer(&cfg.kafka, &group, "notification-service-events")?;
-        consumer.subscribe(&[&topic])?;
-        let handler = events::EventsHandler {
+    let events = common::kafka::runner::spawn(
+        &cfg.kafka,
+        "notification-service.events",
+        common::events::EVENTS_TOPIC,
+        Arc::new(events::EventsHandler {
             state: state.clone(),
             welcome: Arc::new(cfg.welcome.clone()),
-        };
-        tokio::spawn(common::kafka::runner::run(
-            Arc::new(consumer),
-            Arc::new(handler),
-            common::kafka::runner::RunnerConfig {
-                max_in_flight: 8,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        ))
-    };
+        }),
+        common::kafka::runner::RunnerConfig {
+            max_in_flight: 8,
+            ..Default::default()
+        },
+        &shutdown,
+    )?;
     let relay = common::outbox::spawn_relay(
         &pool,
         &cfg.kafka,

@@ -5,8 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{
     events::{
-        Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, StatusEvent,
-        dispatch_topic,
+        Channel, Content, DispatchMessage, DomainEvent, EVENTS_TOPIC, Lane, Outcome, RecipientRef,
+        SCHEMA, StatusEvent, dispatch_topic, parse_push_address,
     },
     kafka::runner::{HandleError, MessageHandler},
     outbox::{self, OutboxMessage},
@@ -154,6 +154,7 @@ async fn apply(
             set("dead", Some("invalid_address"))
                 .execute(&mut *conn)
                 .await?;
+            device_invalidated(conn, ev, &d).await?;
             Applied::Dead {
                 reason: "invalid_address",
             }
@@ -219,6 +220,38 @@ async fn apply(
         }
     };
     Ok(applied)
+}
+
+/// A push token the provider called dead is removed from users-service: the event goes out
+/// through the outbox, in the transaction that records the attempt.
+async fn device_invalidated(
+    conn: &mut PgConnection,
+    ev: &StatusEvent,
+    d: &DeliveryRow,
+) -> anyhow::Result<()> {
+    let Some((platform, token)) = d.address.as_deref().and_then(parse_push_address) else {
+        return Ok(());
+    };
+    if d.channel != Channel::Push.as_str() {
+        return Ok(());
+    }
+    let event = DomainEvent::DeviceInvalidated {
+        schema: SCHEMA,
+        user_id: d.user_id,
+        platform,
+        token: token.to_owned(),
+        delivery_id: ev.delivery_id,
+        reason: ev
+            .error
+            .as_ref()
+            .map_or_else(|| "invalid_address".to_owned(), |e| e.code.clone()),
+        at: ev.at,
+    };
+    let key = d
+        .user_id
+        .map_or_else(|| token.to_owned(), |u| u.to_string());
+    outbox::enqueue(conn, &[OutboxMessage::new(EVENTS_TOPIC, key, &event)?]).await?;
+    Ok(())
 }
 
 /// The dispatch message of a later attempt, rebuilt from the stored notification.

@@ -257,6 +257,19 @@ pub async fn add_device(
 }
 
 /// Removes one of `user`'s devices; false if `user` has no such device.
+/// Removes the device with this platform and token, whoever registered it; returns its owners.
+pub async fn delete_device_by_token(
+    conn: &mut PgConnection,
+    platform: Platform,
+    token: &str,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("DELETE FROM devices WHERE platform = $1 AND token = $2 RETURNING user_id")
+        .bind(platform.as_str())
+        .bind(token)
+        .fetch_all(conn)
+        .await
+}
+
 pub async fn delete_device(conn: &mut PgConnection, user: Uuid, id: Uuid) -> sqlx::Result<bool> {
     let res = sqlx::query("DELETE FROM devices WHERE id = $1 AND user_id = $2")
         .bind(id)

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod events;
 pub mod routes;
 
 use std::sync::Arc;
@@ -68,9 +69,21 @@ pub async fn run(
         "users-service-relay",
         &shutdown,
     )?;
+    let events = common::kafka::runner::spawn(
+        &cfg.kafka,
+        "users-service.events",
+        common::events::EVENTS_TOPIC,
+        Arc::new(events::EventsHandler { pool: pool.clone() }),
+        common::kafka::runner::RunnerConfig {
+            max_in_flight: 8,
+            ..Default::default()
+        },
+        &shutdown,
+    )?;
     tracing::info!(addr = %listener.local_addr()?, "users-service listening");
     common::http::serve(listener, router(state, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
+    let _ = events.await;
     if let Some(relay) = relay {
         common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;
     }

@@ -7,7 +7,7 @@ use common::{
     redis::RedisConfig,
 };
 
-use crate::{sms::SmsConfig, telegram::TelegramConfig, webhook::WebhookConfig};
+use crate::{push::PushConfig, sms::SmsConfig, telegram::TelegramConfig, webhook::WebhookConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +23,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub email: EmailConfig,
     pub sms: SmsConfig,
+    pub push: PushConfig,
     pub telegram: TelegramConfig,
     pub webhook: WebhookConfig,
     pub lanes: LaneConfig,
@@ -39,6 +40,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             email: EmailConfig::default(),
             sms: SmsConfig::default(),
+            push: PushConfig::default(),
             telegram: TelegramConfig::default(),
             webhook: WebhookConfig::default(),
             lanes: LaneConfig::default(),

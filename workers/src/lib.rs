@@ -1,15 +1,19 @@
 //! workers: stateless transports. Each consumes `notify.dispatch.<channel>.<lane>`, sends
 //! through its provider and reports a status event on `notify.status`.
 //!
-//! [`provider`] is what a channel implements ([`email`], [`sms`], [`telegram`] so far); [`dispatch`] is the
+//! [`provider`] is what a channel implements ([`email`], [`sms`], [`push`] (FCM and APNs),
+//! [`webhook`], [`telegram`]); [`dispatch`] is the
 //! channel-independent part: decode, dedupe in Redis, send, report. Urgent and bulk lanes have
 //! separate consumers and concurrency limits so a bulk backlog never delays urgent traffic.
 
+pub mod apns;
 pub mod config;
 pub mod dispatch;
 pub mod email;
+pub mod fcm;
 pub mod http_provider;
 pub mod provider;
+pub mod push;
 pub mod sms;
 pub mod telegram;
 pub mod webhook;
@@ -128,7 +132,14 @@ pub async fn run(
                 &redis,
                 &shutdown,
             )?,
-            other => anyhow::bail!("the {} channel has no worker yet", other.as_str()),
+            Channel::Push => start_channel(
+                Arc::new(push::PushProvider::new(&cfg.push)?),
+                *channel,
+                &cfg,
+                &producer,
+                &redis,
+                &shutdown,
+            )?,
         };
         consumers.extend(started);
     }

@@ -42,5 +42,9 @@ impl ProviderResult {
 pub trait Provider: Send + Sync + 'static {
     /// Reported as `provider` in status events.
     fn name(&self) -> &'static str;
+    /// The provider that handles `msg` (a channel with several platforms answers per message).
+    fn provider_for(&self, _msg: &DispatchMessage) -> &'static str {
+        self.name()
+    }
     fn send(&self, msg: &DispatchMessage) -> impl Future<Output = ProviderResult> + Send;
 }

@@ -56,6 +56,29 @@ impl Default for RunnerConfig {
     }
 }
 
+/// Subscribes a new consumer in group `group` (the deployment prefix is applied to it and to
+/// `topic`) and runs [`run`] on a task.
+pub fn spawn<H: MessageHandler>(
+    kafka: &super::KafkaConfig,
+    group: &str,
+    topic: &str,
+    handler: Arc<H>,
+    cfg: RunnerConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let topic = kafka.topic(topic);
+    let group = kafka.topic(group);
+    let consumer = super::consumer(kafka, &group, &group.replace('.', "-"))?;
+    consumer.subscribe(&[&topic])?;
+    tracing::info!(%topic, %group, "consuming");
+    Ok(tokio::spawn(run(
+        Arc::new(consumer),
+        handler,
+        cfg,
+        shutdown.clone(),
+    )))
+}
+
 /// Consumes until `shutdown`, handing each message to `handler`.
 pub async fn run<H: MessageHandler>(
     consumer: Arc<SafeConsumer>,

@@ -58,7 +58,9 @@ async fn existing(conn: &mut PgConnection, id: Uuid) -> Result<db::UserRow, ApiE
         .ok_or_else(|| ApiError::not_found("no such user"))
 }
 
-async fn changed(conn: &mut PgConnection, user_id: Uuid) -> Result<(), ApiError> {
+/// Announces that a user's delivery profile changed (`preferences.updated`, in the caller's
+/// transaction), so cached profiles are evicted.
+pub(crate) async fn changed(conn: &mut PgConnection, user_id: Uuid) -> Result<(), ApiError> {
     let event = DomainEvent::PreferencesUpdated {
         schema: SCHEMA,
         user_id,
