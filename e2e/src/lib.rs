@@ -43,6 +43,9 @@ pub struct Options {
     pub welcome: bool,
     /// The channels notification-service plans for (default: email, the one with a worker).
     pub enabled_channels: Vec<common::events::Channel>,
+    /// The workers' settings (channels, providers); its address, Kafka, Redis and SMTP URL
+    /// are the stack's.
+    pub workers: workers::Config,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             signing_key_pem: None,
             welcome: true,
             enabled_channels: vec![common::events::Channel::Email],
+            workers: workers::Config::default(),
         }
     }
 }
@@ -200,9 +204,9 @@ impl Stack {
             email: workers::config::EmailConfig {
                 smtp_url: smtp.url(),
                 timeout_ms: 5_000,
-                ..Default::default()
+                ..opts.workers.email.clone()
             },
-            ..Default::default()
+            ..opts.workers.clone()
         };
         tasks.push(tokio::spawn(workers::run(workers_cfg, l, shutdown.clone())));
 

@@ -138,13 +138,29 @@ pub fn plan(
                 Some(profile) => {
                     let mandatory = profile.mandatory_categories.contains(&req.category);
                     for &c in channels {
+                        let opted_out = !mandatory && !profile.preferences.allows(&req.category, c);
+                        // Push fans out to every registered device (none: `no_contact`).
+                        if c == Channel::Push && !profile.devices.is_empty() {
+                            for device in &profile.devices {
+                                let address =
+                                    format!("{}:{}", device.platform.as_str(), device.token);
+                                let reason = opted_out.then_some("opted_out");
+                                out.push(delivery(
+                                    c,
+                                    Some(*id),
+                                    Some(address),
+                                    reason,
+                                    Some(profile),
+                                ));
+                            }
+                            continue;
+                        }
                         let address = match c {
                             Channel::Email => profile.contacts.email.clone(),
                             Channel::Sms => profile.contacts.phone.clone(),
                             Channel::Telegram => profile.contacts.telegram_chat_id.clone(),
                             Channel::Push | Channel::Webhook => None,
                         };
-                        let opted_out = !mandatory && !profile.preferences.allows(&req.category, c);
                         let reason = (opted_out && address.is_some()).then_some("opted_out");
                         out.push(delivery(c, Some(*id), address, reason, Some(profile)));
                     }
@@ -174,6 +190,48 @@ mod tests {
             preferences,
             mandatory_categories: vec!["security".into()],
         }
+    }
+
+    #[test]
+    fn push_fans_out_to_every_device_and_respects_opt_outs() {
+        let cfg = PlanningConfig::default();
+        let id = Uuid::new_v4();
+        let device = |platform, token: &str| common::events::Device {
+            id: Uuid::new_v4(),
+            platform,
+            token: token.into(),
+            created_at: Utc::now(),
+            last_seen: Utc::now(),
+        };
+        let mut p = profile(id, None, Preferences::default());
+        p.devices = vec![
+            device(common::events::Platform::Fcm, "f1"),
+            device(common::events::Platform::Apns, "a1"),
+        ];
+        let mut profiles = HashMap::from([(id, p)]);
+        let mut r = req(vec![Recipient::User(id)], Priority::Normal);
+        r.channels = Some(vec![Channel::Push]);
+        let planned = plan(&r, &profiles, &cfg, Utc::now());
+        let rows: Vec<_> = planned
+            .iter()
+            .map(|d| (d.address.as_deref(), d.status, d.reason))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (Some("fcm:f1"), PlannedStatus::Queued, None),
+                (Some("apns:a1"), PlannedStatus::Queued, None),
+            ]
+        );
+
+        let prof = profiles.get_mut(&id).unwrap();
+        prof.preferences.channels = [(Channel::Push, false)].into();
+        let planned = plan(&r, &profiles, &cfg, Utc::now());
+        assert!(planned.iter().all(|d| d.reason == Some("opted_out")));
+
+        profiles.get_mut(&id).unwrap().devices.clear();
+        let planned = plan(&r, &profiles, &cfg, Utc::now());
+        assert_eq!((planned.len(), planned[0].reason), (1, Some("no_contact")));
     }
 
     #[test]
