@@ -17,6 +17,7 @@ pub mod events;
 pub mod http;
 pub mod idempotency;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod problem;
 pub mod redis;

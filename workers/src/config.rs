@@ -29,6 +29,9 @@ pub struct Config {
     pub lanes: LaneConfig,
     /// How long a handled dispatch is remembered (a redelivery within it is not sent again).
     pub dedupe_ttl_secs: u64,
+    /// How long a worker's claim on a send lasts. Longer than any provider's timeout; a
+    /// redelivery of a message whose worker died mid-send waits this long before sending.
+    pub claim_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             lanes: LaneConfig::default(),
             dedupe_ttl_secs: 7 * 86_400,
+            claim_ttl_secs: 60,
         }
     }
 }

@@ -1,10 +1,13 @@
-//! The channel-independent part of a worker: decode → dedupe → send → report.
+//! The channel-independent part of a worker: decode → claim → send → record → report.
 //!
-//! Duplicate-send protection: after the provider answered, the status event is stored in
-//! Redis under `dispatch:<delivery>:<attempt>` **before** it is published. A redelivered
-//! message (crash, rebalance) whose key exists is not sent again; its stored status is
-//! re-published instead. So a provider sees a second send only if a worker dies between the
-//! provider accepting and this key being written.
+//! Duplicate-send protection (decision 0004): before sending, a worker claims
+//! `dispatch:<delivery>:<attempt>` in Redis (`SET NX`, `claim_ttl_secs`). After the provider
+//! answered, the claim is overwritten with the status event (kept `dedupe_ttl_secs`) **before**
+//! that event is published. A redelivered message (crash, rebalance, a duplicate in Kafka)
+//! finds either the status — re-published, not re-sent — or a live claim, and then waits (the
+//! message is retried in place) until the status appears or the claim of a worker that died
+//! mid-send expires. A provider sees a second send only if a worker dies between the provider
+//! accepting and the status being written, or a send outlives its claim.
 
 use std::{sync::Arc, time::Instant};
 
@@ -33,7 +36,26 @@ pub struct Dispatcher<P> {
     redis_cfg: RedisConfig,
     kafka: KafkaConfig,
     dedupe_ttl_secs: u64,
+    claim_ttl_secs: u64,
 }
+
+/// The value of a claim whose send has not finished.
+const CLAIMED: &str = "sending";
+
+enum Claim {
+    /// This worker sends.
+    Won,
+    /// Already sent (or failed) by someone: re-report this status.
+    Done(Box<StatusEvent>),
+    /// Someone is sending it now.
+    Busy,
+    /// Redis cannot tell: send (at least once).
+    Unavailable,
+}
+
+/// Another worker is sending this attempt right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
 
 impl<P: Provider> Dispatcher<P> {
     pub fn new(
@@ -49,6 +71,7 @@ impl<P: Provider> Dispatcher<P> {
             redis_cfg: cfg.redis.clone(),
             kafka: cfg.kafka.clone(),
             dedupe_ttl_secs: cfg.dedupe_ttl_secs,
+            claim_ttl_secs: cfg.claim_ttl_secs.max(1),
         }
     }
 
@@ -59,20 +82,19 @@ impl<P: Provider> Dispatcher<P> {
 
     /// Sends one dispatch (unless it was already handled) and returns its status event,
     /// without publishing it. Tests step a worker with this.
-    pub async fn process(&self, msg: &DispatchMessage) -> StatusEvent {
+    ///
+    /// `Err(Busy)`: another worker holds the claim for this attempt right now; the caller
+    /// tries again later and then finds its status (or, if that worker died, an expired claim).
+    pub async fn process(&self, msg: &DispatchMessage) -> Result<StatusEvent, Busy> {
         let key = self.dedupe_key(msg);
         let mut redis = self.redis.clone();
-        match redis.get::<_, Option<String>>(&key).await {
-            Ok(Some(stored)) => match serde_json::from_str::<StatusEvent>(&stored) {
-                Ok(ev) => {
-                    tracing::info!(delivery_id = %msg.delivery_id, attempt = msg.attempt, "already handled; re-reporting");
-                    return ev;
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable dedupe record; sending"),
-            },
-            Ok(None) => {}
-            // At-least-once beats at-most-once: without Redis we still send.
-            Err(e) => tracing::warn!(error = %e, "dedupe lookup failed; sending anyway"),
+        match self.claim(&mut redis, &key).await {
+            Claim::Won | Claim::Unavailable => {}
+            Claim::Done(ev) => {
+                tracing::info!(delivery_id = %msg.delivery_id, attempt = msg.attempt, "already handled; re-reporting");
+                return Ok(*ev);
+            }
+            Claim::Busy => return Err(Busy),
         }
 
         let started = Instant::now();
@@ -105,6 +127,8 @@ impl<P: Provider> Dispatcher<P> {
             duration_ms = event.duration_ms,
             "dispatch handled"
         );
+        crate::metrics::record(&event);
+        // The claim becomes the record: a redelivery now re-reports instead of re-sending.
         match serde_json::to_string(&event) {
             Ok(json) => {
                 if let Err(e) = redis
@@ -116,7 +140,44 @@ impl<P: Provider> Dispatcher<P> {
             }
             Err(e) => tracing::warn!(error = %e, "status event not serialisable"),
         }
-        event
+        Ok(event)
+    }
+
+    /// `SET key sending NX EX claim_ttl`; when taken, what the key holds decides.
+    async fn claim(&self, redis: &mut redis::aio::ConnectionManager, key: &str) -> Claim {
+        let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(key)
+            .arg(CLAIMED)
+            .arg("NX")
+            .arg("EX")
+            .arg(self.claim_ttl_secs)
+            .query_async(redis)
+            .await;
+        match claimed {
+            Ok(Some(_)) => return Claim::Won,
+            Ok(None) => {}
+            // At-least-once beats at-most-once: without Redis we still send.
+            Err(e) => {
+                tracing::warn!(error = %e, "dedupe claim failed; sending anyway");
+                return Claim::Unavailable;
+            }
+        }
+        match redis.get::<_, Option<String>>(key).await {
+            Ok(Some(v)) if v == CLAIMED => Claim::Busy,
+            Ok(Some(stored)) => match serde_json::from_str::<StatusEvent>(&stored) {
+                Ok(ev) => Claim::Done(Box::new(ev)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable dedupe record; sending");
+                    Claim::Unavailable
+                }
+            },
+            // The claim expired between the two commands: try again shortly.
+            Ok(None) => Claim::Busy,
+            Err(e) => {
+                tracing::warn!(error = %e, "dedupe lookup failed; sending anyway");
+                Claim::Unavailable
+            }
+        }
     }
 
     /// Publishes a status event and waits for the broker's acknowledgement.
@@ -144,7 +205,13 @@ impl<P: Provider> MessageHandler for Dispatcher<P> {
         let payload = raw.payload().unwrap_or_default();
         let msg: DispatchMessage = serde_json::from_slice(payload)
             .map_err(|e| HandleError::Skip(anyhow::anyhow!("undecodable dispatch message: {e}")))?;
-        let event = self.process(&msg).await;
+        let event = self.process(&msg).await.map_err(|Busy| {
+            HandleError::Retry(anyhow::anyhow!(
+                "delivery {} attempt {} is being sent by another worker",
+                msg.delivery_id,
+                msg.attempt
+            ))
+        })?;
         // If this fails the message is retried: the dedupe record makes the retry re-report
         // instead of re-sending.
         self.report(&event).await.map_err(HandleError::Retry)

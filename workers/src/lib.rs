@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod email;
 pub mod fcm;
 pub mod http_provider;
+pub mod metrics;
 pub mod provider;
 pub mod push;
 pub mod sms;
@@ -41,6 +42,7 @@ fn health_router(state: HealthState, cfg: &Config) -> Router {
     let r = Router::new()
         .route("/healthz", get(common::http::healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(common::metrics::handler))
         .with_state(state);
     common::http::with_edge_layers(r, &cfg.http)
 }
@@ -95,6 +97,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    metrics::init();
     let redis = common::redis::connect(&cfg.redis).await?;
     let producer = common::kafka::producer(&cfg.kafka, "workers-status")?;
     let mut consumers = Vec::new();

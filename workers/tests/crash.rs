@@ -26,6 +26,8 @@ fn spawn_worker(kafka: &KafkaConfig, redis_prefix: &str, smtp_url: &str) -> Chil
         .env("NOTIFY_REDIS__KEY_PREFIX", redis_prefix)
         .env("NOTIFY_EMAIL__SMTP_URL", smtp_url)
         .env("NOTIFY_EMAIL__TIMEOUT_MS", "120000")
+        // The killed worker's claim on the send expires after this; the next worker then sends.
+        .env("NOTIFY_CLAIM_TTL_SECS", "2")
         .env("NOTIFY_HTTP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -1,7 +1,5 @@
-//! HTTP providers against wiremock: the exact request each provider receives, how error
-//! answers are classified, and that a redelivered dispatch reaches the provider once.
-
-use std::sync::Arc;
+//! HTTP providers against wiremock: the exact request each provider receives and how error
+//! answers are classified. (Redelivery: `dedupe.rs`; push: `push.rs`.)
 
 use common::events::{Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA};
 use secrecy::SecretString;
@@ -203,42 +201,6 @@ async fn telegram_sends_to_the_bot_api_and_classifies_errors() {
             (outcome, Some(code), retry_after)
         );
     }
-}
-
-#[tokio::test]
-async fn a_dispatch_delivered_twice_reaches_the_provider_once() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(SMS_PATH))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": "SM1" })))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let cfg = workers::Config {
-        redis: common::redis::RedisConfig {
-            key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let redis = common::redis::connect(&cfg.redis).await.unwrap();
-    // The status producer is never used by `process`; it only needs to exist.
-    let kafka = common::kafka::KafkaConfig {
-        bootstrap_servers: "127.0.0.1:1".into(),
-        ..Default::default()
-    };
-    let producer = common::kafka::producer(&kafka, "test").unwrap();
-    let dispatcher =
-        workers::dispatch::Dispatcher::new(Arc::new(sms(&server)), producer, redis, &cfg);
-    let msg = message(Channel::Sms, "+4930123456");
-    let first = dispatcher.process(&msg).await;
-    let second = dispatcher.process(&msg).await;
-    assert_eq!(first.outcome, Outcome::Sent);
-    assert_eq!(
-        second, first,
-        "the redelivery re-reports the recorded status"
-    );
-    // `expect(1)` is verified when the server drops.
 }
 
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

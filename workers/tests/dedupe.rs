@@ -1,0 +1,242 @@
+//! Duplicate-send protection: a dispatch handled twice — one after the other, at the same
+//! time, or delivered twice through Kafka to a running worker — reaches the provider once, and
+//! every copy still gets its status reported.
+
+use std::{sync::Arc, time::Duration};
+
+use common::{
+    events::{
+        Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, STATUS_TOPIC,
+        StatusEvent, dispatch_topic,
+    },
+    kafka::{KafkaConfig, consumer, producer},
+};
+use devkit::kafka::DevCluster;
+use rdkafka::{Message, consumer::Consumer, producer::FutureRecord};
+use secrecy::SecretString;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path},
+};
+use workers::{
+    dispatch::{Busy, Dispatcher},
+    sms::{SmsConfig, SmsProvider},
+};
+
+const SMS_PATH: &str = "/2010-04-01/Accounts/AC123/Messages.json";
+
+fn message() -> DispatchMessage {
+    DispatchMessage {
+        schema: SCHEMA,
+        delivery_id: uuid::Uuid::now_v7(),
+        notification_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        channel: Channel::Sms,
+        lane: Lane::Urgent,
+        recipient: RecipientRef {
+            user_id: None,
+            address: "+4930123456".into(),
+        },
+        content: Content {
+            subject: None,
+            text: "Your code is 123456".into(),
+            html: None,
+            data: None,
+        },
+        locale: None,
+        not_after: None,
+        created_at: chrono::Utc::now(),
+    }
+}
+
+fn sms_config(server: &MockServer) -> SmsConfig {
+    SmsConfig {
+        base_url: server.uri(),
+        account_sid: "AC123".into(),
+        auth_token: SecretString::from("secret"),
+        from: "+15005550006".into(),
+        timeout_ms: 5_000,
+    }
+}
+
+/// An SMS gateway that answers after `delay` and expects exactly one request.
+async fn gateway(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SMS_PATH))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({ "sid": "SM1" }))
+                .set_delay(delay),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn config(server: &MockServer) -> workers::Config {
+    workers::Config {
+        channels: vec![Channel::Sms],
+        redis: common::redis::RedisConfig {
+            key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+            ..Default::default()
+        },
+        sms: sms_config(server),
+        ..Default::default()
+    }
+}
+
+async fn dispatcher(server: &MockServer) -> Dispatcher<SmsProvider> {
+    let cfg = config(server);
+    let redis = common::redis::connect(&cfg.redis).await.unwrap();
+    // `process` never publishes; the producer only has to exist.
+    let kafka = KafkaConfig {
+        bootstrap_servers: "127.0.0.1:1".into(),
+        ..Default::default()
+    };
+    let producer = producer(&kafka, "test").unwrap();
+    Dispatcher::new(
+        Arc::new(SmsProvider::new(&cfg.sms).unwrap()),
+        producer,
+        redis,
+        &cfg,
+    )
+}
+
+#[tokio::test]
+async fn a_dispatch_handled_twice_reaches_the_provider_once() {
+    let server = gateway(Duration::ZERO).await;
+    let d = dispatcher(&server).await;
+    let msg = message();
+    let first = d.process(&msg).await.unwrap();
+    let second = d.process(&msg).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Sent);
+    assert_eq!(
+        second, first,
+        "the redelivery re-reports the recorded status"
+    );
+    // `expect(1)` is verified when the server drops.
+}
+
+#[tokio::test]
+async fn a_copy_arriving_mid_send_waits_for_the_first_instead_of_sending() {
+    let server = gateway(Duration::from_millis(500)).await;
+    let d = dispatcher(&server).await;
+    let msg = message();
+    let (a, b) = tokio::join!(d.process(&msg), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        d.process(&msg).await
+    });
+    let sent = a.unwrap();
+    assert_eq!(sent.outcome, Outcome::Sent);
+    assert_eq!(b, Err(Busy), "the claim is held while the first send runs");
+    assert_eq!(
+        d.process(&msg).await,
+        Ok(sent),
+        "then the status is re-reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
+    let server = gateway(Duration::from_millis(200)).await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("d{}.", &id[..8]);
+    let topics: Vec<String> = [
+        dispatch_topic(Channel::Sms, Lane::Urgent),
+        dispatch_topic(Channel::Sms, Lane::Bulk),
+        STATUS_TOPIC.to_owned(),
+    ]
+    .iter()
+    .map(|t| format!("{prefix}{t}"))
+    .collect();
+    let cluster = DevCluster::start(&topics, 3).unwrap();
+    let kafka = KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers().to_owned(),
+        topic_prefix: prefix,
+        ..Default::default()
+    };
+
+    // The same message twice, on different partitions (different keys): two consumers' worth
+    // of concurrency inside one worker.
+    let msg = message();
+    let payload = serde_json::to_vec(&msg).unwrap();
+    let p = producer(&kafka, "test").unwrap();
+    let topic = kafka.topic(&dispatch_topic(Channel::Sms, Lane::Urgent));
+    for key in ["a", "b"] {
+        p.send(
+            FutureRecord::to(&topic).key(key).payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+
+    let cfg = workers::Config {
+        kafka: kafka.clone(),
+        http: common::http::HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        ..config(&server)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(workers::run(cfg, listener, shutdown.clone()));
+
+    let c = consumer(&kafka, "status-reader", "test").unwrap();
+    c.subscribe(&[&kafka.topic(STATUS_TOPIC)]).unwrap();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while events.len() < 2 {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(m)) => {
+                events.push(serde_json::from_slice::<StatusEvent>(m.payload().unwrap()).unwrap())
+            }
+            Ok(Err(e)) => panic!("reading statuses: {e}"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(events.len(), 2, "both copies are reported: {events:?}");
+    assert_eq!(events[0], events[1], "with the same status");
+    assert_eq!(
+        (
+            events[0].delivery_id,
+            events[0].outcome,
+            events[0].provider.as_str()
+        ),
+        (msg.delivery_id, Outcome::Sent, "sms_gateway")
+    );
+    let sends: Vec<_> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == SMS_PATH)
+        .collect();
+    assert_eq!(sends.len(), 1, "the gateway got one request");
+
+    // The send is counted once, with its latency, on the worker's /metrics.
+    let metrics = reqwest::get(format!("http://{health}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"notify_worker_sends_total{channel="sms",provider="sms_gateway",outcome="sent"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"notify_worker_send_duration_seconds_count{channel="sms",provider="sms_gateway"} 1"#
+        ),
+        "{metrics}"
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+}
