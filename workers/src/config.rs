@@ -66,6 +66,9 @@ pub struct EmailConfig {
     pub timeout_ms: u64,
     /// Pooled SMTP connections. One connection manages ~22 mails/s; sends run concurrently.
     pub pool_size: u32,
+    /// An extra root certificate (PEM) trusted for STARTTLS / TLS, e.g. an internal relay's
+    /// private CA. Public CAs are trusted without it.
+    pub tls_ca_path: Option<std::path::PathBuf>,
 }
 
 impl Default for EmailConfig {
@@ -75,6 +78,7 @@ impl Default for EmailConfig {
             from: "Notify <notify@localhost.localdomain>".into(),
             timeout_ms: 10_000,
             pool_size: 16,
+            tls_ca_path: None,
         }
     }
 }

@@ -1,12 +1,23 @@
 //! Email over SMTP with lettre (pooled connections, concurrent sends).
+//!
+//! Header injection is impossible by construction: the recipient must parse as one mailbox
+//! (a CR/LF makes it `invalid_address`), control characters in the subject are replaced by
+//! spaces before lettre encodes it, and the unsubscribe URL is re-serialised by `url` (which
+//! drops tabs and newlines) and must be `https:` or `mailto:`.
 
 use std::time::Duration;
 
 use common::events::{DispatchMessage, Outcome};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{Mailbox, MultiPart, header::ContentType},
-    transport::smtp::PoolConfig,
+    message::{
+        Mailbox, MultiPart,
+        header::{ContentType, Header, HeaderName, HeaderValue},
+    },
+    transport::smtp::{
+        PoolConfig,
+        client::{Certificate, Tls, TlsParameters},
+    },
 };
 
 use crate::{
@@ -29,8 +40,12 @@ impl EmailProvider {
             .from
             .parse()
             .map_err(|e| anyhow::anyhow!("email.from `{}` is not a mailbox: {e}", cfg.from))?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&cfg.smtp_url)
-            .map_err(|e| anyhow::anyhow!("email.smtp_url is invalid: {e}"))?
+        let mut transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&cfg.smtp_url)
+            .map_err(|e| anyhow::anyhow!("email.smtp_url is invalid: {e}"))?;
+        if let Some(ca) = &cfg.tls_ca_path {
+            transport = transport.tls(tls_with_ca(&cfg.smtp_url, ca)?);
+        }
+        let transport = transport
             .timeout(Some(Duration::from_millis(cfg.timeout_ms)))
             .pool_config(PoolConfig::new().max_size(cfg.pool_size.max(1)))
             .build();
@@ -47,11 +62,26 @@ impl EmailProvider {
         let to: Mailbox = msg.recipient.address.parse().map_err(|e| {
             ProviderResult::failed(Outcome::InvalidAddress, "invalid_address", format!("{e}"))
         })?;
-        let builder = Message::builder()
+        let subject: String = msg
+            .content
+            .subject
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(msg.content.subject.clone().unwrap_or_default())
+            .subject(subject)
             .message_id(Some(message_id.to_owned()));
+        if let Some(url) = unsubscribe_url(msg) {
+            // RFC 8058 one-click unsubscribe for https links.
+            if url.scheme() == "https" {
+                builder = builder.header(ListUnsubscribePost);
+            }
+            builder = builder.header(ListUnsubscribe(format!("<{url}>")));
+        }
         let built = match &msg.content.html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(
                 msg.content.text.clone(),
@@ -64,6 +94,83 @@ impl EmailProvider {
         built.map_err(|e| {
             ProviderResult::failed(Outcome::PermanentFailure, "message_build", e.to_string())
         })
+    }
+}
+
+/// The URL's TLS mode (`smtps:` wrapper, `?tls=required` STARTTLS, `?tls=opportunistic`)
+/// with `ca` trusted in addition to the public roots.
+fn tls_with_ca(smtp_url: &str, ca: &std::path::Path) -> anyhow::Result<Tls> {
+    let url = url::Url::parse(smtp_url)?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("email.smtp_url has no host"))?;
+    let pem = std::fs::read(ca)
+        .map_err(|e| anyhow::anyhow!("email.tls_ca_path {}: {e}", ca.display()))?;
+    let params = TlsParameters::builder(host.to_owned())
+        .add_root_certificate(
+            Certificate::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("email.tls_ca_path is not a PEM certificate: {e}"))?,
+        )
+        .build_rustls()?;
+    let mode = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    Ok(match (url.scheme(), mode.as_deref()) {
+        ("smtps", _) => Tls::Wrapper(params),
+        (_, Some("required")) => Tls::Required(params),
+        (_, Some("opportunistic")) => Tls::Opportunistic(params),
+        _ => anyhow::bail!(
+            "email.tls_ca_path needs a TLS URL (smtps://, or smtp://...?tls=required|opportunistic)"
+        ),
+    })
+}
+
+/// `data.unsubscribe_url` when it is an `https:` or `mailto:` URL.
+fn unsubscribe_url(msg: &DispatchMessage) -> Option<url::Url> {
+    let raw = msg
+        .content
+        .data
+        .as_ref()?
+        .get("unsubscribe_url")?
+        .as_str()?;
+    let url = url::Url::parse(raw).ok()?;
+    matches!(url.scheme(), "https" | "mailto").then_some(url)
+}
+
+/// `List-Unsubscribe: <url>` (RFC 2369).
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
     }
 }
 
