@@ -4,10 +4,19 @@
 //! Used by `notifyctl up` (the local stack) and by every integration test. It does not depend
 //! on `common`, so `common`'s own tests can use it.
 
+pub mod http_sink;
 pub mod kafka;
 pub mod nginx;
 pub mod pg;
 pub mod smtp;
+
+/// Test-only keys (`fixtures/README.md`), also used by the local stack's fake providers.
+pub mod fixtures {
+    /// An RSA key for the fake FCM service account.
+    pub const RSA_PRIVATE_PEM: &str = include_str!("../fixtures/rsa_private.pem");
+    /// A P-256 key standing in for an APNs `.p8`.
+    pub const EC_P256_PRIVATE_PEM: &str = include_str!("../fixtures/ec_p256_private.pem");
+}
 
 /// Picks a free loopback port (bind to 0, read, release).
 pub fn free_port() -> u16 {

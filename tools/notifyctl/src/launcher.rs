@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::Context;
 use common::{auth::Role, events::all_topics};
-use devkit::{kafka::DevCluster, nginx::Nginx, smtp::SmtpSink};
+use devkit::{http_sink::HttpSink, kafka::DevCluster, nginx::Nginx, smtp::SmtpSink};
 use rand::Rng;
 
 use crate::stack::{JwtInfo, StackFile, Tokens};
@@ -173,6 +173,62 @@ async fn wait_for_signal() {
     }
 }
 
+/// Every channel runs on the local stack; HTTP providers are the sink.
+const ALL_CHANNELS: &str = "[email,sms,push,telegram,webhook]";
+
+/// Worker settings pointing every HTTP provider at the sink, with dev credentials (the FCM
+/// service account and the APNs key are the repository's test keys, written under `dir`).
+fn fake_providers(dir: &Path, sink: &HttpSink) -> anyhow::Result<Vec<(String, String)>> {
+    let config = std::path::absolute(dir.join("config"))?;
+    std::fs::create_dir_all(&config)?;
+    let fcm_key = config.join("fcm-service-account.json");
+    std::fs::write(
+        &fcm_key,
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "type": "service_account",
+            "project_id": "notify-dev",
+            "private_key": devkit::fixtures::RSA_PRIVATE_PEM,
+            "client_email": "dev@notify-dev.iam.gserviceaccount.com",
+            "token_uri": format!("{}/token", sink.url("fcm")),
+        }))?,
+    )?;
+    let apns_key = config.join("apns-dev.p8");
+    std::fs::write(&apns_key, devkit::fixtures::EC_P256_PRIVATE_PEM)?;
+    let webhook_secret = {
+        use base64::Engine as _;
+        let bytes: [u8; 24] = rand::rng().random();
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    let env = [
+        ("NOTIFY_SMS__BASE_URL", sink.url("sms")),
+        ("NOTIFY_SMS__ACCOUNT_SID", "ACdev".into()),
+        ("NOTIFY_SMS__AUTH_TOKEN", "dev".into()),
+        // Quoted: figment reads an unquoted `+1500…` from the environment as a number.
+        ("NOTIFY_SMS__FROM", "\"+15005550006\"".into()),
+        ("NOTIFY_TELEGRAM__BASE_URL", sink.url("telegram")),
+        ("NOTIFY_TELEGRAM__BOT_TOKEN", "dev".into()),
+        ("NOTIFY_PUSH__FCM__BASE_URL", sink.url("fcm")),
+        (
+            "NOTIFY_PUSH__FCM__SERVICE_ACCOUNT_PATH",
+            fcm_key.display().to_string(),
+        ),
+        ("NOTIFY_PUSH__APNS__BASE_URL", sink.url("apns")),
+        ("NOTIFY_PUSH__APNS__TOPIC", "dev.notify.app".into()),
+        ("NOTIFY_PUSH__APNS__KEY_ID", "DEVKEY0001".into()),
+        ("NOTIFY_PUSH__APNS__TEAM_ID", "DEVTEAM001".into()),
+        (
+            "NOTIFY_PUSH__APNS__KEY_PATH",
+            apns_key.display().to_string(),
+        ),
+        ("NOTIFY_WEBHOOK__SECRET", webhook_secret),
+        ("NOTIFY_WEBHOOK__ALLOW_LOOPBACK", "true".into()),
+    ];
+    Ok(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let pg = host_port(&args.postgres, 5432);
     anyhow::ensure!(
@@ -203,12 +259,17 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let smtp = SmtpSink::start(args.smtp_port, Some(mail.clone()))
         .or_else(|_| SmtpSink::start(0, Some(mail.clone())))
         .context("starting the SMTP catcher")?;
+    let sinks = args.dir.join("sinks");
+    let sink = HttpSink::start(0, &sinks).context("starting the HTTP provider sink")?;
     eprintln!(
-        "kafka: {}  smtp catcher: {} → {}/",
+        "kafka: {}  smtp catcher: {} → {}/  http providers: {} → {}/<channel>/",
         cluster.bootstrap_servers(),
         smtp.addr(),
-        mail.display()
+        mail.display(),
+        sink.addr(),
+        sinks.display()
     );
+    let provider_env = fake_providers(&args.dir, &sink)?;
 
     let secret: String = {
         let bytes: [u8; 32] = rand::rng().random();
@@ -303,16 +364,17 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
                 "NOTIFY_USERS__BASE_URL",
                 format!("http://127.0.0.1:{users_port}"),
             ),
+            ("NOTIFY_PLANNING__ENABLED_CHANNELS", ALL_CHANNELS.into()),
         ]),
     )?;
-    start(
-        "workers",
-        with(&[
-            listen(workers_port),
-            ("NOTIFY_EMAIL__SMTP_URL", smtp.url()),
-            ("NOTIFY_REDIS__KEY_PREFIX", "notify:dev:".into()),
-        ]),
-    )?;
+    let mut workers_env = with(&[
+        listen(workers_port),
+        ("NOTIFY_EMAIL__SMTP_URL", smtp.url()),
+        ("NOTIFY_REDIS__KEY_PREFIX", "notify:dev:".into()),
+        ("NOTIFY_CHANNELS", ALL_CHANNELS.into()),
+    ]);
+    workers_env.extend(provider_env);
+    start("workers", workers_env)?;
     start(
         "repeater",
         with(&[listen(repeater_port), notify_db.clone()]),
@@ -416,6 +478,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         kafka_bootstrap_servers: cluster.bootstrap_servers().to_owned(),
         smtp: smtp.url(),
         mail_dir: mail.display().to_string(),
+        sinks_dir: sinks.display().to_string(),
+        webhook_sink: format!("{}/hook", sink.url("webhook")),
     };
     let stack_path = args.dir.join("stack.json");
     std::fs::write(&stack_path, serde_json::to_string_pretty(&stack)?)?;

@@ -35,6 +35,12 @@ pub struct StackFile {
     pub smtp: String,
     #[serde(default)]
     pub mail_dir: String,
+    /// Where the HTTP provider sink records requests (`<dir>/<channel>/*.json`).
+    #[serde(default)]
+    pub sinks_dir: String,
+    /// The sink's webhook endpoint: a webhook recipient pointed here is recorded too.
+    #[serde(default)]
+    pub webhook_sink: String,
 }
 
 impl StackFile {

@@ -141,6 +141,91 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
         "{eml:?}"
     );
 
+    // Every HTTP channel goes to the provider sink, which records what it received.
+    let all_sent = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{}/v1/notifications", stack.url))
+            .bearer_auth(&stack.tokens.service)
+            .json(&serde_json::json!({
+                "recipients": [
+                    { "phone": "+49 30 1234567" },
+                    { "device": { "platform": "fcm", "token": "fcm-dev-token" } },
+                    { "device": { "platform": "apns", "token": "a1b2c3d4" } },
+                    { "webhook": { "url": stack.webhook_sink } },
+                    { "telegram": { "chat_id": 4242 } }
+                ],
+                "category": "ops",
+                "content": { "subject": "Sink check", "text": "Hello sinks" }
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let started = Instant::now();
+        loop {
+            let view: serde_json::Value = http
+                .get(format!("{}/v1/notifications/{id}", stack.url))
+                .bearer_auth(&stack.tokens.admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let statuses: Vec<String> = view["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| format!("{}={}", d["channel"], d["status"]))
+                .collect();
+            if statuses.iter().all(|s| s.ends_with("\"sent\"")) {
+                return Ok(statuses);
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                return Err(statuses);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(all_sent.is_ok(), "{all_sent:?}");
+    let recorded = |channel: &str| -> Vec<serde_json::Value> {
+        std::fs::read_dir(dir.join("sinks").join(channel))
+            .map(|entries| {
+                entries
+                    .map(|e| {
+                        serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let sms = recorded("sms");
+    assert_eq!(sms.len(), 1, "{sms:?}");
+    assert!(
+        sms[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("To=%2B49301234567")
+    );
+    assert_eq!(
+        recorded("fcm")[0]["body"]["message"]["token"],
+        "fcm-dev-token"
+    );
+    assert_eq!(recorded("apns")[0]["path"], "/apns/3/device/a1b2c3d4");
+    assert_eq!(recorded("telegram")[0]["body"]["chat_id"], "4242");
+    let hook = recorded("webhook");
+    assert!(
+        hook[0]["headers"]["webhook-signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1,")
+    );
+
     // Everything the launcher started, including nginx's worker processes.
     let mut pids: Vec<u32> = stack.processes.values().copied().collect();
     for pid in stack.processes.values() {
