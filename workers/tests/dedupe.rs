@@ -240,3 +240,38 @@ async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
 }
+
+#[tokio::test]
+async fn a_providers_retry_after_reaches_the_status_event() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SMS_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "120")
+                .set_body_json(
+                    serde_json::json!({ "code": 20429, "message": "Too Many Requests" }),
+                ),
+        )
+        .mount(&server)
+        .await;
+    let d = dispatcher(&server).await;
+    let msg = message();
+    let ev = d.process(&msg).await.unwrap();
+    assert_eq!(
+        (
+            ev.delivery_id,
+            ev.outcome,
+            ev.retry_after_ms,
+            ev.error.map(|e| e.code),
+            ev.provider.as_str()
+        ),
+        (
+            msg.delivery_id,
+            Outcome::TransientFailure,
+            Some(120_000),
+            Some("sms_429".to_owned()),
+            "sms_gateway"
+        )
+    );
+}
