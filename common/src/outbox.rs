@@ -197,21 +197,33 @@ impl Relay {
         });
         let results = futures::future::join_all(sends).await;
         let mut published = Vec::with_capacity(rows.len());
+        let (mut partitions, mut offsets) = (Vec::new(), Vec::new());
         let mut failed = Vec::new();
         let mut last_error = None;
         for (row, res) in rows.iter().zip(results) {
             match res {
-                Ok(_) => published.push(row.id),
+                Ok(delivery) => {
+                    published.push(row.id);
+                    partitions.push(delivery.partition);
+                    offsets.push(delivery.offset);
+                }
                 Err((e, _)) => {
                     failed.push(row.id);
                     last_error = Some(e.to_string());
                 }
             }
         }
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox o
+             SET published_at = now(), kafka_partition = u.partition, kafka_offset = u.kafka_offset
+             FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, partition, kafka_offset)
+             WHERE o.id = u.id",
+        )
+        .bind(&published)
+        .bind(&partitions)
+        .bind(&offsets)
+        .execute(&mut *tx)
+        .await?;
         if !failed.is_empty() {
             tracing::warn!(failed = failed.len(), error = ?last_error, "outbox rows not acknowledged; will retry");
             sqlx::query(

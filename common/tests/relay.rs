@@ -38,13 +38,26 @@ fn message(text: &str) -> OutboxMessage {
 
 /// Reads what arrives on the topic within `window`.
 async fn received(kafka: &KafkaConfig, group: &str, window: Duration) -> Vec<String> {
+    positioned(kafka, group, window)
+        .await
+        .into_iter()
+        .map(|(text, _, _)| text)
+        .collect()
+}
+
+/// Like [`received`], with each message's partition and offset.
+async fn positioned(kafka: &KafkaConfig, group: &str, window: Duration) -> Vec<(String, i32, i64)> {
     let c = consumer(kafka, group, "test").unwrap();
     c.subscribe(&[&kafka.topic("notify.events")]).unwrap();
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(Ok(m)) = tokio::time::timeout_at(deadline, c.recv()).await {
         let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        out.push(v["text"].as_str().unwrap().to_owned());
+        out.push((
+            v["text"].as_str().unwrap().to_owned(),
+            m.partition(),
+            m.offset(),
+        ));
     }
     out
 }
@@ -90,7 +103,19 @@ async fn only_committed_rows_are_published_and_each_once() {
     open.commit().await.unwrap();
     assert_eq!(relay.publish_batch().await.unwrap(), 1);
 
-    let got = received(&kafka, "g1", Duration::from_secs(5)).await;
+    let got = positioned(&kafka, "g1", Duration::from_secs(5)).await;
+    // Each row records where its message landed (the stuck-delivery scan relies on it).
+    for (text, partition, offset) in &got {
+        let stored: (Option<i32>, Option<i64>) = sqlx::query_as(
+            "SELECT kafka_partition, kafka_offset FROM outbox WHERE payload->>'text' = $1",
+        )
+        .bind(text)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(stored, (Some(*partition), Some(*offset)), "{text}");
+    }
+    let got: Vec<String> = got.into_iter().map(|(t, _, _)| t).collect();
     let mut sorted = got.clone();
     sorted.sort();
     assert_eq!(

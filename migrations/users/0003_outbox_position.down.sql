@@ -1,0 +1,1 @@
+ALTER TABLE outbox DROP COLUMN IF EXISTS kafka_partition, DROP COLUMN IF EXISTS kafka_offset;
