@@ -16,7 +16,6 @@ use common::{
     events::STATUS_TOPIC,
     kafka::runner::{self, RunnerConfig},
 };
-use rdkafka::consumer::Consumer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -38,21 +37,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = common::db::connect_lazy(&cfg.database)?;
     let handler = Arc::new(status::StatusHandler::new(pool.clone(), cfg.retry.clone()));
-    let topic = cfg.kafka.topic(STATUS_TOPIC);
-    let group = cfg.kafka.topic("repeater");
-    let consumer = common::kafka::consumer(&cfg.kafka, &group, "repeater")?;
-    consumer.subscribe(&[&topic])?;
-    tracing::info!(%topic, %group, "consuming");
-    let runner_cfg = RunnerConfig {
-        max_in_flight: cfg.max_in_flight,
-        ..RunnerConfig::default()
-    };
-    let consuming = tokio::spawn(runner::run(
-        Arc::new(consumer),
+    let consuming = runner::spawn(
+        &cfg.kafka,
+        "repeater",
+        STATUS_TOPIC,
         handler,
-        runner_cfg,
-        shutdown.clone(),
-    ));
+        RunnerConfig {
+            max_in_flight: cfg.max_in_flight,
+            ..RunnerConfig::default()
+        },
+        &shutdown,
+    )?;
 
     let router = common::http::postgres_health().with_state(pool.clone());
     tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");

@@ -26,7 +26,6 @@ use common::{
     events::{Channel, Lane, dispatch_topic},
     kafka::runner::{self, RunnerConfig},
 };
-use rdkafka::consumer::Consumer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -68,24 +67,17 @@ fn start_channel<P: provider::Provider>(
     ));
     let mut handles = Vec::new();
     for lane in Lane::ALL {
-        let topic = cfg.kafka.topic(&dispatch_topic(channel, lane));
-        let group = cfg
-            .kafka
-            .topic(&format!("workers.{}.{}", channel.as_str(), lane.as_str()));
-        let client_id = format!("workers-{}-{}", channel.as_str(), lane.as_str());
-        let consumer = common::kafka::consumer(&cfg.kafka, &group, &client_id)?;
-        consumer.subscribe(&[&topic])?;
-        let runner_cfg = RunnerConfig {
-            max_in_flight: cfg.lanes.concurrency(lane),
-            ..RunnerConfig::default()
-        };
-        tracing::info!(%topic, %group, "consuming");
-        handles.push(tokio::spawn(runner::run(
-            Arc::new(consumer),
+        handles.push(runner::spawn(
+            &cfg.kafka,
+            &format!("workers.{}.{}", channel.as_str(), lane.as_str()),
+            &dispatch_topic(channel, lane),
             dispatcher.clone(),
-            runner_cfg,
-            shutdown.clone(),
-        )));
+            RunnerConfig {
+                max_in_flight: cfg.lanes.concurrency(lane),
+                ..RunnerConfig::default()
+            },
+            shutdown,
+        )?);
     }
     Ok(handles)
 }
