@@ -63,6 +63,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::admin::list_notifications))
         .routes(routes!(routes::admin::get_delivery))
         .routes(routes!(routes::admin::stats))
+        .routes(routes!(routes::admin::dead_letters))
+        .routes(routes!(routes::admin::redrive_dead_letters))
         .route("/v1/admin/{*rest}", axum::routing::any(routes::admin_guard))
 }
 
@@ -162,6 +164,10 @@ pub mod schema {
         data: Option<serde_json::Value>,
         send_at: Option<String>,
         ttl_seconds: Option<i64>,
+        /// When a user's delivery ends `dead`, the next channel of this list is planned for
+        /// them (2 to 5 channels, in order).
+        #[schema(example = json!(["push", "sms"]))]
+        fallback: Option<Vec<String>>,
     }
 
     #[derive(ToSchema, serde::Serialize)]
@@ -192,6 +198,50 @@ pub mod schema {
         created_at: String,
         updated_at: String,
         sent_at: Option<String>,
+        /// The dead delivery this one replaces (channel fallback).
+        fallback_of: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct DeliveryPage {
+        items: Vec<Delivery>,
+        next_cursor: Option<String>,
+    }
+
+    /// Which dead letters; every field given must match. `{}` matches all of them.
+    #[derive(ToSchema)]
+    pub struct RedriveFilter {
+        channel: Option<String>,
+        error_code: Option<String>,
+        provider: Option<String>,
+        since: Option<String>,
+        until: Option<String>,
+    }
+
+    /// Exactly one of `ids` (1..=1000) and `filter`.
+    #[derive(ToSchema)]
+    pub struct RedriveRequest {
+        ids: Option<Vec<String>>,
+        filter: Option<RedriveFilter>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Redriven {
+        redriven: u64,
+        /// Ids given that were not dead.
+        skipped: Option<Vec<String>>,
+    }
+
+    /// Who re-drove a delivery and why.
+    #[derive(ToSchema, serde::Serialize)]
+    pub struct Redrive {
+        from_attempt: i32,
+        to_attempt: i32,
+        #[schema(example = "dead_letter")]
+        kind: String,
+        actor: String,
+        detail: Option<String>,
+        at: String,
     }
 
     #[derive(ToSchema)]
@@ -218,6 +268,7 @@ pub mod schema {
         #[serde(flatten)]
         delivery: Delivery,
         attempt_log: Vec<Attempt>,
+        redrives: Vec<Redrive>,
     }
 
     #[derive(ToSchema)]

@@ -209,7 +209,30 @@ pub enum DomainEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// A delivery of a notification that asked for `fallback` ended `dead`: the repeater
+    /// publishes it in the transaction that records the death; notification-service plans the
+    /// next channel of the fallback list for the same recipient.
+    #[serde(rename = "delivery.dead")]
+    DeliveryDead {
+        schema: u32,
+        delivery_id: Uuid,
+        notification_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<Uuid>,
+        channel: Channel,
+        /// `permanent_failure`, `invalid_address`, `attempts_exhausted`.
+        reason: String,
+        at: DateTime<Utc>,
+    },
 }
+
+/// The consumer group of the workers of one channel and lane (unprefixed).
+pub fn worker_group(channel: Channel, lane: Lane) -> String {
+    format!("workers.{}.{}", channel.as_str(), lane.as_str())
+}
+
+/// The repeater's consumer group on [`STATUS_TOPIC`] (unprefixed).
+pub const REPEATER_GROUP: &str = "repeater";
 
 /// Splits a push delivery's address (`fcm:<token>` / `apns:<token>`, as planning writes it)
 /// into its platform and device token.

@@ -33,6 +33,8 @@ pub struct Options {
     pub nginx: bool,
     /// The repeater's retry schedule (seconds).
     pub retry_schedule: Vec<f64>,
+    /// The repeater's stuck-delivery scan (tests: every 0.5 s, 3 s visibility timeout).
+    pub stuck: repeater::stuck::StuckConfig,
     /// The bff's per-principal limits.
     pub rate_limits: bff::config::RateLimitConfig,
     /// JWT settings of every service (default: HS256 with the dev secret).
@@ -58,6 +60,12 @@ impl Default for Options {
             bff_instances: 1,
             nginx: false,
             retry_schedule: vec![0.5, 0.5],
+            stuck: repeater::stuck::StuckConfig {
+                enabled: true,
+                interval_secs: 0.5,
+                visibility_timeout_secs: 3.0,
+                batch_size: 500,
+            },
             rate_limits: bff::config::RateLimitConfig {
                 enabled: true,
                 user: generous,
@@ -218,7 +226,9 @@ impl Stack {
             retry: repeater::config::RetryConfig {
                 schedule_secs: opts.retry_schedule.clone(),
                 jitter: 0.0,
+                ..Default::default()
             },
+            stuck: opts.stuck.clone(),
             ..Default::default()
         };
         tasks.push(tokio::spawn(repeater::run(

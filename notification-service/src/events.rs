@@ -1,5 +1,6 @@
 //! Consumer of `notify.events`: `user.registered` → the `welcome` notification on the
-//! channels the new user has; `preferences.updated` → evict the cached profile.
+//! channels the new user has; `preferences.updated` → evict the cached profile;
+//! `delivery.dead` → channel fallback ([`crate::fallback`]).
 //!
 //! Idempotent: the welcome notification's id is derived from the user id (UUIDv5), so a
 //! redelivered event finds it already written and sends nothing twice.
@@ -67,6 +68,7 @@ impl EventsHandler {
             template: Some(self.welcome.template.clone()),
             data: Some(serde_json::json!({})),
             localized: None,
+            fallback: None,
         };
         // Only the channels the user has: no suppressed rows for contacts they never gave.
         let deliveries: Vec<_> = planning::plan(&req, &profiles, &self.state.planning, now)
@@ -109,6 +111,13 @@ impl MessageHandler for EventsHandler {
                 self.welcome(user_id).await.map_err(HandleError::Retry)
             }
             DomainEvent::UserRegistered { .. } => Ok(()),
+            DomainEvent::DeliveryDead { delivery_id, .. } => {
+                let outcome = crate::fallback::on_dead(&self.state, delivery_id)
+                    .await
+                    .map_err(HandleError::Retry)?;
+                tracing::info!(%delivery_id, ?outcome, "channel fallback");
+                Ok(())
+            }
             // users-service removes the device and then says `preferences.updated`.
             DomainEvent::DeviceInvalidated { .. } => Ok(()),
             DomainEvent::PreferencesUpdated { user_id, .. } => self

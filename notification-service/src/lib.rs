@@ -10,6 +10,7 @@
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod fallback;
 pub mod planning;
 pub mod quiet_hours;
 pub mod request;
@@ -46,6 +47,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .merge(routes::me::router())
         .merge(routes::templates::router())
         .merge(routes::admin::router())
+        .merge(routes::dead_letters::router())
         .merge(common::http::postgres_health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)

@@ -323,6 +323,7 @@ mod tests {
             template: None,
             data: None,
             localized: None,
+            fallback: None,
         }
     }
 

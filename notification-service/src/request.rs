@@ -214,6 +214,8 @@ pub struct SendRequest {
     pub data: Option<serde_json::Value>,
     /// Renderings per recipient locale (template requests), filled in at intake.
     pub localized: Option<std::collections::BTreeMap<String, Content>>,
+    /// The channel order to fall back along when a user's delivery ends `dead`.
+    pub fallback: Option<Vec<Channel>>,
 }
 
 impl SendBody {
@@ -353,8 +355,32 @@ impl SendBody {
         if self.data.as_ref().is_some_and(|d| !d.is_object()) {
             err("data".into(), "must be an object");
         }
-        if self.fallback.is_some() {
-            err("fallback".into(), "channel fallback is not supported yet");
+        let mut fallback = None;
+        if let Some(names) = &self.fallback {
+            let mut parsed = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                match Channel::parse(name) {
+                    None => err(
+                        format!("fallback[{i}]"),
+                        "unknown channel (email, sms, push, webhook, telegram)",
+                    ),
+                    Some(c) if !cfg.enabled_channels.contains(&c) => err(
+                        format!("fallback[{i}]"),
+                        "this channel is not enabled in this deployment",
+                    ),
+                    Some(c) if parsed.contains(&c) => {
+                        err(format!("fallback[{i}]"), "names a channel twice")
+                    }
+                    Some(c) => parsed.push(c),
+                }
+            }
+            if !(2..=Channel::ALL.len()).contains(&names.len()) {
+                err(
+                    "fallback".into(),
+                    "must name 2 to 5 channels, in the order to try them",
+                );
+            }
+            fallback = Some(parsed);
         }
         let content = match &self.content {
             // Rendered from the template at intake (templates::apply).
@@ -422,6 +448,7 @@ impl SendBody {
             template,
             data: self.data,
             localized: None,
+            fallback,
         })
     }
 }

@@ -40,6 +40,9 @@ pub struct DeliveryView {
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<DateTime<Utc>>,
+    /// The dead delivery this one replaces (channel fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_of: Option<Uuid>,
 }
 
 /// One provider attempt.

@@ -1,6 +1,6 @@
 //! repeater settings. Every field has a default; see `config/repeater.example.toml`.
 
-use common::{db::DatabaseConfig, http::HttpConfig, kafka::KafkaConfig};
+use common::{db::DatabaseConfig, events::Channel, http::HttpConfig, kafka::KafkaConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -11,6 +11,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub retry: RetryConfig,
+    /// The scan that re-drives deliveries whose dispatch message was lost.
+    pub stuck: crate::stuck::StuckConfig,
     /// Status events handled at once.
     pub max_in_flight: usize,
 }
@@ -22,6 +24,7 @@ impl Default for Config {
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/notify"),
             kafka: KafkaConfig::default(),
             retry: RetryConfig::default(),
+            stuck: crate::stuck::StuckConfig::default(),
             max_in_flight: 32,
         }
     }
@@ -35,6 +38,9 @@ pub struct RetryConfig {
     pub schedule_secs: Vec<f64>,
     /// ± fraction of random jitter on each delay.
     pub jitter: f64,
+    /// A schedule per channel that replaces `schedule_secs` for it (`[retry.channels]
+    /// sms = [10, 60]`).
+    pub channels: std::collections::BTreeMap<Channel, Vec<f64>>,
 }
 
 impl Default for RetryConfig {
@@ -42,6 +48,16 @@ impl Default for RetryConfig {
         Self {
             schedule_secs: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0],
             jitter: 0.2,
+            channels: Default::default(),
         }
+    }
+}
+
+impl RetryConfig {
+    /// The schedule of `channel` (its own, or the default one).
+    pub fn schedule(&self, channel: &str) -> &[f64] {
+        Channel::parse(channel)
+            .and_then(|c| self.channels.get(&c))
+            .unwrap_or(&self.schedule_secs)
     }
 }

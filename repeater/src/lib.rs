@@ -7,13 +7,15 @@
 //! nothing.
 
 pub mod config;
+pub mod metrics;
 pub mod retry;
 pub mod status;
+pub mod stuck;
 
 use std::sync::Arc;
 
 use common::{
-    events::STATUS_TOPIC,
+    events::{REPEATER_GROUP, STATUS_TOPIC},
     kafka::runner::{self, RunnerConfig},
 };
 use tokio::net::TcpListener;
@@ -29,17 +31,19 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
     common::db::migrate(&cfg.database, &MIGRATOR).await
 }
 
-/// Runs the status consumer and the health endpoint until `shutdown`.
+/// Runs the status consumer, the stuck-delivery scan and the health and metrics endpoint
+/// until `shutdown`.
 pub async fn run(
     cfg: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    metrics::init();
     let pool = common::db::connect_lazy(&cfg.database)?;
     let handler = Arc::new(status::StatusHandler::new(pool.clone(), cfg.retry.clone()));
     let consuming = runner::spawn(
         &cfg.kafka,
-        "repeater",
+        REPEATER_GROUP,
         STATUS_TOPIC,
         handler,
         RunnerConfig {
@@ -49,7 +53,18 @@ pub async fn run(
         &shutdown,
     )?;
 
-    let router = common::http::postgres_health().with_state(pool.clone());
+    let scanning = cfg.stuck.enabled.then(|| {
+        let scan = Arc::new(stuck::StuckScan::new(
+            pool.clone(),
+            cfg.kafka.clone(),
+            cfg.stuck.clone(),
+        ));
+        tokio::spawn(scan.run(shutdown.clone()))
+    });
+
+    let router = common::http::postgres_health()
+        .route("/metrics", axum::routing::get(common::metrics::handler))
+        .with_state(pool.clone());
     tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");
     common::http::serve(
         listener,
@@ -59,6 +74,9 @@ pub async fn run(
     .await?;
     shutdown.cancel();
     let _ = consuming.await;
+    if let Some(s) = scanning {
+        let _ = s.await;
+    }
     pool.close().await;
     Ok(())
 }

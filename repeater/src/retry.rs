@@ -6,20 +6,17 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::RetryConfig;
-
-/// The delay before the attempt after `failed_attempt` (1-based), or `None` when the schedule
-/// is exhausted.
+/// The delay before the attempt after `failed_attempt` (1-based within the current retry run),
+/// or `None` when `schedule` is exhausted.
 pub fn next_delay(
-    cfg: &RetryConfig,
+    schedule: &[f64],
+    jitter: f64,
     failed_attempt: u32,
     retry_after: Option<Duration>,
     rng: &mut impl Rng,
 ) -> Option<Duration> {
-    let base = *cfg
-        .schedule_secs
-        .get(failed_attempt.checked_sub(1)? as usize)?;
-    let jitter = cfg.jitter.clamp(0.0, 1.0);
+    let base = *schedule.get(failed_attempt.checked_sub(1)? as usize)?;
+    let jitter = jitter.clamp(0.0, 1.0);
     let factor = if jitter > 0.0 {
         rng.random_range(1.0 - jitter..=1.0 + jitter)
     } else {
@@ -37,19 +34,24 @@ mod tests {
     use rand::{SeedableRng, rngs::StdRng};
 
     use super::*;
+    use crate::config::RetryConfig;
 
     #[test]
     fn follows_the_schedule_with_bounded_jitter_then_gives_up() {
         let cfg = RetryConfig::default();
         let mut rng = StdRng::seed_from_u64(7);
         for _ in 0..100 {
-            let d = next_delay(&cfg, 1, None, &mut rng).unwrap().as_secs_f64();
+            let d = next_delay(&cfg.schedule_secs, cfg.jitter, 1, None, &mut rng)
+                .unwrap()
+                .as_secs_f64();
             assert!((4.0..=6.0).contains(&d), "{d}");
         }
-        let d = next_delay(&cfg, 3, None, &mut rng).unwrap().as_secs_f64();
+        let d = next_delay(&cfg.schedule_secs, cfg.jitter, 3, None, &mut rng)
+            .unwrap()
+            .as_secs_f64();
         assert!((96.0..=144.0).contains(&d), "{d}");
-        assert!(next_delay(&cfg, 7, None, &mut rng).is_none());
-        assert!(next_delay(&cfg, 0, None, &mut rng).is_none());
+        assert!(next_delay(&cfg.schedule_secs, cfg.jitter, 7, None, &mut rng).is_none());
+        assert!(next_delay(&cfg.schedule_secs, cfg.jitter, 0, None, &mut rng).is_none());
     }
 
     #[test]
@@ -57,12 +59,19 @@ mod tests {
         let cfg = RetryConfig {
             schedule_secs: vec![10.0],
             jitter: 0.0,
+            ..RetryConfig::default()
         };
         let mut rng = StdRng::seed_from_u64(1);
         let mut at = |ra| {
-            next_delay(&cfg, 1, Some(Duration::from_secs(ra)), &mut rng)
-                .unwrap()
-                .as_secs()
+            next_delay(
+                &cfg.schedule_secs,
+                cfg.jitter,
+                1,
+                Some(Duration::from_secs(ra)),
+                &mut rng,
+            )
+            .unwrap()
+            .as_secs()
         };
         assert_eq!(at(1), 10);
         assert_eq!(at(15), 15);

@@ -2,23 +2,19 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use common::{
+    delivery::LockedDelivery,
     events::{
-        Channel, Content, DispatchMessage, DomainEvent, EVENTS_TOPIC, Lane, Outcome, RecipientRef,
-        SCHEMA, StatusEvent, dispatch_topic, parse_push_address,
+        Channel, DomainEvent, EVENTS_TOPIC, Outcome, SCHEMA, StatusEvent, parse_push_address,
     },
     kafka::runner::{HandleError, MessageHandler},
     outbox::{self, OutboxMessage},
 };
 use rdkafka::{Message, message::OwnedMessage};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
-use crate::{config::RetryConfig, retry};
-
-/// Statuses after which nothing changes a delivery any more.
-const TERMINAL: [&str; 5] = ["sent", "dead", "suppressed", "cancelled", "expired"];
+use crate::{config::RetryConfig, metrics, retry};
 
 pub struct StatusHandler {
     pool: PgPool,
@@ -41,24 +37,6 @@ pub enum Applied {
         reason: &'static str,
     },
     Expired,
-}
-
-#[derive(sqlx::FromRow)]
-struct DeliveryRow {
-    status: String,
-    current_attempt: i32,
-    notification_id: Uuid,
-    channel: String,
-    lane: String,
-    user_id: Option<Uuid>,
-    address: Option<String>,
-    locale: Option<String>,
-    content: sqlx::types::Json<Content>,
-    /// Renderings per recipient locale (template notifications).
-    localized: Option<sqlx::types::Json<std::collections::BTreeMap<String, Content>>>,
-    created_at: DateTime<Utc>,
-    send_at: Option<DateTime<Utc>>,
-    ttl_seconds: Option<i32>,
 }
 
 impl StatusHandler {
@@ -87,17 +65,7 @@ async fn apply(
     // Lock the delivery first: inserting the attempt before would take a KEY SHARE lock (the
     // foreign key) and then upgrade it to FOR UPDATE, which deadlocks against a concurrent
     // cancel queued for the same row.
-    let Some(d): Option<DeliveryRow> = sqlx::query_as(
-        "SELECT d.status, d.current_attempt, d.notification_id, d.channel, d.lane, d.user_id, d.address, d.locale,
-                n.content, n.localized, n.created_at, n.send_at, n.ttl_seconds
-         FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-         WHERE d.id = $1
-         FOR NO KEY UPDATE OF d",
-    )
-    .bind(ev.delivery_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
+    let Some(d) = LockedDelivery::lock(conn, ev.delivery_id).await? else {
         anyhow::bail!("status event for unknown delivery {}", ev.delivery_id);
     };
     let inserted = sqlx::query(
@@ -120,6 +88,7 @@ async fn apply(
     .rows_affected();
 
     if inserted == 0 {
+        metrics::METRICS.duplicates.inc();
         return Ok(Applied::Duplicate);
     }
 
@@ -127,7 +96,7 @@ async fn apply(
         .bind(ev.delivery_id)
         .execute(&mut *conn)
         .await?;
-    if TERMINAL.contains(&d.status.as_str()) || (ev.attempt as i32) < d.current_attempt {
+    if d.is_terminal() || (ev.attempt as i32) < d.current_attempt {
         return Ok(Applied::Stale);
     }
 
@@ -155,9 +124,7 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
             device_invalidated(conn, ev, &d).await?;
-            Applied::Dead {
-                reason: "invalid_address",
-            }
+            died(conn, ev, &d, "invalid_address").await?
         }
         Outcome::PermanentFailure if ev.error.as_ref().is_some_and(|e| e.code == "expired") => {
             set("expired", Some("ttl_passed"))
@@ -169,25 +136,29 @@ async fn apply(
             set("dead", Some("permanent_failure"))
                 .execute(&mut *conn)
                 .await?;
-            Applied::Dead {
-                reason: "permanent_failure",
-            }
+            died(conn, ev, &d, "permanent_failure").await?
         }
         Outcome::TransientFailure => {
             let retry_after = ev.retry_after_ms.map(Duration::from_millis);
-            let delay = retry::next_delay(cfg, ev.attempt, retry_after, &mut rand::rng());
-            match delay {
-                None => {
-                    set("dead", Some("attempts_exhausted"))
+            let in_run = (ev.attempt as i32 - d.retry_base).max(1) as u32;
+            let delay = retry::next_delay(
+                cfg.schedule(&d.channel),
+                cfg.jitter,
+                in_run,
+                retry_after,
+                &mut rand::rng(),
+            );
+            let at =
+                delay.and_then(|delay| Some(Utc::now() + chrono::Duration::from_std(delay).ok()?));
+            match (delay, at) {
+                (Some(_), Some(at)) if d.not_after().is_some_and(|end| at > end) => {
+                    set("expired", Some("ttl_passed"))
                         .execute(&mut *conn)
                         .await?;
-                    Applied::Dead {
-                        reason: "attempts_exhausted",
-                    }
+                    Applied::Expired
                 }
-                Some(delay) => {
+                (Some(delay), Some(at)) => {
                     let next_attempt = ev.attempt + 1;
-                    let at = Utc::now() + chrono::Duration::from_std(delay)?;
                     sqlx::query(
                         "UPDATE deliveries
                          SET status = 'retrying', current_attempt = $2, next_attempt_at = $3,
@@ -200,21 +171,21 @@ async fn apply(
                     .bind(error_json.clone())
                     .execute(&mut *conn)
                     .await?;
-                    let msg = redispatch(ev.delivery_id, &d, next_attempt)?;
-                    let key = d
-                        .user_id
-                        .map(|u| u.to_string())
-                        .or(d.address.clone())
-                        .unwrap_or_default();
-                    let out = OutboxMessage::new(dispatch_topic(msg.channel, msg.lane), key, &msg)?
-                        .header("delivery-id", ev.delivery_id)
-                        .header("attempt", next_attempt)
-                        .available_at(Some(at));
-                    outbox::enqueue(conn, &[out]).await?;
+                    d.enqueue_attempt(conn, next_attempt, Some(at)).await?;
+                    metrics::METRICS
+                        .retries
+                        .get_or_create(&metrics::channel(&d.channel))
+                        .inc();
                     Applied::Retrying {
                         next_attempt,
                         delay,
                     }
+                }
+                _ => {
+                    set("dead", Some("attempts_exhausted"))
+                        .execute(&mut *conn)
+                        .await?;
+                    died(conn, ev, &d, "attempts_exhausted").await?
                 }
             }
         }
@@ -227,7 +198,7 @@ async fn apply(
 async fn device_invalidated(
     conn: &mut PgConnection,
     ev: &StatusEvent,
-    d: &DeliveryRow,
+    d: &LockedDelivery,
 ) -> anyhow::Result<()> {
     let Some((platform, token)) = d.address.as_deref().and_then(parse_push_address) else {
         return Ok(());
@@ -254,34 +225,43 @@ async fn device_invalidated(
     Ok(())
 }
 
-/// The dispatch message of a later attempt, rebuilt from the stored notification.
-fn redispatch(delivery_id: Uuid, d: &DeliveryRow, attempt: u32) -> anyhow::Result<DispatchMessage> {
-    let channel = Channel::parse(&d.channel)
-        .ok_or_else(|| anyhow::anyhow!("unknown channel {}", d.channel))?;
-    let lane = Lane::parse(&d.lane).ok_or_else(|| anyhow::anyhow!("unknown lane {}", d.lane))?;
-    Ok(DispatchMessage {
-        schema: SCHEMA,
-        delivery_id,
-        notification_id: d.notification_id,
-        attempt,
-        channel,
-        lane,
-        recipient: RecipientRef {
+/// A delivery ended `dead`: counted, and when its notification asked for `fallback` the
+/// `delivery.dead` event goes out in this transaction so notification-service plans the next
+/// channel.
+async fn died(
+    conn: &mut PgConnection,
+    ev: &StatusEvent,
+    d: &LockedDelivery,
+    reason: &'static str,
+) -> anyhow::Result<Applied> {
+    metrics::METRICS
+        .dead
+        .get_or_create(&metrics::DeadLabel {
+            channel: d.channel.clone(),
+            reason,
+        })
+        .inc();
+    let wants_fallback = d
+        .fallback
+        .as_ref()
+        .is_some_and(|f| f.0.iter().any(|c| c != &d.channel));
+    if let (true, Some(channel)) = (wants_fallback, Channel::parse(&d.channel)) {
+        let event = DomainEvent::DeliveryDead {
+            schema: SCHEMA,
+            delivery_id: d.id,
+            notification_id: d.notification_id,
             user_id: d.user_id,
-            address: d.address.clone().unwrap_or_default(),
-        },
-        content: d
-            .localized
-            .as_ref()
-            .and_then(|l| l.0.get(d.locale.as_deref().unwrap_or_default()))
-            .unwrap_or(&d.content.0)
-            .clone(),
-        locale: d.locale.clone(),
-        not_after: d
-            .ttl_seconds
-            .map(|ttl| d.send_at.unwrap_or(d.created_at) + chrono::Duration::seconds(ttl.into())),
-        created_at: d.created_at,
-    })
+            channel,
+            reason: reason.to_owned(),
+            at: ev.at,
+        };
+        outbox::enqueue(conn, &[OutboxMessage::new(EVENTS_TOPIC, d.key(), &event)?]).await?;
+        metrics::METRICS
+            .fallbacks
+            .get_or_create(&metrics::channel(&d.channel))
+            .inc();
+    }
+    Ok(Applied::Dead { reason })
 }
 
 impl MessageHandler for StatusHandler {

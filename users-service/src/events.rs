@@ -49,7 +49,9 @@ impl MessageHandler for EventsHandler {
                 tracing::info!(platform = platform.as_str(), %reason, %delivery_id, removed, "dead push token removed");
                 Ok(())
             }
-            DomainEvent::UserRegistered { .. } | DomainEvent::PreferencesUpdated { .. } => Ok(()),
+            DomainEvent::UserRegistered { .. }
+            | DomainEvent::PreferencesUpdated { .. }
+            | DomainEvent::DeliveryDead { .. } => Ok(()),
         }
     }
 }

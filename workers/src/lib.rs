@@ -69,7 +69,7 @@ fn start_channel<P: provider::Provider>(
     for lane in Lane::ALL {
         handles.push(runner::spawn(
             &cfg.kafka,
-            &format!("workers.{}.{}", channel.as_str(), lane.as_str()),
+            &common::events::worker_group(channel, lane),
             &dispatch_topic(channel, lane),
             dispatcher.clone(),
             RunnerConfig {

@@ -178,3 +178,48 @@ pub async fn stats(
 ) -> Result<Response, ApiError> {
     get_with_query(&state, &caller, &headers, "/v1/admin/stats", query).await
 }
+
+/// Deliveries that ended `dead`, newest first, keyset-paginated.
+#[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "admin", security(("bearer" = [])),
+    params(("channel" = Option<String>, Query, description = "a channel"),
+           ("error_code" = Option<String>, Query, description = "the last error's code, e.g. smtp_550"),
+           ("provider" = Option<String>, Query, description = "the last attempt's provider, e.g. twilio"),
+           ("since" = Option<String>, Query, description = "died at or after (RFC 3339)"),
+           ("until" = Option<String>, Query, description = "died before (RFC 3339)"),
+           ("limit" = Option<u32>, Query, description = "1..=200, default 50"),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, body = schema::DeliveryPage), (status = 422, body = schema::Problem),
+              (status = 401, body = schema::Problem), (status = 403, body = schema::Problem)))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    get_with_query(&state, &caller, &headers, "/v1/admin/dead-letters", query).await
+}
+
+/// Re-drive dead letters by ids or by filter: each gets a new attempt with the whole retry
+/// schedule, audited with the admin's subject.
+#[utoipa::path(post, path = "/v1/admin/dead-letters/redrive", tag = "admin", security(("bearer" = [])),
+    request_body = schema::RedriveRequest,
+    responses((status = 200, body = schema::Redriven), (status = 422, body = schema::Problem),
+              (status = 401, body = schema::Problem), (status = 403, body = schema::Problem)))]
+pub async fn redrive_dead_letters(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    caller
+        .forward(
+            &state,
+            &[Role::Admin],
+            Service::Notifications,
+            Method::POST,
+            "/v1/admin/dead-letters/redrive",
+            &headers,
+            body,
+        )
+        .await
+}

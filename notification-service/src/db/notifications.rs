@@ -71,6 +71,7 @@ impl NewNotification<'_> {
                 created_at: self.created_at,
                 updated_at: self.created_at,
                 sent_at: None,
+                fallback_of: None,
             })
             .collect();
         NotificationView {
@@ -91,8 +92,8 @@ impl NewNotification<'_> {
 pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow::Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at,
-                                    localized, template)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                    localized, template, fallback)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(n.id)
@@ -105,6 +106,7 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
     .bind(n.created_at)
     .bind(n.request.localized.as_ref().map(sqlx::types::Json))
     .bind(&n.request.template)
+    .bind(n.request.fallback.as_ref().map(sqlx::types::Json))
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -112,19 +114,30 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
     if !inserted {
         return Ok(false);
     }
+    insert_deliveries(conn, n, None, n.created_at).await?;
+    Ok(true)
+}
 
+/// Writes `n.deliveries` (of the existing notification `n.id`) and the outbox rows of those
+/// to dispatch; `fallback_of` links them to the dead delivery they replace.
+pub async fn insert_deliveries(
+    conn: &mut PgConnection,
+    n: &NewNotification<'_>,
+    fallback_of: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     let ds = n.deliveries;
     sqlx::query(
         "INSERT INTO deliveries (id, notification_id, channel, lane, user_id, recipient, address, status, reason,
-                                 locale, created_at, updated_at)
-         SELECT id, $2, channel, lane, user_id, recipient, address, status, reason, locale, $3, $3
+                                 locale, created_at, updated_at, fallback_of)
+         SELECT id, $2, channel, lane, user_id, recipient, address, status, reason, locale, $3, $3, $12
          FROM UNNEST($1::uuid[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[], $8::text[], $9::text[],
                      $10::text[], $11::text[])
               AS u(id, channel, lane, user_id, recipient, address, status, reason, locale)",
     )
     .bind(ds.iter().map(|d| d.id).collect::<Vec<_>>())
     .bind(n.id)
-    .bind(n.created_at)
+    .bind(now)
     .bind(ds.iter().map(|d| d.channel.as_str()).collect::<Vec<_>>())
     .bind(ds.iter().map(|d| d.lane.as_str()).collect::<Vec<_>>())
     .bind(ds.iter().map(|d| d.user_id).collect::<Vec<_>>())
@@ -133,6 +146,7 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
     .bind(ds.iter().map(|d| d.status.as_str()).collect::<Vec<_>>())
     .bind(ds.iter().map(|d| d.reason).collect::<Vec<_>>())
     .bind(ds.iter().map(|d| d.locale.clone()).collect::<Vec<_>>())
+    .bind(fallback_of)
     .execute(&mut *conn)
     .await?;
 
@@ -154,7 +168,7 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     outbox::enqueue(conn, &messages).await?;
-    Ok(true)
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -182,6 +196,7 @@ struct DeliveryRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     sent_at: Option<DateTime<Utc>>,
+    fallback_of: Option<Uuid>,
     a_attempt: Option<i32>,
     a_outcome: Option<String>,
     a_provider: Option<String>,
@@ -231,8 +246,30 @@ impl From<DeliveryRow> for DeliveryView {
             created_at: r.created_at,
             updated_at: r.updated_at,
             sent_at: r.sent_at,
+            fallback_of: r.fallback_of,
         }
     }
+}
+
+/// A delivery view with its last attempt; callers add the `WHERE`.
+const DELIVERY_SELECT: &str =
+    "SELECT d.id, d.notification_id, d.channel, d.lane, d.recipient, d.address, d.status, d.reason,
+        d.attempts, d.last_error, d.created_at, d.updated_at, d.sent_at, d.fallback_of,
+        a.attempt AS a_attempt, a.outcome AS a_outcome, a.provider AS a_provider,
+        a.provider_message_id AS a_provider_message_id, a.error_code AS a_error_code,
+        a.error_message AS a_error_message, a.duration_ms AS a_duration_ms, a.at AS a_at
+ FROM deliveries d
+ LEFT JOIN LATERAL (
+     SELECT * FROM attempts WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1
+ ) a ON true";
+
+/// The deliveries with these ids (any order).
+pub async fn deliveries(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<DeliveryView>> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(&format!("{DELIVERY_SELECT} WHERE d.id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 /// A notification and its owner, or `None`.
@@ -249,26 +286,25 @@ pub async fn fetch(
     else {
         return Ok(None);
     };
-    let rows: Vec<DeliveryRow> = sqlx::query_as(
-        "SELECT d.id, d.notification_id, d.channel, d.lane, d.recipient, d.address, d.status, d.reason,
-                d.attempts, d.last_error, d.created_at, d.updated_at, d.sent_at,
-                a.attempt AS a_attempt, a.outcome AS a_outcome, a.provider AS a_provider,
-                a.provider_message_id AS a_provider_message_id, a.error_code AS a_error_code,
-                a.error_message AS a_error_message, a.duration_ms AS a_duration_ms, a.at AS a_at
-         FROM deliveries d
-         LEFT JOIN LATERAL (
-             SELECT * FROM attempts WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1
-         ) a ON true
-         WHERE d.notification_id = $1
-         ORDER BY d.id",
-    )
+    let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        "{DELIVERY_SELECT} WHERE d.notification_id = $1 ORDER BY d.id"
+    ))
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
     let deliveries: Vec<DeliveryView> = rows.into_iter().map(Into::into).collect();
+    // A dead delivery that a fallback delivery replaced counts through its replacement.
+    let replaced: std::collections::HashSet<Uuid> =
+        deliveries.iter().filter_map(|d| d.fallback_of).collect();
     let view = NotificationView {
         id: n.id,
-        status: notification_status(deliveries.iter().map(|d| d.status.as_str())).into(),
+        status: notification_status(
+            deliveries
+                .iter()
+                .filter(|d| !replaced.contains(&d.id))
+                .map(|d| d.status.as_str()),
+        )
+        .into(),
         category: n.category,
         priority: n.priority,
         created_at: n.created_at,

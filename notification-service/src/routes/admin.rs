@@ -1,5 +1,5 @@
 //! Admin reads: `GET /v1/admin/notifications` (filters, keyset pagination),
-//! `GET /v1/admin/deliveries/{id}` (every attempt), `GET /v1/admin/stats?window=`.
+//! `GET /v1/admin/deliveries/{id}` (every attempt and re-drive), `GET /v1/admin/stats?window=`.
 
 use axum::{
     Json, Router,
@@ -181,6 +181,19 @@ pub struct DeliveryDetail {
     pub delivery: DeliveryView,
     /// Every attempt, oldest first.
     pub attempt_log: Vec<AttemptView>,
+    /// Every re-drive (admin or stuck scan), oldest first.
+    pub redrives: Vec<RedriveView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RedriveView {
+    pub from_attempt: i32,
+    pub to_attempt: i32,
+    /// `dead_letter` (an admin) or `lost` (the repeater's stuck scan).
+    pub kind: String,
+    pub actor: String,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -238,9 +251,17 @@ async fn delivery(
             at: r.at,
         })
         .collect();
+    let redrives: Vec<RedriveView> = sqlx::query_as(
+        "SELECT from_attempt, to_attempt, kind, actor, detail, at FROM redrives
+         WHERE delivery_id = $1 ORDER BY at, id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(Json(DeliveryDetail {
         delivery,
         attempt_log,
+        redrives,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource.
 
 pub mod admin;
+pub mod dead_letters;
 pub mod me;
 pub mod notifications;
 pub mod templates;

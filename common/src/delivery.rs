@@ -1,0 +1,186 @@
+//! The next attempt of a delivery in database `notify`, shared by the two services that write
+//! one: the repeater (retries, re-drives of lost messages) and notification-service (admin
+//! re-drive of dead letters).
+//!
+//! A later attempt is a fresh dispatch message rebuilt from the stored notification, written
+//! to the outbox in the caller's transaction, with the delivery's `current_attempt` moved on —
+//! so the worker's dedupe key (`dispatch:<id>:<attempt>`) is new and a status event of an
+//! older attempt is recorded without moving the delivery.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    events::{Channel, Content, DispatchMessage, Lane, RecipientRef, SCHEMA, dispatch_topic},
+    outbox::{self, OutboxMessage},
+};
+
+/// Statuses after which only a re-drive changes a delivery.
+pub const TERMINAL: [&str; 5] = ["sent", "dead", "suppressed", "cancelled", "expired"];
+
+/// A delivery with what its dispatch message needs, read under a row lock.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedDelivery {
+    pub id: Uuid,
+    pub status: String,
+    pub current_attempt: i32,
+    pub retry_base: i32,
+    pub notification_id: Uuid,
+    pub channel: String,
+    pub lane: String,
+    pub user_id: Option<Uuid>,
+    pub address: Option<String>,
+    pub locale: Option<String>,
+    pub content: sqlx::types::Json<Content>,
+    /// Renderings per recipient locale (template notifications).
+    pub localized: Option<sqlx::types::Json<std::collections::BTreeMap<String, Content>>>,
+    pub created_at: DateTime<Utc>,
+    pub send_at: Option<DateTime<Utc>>,
+    pub ttl_seconds: Option<i32>,
+    /// The notification's fallback channel order, if it asked for one.
+    pub fallback: Option<sqlx::types::Json<Vec<String>>>,
+}
+
+impl LockedDelivery {
+    /// Locks the delivery row (`FOR NO KEY UPDATE`: attempt rows referencing it can still be
+    /// inserted) and reads it with its notification.
+    pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Self>> {
+        sqlx::query_as(
+            "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel, d.lane,
+                    d.user_id, d.address, d.locale, n.content, n.localized, n.created_at, n.send_at,
+                    n.ttl_seconds, n.fallback
+             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.id = $1
+             FOR NO KEY UPDATE OF d",
+        )
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        TERMINAL.contains(&self.status.as_str())
+    }
+
+    /// The instant after which the notification must not be sent any more (its TTL).
+    pub fn not_after(&self) -> Option<DateTime<Utc>> {
+        self.ttl_seconds.map(|ttl| {
+            self.send_at.unwrap_or(self.created_at) + chrono::Duration::seconds(ttl.into())
+        })
+    }
+
+    /// The Kafka key: the recipient (per-recipient ordering).
+    pub fn key(&self) -> String {
+        self.user_id
+            .map(|u| u.to_string())
+            .or_else(|| self.address.clone())
+            .unwrap_or_default()
+    }
+
+    /// The dispatch message of attempt `attempt`.
+    pub fn dispatch(&self, attempt: u32) -> anyhow::Result<DispatchMessage> {
+        let channel = Channel::parse(&self.channel)
+            .ok_or_else(|| anyhow::anyhow!("unknown channel {}", self.channel))?;
+        let lane =
+            Lane::parse(&self.lane).ok_or_else(|| anyhow::anyhow!("unknown lane {}", self.lane))?;
+        Ok(DispatchMessage {
+            schema: SCHEMA,
+            delivery_id: self.id,
+            notification_id: self.notification_id,
+            attempt,
+            channel,
+            lane,
+            recipient: RecipientRef {
+                user_id: self.user_id,
+                address: self.address.clone().unwrap_or_default(),
+            },
+            content: self
+                .localized
+                .as_ref()
+                .and_then(|l| l.0.get(self.locale.as_deref().unwrap_or_default()))
+                .unwrap_or(&self.content.0)
+                .clone(),
+            locale: self.locale.clone(),
+            not_after: self.not_after(),
+            created_at: self.created_at,
+        })
+    }
+
+    /// Writes attempt `attempt`'s dispatch message to the outbox, published at `at` (`None` =
+    /// now). Call in the transaction that moved `current_attempt` to `attempt`.
+    pub async fn enqueue_attempt(
+        &self,
+        conn: &mut PgConnection,
+        attempt: u32,
+        at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
+        let msg = self.dispatch(attempt)?;
+        let out = OutboxMessage::new(dispatch_topic(msg.channel, msg.lane), self.key(), &msg)?
+            .header("delivery-id", self.id)
+            .header("attempt", attempt)
+            .available_at(at);
+        outbox::enqueue(conn, &[out]).await?;
+        Ok(())
+    }
+}
+
+/// Why a delivery is re-driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedriveKind {
+    /// An admin re-drove a dead letter: it gets the whole retry schedule again.
+    DeadLetter,
+    /// The stuck scan found its dispatch message lost: the retry run goes on.
+    Lost,
+}
+
+impl RedriveKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedriveKind::DeadLetter => "dead_letter",
+            RedriveKind::Lost => "lost",
+        }
+    }
+}
+
+/// Re-drives a locked delivery now: `queued` with `current_attempt + 1`, a new dispatch message
+/// in the outbox and a row in `redrives` (who, why). Returns the new attempt number. The
+/// caller checked that the delivery is in a state it may re-drive from.
+pub async fn redrive(
+    conn: &mut PgConnection,
+    d: &LockedDelivery,
+    kind: RedriveKind,
+    actor: &str,
+    detail: &str,
+) -> anyhow::Result<u32> {
+    let attempt = d.current_attempt + 1;
+    let retry_base = match kind {
+        RedriveKind::DeadLetter => d.current_attempt,
+        RedriveKind::Lost => d.retry_base,
+    };
+    sqlx::query(
+        "UPDATE deliveries
+         SET status = 'queued', reason = NULL, current_attempt = $2, retry_base = $3,
+             next_attempt_at = NULL, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(d.id)
+    .bind(attempt)
+    .bind(retry_base)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO redrives (delivery_id, from_attempt, to_attempt, kind, actor, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(d.id)
+    .bind(d.current_attempt)
+    .bind(attempt)
+    .bind(kind.as_str())
+    .bind(actor)
+    .bind(detail)
+    .execute(&mut *conn)
+    .await?;
+    d.enqueue_attempt(conn, attempt as u32, None).await?;
+    Ok(attempt as u32)
+}

@@ -1,0 +1,376 @@
+//! The stuck-delivery scan: re-drives deliveries whose dispatch message was **lost** — never
+//! ones still waiting in a backlog (docs/decisions/0012-stuck-scan.md).
+//!
+//! "No status for two minutes" is also true of every message in a bulk backlog, and
+//! re-driving those would send twice (the re-drive has a new dedupe key while the original is
+//! still on its way). So the scan asks Kafka where each published dispatch message stands.
+//! The relay recorded its partition and offset; a message with no status is lost when
+//!
+//! * the workers' group has committed past it (handled or skipped, yet no status arrived), or
+//! * the log no longer holds it: the low watermark moved past it (retention, deleted records)
+//!   or the high watermark is at or below it (a wiped or replaced cluster).
+//!
+//! Otherwise the workers have not reached it yet: backlog, left alone. The first rule needs
+//! the repeater itself to have applied every status event that existed when the workers'
+//! positions were read, so a round in which the repeater lags on `notify.status` is skipped.
+//!
+//! One instance scans at a time (`pg_try_advisory_lock`); the re-drive itself locks the
+//! delivery row and re-checks it, so even two scans could not re-drive one delivery twice.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use common::{
+    delivery::{self, LockedDelivery, RedriveKind},
+    events::{Channel, Lane, REPEATER_GROUP, STATUS_TOPIC, dispatch_topic, worker_group},
+    kafka::KafkaConfig,
+};
+use rdkafka::{
+    ClientConfig, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::{self, METRICS};
+
+/// The advisory lock key of the scan (any constant unique within database `notify`).
+const LOCK_KEY: i64 = 0x6e6f_7469_6679_0001;
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stuck-scan settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StuckConfig {
+    pub enabled: bool,
+    /// Seconds between scans.
+    pub interval_secs: f64,
+    /// A published dispatch message with no status for this long is looked at.
+    pub visibility_timeout_secs: f64,
+    /// Deliveries re-driven per scan at most.
+    pub batch_size: i64,
+}
+
+impl Default for StuckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 30.0,
+            visibility_timeout_secs: 120.0,
+            batch_size: 500,
+        }
+    }
+}
+
+/// What one scan did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Another instance holds the lock.
+    pub skipped_locked: bool,
+    /// The repeater has not applied every status event yet; nothing was judged.
+    pub skipped_lagging: bool,
+    pub redriven: Vec<Uuid>,
+    pub expired: Vec<Uuid>,
+}
+
+/// Where one partition of a topic stands for the group that consumes it.
+#[derive(Debug, Clone)]
+struct Position {
+    /// Unprefixed topic.
+    topic: String,
+    partition: i32,
+    /// The group's committed offset (next to consume); -1 when it never committed.
+    committed: i64,
+    low: i64,
+    high: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Lost {
+    id: Uuid,
+    why: String,
+}
+
+pub struct StuckScan {
+    pool: PgPool,
+    kafka: KafkaConfig,
+    cfg: StuckConfig,
+    /// One never-subscribed consumer per group, to read that group's committed offsets.
+    consumers: std::sync::Mutex<HashMap<String, Arc<BaseConsumer>>>,
+}
+
+impl StuckScan {
+    pub fn new(pool: PgPool, kafka: KafkaConfig, cfg: StuckConfig) -> Self {
+        Self {
+            pool,
+            kafka,
+            cfg,
+            consumers: Default::default(),
+        }
+    }
+
+    /// Scans every `interval_secs` until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let interval = Duration::from_secs_f64(self.cfg.interval_secs.max(0.05));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match self.scan().await {
+                Ok(r) if !r.redriven.is_empty() || !r.expired.is_empty() => {
+                    tracing::warn!(
+                        redriven = r.redriven.len(),
+                        expired = r.expired.len(),
+                        "stuck scan recovered lost deliveries"
+                    );
+                }
+                Ok(r) if r.skipped_lagging => {
+                    tracing::info!("stuck scan skipped: the repeater lags on notify.status");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "stuck scan failed"),
+            }
+        }
+    }
+
+    /// One scan, if no other instance is running one.
+    pub async fn scan(&self) -> anyhow::Result<ScanReport> {
+        let mut lock_conn = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut *lock_conn)
+            .await?;
+        if !locked {
+            return Ok(ScanReport {
+                skipped_locked: true,
+                ..ScanReport::default()
+            });
+        }
+        let result = self.scan_locked().await;
+        // A session lock: release it before the connection goes back to the pool (if this
+        // fails the connection is closed instead, which releases it too).
+        if sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *lock_conn)
+            .await
+            .is_err()
+        {
+            lock_conn.detach();
+        }
+        result
+    }
+
+    async fn scan_locked(&self) -> anyhow::Result<ScanReport> {
+        self.refresh_backlog().await?;
+        let mut report = ScanReport::default();
+        // Order matters: the workers' positions first, then the status log's end, then the
+        // repeater's progress on it. A worker commits only after its status event was acked,
+        // so every status of a message the workers committed past is below `status_end`.
+        let positions = self.dispatch_positions().await?;
+        let status = self
+            .positions(REPEATER_GROUP, vec![STATUS_TOPIC.to_owned()])
+            .await?;
+        let mut lagging = false;
+        for p in &status {
+            let lag = (p.high - p.committed.max(p.low)).max(0);
+            METRICS
+                .status_lag
+                .get_or_create(&metrics::PartitionLabel {
+                    partition: p.partition,
+                })
+                .set(lag);
+            lagging |= lag > 0;
+        }
+        if lagging {
+            report.skipped_lagging = true;
+            return Ok(report);
+        }
+
+        let lost: Vec<Lost> = sqlx::query_as(
+            "WITH pos AS (
+                 SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[])
+                     AS p(topic, part, committed, low, high)
+             )
+             SELECT d.id,
+                    CASE WHEN o.kafka_offset >= pos.high THEN 'log shorter than the message''s offset (wiped or replaced cluster)'
+                         WHEN o.kafka_offset < pos.low THEN 'message no longer in the log (retention or deleted)'
+                         ELSE 'workers committed past the message without a status' END AS why
+             FROM deliveries d
+             JOIN outbox o ON o.headers ->> 'delivery-id' = d.id::text
+                          AND o.headers ->> 'attempt' = d.current_attempt::text
+                          AND o.published_at IS NOT NULL
+             JOIN pos ON pos.topic = o.topic AND pos.part = o.kafka_partition
+             WHERE d.status IN ('queued', 'sending', 'retrying')
+               AND o.published_at < now() - make_interval(secs => $6)
+               AND (o.kafka_offset < pos.committed OR o.kafka_offset < pos.low OR o.kafka_offset >= pos.high)
+               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id AND a.attempt = d.current_attempt)
+             ORDER BY o.published_at
+             LIMIT $7",
+        )
+        .bind(positions.iter().map(|p| p.topic.clone()).collect::<Vec<_>>())
+        .bind(positions.iter().map(|p| p.partition).collect::<Vec<_>>())
+        .bind(positions.iter().map(|p| p.committed).collect::<Vec<_>>())
+        .bind(positions.iter().map(|p| p.low).collect::<Vec<_>>())
+        .bind(positions.iter().map(|p| p.high).collect::<Vec<_>>())
+        .bind(self.cfg.visibility_timeout_secs)
+        .bind(self.cfg.batch_size)
+        .fetch_all(&self.pool)
+        .await?;
+
+        for l in lost {
+            self.recover(l, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Re-drives (or expires) one lost delivery, re-checking it under its row lock.
+    async fn recover(&self, l: Lost, report: &mut ScanReport) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let Some(d) = LockedDelivery::lock(&mut tx, l.id).await? else {
+            return Ok(());
+        };
+        let attempted: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = $1 AND attempt = $2)",
+        )
+        .bind(d.id)
+        .bind(d.current_attempt)
+        .fetch_one(&mut *tx)
+        .await?;
+        if d.is_terminal() || d.status == "pending" || attempted {
+            return Ok(());
+        }
+        if d.not_after().is_some_and(|end| end <= chrono::Utc::now()) {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'expired', reason = 'ttl_passed', next_attempt_at = NULL,
+                        updated_at = now()
+                 WHERE id = $1",
+            )
+            .bind(d.id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            METRICS
+                .stuck_expired
+                .get_or_create(&metrics::channel(&d.channel))
+                .inc();
+            report.expired.push(d.id);
+            return Ok(());
+        }
+        let attempt = delivery::redrive(&mut tx, &d, RedriveKind::Lost, "repeater", &l.why).await?;
+        tx.commit().await?;
+        tracing::warn!(delivery_id = %d.id, attempt, why = %l.why, "re-drove a lost dispatch");
+        METRICS
+            .stuck_redriven
+            .get_or_create(&metrics::channel(&d.channel))
+            .inc();
+        report.redriven.push(d.id);
+        Ok(())
+    }
+
+    /// Deliveries not yet terminal, by status, into the backlog gauge.
+    async fn refresh_backlog(&self) -> anyhow::Result<()> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM deliveries
+             WHERE status IN ('pending', 'queued', 'sending', 'retrying') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for status in ["pending", "queued", "sending", "retrying"] {
+            let n = rows
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            METRICS
+                .backlog
+                .get_or_create(&metrics::StatusLabel { status })
+                .set(n);
+        }
+        Ok(())
+    }
+
+    /// Every dispatch topic's partitions, for the workers' group of that channel and lane.
+    async fn dispatch_positions(&self) -> anyhow::Result<Vec<Position>> {
+        let mut out = Vec::new();
+        for channel in Channel::ALL {
+            for lane in Lane::ALL {
+                out.extend(
+                    self.positions(
+                        &worker_group(channel, lane),
+                        vec![dispatch_topic(channel, lane)],
+                    )
+                    .await?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn consumer(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
+        let mut consumers = self.consumers.lock().expect("consumers lock poisoned");
+        if let Some(c) = consumers.get(group) {
+            return Ok(c.clone());
+        }
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.kafka.bootstrap_servers)
+            .set("group.id", self.kafka.topic(group))
+            .set("client.id", "repeater-stuck-scan")
+            .set("enable.auto.commit", "false");
+        for (k, v) in &self.kafka.properties {
+            cfg.set(k, v);
+        }
+        let c: Arc<BaseConsumer> = Arc::new(cfg.create().context("stuck-scan consumer")?);
+        consumers.insert(group.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// The committed offset of `group` and the watermarks of every partition of `topics`.
+    async fn positions(&self, group: &str, topics: Vec<String>) -> anyhow::Result<Vec<Position>> {
+        let consumer = self.consumer(group)?;
+        let kafka = self.kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            let mut wanted = Vec::new();
+            for topic in &topics {
+                let name = kafka.topic(topic);
+                let md = consumer
+                    .fetch_metadata(Some(&name), KAFKA_TIMEOUT)
+                    .with_context(|| format!("metadata of {name}"))?;
+                for t in md.topics() {
+                    for p in t.partitions() {
+                        tpl.add_partition(&name, p.id());
+                        wanted.push((topic.clone(), name.clone(), p.id()));
+                    }
+                }
+            }
+            let committed = consumer
+                .committed_offsets(tpl, KAFKA_TIMEOUT)
+                .context("committed offsets")?;
+            let mut out = Vec::with_capacity(wanted.len());
+            for (topic, name, partition) in wanted {
+                let (low, high) = consumer
+                    .fetch_watermarks(&name, partition, KAFKA_TIMEOUT)
+                    .with_context(|| format!("watermarks of {name}/{partition}"))?;
+                let committed = match committed
+                    .find_partition(&name, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    _ => -1,
+                };
+                out.push(Position {
+                    topic,
+                    partition,
+                    committed,
+                    low,
+                    high,
+                });
+            }
+            Ok(out)
+        })
+        .await?
+    }
+}
