@@ -33,6 +33,8 @@ pub struct Options {
     pub nginx: bool,
     /// The repeater's retry schedule (seconds).
     pub retry_schedule: Vec<f64>,
+    /// ± fraction of jitter on each retry delay (default 0: exact delays).
+    pub retry_jitter: f64,
     /// The repeater's stuck-delivery scan (tests: every 0.5 s, 3 s visibility timeout).
     pub stuck: repeater::stuck::StuckConfig,
     /// The bff's per-principal limits.
@@ -60,6 +62,7 @@ impl Default for Options {
             bff_instances: 1,
             nginx: false,
             retry_schedule: vec![0.5, 0.5],
+            retry_jitter: 0.0,
             stuck: repeater::stuck::StuckConfig {
                 enabled: true,
                 interval_secs: 0.5,
@@ -225,7 +228,7 @@ impl Stack {
             kafka: kafka_cfg.clone(),
             retry: repeater::config::RetryConfig {
                 schedule_secs: opts.retry_schedule.clone(),
-                jitter: 0.0,
+                jitter: opts.retry_jitter,
                 ..Default::default()
             },
             stuck: opts.stuck.clone(),
