@@ -91,6 +91,8 @@ struct Position {
 #[derive(sqlx::FromRow)]
 struct Lost {
     id: Uuid,
+    /// The attempt whose message was lost.
+    current_attempt: i32,
     why: String,
 }
 
@@ -195,7 +197,7 @@ impl StuckScan {
                  SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[])
                      AS p(topic, part, committed, low, high)
              )
-             SELECT d.id,
+             SELECT d.id, d.current_attempt,
                     CASE WHEN o.kafka_offset >= pos.high THEN 'log shorter than the message''s offset (wiped or replaced cluster)'
                          WHEN o.kafka_offset < pos.low THEN 'message no longer in the log (retention or deleted)'
                          ELSE 'workers committed past the message without a status' END AS why
@@ -240,7 +242,13 @@ impl StuckScan {
         .bind(d.current_attempt)
         .fetch_one(&mut *tx)
         .await?;
-        if d.is_terminal() || d.status == "pending" || attempted {
+        // Moved on since the candidates were read (a status arrived, another scan or an
+        // admin re-drove it): not lost any more.
+        if d.is_terminal()
+            || d.status == "pending"
+            || attempted
+            || d.current_attempt != l.current_attempt
+        {
             return Ok(());
         }
         if d.not_after().is_some_and(|end| end <= chrono::Utc::now()) {

@@ -1,0 +1,211 @@
+//! A Kafka cluster replaced by a fresh one while a dispatch message was on it: the message is
+//! gone, nothing will ever report a status for it. The repeater's stuck scan sees the new
+//! log is shorter than the recorded offset, re-drives the delivery once — two repeater
+//! instances run, and the delivery is re-driven and sent exactly once.
+
+use std::time::Duration;
+
+use common::{
+    db::DatabaseConfig,
+    delivery::LockedDelivery,
+    events::all_topics,
+    http::HttpConfig,
+    kafka::KafkaConfig,
+    outbox::{RelayConfig, spawn_relay},
+    redis::RedisConfig,
+};
+use devkit::{kafka::DevCluster, smtp::SmtpSink};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn http() -> HttpConfig {
+    HttpConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..HttpConfig::default()
+    }
+}
+
+/// A queued email delivery with its attempt-1 dispatch in the outbox, as intake writes it.
+async fn queued_email(pool: &PgPool, to: &str) -> Uuid {
+    let (notification, delivery) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO notifications (id, created_by, category, priority, content)
+         VALUES ($1, 'billing', 'billing', 'normal', '{\"subject\": \"Invoice\", \"text\": \"Your invoice\"}')",
+    )
+    .bind(notification)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO deliveries (id, notification_id, channel, lane, recipient, address, status)
+         VALUES ($1, $2, 'email', 'bulk', jsonb_build_object('email', $3::text), $3, 'queued')",
+    )
+    .bind(delivery)
+    .bind(notification)
+    .bind(to)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let d = LockedDelivery::lock(&mut tx, delivery)
+        .await
+        .unwrap()
+        .unwrap();
+    d.enqueue_attempt(&mut tx, 1, None).await.unwrap();
+    tx.commit().await.unwrap();
+    delivery
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
+    common::telemetry::init_for_tests();
+    let id = Uuid::new_v4().simple().to_string();
+    let prefix = format!("s{}.", &id[..8]);
+    let topics: Vec<String> = all_topics()
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
+    let db = DatabaseConfig::new(devkit::pg::fresh_database("notify").await.unwrap());
+    let repeater_cfg = repeater::Config {
+        http: http(),
+        database: db.clone(),
+        ..Default::default()
+    };
+    repeater::migrate(&repeater_cfg).await.unwrap();
+    let pool = common::db::connect_lazy(&db).unwrap();
+    let delivery = queued_email(&pool, "replaced@example.test").await;
+
+    // Cluster A takes the dispatch message; no worker ever reads it.
+    let old = DevCluster::start(&topics, 3).unwrap();
+    let kafka_on = |cluster: &DevCluster| KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers().to_owned(),
+        topic_prefix: prefix.clone(),
+        ..KafkaConfig::default()
+    };
+    let relay_cfg = RelayConfig {
+        poll_interval_ms: 100,
+        ..RelayConfig::default()
+    };
+    let stop_old = CancellationToken::new();
+    let relay = spawn_relay(&pool, &kafka_on(&old), &relay_cfg, "test-relay", &stop_old)
+        .unwrap()
+        .unwrap();
+    let offset = loop {
+        let o: Option<i64> = sqlx::query_scalar(
+            "SELECT kafka_offset FROM outbox WHERE headers ->> 'delivery-id' = $1",
+        )
+        .bind(delivery.to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if let Some(o) = o {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(offset, 0, "the first message of its partition");
+    stop_old.cancel();
+    relay.await.unwrap();
+    drop(old);
+
+    // Cluster B: empty. The platform comes back on it with two repeater instances.
+    let new = DevCluster::start(&topics, 3).unwrap();
+    let kafka = kafka_on(&new);
+    let smtp = SmtpSink::start(0, None).unwrap();
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn({
+        let relay = spawn_relay(&pool, &kafka, &relay_cfg, "test-relay", &shutdown).unwrap();
+        async move {
+            if let Some(r) = relay {
+                let _ = r.await;
+            }
+            Ok(())
+        }
+    }));
+    let workers_cfg = workers::Config {
+        http: http(),
+        kafka: kafka.clone(),
+        redis: RedisConfig {
+            key_prefix: format!("test:{id}:"),
+            ..RedisConfig::default()
+        },
+        channels: vec![common::events::Channel::Email],
+        email: workers::config::EmailConfig {
+            smtp_url: smtp.url(),
+            timeout_ms: 5_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tasks.push(tokio::spawn(workers::run(workers_cfg, l, shutdown.clone())));
+    for _ in 0..2 {
+        let cfg = repeater::Config {
+            kafka: kafka.clone(),
+            stuck: repeater::stuck::StuckConfig {
+                enabled: true,
+                interval_secs: 0.2,
+                visibility_timeout_secs: 1.0,
+                batch_size: 100,
+            },
+            ..repeater_cfg.clone()
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tasks.push(tokio::spawn(repeater::run(cfg, l, shutdown.clone())));
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        let s: String = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+            .bind(delivery)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if s == "sent" || tokio::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, "sent");
+    // Let both scanners go round a few more times: nothing may be re-driven again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let redrives: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT kind, detail, to_attempt FROM redrives WHERE delivery_id = $1")
+            .bind(delivery)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(redrives.len(), 1, "{redrives:?}");
+    assert_eq!(redrives[0].0, "lost");
+    assert!(
+        redrives[0].1.contains("replaced cluster"),
+        "{}",
+        redrives[0].1
+    );
+    assert_eq!(redrives[0].2, 2);
+    let dispatches: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE headers ->> 'delivery-id' = $1")
+            .bind(delivery.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(dispatches, 2, "attempt 1 (lost) and one re-drive");
+    let attempts: Vec<(i32, String)> =
+        sqlx::query_as("SELECT attempt, outcome FROM attempts WHERE delivery_id = $1")
+            .bind(delivery)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, vec![(2, "sent".to_owned())]);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, vec!["replaced@example.test".to_owned()]);
+
+    shutdown.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+}

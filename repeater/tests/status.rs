@@ -1,0 +1,351 @@
+//! Applying status events against the real Postgres: the retry schedule and `Retry-After`
+//! clamping as written to the outbox, duplicates ignored, two repeater instances handling the
+//! same event at once schedule one retry, a re-driven dead letter gets the schedule again and
+//! a late status of an older attempt is recorded without moving the delivery.
+
+use std::{path::Path, time::Duration};
+
+use chrono::{DateTime, Utc};
+use common::{
+    delivery::{self, LockedDelivery, RedriveKind},
+    events::{Channel, ErrorInfo, Outcome, SCHEMA, StatusEvent},
+};
+use repeater::{
+    config::RetryConfig,
+    status::{Applied, StatusHandler},
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn db() -> PgPool {
+    db_with_url().await.0
+}
+
+async fn db_with_url() -> (PgPool, String) {
+    let url = devkit::pg::fresh_database("repeater").await.unwrap();
+    let pool = PgPool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/notify"),
+    )
+    .await
+    .unwrap()
+    .run(&pool)
+    .await
+    .unwrap();
+    (pool, url)
+}
+
+async fn delivery(pool: &PgPool, channel: Channel) -> Uuid {
+    let (n, d) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO notifications (id, created_by, category, priority, content)
+         VALUES ($1, 'billing', 'billing', 'normal', '{\"text\": \"hi\"}')",
+    )
+    .bind(n)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO deliveries (id, notification_id, channel, lane, recipient, address, status)
+         VALUES ($1, $2, $3, 'bulk', '{}', 'someone', 'queued')",
+    )
+    .bind(d)
+    .bind(n)
+    .bind(channel.as_str())
+    .execute(pool)
+    .await
+    .unwrap();
+    d
+}
+
+fn event(
+    delivery: Uuid,
+    attempt: u32,
+    outcome: Outcome,
+    retry_after_ms: Option<u64>,
+) -> StatusEvent {
+    StatusEvent {
+        schema: SCHEMA,
+        delivery_id: delivery,
+        attempt,
+        channel: Channel::Sms,
+        outcome,
+        provider: "sms_gateway".into(),
+        provider_message_id: None,
+        error: (outcome != Outcome::Sent).then(|| ErrorInfo {
+            code: "sms_503".into(),
+            message: "unavailable".into(),
+        }),
+        retry_after_ms,
+        at: Utc::now(),
+        duration_ms: 12,
+    }
+}
+
+fn fixed(schedule: &[f64]) -> RetryConfig {
+    RetryConfig {
+        schedule_secs: schedule.to_vec(),
+        jitter: 0.0,
+        ..RetryConfig::default()
+    }
+}
+
+/// `available_at` of each outbox row of `delivery`'s attempt `attempt`.
+async fn dispatches(pool: &PgPool, delivery: Uuid, attempt: u32) -> Vec<DateTime<Utc>> {
+    sqlx::query_scalar(
+        "SELECT available_at FROM outbox WHERE headers ->> 'delivery-id' = $1 AND headers ->> 'attempt' = $2",
+    )
+    .bind(delivery.to_string())
+    .bind(attempt.to_string())
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_within_one_to_two_times_the_schedule() {
+    let pool = db().await;
+    let handler = StatusHandler::new(pool.clone(), fixed(&[10.0]));
+    for (retry_after, expected) in [
+        (None, 10),
+        (Some(1_000), 10),
+        (Some(15_000), 15),
+        (Some(600_000), 20),
+    ] {
+        let d = delivery(&pool, Channel::Sms).await;
+        let before = Utc::now();
+        let applied = handler
+            .apply(&event(d, 1, Outcome::TransientFailure, retry_after))
+            .await
+            .unwrap();
+        assert_eq!(
+            applied,
+            Applied::Retrying {
+                next_attempt: 2,
+                delay: Duration::from_secs(expected)
+            },
+            "Retry-After {retry_after:?}"
+        );
+        let due = dispatches(&pool, d, 2).await;
+        assert_eq!(due.len(), 1);
+        let in_secs = (due[0] - before).num_milliseconds() as f64 / 1000.0;
+        assert!(
+            (expected as f64..expected as f64 + 1.0).contains(&in_secs),
+            "attempt 2 due in {in_secs}s, expected {expected}s"
+        );
+        let (status, current): (String, i32) =
+            sqlx::query_as("SELECT status, current_attempt FROM deliveries WHERE id = $1")
+                .bind(d)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), current), ("retrying", 2));
+    }
+}
+
+#[tokio::test]
+async fn a_channel_can_have_its_own_schedule() {
+    let pool = db().await;
+    let mut cfg = fixed(&[30.0]);
+    cfg.channels.insert(Channel::Sms, vec![2.0]);
+    let handler = StatusHandler::new(pool.clone(), cfg);
+    let sms = delivery(&pool, Channel::Sms).await;
+    let email = delivery(&pool, Channel::Email).await;
+    let sms_delay = handler
+        .apply(&event(sms, 1, Outcome::TransientFailure, None))
+        .await
+        .unwrap();
+    let email_delay = handler
+        .apply(&event(email, 1, Outcome::TransientFailure, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (sms_delay, email_delay),
+        (
+            Applied::Retrying {
+                next_attempt: 2,
+                delay: Duration::from_secs(2)
+            },
+            Applied::Retrying {
+                next_attempt: 2,
+                delay: Duration::from_secs(30)
+            }
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_status_event_changes_nothing() {
+    let pool = db().await;
+    let handler = StatusHandler::new(pool.clone(), fixed(&[5.0]));
+    let d = delivery(&pool, Channel::Sms).await;
+    let ev = event(d, 1, Outcome::TransientFailure, None);
+    assert!(matches!(
+        handler.apply(&ev).await.unwrap(),
+        Applied::Retrying { .. }
+    ));
+    assert_eq!(handler.apply(&ev).await.unwrap(), Applied::Duplicate);
+    assert_eq!(handler.apply(&ev).await.unwrap(), Applied::Duplicate);
+    let (attempts, current): (i32, i32) =
+        sqlx::query_as("SELECT attempts, current_attempt FROM deliveries WHERE id = $1")
+            .bind(d)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, current), (1, 2));
+    assert_eq!(dispatches(&pool, d, 2).await.len(), 1);
+
+    // A sent event delivered twice: one `sent`, then a duplicate.
+    let sent = event(d, 2, Outcome::Sent, None);
+    assert_eq!(handler.apply(&sent).await.unwrap(), Applied::Sent);
+    assert_eq!(handler.apply(&sent).await.unwrap(), Applied::Duplicate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_repeater_instances_never_schedule_one_retry_twice() {
+    let (pool, url) = db_with_url().await;
+    // Two instances: their own handler and their own connection pool.
+    let other = PgPool::connect(&url).await.unwrap();
+    let a = std::sync::Arc::new(StatusHandler::new(pool.clone(), fixed(&[5.0, 5.0])));
+    let b = std::sync::Arc::new(StatusHandler::new(other, fixed(&[5.0, 5.0])));
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(delivery(&pool, Channel::Sms).await);
+    }
+    let mut tasks = Vec::new();
+    for &d in &ids {
+        let ev = event(d, 1, Outcome::TransientFailure, None);
+        for h in [a.clone(), b.clone()] {
+            let ev = ev.clone();
+            tasks.push(tokio::spawn(async move { h.apply(&ev).await.unwrap() }));
+        }
+    }
+    let mut retrying = 0;
+    let mut duplicates = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Applied::Retrying { .. } => retrying += 1,
+            Applied::Duplicate => duplicates += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((retrying, duplicates), (20, 20));
+    for d in ids {
+        assert_eq!(dispatches(&pool, d, 2).await.len(), 1, "delivery {d}");
+    }
+}
+
+#[tokio::test]
+async fn a_redriven_dead_letter_gets_the_retry_schedule_again() {
+    let pool = db().await;
+    let handler = StatusHandler::new(pool.clone(), fixed(&[1.0]));
+    let d = delivery(&pool, Channel::Sms).await;
+    assert!(matches!(
+        handler
+            .apply(&event(d, 1, Outcome::TransientFailure, None))
+            .await
+            .unwrap(),
+        Applied::Retrying {
+            next_attempt: 2,
+            ..
+        }
+    ));
+    assert_eq!(
+        handler
+            .apply(&event(d, 2, Outcome::TransientFailure, None))
+            .await
+            .unwrap(),
+        Applied::Dead {
+            reason: "attempts_exhausted"
+        }
+    );
+
+    let mut tx = pool.begin().await.unwrap();
+    let locked = LockedDelivery::lock(&mut tx, d).await.unwrap().unwrap();
+    let attempt = delivery::redrive(&mut tx, &locked, RedriveKind::DeadLetter, "ops", "dead")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(attempt, 3);
+    assert_eq!(dispatches(&pool, d, 3).await.len(), 1);
+
+    // Attempt 3 fails transiently: the re-drive started a new run, so a retry is scheduled.
+    assert!(matches!(
+        handler
+            .apply(&event(d, 3, Outcome::TransientFailure, None))
+            .await
+            .unwrap(),
+        Applied::Retrying {
+            next_attempt: 4,
+            ..
+        }
+    ));
+    // Statuses of attempts already recorded change nothing.
+    assert_eq!(
+        handler
+            .apply(&event(d, 1, Outcome::Sent, None))
+            .await
+            .unwrap(),
+        Applied::Duplicate
+    );
+    let late = StatusEvent {
+        attempt: 2,
+        ..event(d, 2, Outcome::Sent, None)
+    };
+    assert_eq!(handler.apply(&late).await.unwrap(), Applied::Duplicate);
+    assert_eq!(
+        handler
+            .apply(&event(d, 4, Outcome::Sent, None))
+            .await
+            .unwrap(),
+        Applied::Sent
+    );
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM deliveries WHERE id = $1")
+            .bind(d)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("sent", 4));
+    let redrives: i64 = sqlx::query_scalar("SELECT count(*) FROM redrives WHERE delivery_id = $1")
+        .bind(d)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(redrives, 1);
+}
+
+#[tokio::test]
+async fn a_status_for_an_older_attempt_after_a_redrive_is_recorded_as_stale() {
+    let pool = db().await;
+    let handler = StatusHandler::new(pool.clone(), fixed(&[1.0]));
+    let d = delivery(&pool, Channel::Sms).await;
+    // The scan re-drove attempt 1 as lost; then attempt 1's status shows up after all.
+    let mut tx = pool.begin().await.unwrap();
+    let locked = LockedDelivery::lock(&mut tx, d).await.unwrap().unwrap();
+    delivery::redrive(&mut tx, &locked, RedriveKind::Lost, "repeater", "test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        handler
+            .apply(&event(d, 1, Outcome::Sent, None))
+            .await
+            .unwrap(),
+        Applied::Stale
+    );
+    let (status, current, attempts): (String, i32, i32) =
+        sqlx::query_as("SELECT status, current_attempt, attempts FROM deliveries WHERE id = $1")
+            .bind(d)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), current, attempts), ("queued", 2, 1));
+    assert_eq!(
+        handler
+            .apply(&event(d, 2, Outcome::Sent, None))
+            .await
+            .unwrap(),
+        Applied::Sent
+    );
+}
