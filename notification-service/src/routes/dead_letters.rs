@@ -193,7 +193,7 @@ async fn list(
     let ids: Vec<Uuid> = ids.into_iter().take(limit as usize).collect();
     let mut items = crate::db::notifications::deliveries(&mut conn, &ids).await?;
     // Same order as the keyset.
-    items.sort_by(|a, b| (b.updated_at, b.id).cmp(&(a.updated_at, a.id)));
+    items.sort_by_key(|d| std::cmp::Reverse((d.updated_at, d.id)));
     let next_cursor = if more {
         items.last().map(|d| cursor_of(d.updated_at, d.id))
     } else {
