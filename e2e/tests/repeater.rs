@@ -171,6 +171,12 @@ async fn failing_twice_then_succeeding_is_sent_on_attempt_3_on_the_schedule() {
         );
     }
     assert_eq!(gateway.received_requests().await.unwrap().len(), 3);
+    // The services run in this process: their registry is this process's.
+    let metrics = common::metrics::render();
+    assert!(
+        metrics.contains("notify_repeater_retries_scheduled_total{channel=\"sms\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,6 +394,30 @@ async fn dead_letters_are_listed_and_redriven_by_filter() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["redriven"], 1);
     assert_eq!(body["skipped"], json!([ids[0]]));
+    let view = settled(
+        &stack,
+        &ids_notification(&stack, &ids[2]).await,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(view["deliveries"][0]["status"], "dead", "{view}");
+
+    let metrics = common::metrics::render();
+    for line in [
+        "notify_dead_letters_redriven_total 3",
+        "notify_repeater_dead_letters_total{channel=\"sms\",reason=\"permanent_failure\"} 4",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+}
+
+async fn ids_notification(stack: &Stack, delivery: &str) -> String {
+    let id: Uuid = sqlx::query_scalar("SELECT notification_id FROM deliveries WHERE id = $1::uuid")
+        .bind(delivery)
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+    id.to_string()
 }
 
 async fn fcm_with_dead_token() -> MockServer {
@@ -524,6 +554,13 @@ async fn a_dead_push_falls_back_to_sms() {
     let body = String::from_utf8_lossy(&requests[0].body).into_owned();
     assert!(body.contains("To=%2B49301234099"), "{body}");
     assert!(body.contains("Payment+failed"), "{body}");
+    let metrics = common::metrics::render();
+    for line in [
+        "notify_repeater_fallbacks_requested_total{channel=\"push\"} 1",
+        "notify_fallbacks_planned_total{channel=\"sms\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,7 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     tasks.push(tokio::spawn(workers::run(workers_cfg, l, shutdown.clone())));
+    let mut repeater_addr = None;
     for _ in 0..2 {
         let cfg = repeater::Config {
             kafka: kafka.clone(),
@@ -153,6 +154,7 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
             ..repeater_cfg.clone()
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        repeater_addr.get_or_insert(l.local_addr().unwrap());
         tasks.push(tokio::spawn(repeater::run(cfg, l, shutdown.clone())));
     }
 
@@ -203,6 +205,20 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, vec!["replaced@example.test".to_owned()]);
+
+    let metrics = reqwest::get(format!("http://{}/metrics", repeater_addr.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "notify_repeater_stuck_redriven_total{channel=\"email\"} 1",
+        "notify_repeater_open_deliveries{status=\"queued\"} 0",
+        "notify_repeater_status_lag_messages{partition=\"0\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 
     shutdown.cancel();
     for t in tasks {

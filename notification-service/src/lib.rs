@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod fallback;
+pub mod metrics;
 pub mod planning;
 pub mod quiet_hours;
 pub mod request;
@@ -49,6 +50,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .merge(routes::admin::router())
         .merge(routes::dead_letters::router())
         .merge(common::http::postgres_health())
+        .route("/metrics", axum::routing::get(common::metrics::handler))
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)
 }
@@ -64,6 +66,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    metrics::init();
     let pool = common::db::connect_lazy(&cfg.database)?;
     let redis = common::redis::connect(&cfg.redis).await?;
     let users =
