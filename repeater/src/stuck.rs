@@ -340,6 +340,9 @@ impl StuckScan {
         let consumer = self.consumer(group)?;
         let kafka = self.kafka.clone();
         tokio::task::spawn_blocking(move || {
+            // Never subscribed, so this returns no message; it serves the client's queued
+            // events (logs, errors), which would otherwise pile up between scans.
+            let _ = consumer.poll(Duration::ZERO);
             let mut tpl = TopicPartitionList::new();
             let mut wanted = Vec::new();
             for topic in &topics {
