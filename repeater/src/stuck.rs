@@ -26,7 +26,7 @@ use common::{
     kafka::KafkaConfig,
 };
 use rdkafka::{
-    ClientConfig, Offset, TopicPartitionList,
+    Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
 };
 use serde::Deserialize;
@@ -322,15 +322,14 @@ impl StuckScan {
         if let Some(c) = consumers.get(group) {
             return Ok(c.clone());
         }
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &self.kafka.bootstrap_servers)
-            .set("group.id", self.kafka.topic(group))
-            .set("client.id", "repeater-stuck-scan")
-            .set("enable.auto.commit", "false");
-        for (k, v) in &self.kafka.properties {
-            cfg.set(k, v);
-        }
-        let c: Arc<BaseConsumer> = Arc::new(cfg.create().context("stuck-scan consumer")?);
+        let c = Arc::new(
+            common::kafka::offsets_reader(
+                &self.kafka,
+                &self.kafka.topic(group),
+                "repeater-stuck-scan",
+            )
+            .context("stuck-scan consumer")?,
+        );
         consumers.insert(group.to_owned(), c.clone());
         Ok(c)
     }

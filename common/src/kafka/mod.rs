@@ -116,6 +116,21 @@ pub fn consumer(cfg: &KafkaConfig, group_id: &str, client_id: &str) -> KafkaResu
     c.create_with_context(CommitOnRevoke)
 }
 
+/// A consumer that never joins its group: it only reads `group_id`'s committed offsets and the
+/// log's watermarks (the repeater's stuck scan). Nothing is ever committed through it.
+pub fn offsets_reader(
+    cfg: &KafkaConfig,
+    group_id: &str,
+    client_id: &str,
+) -> KafkaResult<BaseConsumer> {
+    let mut c = cfg.base();
+    c.set("group.id", group_id)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false");
+    cfg.apply_properties(&mut c);
+    c.create()
+}
+
 /// Kafka headers from a string map (request id, traceparent, delivery id, attempt).
 pub fn owned_headers(map: &BTreeMap<String, String>) -> OwnedHeaders {
     map.iter()

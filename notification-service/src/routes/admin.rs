@@ -62,16 +62,43 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-fn cursor_of(created_at: DateTime<Utc>, id: Uuid) -> String {
-    format!("{}_{}", created_at.timestamp_micros(), id)
+/// `<timestamp in µs>_<id>`: the keyset position handed out as `next_cursor`.
+pub(crate) fn cursor_of(at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}_{}", at.timestamp_micros(), id)
 }
 
-fn parse_cursor(c: &str) -> Option<(DateTime<Utc>, Uuid)> {
+pub(crate) fn parse_cursor(c: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = c.split_once('_')?;
     Some((
         DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         Uuid::parse_str(id).ok()?,
     ))
+}
+
+/// An admin list's `limit` (1..=200, default 50) and `cursor`, each problem added to `errors`.
+pub(crate) fn page_args(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    errors: &mut Vec<common::problem::FieldError>,
+) -> (i64, Option<(DateTime<Utc>, Uuid)>) {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        errors.push(common::problem::FieldError::new(
+            "limit",
+            "must be from 1 to 200",
+        ));
+    }
+    let cursor = cursor.filter(|c| !c.is_empty()).and_then(|c| {
+        let parsed = parse_cursor(c);
+        if parsed.is_none() {
+            errors.push(common::problem::FieldError::new(
+                "cursor",
+                "is not a cursor this API gave out",
+            ));
+        }
+        parsed
+    });
+    (limit, cursor)
 }
 
 /// Notifications matching every given filter, newest first. The SQL holds only the filters
@@ -98,26 +125,7 @@ async fn list(
             "is not a channel",
         ));
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        errors.push(common::problem::FieldError::new(
-            "limit",
-            "must be from 1 to 200",
-        ));
-    }
-    let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => match parse_cursor(c) {
-            Some(c) => Some(c),
-            None => {
-                errors.push(common::problem::FieldError::new(
-                    "cursor",
-                    "is not a cursor this API gave out",
-                ));
-                None
-            }
-        },
-        None => None,
-    };
+    let (limit, cursor) = page_args(q.limit, q.cursor.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }

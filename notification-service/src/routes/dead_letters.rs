@@ -24,7 +24,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::{AppState, routes::admin::Page, views::DeliveryView};
+use crate::{
+    AppState,
+    routes::admin::{Page, cursor_of, page_args},
+    views::DeliveryView,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -133,18 +137,6 @@ impl ListQuery {
     }
 }
 
-fn cursor_of(at: DateTime<Utc>, id: Uuid) -> String {
-    format!("{}_{}", at.timestamp_micros(), id)
-}
-
-fn parse_cursor(c: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (micros, id) = c.split_once('_')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
-}
-
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -154,23 +146,7 @@ async fn list(
     let filter = q.filter();
     let mut errors = Vec::new();
     filter.check("", &mut errors);
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        errors.push(FieldError::new("limit", "must be from 1 to 200"));
-    }
-    let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => {
-            let parsed = parse_cursor(c);
-            if parsed.is_none() {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this API gave out",
-                ));
-            }
-            parsed
-        }
-        None => None,
-    };
+    let (limit, cursor) = page_args(q.limit, q.cursor.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -252,6 +228,21 @@ async fn redrive(
     Ok(Json(out))
 }
 
+/// Locks the delivery and re-drives it if it is (still) dead.
+async fn redrive_if_dead(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    actor: &str,
+) -> anyhow::Result<bool> {
+    match LockedDelivery::lock(conn, id).await? {
+        Some(d) if d.status == "dead" => {
+            delivery::redrive(conn, &d, RedriveKind::DeadLetter, actor, "dead").await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Re-drives each dead one of `ids` in one transaction.
 async fn redrive_ids(state: &AppState, ids: &[Uuid], actor: &str) -> anyhow::Result<Redriven> {
     let mut ids = ids.to_vec();
@@ -263,12 +254,10 @@ async fn redrive_ids(state: &AppState, ids: &[Uuid], actor: &str) -> anyhow::Res
         skipped: Vec::new(),
     };
     for id in ids {
-        match LockedDelivery::lock(&mut tx, id).await? {
-            Some(d) if d.status == "dead" => {
-                delivery::redrive(&mut tx, &d, RedriveKind::DeadLetter, actor, "dead").await?;
-                out.redriven += 1;
-            }
-            _ => out.skipped.push(id),
+        if redrive_if_dead(&mut tx, id, actor).await? {
+            out.redriven += 1;
+        } else {
+            out.skipped.push(id);
         }
     }
     tx.commit().await?;
@@ -298,12 +287,7 @@ async fn redrive_filter(
             break;
         }
         for id in ids {
-            if let Some(d) = LockedDelivery::lock(&mut tx, id).await?
-                && d.status == "dead"
-            {
-                delivery::redrive(&mut tx, &d, RedriveKind::DeadLetter, actor, "dead").await?;
-                redriven += 1;
-            }
+            redriven += u64::from(redrive_if_dead(&mut tx, id, actor).await?);
         }
         tx.commit().await?;
     }

@@ -54,7 +54,7 @@ async fn history(
     };
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+        Some(c) => Some(super::admin::parse_cursor(c).ok_or_else(|| {
             ApiError::invalid_field("cursor", "is not a cursor this API gave out")
         })?),
     };
@@ -65,18 +65,9 @@ async fn history(
         items.truncate(limit as usize);
         items
             .last()
-            .map(|i| format!("{}_{}", i.created_at.timestamp_micros(), i.id))
+            .map(|i| super::admin::cursor_of(i.created_at, i.id))
     } else {
         None
     };
     Ok(Json(HistoryPage { items, next_cursor }))
-}
-
-/// `<created_at in µs>_<id>`, as handed out in `next_cursor`.
-fn parse_cursor(c: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
-    let (micros, id) = c.split_once('_')?;
-    Some((
-        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
 }
