@@ -40,6 +40,10 @@ pub struct LockedDelivery {
     pub ttl_seconds: Option<i32>,
     /// The notification's fallback channel order, if it asked for one.
     pub fallback: Option<sqlx::types::Json<Vec<String>>>,
+    /// The locking transaction's `now()`: the database's clock, which the relay compares
+    /// `available_at` with and which stamps `attempts.recorded_at`. Schedules computed from it
+    /// mean the same on every host, however far an application server's clock drifts.
+    pub db_now: DateTime<Utc>,
 }
 
 impl LockedDelivery {
@@ -49,7 +53,7 @@ impl LockedDelivery {
         sqlx::query_as(
             "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel, d.lane,
                     d.user_id, d.address, d.locale, n.content, n.localized, n.created_at, n.send_at,
-                    n.ttl_seconds, n.fallback
+                    n.ttl_seconds, n.fallback, now() AS db_now
              FROM deliveries d JOIN notifications n ON n.id = d.notification_id
              WHERE d.id = $1
              FOR NO KEY UPDATE OF d",

@@ -221,14 +221,22 @@ pub async fn serve(
     .await
 }
 
-/// `/healthz` and a `/readyz` that checks Postgres, for services whose state holds a pool.
-pub fn postgres_health<S>() -> Router<S>
+/// `/healthz` and a `/readyz` that checks Postgres and that every Kafka consumer of the
+/// instance has joined its group, for services whose state holds a pool and a membership.
+pub fn health<S>() -> Router<S>
 where
     sqlx::PgPool: axum::extract::FromRef<S>,
+    crate::kafka::Membership: axum::extract::FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
-    async fn readyz(axum::extract::State(pool): axum::extract::State<sqlx::PgPool>) -> Response {
-        readiness(vec![("postgres", crate::db::ping(&pool).await)])
+    async fn readyz(
+        axum::extract::State(pool): axum::extract::State<sqlx::PgPool>,
+        axum::extract::State(membership): axum::extract::State<crate::kafka::Membership>,
+    ) -> Response {
+        readiness(vec![
+            ("postgres", crate::db::ping(&pool).await),
+            ("kafka_consumers", membership.check()),
+        ])
     }
     Router::new()
         .route("/healthz", axum::routing::get(healthz))

@@ -1,18 +1,20 @@
 //! The outbox relay against the real Postgres and the Kafka mock cluster: only committed rows
 //! are ever published, each once, and a commit wakes the relay through LISTEN/NOTIFY.
+//!
+//! The first test steps the relay by hand (`publish_batch`), so each assertion is about one
+//! known batch — no timing involved.
 
 use std::{path::Path, time::Duration};
 
 use common::{
-    kafka::{KafkaConfig, consumer, producer},
+    kafka::{KafkaConfig, producer},
     outbox::{OutboxMessage, Relay, RelayConfig, enqueue},
 };
-use devkit::kafka::DevCluster;
-use rdkafka::{Message, consumer::Consumer};
+use devkit::{kafka::DevCluster, pg::TestDatabase, tasks::TaskGroup};
+use rdkafka::Message;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-async fn setup() -> (DevCluster, KafkaConfig, PgPool) {
+async fn setup() -> (DevCluster, KafkaConfig, PgPool, TestDatabase) {
     let prefix = format!("r{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let cluster = DevCluster::start(&[format!("{prefix}notify.events")], 3).unwrap();
     let kafka = KafkaConfig {
@@ -20,8 +22,8 @@ async fn setup() -> (DevCluster, KafkaConfig, PgPool) {
         topic_prefix: prefix,
         ..KafkaConfig::default()
     };
-    let url = devkit::pg::fresh_database("relay").await.unwrap();
-    let pool = PgPool::connect(&url).await.unwrap();
+    let db = TestDatabase::create("relay").await.unwrap();
+    let pool = PgPool::connect(db.url()).await.unwrap();
     let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/notify");
     sqlx::migrate::Migrator::new(migrations)
         .await
@@ -29,42 +31,42 @@ async fn setup() -> (DevCluster, KafkaConfig, PgPool) {
         .run(&pool)
         .await
         .unwrap();
-    (cluster, kafka, pool)
+    (cluster, kafka, pool, db)
 }
 
 fn message(text: &str) -> OutboxMessage {
     OutboxMessage::new("notify.events", "k", &serde_json::json!({ "text": text })).unwrap()
 }
 
-/// Reads what arrives on the topic within `window`.
-async fn received(kafka: &KafkaConfig, group: &str, window: Duration) -> Vec<String> {
-    positioned(kafka, group, window)
-        .await
-        .into_iter()
-        .map(|(text, _, _)| text)
+/// Every message on the topic, which must hold exactly `n`, each with its partition and offset.
+async fn positioned(kafka: &KafkaConfig, n: usize) -> Vec<(String, i32, i64)> {
+    let (bootstrap, topic) = (
+        kafka.bootstrap_servers.clone(),
+        kafka.topic("notify.events"),
+    );
+    let messages = tokio::task::spawn_blocking(move || {
+        devkit::kafka::read_topic(&bootstrap, &topic, Duration::from_secs(15))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(messages.len(), n, "messages on the topic");
+    messages
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            (
+                v["text"].as_str().unwrap().to_owned(),
+                m.partition(),
+                m.offset(),
+            )
+        })
         .collect()
-}
-
-/// Like [`received`], with each message's partition and offset.
-async fn positioned(kafka: &KafkaConfig, group: &str, window: Duration) -> Vec<(String, i32, i64)> {
-    let c = consumer(kafka, group, "test").unwrap();
-    c.subscribe(&[&kafka.topic("notify.events")]).unwrap();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + window;
-    while let Ok(Ok(m)) = tokio::time::timeout_at(deadline, c.recv()).await {
-        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        out.push((
-            v["text"].as_str().unwrap().to_owned(),
-            m.partition(),
-            m.offset(),
-        ));
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_committed_rows_are_published_and_each_once() {
-    let (_cluster, kafka, pool) = setup().await;
+    let (_cluster, kafka, pool, _db) = setup().await;
     let relay = Relay::new(
         pool.clone(),
         producer(&kafka, "t").unwrap(),
@@ -103,7 +105,7 @@ async fn only_committed_rows_are_published_and_each_once() {
     open.commit().await.unwrap();
     assert_eq!(relay.publish_batch().await.unwrap(), 1);
 
-    let got = positioned(&kafka, "g1", Duration::from_secs(5)).await;
+    let got = positioned(&kafka, 3).await;
     // Each row records where its message landed (the stuck-delivery scan relies on it).
     for (text, partition, offset) in &got {
         let stored: (Option<i32>, Option<i64>) = sqlx::query_as(
@@ -131,9 +133,24 @@ async fn only_committed_rows_are_published_and_each_once() {
     assert_eq!(unpublished, 0);
 }
 
+/// When the row whose payload text is `text` was published, if it was.
+async fn published(pool: &PgPool, text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT published_at FROM outbox WHERE payload->>'text' = $1")
+        .bind(text)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn commit(pool: &PgPool, text: &str) {
+    let mut tx = pool.begin().await.unwrap();
+    enqueue(&mut tx, &[message(text)]).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_wakes_the_relay_through_listen_notify() {
-    let (_cluster, kafka, pool) = setup().await;
+    let (_cluster, kafka, pool, _db) = setup().await;
     // A poll interval far beyond the test: only NOTIFY can wake the relay in time.
     let cfg = RelayConfig {
         poll_interval_ms: 600_000,
@@ -145,16 +162,52 @@ async fn a_commit_wakes_the_relay_through_listen_notify() {
         kafka.clone(),
         cfg,
     );
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(relay.run(stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await; // LISTEN is in place
+    // A row waiting before the start: once it is published, the relay has run LISTEN and
+    // its first batch, and sleeps until woken.
+    commit(&pool, "before-start").await;
+    let mut tasks = TaskGroup::new();
+    let stop = tasks.token();
+    tasks.spawn_unit("relay", relay.run(stop));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while published(&pool, "before-start").await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never published its first batch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
-    let mut tx = pool.begin().await.unwrap();
-    enqueue(&mut tx, &[message("woken")]).await.unwrap();
-    tx.commit().await.unwrap();
+    // The control: with the NOTIFY trigger off, a commit stays unpublished — the relay is
+    // asleep, not polling, so what follows can only be NOTIFY's doing.
+    sqlx::query("ALTER TABLE outbox DISABLE TRIGGER outbox_notify")
+        .execute(&pool)
+        .await
+        .unwrap();
+    commit(&pool, "silent").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(published(&pool, "silent").await, None, "the relay polled");
+    sqlx::query("ALTER TABLE outbox ENABLE TRIGGER outbox_notify")
+        .execute(&pool)
+        .await
+        .unwrap();
 
-    let got = received(&kafka, "g2", Duration::from_secs(5)).await;
-    assert_eq!(got, vec!["woken"]);
-    stop.cancel();
-    task.await.unwrap();
+    commit(&pool, "woken").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while published(&pool, "woken").await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the commit's NOTIFY did not wake the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Woken, it published everything due — the silent row too.
+    assert!(published(&pool, "silent").await.is_some());
+    let mut got: Vec<String> = positioned(&kafka, 3)
+        .await
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["before-start", "silent", "woken"]);
+    tasks.stop(Duration::from_secs(10)).await.unwrap();
 }

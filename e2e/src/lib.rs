@@ -2,6 +2,14 @@
 //! Redis, the Kafka mock cluster (TCP), an SMTP catcher and optionally Debian's nginx in
 //! front of several bff instances. Every stack has its own databases, topic prefix and Redis
 //! key prefix, so tests run in parallel without seeing each other.
+//!
+//! [`Stack::start`] returns once every service answers `/readyz` — which includes every Kafka
+//! consumer having joined its group, so a message sent right after start is consumed at once.
+//! Dropping the stack (at the end of a test, or while a failed assertion unwinds) stops every
+//! service and waits for them, then stops nginx, drops the two databases and deletes the
+//! stack's Redis keys: a test leaves no process, port or database behind. Tests using it must
+//! run on a multi-threaded runtime (`#[tokio::test(flavor = "multi_thread")]`): the drop waits
+//! for the services on the runtime's other threads.
 
 use std::{
     net::SocketAddr,
@@ -20,11 +28,22 @@ use common::{
     kafka::KafkaConfig,
     redis::RedisConfig,
 };
-use devkit::{kafka::DevCluster, nginx::Nginx, smtp::SmtpSink};
+use devkit::{
+    kafka::DevCluster,
+    nginx::{Nginx, PerIpLimit},
+    pg::TestDatabase,
+    smtp::SmtpSink,
+    tasks::TaskGroup,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+
+/// How long [`Stack::start`] waits for every service to be ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long dropping a stack waits for its services to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -50,6 +69,11 @@ pub struct Options {
     /// The workers' settings (channels, providers); its address, Kafka, Redis and SMTP URL
     /// are the stack's.
     pub workers: workers::Config,
+    /// Another Redis server for every service (a test's own, to take it down); default: the
+    /// machine's, with a key prefix per stack.
+    pub redis_url: Option<String>,
+    /// nginx's per-IP limit (default: production's).
+    pub nginx_per_ip: PerIpLimit,
 }
 
 impl Default for Options {
@@ -80,6 +104,8 @@ impl Default for Options {
             welcome: true,
             enabled_channels: vec![common::events::Channel::Email],
             workers: workers::Config::default(),
+            redis_url: None,
+            nginx_per_ip: PerIpLimit::default(),
         }
     }
 }
@@ -91,23 +117,37 @@ pub struct Bff {
     pub task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The services of a stack, for [`Stack::metrics`] and readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Users,
+    Notifications,
+    Workers,
+    Repeater,
+}
+
 /// A running platform.
 pub struct Stack {
-    pub kafka: DevCluster,
+    /// The services running in this process (not the bff instances, stopped one by one).
+    services: TaskGroup,
+    /// Dropped last, and only once every service has stopped (see `Drop`).
+    kafka: Option<DevCluster>,
     pub smtp: SmtpSink,
     pub jwt: JwtConfig,
     signing_key_pem: Option<String>,
     pub kafka_cfg: KafkaConfig,
-    /// The Redis settings (key prefix) every service of this stack uses.
+    /// The Redis settings (URL, key prefix) every service of this stack uses.
     pub redis: RedisConfig,
     /// Calls notification-service made to users-service's batch profile endpoint.
     pub profile_lookups: Arc<AtomicUsize>,
     pub notify_pool: PgPool,
+    /// users-service's database (read-only use in tests: its outbox, say).
+    pub users_pool: PgPool,
     pub bffs: Vec<Bff>,
     pub nginx: Option<Nginx>,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    addrs: Vec<(Service, SocketAddr)>,
+    databases: Vec<TestDatabase>,
 }
 
 async fn listener() -> (TcpListener, SocketAddr) {
@@ -134,6 +174,8 @@ impl Stack {
             .collect();
         let kafka = DevCluster::start(&topics, 3)?;
         let smtp = SmtpSink::start(0, None)?;
+        // Declared after the cluster, so an early return stops the services before it.
+        let mut services = TaskGroup::new();
         let jwt = opts.jwt.clone();
         let kafka_cfg = KafkaConfig {
             bootstrap_servers: kafka.bootstrap_servers().to_owned(),
@@ -142,12 +184,19 @@ impl Stack {
         };
         let redis = RedisConfig {
             key_prefix: format!("test:{id}:"),
-            ..RedisConfig::default()
+            url: opts
+                .redis_url
+                .clone()
+                .unwrap_or_else(|| RedisConfig::default().url),
         };
-        let users_db = DatabaseConfig::new(devkit::pg::fresh_database("users").await?);
-        let notify_db = DatabaseConfig::new(devkit::pg::fresh_database("notify").await?);
-        let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let databases = vec![
+            TestDatabase::create("users").await?,
+            TestDatabase::create("notify").await?,
+        ];
+        let users_db = DatabaseConfig::new(databases[0].url().to_owned());
+        let notify_db = DatabaseConfig::new(databases[1].url().to_owned());
+        let shutdown = services.token();
+        let mut addrs = Vec::new();
 
         let (l, users_addr) = listener().await;
         let users_cfg = users_service::Config {
@@ -158,22 +207,21 @@ impl Stack {
             ..Default::default()
         };
         users_service::migrate(&users_cfg).await?;
-        tasks.push(tokio::spawn(users_service::run(
-            users_cfg,
-            l,
-            shutdown.clone(),
-        )));
+        let users_pool = common::db::connect_lazy(&users_cfg.database)?;
+        addrs.push((Service::Users, users_addr));
+        services.spawn(
+            "users-service",
+            users_service::run(users_cfg, l, shutdown.clone()),
+        );
 
         // notification-service reaches users-service through a counting proxy, so tests can
         // assert how many profile lookups a request made.
         let profile_lookups = Arc::new(AtomicUsize::new(0));
         let (l, users_proxy) = listener().await;
-        tasks.push(tokio::spawn(counting_proxy(
-            l,
-            users_addr,
-            profile_lookups.clone(),
-            shutdown.clone(),
-        )));
+        services.spawn(
+            "users-proxy",
+            counting_proxy(l, users_addr, profile_lookups.clone(), shutdown.clone()),
+        );
 
         let (l, notify_addr) = listener().await;
         let notify_cfg = notification_service::Config {
@@ -201,11 +249,11 @@ impl Stack {
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;
-        tasks.push(tokio::spawn(notification_service::run(
-            notify_cfg,
-            l,
-            shutdown.clone(),
-        )));
+        addrs.push((Service::Notifications, notify_addr));
+        services.spawn(
+            "notification-service",
+            notification_service::run(notify_cfg, l, shutdown.clone()),
+        );
 
         let (l, addr) = listener().await;
         let workers_cfg = workers::Config {
@@ -219,7 +267,8 @@ impl Stack {
             },
             ..opts.workers.clone()
         };
-        tasks.push(tokio::spawn(workers::run(workers_cfg, l, shutdown.clone())));
+        addrs.push((Service::Workers, addr));
+        services.spawn("workers", workers::run(workers_cfg, l, shutdown.clone()));
 
         let (l, addr) = listener().await;
         let repeater_cfg = repeater::Config {
@@ -234,11 +283,8 @@ impl Stack {
             stuck: opts.stuck.clone(),
             ..Default::default()
         };
-        tasks.push(tokio::spawn(repeater::run(
-            repeater_cfg,
-            l,
-            shutdown.clone(),
-        )));
+        addrs.push((Service::Repeater, addr));
+        services.spawn("repeater", repeater::run(repeater_cfg, l, shutdown.clone()));
 
         let mut bffs = Vec::new();
         for _ in 0..opts.bff_instances.max(1) {
@@ -254,7 +300,8 @@ impl Stack {
                 redis: redis.clone(),
                 rate_limits: opts.rate_limits.clone(),
             };
-            let token = CancellationToken::new();
+            // A child of the services' token: an early return (or the drop) stops it too.
+            let token = shutdown.child_token();
             let task = tokio::spawn(bff::run(cfg, l, token.clone()));
             bffs.push(Bff {
                 addr,
@@ -265,18 +312,21 @@ impl Stack {
 
         let nginx = if opts.nginx {
             let dir = std::env::temp_dir().join(format!("notify-nginx-{id}"));
-            let listen = SocketAddr::from(([127, 0, 0, 1], devkit::free_port()));
             let upstreams: Vec<SocketAddr> = bffs.iter().map(|b| b.addr).collect();
+            let per_ip = opts.nginx_per_ip;
             Some(
-                tokio::task::spawn_blocking(move || Nginx::start(listen, &upstreams, &dir))
-                    .await??,
+                tokio::task::spawn_blocking(move || {
+                    Nginx::start_on_free_port(&upstreams, &dir, per_ip)
+                })
+                .await??,
             )
         } else {
             None
         };
 
         let stack = Self {
-            kafka,
+            services,
+            kafka: Some(kafka),
             smtp,
             jwt,
             signing_key_pem: opts.signing_key_pem.clone(),
@@ -284,30 +334,138 @@ impl Stack {
             redis: redis.clone(),
             profile_lookups,
             notify_pool,
+            users_pool,
             bffs,
             nginx,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()?,
-            shutdown,
-            tasks,
+            addrs,
+            databases,
         };
-        stack.wait_healthy().await?;
+        stack.wait_ready().await?;
         Ok(stack)
     }
 
-    async fn wait_healthy(&self) -> anyhow::Result<()> {
-        for _ in 0..200 {
-            let ready = self.http.get(format!("{}/readyz", self.url())).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            if let Some(t) = self.tasks.iter().find(|t| t.is_finished()) {
-                anyhow::bail!("a service exited during start: {t:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Every service's `/readyz` (Postgres, Redis, Kafka consumers joined), each bff's and the
+    /// public URL's answer 200 — or the error names what is not ready.
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let mut urls: Vec<(String, String)> = self
+            .addrs
+            .iter()
+            .map(|(s, a)| (format!("{s:?}"), format!("http://{a}/readyz")))
+            .collect();
+        for (i, b) in self.bffs.iter().enumerate() {
+            urls.push((format!("bff-{i}"), format!("http://{}/readyz", b.addr)));
         }
-        anyhow::bail!("the stack did not become ready")
+        urls.push(("public URL".into(), format!("{}/readyz", self.url())));
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        for (name, url) in urls {
+            loop {
+                if let Some(t) = self.services.finished() {
+                    anyhow::bail!("{t} exited during start");
+                }
+                let last = match self.http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => break,
+                    Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                    Err(e) => e.to_string(),
+                };
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} not ready within {READY_TIMEOUT:?}: {last}"
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Kafka cluster of this stack (fault injection: brokers down, round-trip time).
+    pub fn kafka(&self) -> &DevCluster {
+        self.kafka.as_ref().expect("the cluster lives as long as the stack")
+    }
+
+    /// Where `service` listens (health, readiness, metrics; the API for users/notifications).
+    pub fn addr(&self, service: Service) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, a)| *a)
+            .expect("every service has an address")
+    }
+
+    /// `GET /metrics` of one service instance: only what that instance counted.
+    pub async fn metrics(&self, service: Service) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("http://{}/metrics", self.addr(service)))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "/metrics answered {}", resp.status());
+        Ok(resp.text().await?)
+    }
+
+    /// Starts one more workers instance with `cfg` (its address, Kafka, Redis and SMTP URL are
+    /// the stack's), stopped with the stack; returns once it is ready.
+    pub async fn spawn_workers(&mut self, cfg: workers::Config) -> anyhow::Result<SocketAddr> {
+        let (l, addr) = listener().await;
+        let cfg = workers::Config {
+            http: http_cfg(addr),
+            kafka: self.kafka_cfg.clone(),
+            redis: self.redis.clone(),
+            email: workers::config::EmailConfig {
+                smtp_url: self.smtp.url(),
+                timeout_ms: 5_000,
+                ..cfg.email.clone()
+            },
+            ..cfg
+        };
+        let token = self.services.token();
+        self.services
+            .spawn("extra-workers", workers::run(cfg, l, token));
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let ready = self.http.get(format!("http://{addr}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(addr);
+            }
+            anyhow::ensure!(
+                self.services.finished().is_none(),
+                "a service exited: {:?}",
+                self.services.finished()
+            );
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the extra workers were not ready within {READY_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until consumer group `group` has committed past `offset` of `topic`'s partition
+    /// `partition` (both unprefixed): the message there was handled and will not come back.
+    pub async fn wait_consumed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let (bootstrap, group, topic) = (
+            self.kafka_cfg.bootstrap_servers.clone(),
+            self.kafka_cfg.topic(group),
+            self.kafka_cfg.topic(topic),
+        );
+        tokio::task::spawn_blocking(move || {
+            devkit::kafka::wait_committed(&bootstrap, &group, &topic, partition, offset, timeout)
+        })
+        .await?
+    }
+
+    /// The names of the stack's two databases (they are dropped with the stack).
+    pub fn database_names(&self) -> Vec<String> {
+        self.databases.iter().map(|d| d.name().to_owned()).collect()
     }
 
     /// The public URL: nginx when running, else the first bff.
@@ -392,8 +550,8 @@ impl Stack {
         Ok((status, json))
     }
 
-    /// Polls `GET /v1/notifications/{id}` until every delivery has left the open states, or
-    /// `timeout`; returns the last view.
+    /// Polls `GET /v1/notifications/{id}` until every delivery has left the open states and
+    /// returns that view; an error (with the last view) if `timeout` passes first.
     pub async fn wait_settled(
         &self,
         id: &str,
@@ -422,9 +580,13 @@ impl Stack {
                     })
                 })
                 .unwrap_or(true);
-            if !open || tokio::time::Instant::now() > deadline {
+            if !open {
                 return Ok(body);
             }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "notification {id} not settled within {timeout:?}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -512,22 +674,54 @@ pub fn alg_none_token(claims: &impl serde::Serialize) -> String {
 }
 
 impl Drop for Stack {
-    /// Stops the services and waits (briefly) until they have, before the Kafka cluster and
-    /// the rest go away: a consumer whose brokers vanish mid-shutdown would wait for them.
+    /// Stops everything the stack started, in an order that cannot hang: the services first
+    /// (bounded wait), then — only if they all stopped — the Kafka cluster (a consumer closed
+    /// against vanished brokers would wait forever; if some service is stuck the cluster is
+    /// left to the process's exit), nginx, the databases and the Redis keys.
     fn drop(&mut self) {
-        self.shutdown.cancel();
         for b in &self.bffs {
             b.shutdown.cancel();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let services_stopped = self.services.cancel_and_wait(STOP_TIMEOUT);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline
             && !self
-                .tasks
+                .bffs
                 .iter()
-                .chain(self.bffs.iter().filter_map(|b| b.task.as_ref()))
+                .filter_map(|b| b.task.as_ref())
                 .all(|t| t.is_finished())
         {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let bffs_stopped = self
+            .bffs
+            .iter()
+            .filter_map(|b| b.task.as_ref())
+            .all(|t| t.is_finished());
+        if let Some(kafka) = self.kafka.take()
+            && !(services_stopped && bffs_stopped)
+        {
+            kafka.keep_running();
+        }
+        self.nginx.take();
+        self.databases.clear();
+        if let Err(e) = delete_keys(&self.redis) {
+            eprintln!("redis keys {}* not deleted: {e:#}", self.redis.key_prefix);
         }
     }
+}
+
+/// Deletes every key under `cfg.key_prefix` (a test stack's; never an unprefixed key).
+fn delete_keys(cfg: &RedisConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(!cfg.key_prefix.is_empty(), "no key prefix");
+    let client = redis::Client::open(cfg.url.as_str())?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", cfg.key_prefix))
+        .query(&mut conn)?;
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(&keys).query::<()>(&mut conn)?;
+    }
+    Ok(())
 }

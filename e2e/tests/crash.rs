@@ -5,11 +5,12 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use common::{auth::Role, events::Channel};
+use devkit::process::Guarded;
 use e2e::{Options, Stack};
 use reqwest::Method;
 use serde_json::json;
@@ -33,9 +34,11 @@ fn workers_bin() -> PathBuf {
     bin
 }
 
-fn spawn_workers(stack: &Stack, gateway: &MockServer) -> Child {
-    Command::new(workers_bin())
-        .env(
+/// The `workers` binary as a child process, killed when the guard drops (also when an
+/// assertion fails) or when this test process dies.
+fn spawn_workers(stack: &Stack, gateway: &MockServer) -> Guarded {
+    let mut cmd = Command::new(workers_bin());
+    cmd.env(
             "NOTIFY_KAFKA__BOOTSTRAP_SERVERS",
             &stack.kafka_cfg.bootstrap_servers,
         )
@@ -48,11 +51,11 @@ fn spawn_workers(stack: &Stack, gateway: &MockServer) -> Child {
         .env("NOTIFY_SMS__FROM", "\"+15005550006\"")
         .env("NOTIFY_CLAIM_TTL_SECS", "2")
         .env("NOTIFY_HTTP__LISTEN", "127.0.0.1:0")
+        .env("NOTIFY_REDIS__URL", &stack.redis.url)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starting the workers binary")
+        .stdout(Stdio::null());
+    Guarded::spawn("workers", cmd).expect("starting the workers binary")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,10 +112,10 @@ async fn a_worker_killed_mid_batch_leaves_every_delivery_terminal() {
             tokio::time::Instant::now() < deadline,
             "the first worker never sent"
         );
+        assert!(first.try_wait().is_none(), "the first worker exited");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.kill(); // SIGKILL
     let before_restart = gateway.received_requests().await.unwrap().len();
     assert!(
         before_restart < N,
@@ -128,8 +131,7 @@ async fn a_worker_killed_mid_batch_leaves_every_delivery_terminal() {
             .unwrap();
         assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
     }
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.stop();
 
     // Every number got its message; a second copy only where the kill hit between the
     // gateway accepting and the status being recorded (at most the kill's in-flight sends).

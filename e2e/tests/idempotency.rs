@@ -62,8 +62,11 @@ async fn a_replay_returns_the_original_answer_and_sends_nothing_twice() {
 
     assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 1);
     assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 1);
-    stack.smtp.wait_for(1, Duration::from_secs(10));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = stack
+        .wait_settled(first["id"].as_str().unwrap(), &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(settled["deliveries"][0]["status"], "sent", "{settled}");
     assert_eq!(stack.smtp.mails().len(), 1, "one email");
 
     // Same key, different body → 422 naming the header, at the bff and behind it.

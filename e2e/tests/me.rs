@@ -184,7 +184,7 @@ async fn one_user_never_reaches_another_users_data_and_roles_are_enforced() {
     )
     .await;
     assert_eq!(status, 422, "unknown fields are refused");
-    call(
+    let (status, body) = call(
         &stack,
         Method::PUT,
         "/v1/me/contacts",
@@ -192,9 +192,16 @@ async fn one_user_never_reaches_another_users_data_and_roles_are_enforced() {
         Some(json!({ "email": "a2@example.com" })),
     )
     .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        call(&stack, Method::GET, "/v1/me", &ta, None).await.1["contacts"]["email"],
+        "a2@example.com",
+        "the write landed on A"
+    );
     assert_eq!(
         call(&stack, Method::GET, "/v1/me", &tb, None).await.1["contacts"]["email"],
-        "b@example.com"
+        "b@example.com",
+        "and not on B"
     );
     // B's notifications are not in A's history.
     let svc = stack.token(Role::Service, "billing");
@@ -244,7 +251,8 @@ async fn the_history_is_the_users_own_newest_first_and_paginated() {
     let id = stack.register_user("hal@example.com").await.unwrap();
     let hal = stack.token(Role::User, &id.to_string());
     let svc = stack.token(Role::Service, "billing");
-    stack.smtp.wait_for(1, Duration::from_secs(15)); // the welcome is written first
+    // The welcome is written first.
+    assert_eq!(stack.smtp.wait_for(1, Duration::from_secs(15)).await.len(), 1);
     for i in 0..3 {
         let (status, _) = call(&stack, Method::POST, "/v1/notifications", &svc, Some(json!({ "recipients": [{ "user_id": id }], "category": format!("c{i}"), "content": { "text": "x" } }))).await;
         assert_eq!(status, 202);
@@ -296,20 +304,74 @@ async fn the_history_is_the_users_own_newest_first_and_paginated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registration_sends_the_welcome_email_once() {
+async fn registration_sends_the_welcome_email_once_even_when_the_event_comes_twice() {
     let stack = Stack::start(Options::default()).await.unwrap();
     let id = stack.register_user("wes@example.com").await.unwrap();
-    let mails = stack.smtp.wait_for(1, Duration::from_secs(15));
+    let mails = stack.smtp.wait_for(1, Duration::from_secs(15)).await;
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, vec!["wes@example.com".to_owned()]);
     assert!(mails[0].text().contains("Subject: Welcome!"));
-    let (count,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM notifications WHERE category = 'welcome' AND id = $1")
-            .bind(notification_service::events::welcome_id(id))
-            .fetch_one(&stack.notify_pool)
-            .await
-            .unwrap();
-    assert_eq!(count, 1);
+
+    // Kafka delivers at least once: publish the same user.registered event again (a copy of
+    // its outbox row, as a relay crash after the broker's ack would) and wait until
+    // notification-service has consumed the copy.
+    let copy: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (topic, key, payload, headers)
+         SELECT topic, key, payload, headers FROM outbox
+         WHERE payload ->> 'type' = 'user.registered' AND payload ->> 'user_id' = $1
+         RETURNING id",
+    )
+    .bind(id.to_string())
+    .fetch_one(&stack.users_pool)
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (partition, offset) = loop {
+        let at: (Option<i32>, Option<i64>) =
+            sqlx::query_as("SELECT kafka_partition, kafka_offset FROM outbox WHERE id = $1")
+                .bind(copy)
+                .fetch_one(&stack.users_pool)
+                .await
+                .unwrap();
+        if let (Some(p), Some(o)) = at {
+            break (p, o);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy was never published"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stack
+        .wait_consumed(
+            "notification-service.events",
+            common::events::EVENTS_TOPIC,
+            partition,
+            offset,
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+
+    let welcomes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications n JOIN deliveries d ON d.notification_id = n.id
+         WHERE n.category = 'welcome' AND d.user_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&stack.notify_pool)
+    .await
+    .unwrap();
+    assert_eq!(welcomes, 1, "one welcome notification for the user");
+    let view = stack
+        .wait_settled(
+            &notification_service::events::welcome_id(id).to_string(),
+            &stack.token(Role::Admin, "ops"),
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+    assert_eq!(stack.smtp.mails().len(), 1, "one welcome email");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +380,7 @@ async fn a_preference_change_evicts_the_cached_profile_so_the_next_send_obeys_it
     let id = stack.register_user("cy@example.com").await.unwrap();
     // The welcome flow reads (and caches) the profile too; let it finish first so it cannot
     // re-cache behind the eviction this test waits for.
-    assert_eq!(stack.smtp.wait_for(1, Duration::from_secs(15)).len(), 1);
+    assert_eq!(stack.smtp.wait_for(1, Duration::from_secs(15)).await.len(), 1);
     let cy = stack.token(Role::User, &id.to_string());
     let svc = stack.token(Role::Service, "billing");
     let send = || async {

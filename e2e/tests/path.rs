@@ -49,7 +49,7 @@ async fn a_notification_to_a_user_is_emailed_and_shows_sent_with_its_attempt() {
 
     // Two mails: the invoice, and the welcome that registration triggered
     // (user.registered → notify.events → notification-service).
-    let mails = stack.smtp.wait_for(2, Duration::from_secs(10));
+    let mails = stack.smtp.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(mails.len(), 2, "{mails:?}");
     assert!(
         mails
@@ -247,7 +247,7 @@ async fn recipients_without_an_address_are_suppressed_with_a_reason() {
     );
 }
 
-/// Reads every message of `topic` (unprefixed) from the start, until none arrives for a while.
+/// Reads every message `topic` (unprefixed) holds now, from the start.
 async fn read_topic(
     stack: &Stack,
     topic: &str,
@@ -255,24 +255,25 @@ async fn read_topic(
     std::collections::BTreeMap<String, String>,
     serde_json::Value,
 )> {
-    use rdkafka::{Message, consumer::Consumer};
-    let c = common::kafka::consumer(
-        &stack.kafka_cfg,
-        &format!("reader-{}", uuid::Uuid::new_v4()),
-        "test",
-    )
-    .unwrap();
-    c.subscribe(&[&stack.kafka_cfg.topic(topic)]).unwrap();
-    let mut out = Vec::new();
-    let mut wait = Duration::from_secs(10);
-    while let Ok(Ok(m)) = tokio::time::timeout(wait, c.recv()).await {
-        out.push((
-            common::kafka::message_headers(&m),
+    use rdkafka::Message;
+    let (bootstrap, full) = (
+        stack.kafka_cfg.bootstrap_servers.clone(),
+        stack.kafka_cfg.topic(topic),
+    );
+    tokio::task::spawn_blocking(move || {
+        devkit::kafka::read_topic(&bootstrap, &full, Duration::from_secs(15))
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .iter()
+    .map(|m| {
+        (
+            common::kafka::message_headers(m),
             serde_json::from_slice(m.payload().unwrap()).unwrap(),
-        ));
-        wait = Duration::from_secs(1);
-    }
-    out
+        )
+    })
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! Push end to end: a user's devices get push deliveries through FCM (wiremock), and a token
-//! FCM calls `UNREGISTERED` is removed from users-service, so the next notification skips it.
+//! Push end to end: a user's devices get push deliveries through FCM and APNs (wiremock; APNs
+//! over HTTP/2), and a token the provider calls dead (FCM `UNREGISTERED`, APNs 410
+//! `Unregistered`) is removed from users-service, so the next notification skips it.
 
 use std::time::Duration;
 
@@ -13,10 +14,27 @@ use wiremock::{
 };
 
 const RSA_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/rsa_private.pem");
+const EC_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/ec_p256_private.pem");
 const SEND: &str = "/v1/projects/notify-e2e/messages:send";
 
-async fn fcm() -> MockServer {
+/// FCM and APNs on one mock server: `dead-token` is unknown to both, `live-token` works.
+async fn providers() -> MockServer {
     let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/3/device/dead-token"))
+        .respond_with(ResponseTemplate::new(410).set_body_json(json!({
+            "reason": "Unregistered", "timestamp": 1_700_000_000_000_i64
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/3/device/live-token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("apns-id", "4F2C1C0A-0000-0000-0000-000000000001"),
+        )
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .and(path("/token"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -45,7 +63,8 @@ async fn fcm() -> MockServer {
     server
 }
 
-fn options(fcm: &MockServer) -> Options {
+fn options(providers: &MockServer) -> Options {
+    let fcm = providers;
     let key = json!({
         "type": "service_account",
         "project_id": "notify-e2e",
@@ -65,7 +84,15 @@ fn options(fcm: &MockServer) -> Options {
                     timeout_ms: 2_000,
                     ..Default::default()
                 }),
-                apns: None,
+                apns: Some(workers::apns::ApnsConfig {
+                    base_url: providers.uri(),
+                    topic: "com.example.e2e".into(),
+                    key_id: "KEY1234567".into(),
+                    team_id: "TEAM123456".into(),
+                    key_pem: Some(EC_PRIVATE.to_owned().into()),
+                    timeout_ms: 2_000,
+                    ..Default::default()
+                }),
             },
             ..Default::default()
         },
@@ -115,9 +142,10 @@ fn push_rows(view: &Value) -> Vec<(String, String, Value)> {
     rows
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_push_token_is_removed_and_not_used_again() {
-    let server = fcm().await;
+/// One user, a dead and a live token on `platform`: the dead one ends `dead`, is removed from
+/// users-service, and the next notification goes to the live one only.
+async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
+    let server = providers().await;
     let stack = Stack::start(options(&server)).await.unwrap();
     let user = stack.register_user("pia@example.com").await.unwrap();
     let pia = stack.token(Role::User, &user.to_string());
@@ -127,7 +155,7 @@ async fn a_dead_push_token_is_removed_and_not_used_again() {
                 Method::POST,
                 "/v1/me/devices",
                 Some(&pia),
-                Some(json!({ "platform": "fcm", "token": token })),
+                Some(json!({ "platform": platform, "token": token })),
             )
             .await
             .unwrap();
@@ -139,18 +167,18 @@ async fn a_dead_push_token_is_removed_and_not_used_again() {
         push_rows(&first),
         vec![
             (
-                "fcm:dead-token".into(),
+                format!("{platform}:dead-token"),
                 "dead".into(),
                 json!("invalid_address")
             ),
-            ("fcm:live-token".into(), "sent".into(), Value::Null),
+            (format!("{platform}:live-token"), "sent".into(), Value::Null),
         ],
         "{first}"
     );
 
     // The repeater's device.invalidated reaches users-service, which removes the device.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let devices = loop {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
         let (status, devices) = stack
             .call(Method::GET, "/v1/me/devices", Some(&pia), None)
             .await
@@ -162,27 +190,63 @@ async fn a_dead_push_token_is_removed_and_not_used_again() {
             .iter()
             .map(|d| d["token"].as_str().unwrap().to_owned())
             .collect();
-        if tokens.len() == 1 || tokio::time::Instant::now() > deadline {
-            break tokens;
+        if tokens == ["live-token"] {
+            break;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead device was never removed: {tokens:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(devices, vec!["live-token".to_owned()]);
+    }
+    // users-service announced the change (preferences.updated); wait for notification-service
+    // to evict its cached profile — the real state, not a guess at how long that takes.
+    let key = stack.redis.key(&format!("profile:{user}"));
+    let mut redis = common::redis::connect(&stack.redis).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let cached: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !cached {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cached profile was never evicted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
-    // The next notification plans only the live device (the cached profile was evicted).
+    // The next notification plans only the live device.
     let second = notify(&stack, user).await;
     assert_eq!(
         push_rows(&second),
-        vec![("fcm:live-token".into(), "sent".into(), Value::Null)],
+        vec![(format!("{platform}:live-token"), "sent".into(), Value::Null)],
         "{second}"
     );
-    // FCM saw the dead token exactly once: invalid_address is never retried.
+    // The provider saw the dead token exactly once: invalid_address is never retried.
     let dead_sends = server
         .received_requests()
         .await
         .unwrap()
         .iter()
-        .filter(|r| String::from_utf8_lossy(&r.body).contains("dead-token"))
+        .filter(|r| {
+            r.url.path().ends_with("/dead-token")
+                || String::from_utf8_lossy(&r.body).contains("dead-token")
+        })
         .count();
     assert_eq!(dead_sends, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_fcm_token_is_removed_and_not_used_again() {
+    a_dead_token_is_removed_and_not_used_again("fcm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_apns_token_is_removed_and_not_used_again() {
+    a_dead_token_is_removed_and_not_used_again("apns").await;
 }

@@ -1,9 +1,9 @@
 //! Scheduled sends fire at `send_at` and not before; cancel before dispatch stops them; cancel
 //! after is 409; cancel racing the relay never leaves a delivery both sent and cancelled.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use common::auth::Role;
 use e2e::{Options, Stack};
 use reqwest::Method;
@@ -27,6 +27,22 @@ async fn send(
     view
 }
 
+/// The outbox row of `notification`'s only delivery: (available_at, published_at).
+async fn outbox_times(
+    stack: &Stack,
+    notification: &str,
+) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    sqlx::query_as(
+        "SELECT o.available_at, o.published_at FROM outbox o
+         JOIN deliveries d ON o.headers ->> 'delivery-id' = d.id::text
+         WHERE d.notification_id = $1::uuid",
+    )
+    .bind(notification)
+    .fetch_all(&stack.notify_pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_send_fires_at_send_at_and_not_before() {
     let stack = Stack::start(Options::default()).await.unwrap();
@@ -35,24 +51,30 @@ async fn a_scheduled_send_fires_at_send_at_and_not_before() {
     let view = send(&stack, &svc, "sam@example.com", Some(at)).await;
     assert_eq!(view["status"], "scheduled");
     assert_eq!(view["deliveries"][0]["status"], "pending");
-    let started = Instant::now();
-    let smtp = stack.smtp.clone();
-    let mails = tokio::task::spawn_blocking(move || smtp.wait_for(1, Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let mails = stack.smtp.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(mails.len(), 1);
-    let arrived = Utc::now();
+    // Never early: the provider received it at or after send_at (one machine, one clock).
     assert!(
-        arrived >= at,
+        mails[0].at >= at,
         "sent {} ms early",
-        (at - arrived).num_milliseconds()
+        (at - mails[0].at).num_milliseconds()
     );
+    // On time: the relay published it within 1 s of send_at (both instants the database's:
+    // what the scheduler controls, whatever the load on the rest of the pipeline).
+    let times = outbox_times(&stack, view["id"].as_str().unwrap()).await;
+    assert_eq!(times.len(), 1);
+    let (due, published) = (times[0].0, times[0].1.expect("published"));
+    assert_eq!(
+        due.timestamp_micros(),
+        at.timestamp_micros(),
+        "due at send_at"
+    );
+    let late = published - due;
     assert!(
-        arrived - at < chrono::Duration::seconds(1),
-        "sent {} ms late",
-        (arrived - at).num_milliseconds()
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(1),
+        "published {} ms after send_at",
+        late.num_milliseconds()
     );
-    assert!(started.elapsed() > Duration::from_millis(1500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,13 +82,8 @@ async fn cancel_before_dispatch_stops_it_and_after_dispatch_is_409() {
     let stack = Stack::start(Options::default()).await.unwrap();
     let svc = stack.token(Role::Service, "billing");
 
-    let later = send(
-        &stack,
-        &svc,
-        "never@example.com",
-        Some(Utc::now() + chrono::Duration::seconds(2)),
-    )
-    .await;
+    let later_at = Utc::now() + chrono::Duration::seconds(2);
+    let later = send(&stack, &svc, "never@example.com", Some(later_at)).await;
     let path = format!("/v1/notifications/{}/cancel", later["id"].as_str().unwrap());
     let (status, view) = stack
         .call(Method::POST, &path, Some(&svc), None)
@@ -127,7 +144,13 @@ async fn cancel_before_dispatch_stops_it_and_after_dispatch_is_409() {
         )
     );
 
-    tokio::time::sleep(Duration::from_secs(3)).await; // past the cancelled one's send_at
+    // Its dispatch message is gone from the outbox, so nothing can publish it; and past its
+    // send_at (plus a relay round), nothing did.
+    assert!(outbox_times(&stack, later["id"].as_str().unwrap()).await.is_empty());
+    let past = (later_at + chrono::Duration::milliseconds(500) - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(past).await;
     let to: Vec<Vec<String>> = stack.smtp.mails().into_iter().map(|m| m.to).collect();
     assert_eq!(
         to,
@@ -140,62 +163,105 @@ async fn cancel_before_dispatch_stops_it_and_after_dispatch_is_409() {
 async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled() {
     let stack = Stack::start(Options::default()).await.unwrap();
     let svc = stack.token(Role::Service, "billing");
-    let at = Utc::now() + chrono::Duration::milliseconds(1500);
-    let mut ids = Vec::new();
-    for i in 0..100 {
-        ids.push(
-            send(&stack, &svc, &format!("race{i}@example.com"), Some(at)).await["id"]
+    const N: usize = 100;
+    let at = Utc::now() + chrono::Duration::seconds(4);
+    let ids: Vec<String> = futures::future::join_all((0..N).map(|i| {
+        let (stack, svc) = (&stack, &svc);
+        async move {
+            send(stack, svc, &format!("race{i}@example.com"), Some(at)).await["id"]
                 .as_str()
                 .unwrap()
-                .to_owned(),
-        );
-    }
-    // Fire the cancels staggered from just before send_at to well after it, so they overlap
-    // the relay publishing the due rows (it polls every 100 ms in tests).
-    let wait = (at - Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(wait.saturating_sub(Duration::from_millis(50))).await;
-    let results = futures::future::join_all(ids.iter().enumerate().map(|(i, id)| {
-        let svc = svc.clone();
-        let stack = &stack;
-        async move {
-            tokio::time::sleep(Duration::from_millis(3 * i as u64)).await;
-            stack
-                .call(
-                    Method::POST,
-                    &format!("/v1/notifications/{id}/cancel"),
-                    Some(&svc),
-                    None,
-                )
-                .await
-                .unwrap()
-                .0
+                .to_owned()
         }
     }))
     .await;
+    // Every broker answers 600 ms late from now on: the relay holds the due rows' locks for
+    // at least that long while it waits for Kafka's acknowledgement — a wide race window.
+    for b in stack.kafka().broker_ids() {
+        stack
+            .kafka()
+            .set_round_trip_time(b, Duration::from_millis(600))
+            .unwrap();
+    }
+    // Watch Postgres for a cancel waiting on a row lock the relay holds: the race happening.
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (pool, stop) = (stack.notify_pool.clone(), watching.clone());
+        async move {
+            let mut seen = 0u32;
+            while !stop.is_cancelled() {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND query LIKE 'DELETE FROM outbox%'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+                seen += u32::from(waiting > 0);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }
+    });
+
+    // Cancels staggered from 200 ms before send_at to well after the relay took the rows.
+    let wait = (at - Utc::now() - chrono::Duration::milliseconds(200))
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let results: Vec<(u16, DateTime<Utc>)> =
+        futures::future::join_all(ids.iter().enumerate().map(|(i, id)| {
+            let (stack, svc) = (&stack, &svc);
+            async move {
+                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                let (status, _) = stack
+                    .call(
+                        Method::POST,
+                        &format!("/v1/notifications/{id}/cancel"),
+                        Some(svc),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                (status, Utc::now())
+            }
+        }))
+        .await;
+    watching.cancel();
+    let lock_waits = watcher.await.unwrap();
     assert!(
-        results.iter().all(|s| *s == 200 || *s == 409),
+        results.iter().all(|(s, _)| *s == 200 || *s == 409),
         "{results:?}"
     );
-    let cancelled = results.iter().filter(|s| **s == 200).count();
+    let cancelled = results.iter().filter(|(s, _)| *s == 200).count();
     eprintln!(
-        "race: {cancelled} cancelled, {} already dispatched",
-        100 - cancelled
+        "race: {cancelled} cancelled, {} already dispatched, a cancel seen waiting on the relay's lock {lock_waits} times",
+        N - cancelled
     );
+    // The race really happened: cancels answered before send_at won (nothing was due yet),
+    // cancels came after the relay took the rows, and at least one waited on its row lock.
+    assert!(
+        results
+            .iter()
+            .filter(|(_, done)| *done < at)
+            .all(|(s, _)| *s == 200),
+        "a cancel that finished before send_at lost: {results:?}"
+    );
+    assert!(cancelled > 0, "no cancel won: {results:?}");
+    assert!(cancelled < N, "no cancel lost to the relay: {results:?}");
+    assert!(lock_waits > 0, "no cancel ever waited on the relay's row lock");
 
-    // Let everything that was dispatched be delivered.
-    let expected = 100 - cancelled;
-    let smtp = stack.smtp.clone();
-    let mails =
-        tokio::task::spawn_blocking(move || smtp.wait_for(expected, Duration::from_secs(30)))
+    // Everything dispatched is delivered: every notification settles.
+    let admin = stack.token(Role::Admin, "ops");
+    for id in &ids {
+        stack
+            .wait_settled(id, &admin, Duration::from_secs(60))
             .await
             .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        stack.smtp.mails().len(),
-        expected,
-        "{cancelled} cancelled, {} mailed",
-        mails.len()
-    );
+    }
+    let expected = N - cancelled;
+    assert_eq!(stack.smtp.mails().len(), expected, "{cancelled} cancelled");
 
     let both: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM deliveries d
@@ -214,6 +280,12 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
             .await
             .unwrap();
     assert_eq!(cancelled_rows as usize, cancelled);
+    let sent_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+            .fetch_one(&stack.notify_pool)
+            .await
+            .unwrap();
+    assert_eq!(sent_rows as usize, expected);
     let mailed_cancelled: Vec<String> =
         sqlx::query_scalar("SELECT address FROM deliveries WHERE status = 'cancelled'")
             .fetch_all(&stack.notify_pool)
@@ -231,16 +303,17 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_whose_ttl_passes_before_it_is_sent_expires() {
-    // The first attempt fails transiently; the retry would come due after the TTL.
+    // The first attempt fails transiently; the retry would come due 30 s later, long after
+    // the TTL (10 s: ample time for the first attempt, however loaded the machine).
     let stack = Stack::start(Options {
-        retry_schedule: vec![2.0],
+        retry_schedule: vec![30.0],
         ..Options::default()
     })
     .await
     .unwrap();
     stack.smtp.set_mode(devkit::smtp::Mode::FailTransient(1));
     let svc = stack.token(Role::Service, "billing");
-    let body = json!({ "recipients": [{ "email": "otp@example.com" }], "category": "otp", "ttl_seconds": 1, "content": { "text": "123456" } });
+    let body = json!({ "recipients": [{ "email": "otp@example.com" }], "category": "otp", "ttl_seconds": 10, "content": { "text": "123456" } });
     let (status, view) = stack
         .call(Method::POST, "/v1/notifications", Some(&svc), Some(body))
         .await

@@ -14,9 +14,8 @@ use common::{
     outbox::{RelayConfig, spawn_relay},
     redis::RedisConfig,
 };
-use devkit::{kafka::DevCluster, smtp::SmtpSink};
+use devkit::{kafka::DevCluster, pg::TestDatabase, smtp::SmtpSink, tasks::TaskGroup};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn http() -> HttpConfig {
@@ -66,7 +65,8 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
         .iter()
         .map(|t| format!("{prefix}{t}"))
         .collect();
-    let db = DatabaseConfig::new(devkit::pg::fresh_database("notify").await.unwrap());
+    let database = TestDatabase::create("notify").await.unwrap();
+    let db = DatabaseConfig::new(database.url().to_owned());
     let repeater_cfg = repeater::Config {
         http: http(),
         database: db.clone(),
@@ -87,10 +87,14 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
         poll_interval_ms: 100,
         ..RelayConfig::default()
     };
-    let stop_old = CancellationToken::new();
-    let relay = spawn_relay(&pool, &kafka_on(&old), &relay_cfg, "test-relay", &stop_old)
+    let mut first = TaskGroup::new();
+    let relay = spawn_relay(&pool, &kafka_on(&old), &relay_cfg, "test-relay", &first.token())
         .unwrap()
         .unwrap();
+    first.spawn_unit("relay on cluster A", async move {
+        let _ = relay.await;
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let offset = loop {
         let o: Option<i64> = sqlx::query_scalar(
             "SELECT kafka_offset FROM outbox WHERE headers ->> 'delivery-id' = $1",
@@ -102,28 +106,29 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
         if let Some(o) = o {
             break o;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never published to cluster A"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(offset, 0, "the first message of its partition");
-    stop_old.cancel();
-    relay.await.unwrap();
+    first.stop(Duration::from_secs(10)).await.unwrap();
     drop(old);
 
     // Cluster B: empty. The platform comes back on it with two repeater instances.
     let new = DevCluster::start(&topics, 3).unwrap();
     let kafka = kafka_on(&new);
     let smtp = SmtpSink::start(0, None).unwrap();
-    let shutdown = CancellationToken::new();
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn({
-        let relay = spawn_relay(&pool, &kafka, &relay_cfg, "test-relay", &shutdown).unwrap();
-        async move {
-            if let Some(r) = relay {
-                let _ = r.await;
-            }
-            Ok(())
-        }
-    }));
+    // Declared after cluster B: stopped before it, also when an assertion fails.
+    let mut services = TaskGroup::new();
+    let shutdown = services.token();
+    let relay = spawn_relay(&pool, &kafka, &relay_cfg, "test-relay", &shutdown)
+        .unwrap()
+        .unwrap();
+    services.spawn_unit("relay", async move {
+        let _ = relay.await;
+    });
     let workers_cfg = workers::Config {
         http: http(),
         kafka: kafka.clone(),
@@ -140,9 +145,9 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
         ..Default::default()
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    tasks.push(tokio::spawn(workers::run(workers_cfg, l, shutdown.clone())));
-    let mut repeater_addr = None;
-    for _ in 0..2 {
+    services.spawn("workers", workers::run(workers_cfg, l, shutdown.clone()));
+    let mut repeaters = Vec::new();
+    for i in 0..2 {
         let cfg = repeater::Config {
             kafka: kafka.clone(),
             stuck: repeater::stuck::StuckConfig {
@@ -154,23 +159,32 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
             ..repeater_cfg.clone()
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        repeater_addr.get_or_insert(l.local_addr().unwrap());
-        tasks.push(tokio::spawn(repeater::run(cfg, l, shutdown.clone())));
+        repeaters.push(l.local_addr().unwrap());
+        services.spawn(
+            &format!("repeater-{i}"),
+            repeater::run(cfg, l, shutdown.clone()),
+        );
     }
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    let status = loop {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let s: String = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
             .bind(delivery)
             .fetch_one(&pool)
             .await
             .unwrap();
-        if s == "sent" || tokio::time::Instant::now() > deadline {
-            break s;
+        if s == "sent" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {s} after 60 s"
+        );
+        if let Some(t) = services.finished() {
+            panic!("{t} exited");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(status, "sent");
+    }
     // Let both scanners go round a few more times: nothing may be re-driven again.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -206,22 +220,53 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, vec!["replaced@example.test".to_owned()]);
 
-    let metrics = reqwest::get(format!("http://{}/metrics", repeater_addr.unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "notify_repeater_stuck_redriven_total{channel=\"email\"} 1",
-        "notify_repeater_open_deliveries{status=\"queued\"} 0",
-        "notify_repeater_status_lag_messages{partition=\"0\"} 0",
-    ] {
-        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    // Each repeater counts its own work: together exactly one re-drive. The gauges are
+    // refreshed by whichever instance scans; the status lag reaches 0 once the sent status is
+    // committed (every second), so poll until some scan has seen it.
+    let metrics = |addr: std::net::SocketAddr| async move {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let value = |text: &str, series: &str| -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let mut redriven = 0;
+    for addr in &repeaters {
+        redriven += value(
+            &metrics(*addr).await,
+            "notify_repeater_stuck_redriven_total{channel=\"email\"}",
+        )
+        .unwrap_or(0);
+    }
+    assert_eq!(redriven, 1, "re-drives counted over both instances");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    'settled: loop {
+        for addr in &repeaters {
+            let text = metrics(*addr).await;
+            let queued = value(&text, "notify_repeater_open_deliveries{status=\"queued\"}");
+            let lag: Vec<Option<i64>> = (0..3)
+                .map(|p| {
+                    value(
+                        &text,
+                        &format!("notify_repeater_status_lag_messages{{partition=\"{p}\"}}"),
+                    )
+                })
+                .collect();
+            if queued == Some(0) && lag.iter().all(|l| *l == Some(0)) {
+                break 'settled;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gauges never settled at 0 queued and 0 lag:\n{text}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    shutdown.cancel();
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
-    }
+    services.stop(Duration::from_secs(20)).await.unwrap();
 }

@@ -89,7 +89,7 @@ async fn templates_render_per_locale_escape_html_and_fail_at_intake() {
         assert_eq!(status, 201, "{body}");
         users.push(body["user_id"].clone());
     }
-    let welcomes = stack.smtp.wait_for(2, Duration::from_secs(15));
+    let welcomes = stack.smtp.wait_for(2, Duration::from_secs(15)).await;
     let greta_welcome = welcomes
         .iter()
         .find(|m| m.to[0] == "greta@example.com")
@@ -114,7 +114,7 @@ async fn templates_render_per_locale_escape_html_and_fail_at_intake() {
         .await
         .unwrap();
     assert_eq!(status, 202, "{view}");
-    let mails = stack.smtp.wait_for(4, Duration::from_secs(15));
+    let mails = stack.smtp.wait_for(4, Duration::from_secs(15)).await;
     let invoice_to = |to: &str| {
         mails
             .iter()

@@ -40,17 +40,21 @@ pub struct AppState {
     pub verifier: Arc<JwtVerifier>,
     pub users: Arc<users_client::UsersClient>,
     pub planning: Arc<config::PlanningConfig>,
+    /// This instance's metric families (served at `/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
+    /// This instance's Kafka consumers (readiness waits until they joined their groups).
+    pub membership: common::kafka::Membership,
 }
 
-pub fn router(state: AppState, cfg: &Config) -> Router {
+pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
     let api = Router::new()
         .merge(routes::notifications::router())
         .merge(routes::me::router())
         .merge(routes::templates::router())
         .merge(routes::admin::router())
         .merge(routes::dead_letters::router())
-        .merge(common::http::postgres_health())
-        .route("/metrics", axum::routing::get(common::metrics::handler))
+        .merge(common::http::health())
+        .route("/metrics", registry.endpoint())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)
 }
@@ -66,7 +70,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    metrics::init();
+    let registry = common::metrics::Registry::default();
     let pool = common::db::connect_lazy(&cfg.database)?;
     let redis = common::redis::connect(&cfg.redis).await?;
     let users =
@@ -76,6 +80,8 @@ pub async fn run(
         verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
         users: Arc::new(users),
         planning: Arc::new(cfg.planning.clone()),
+        metrics: Arc::new(metrics::Metrics::new(&registry)),
+        membership: common::kafka::Membership::default(),
     };
     let events = common::kafka::runner::spawn(
         &cfg.kafka,
@@ -89,6 +95,7 @@ pub async fn run(
             max_in_flight: 8,
             ..Default::default()
         },
+        &state.membership,
         &shutdown,
     )?;
     let relay = common::outbox::spawn_relay(
@@ -116,7 +123,7 @@ pub async fn run(
         })
     };
     tracing::info!(addr = %listener.local_addr()?, "notification-service listening");
-    common::http::serve(listener, router(state, &cfg), shutdown.clone()).await?;
+    common::http::serve(listener, router(state, &registry, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(relay) = relay {
         common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;

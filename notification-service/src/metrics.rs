@@ -1,9 +1,7 @@
 //! notification-service's metrics: admin re-drives of dead letters and fallback deliveries
 //! planned (the repeater counts the rest of the delivery life cycle).
 
-use std::sync::LazyLock;
-
-use common::metrics::{Counter, EncodeLabelSet, Family};
+use common::metrics::{Counter, EncodeLabelSet, Family, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabel {
@@ -15,25 +13,23 @@ pub struct Metrics {
     pub fallbacks_planned: Family<ChannelLabel, Counter>,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    let m = Metrics {
-        dead_letters_redriven: Counter::default(),
-        fallbacks_planned: Family::default(),
-    };
-    common::metrics::register(
-        "notify_dead_letters_redriven",
-        "Dead letters an admin re-drove",
-        m.dead_letters_redriven.clone(),
-    );
-    common::metrics::register(
-        "notify_fallbacks_planned",
-        "Fallback deliveries planned after a dead one, by the fallback channel",
-        m.fallbacks_planned.clone(),
-    );
-    m
-});
-
-/// Registers the families, so `/metrics` lists them before the first event.
-pub fn init() {
-    LazyLock::force(&METRICS);
+impl Metrics {
+    /// The families, registered in this instance's `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let m = Self {
+            dead_letters_redriven: Counter::default(),
+            fallbacks_planned: Family::default(),
+        };
+        registry.register(
+            "notify_dead_letters_redriven",
+            "Dead letters an admin re-drove",
+            m.dead_letters_redriven.clone(),
+        );
+        registry.register(
+            "notify_fallbacks_planned",
+            "Fallback deliveries planned after a dead one, by the fallback channel",
+            m.fallbacks_planned.clone(),
+        );
+        m
+    }
 }

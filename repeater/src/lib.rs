@@ -23,6 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+/// What the health endpoints read.
+#[derive(Clone, axum::extract::FromRef)]
+struct HealthState {
+    pool: sqlx::PgPool,
+    membership: common::kafka::Membership,
+}
+
 /// Migrations of database `notify`, shared with notification-service (same folder).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/notify");
 
@@ -38,9 +45,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    metrics::init();
+    let registry = common::metrics::Registry::default();
+    let metrics = Arc::new(metrics::Metrics::new(&registry));
+    let membership = common::kafka::Membership::default();
     let pool = common::db::connect_lazy(&cfg.database)?;
-    let handler = Arc::new(status::StatusHandler::new(pool.clone(), cfg.retry.clone()));
+    let handler = Arc::new(status::StatusHandler::new(
+        pool.clone(),
+        cfg.retry.clone(),
+        metrics.clone(),
+    ));
     let consuming = runner::spawn(
         &cfg.kafka,
         REPEATER_GROUP,
@@ -50,6 +63,7 @@ pub async fn run(
             max_in_flight: cfg.max_in_flight,
             ..RunnerConfig::default()
         },
+        &membership,
         &shutdown,
     )?;
 
@@ -58,13 +72,17 @@ pub async fn run(
             pool.clone(),
             cfg.kafka.clone(),
             cfg.stuck.clone(),
+            metrics.clone(),
         ));
         tokio::spawn(scan.run(shutdown.clone()))
     });
 
-    let router = common::http::postgres_health()
-        .route("/metrics", axum::routing::get(common::metrics::handler))
-        .with_state(pool.clone());
+    let router = common::http::health()
+        .route("/metrics", registry.endpoint())
+        .with_state(HealthState {
+            pool: pool.clone(),
+            membership,
+        });
     tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");
     common::http::serve(
         listener,

@@ -1,8 +1,7 @@
 //! Applying one status event to its delivery, in one transaction.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
 use common::{
     delivery::LockedDelivery,
     events::{
@@ -14,11 +13,16 @@ use common::{
 use rdkafka::{Message, message::OwnedMessage};
 use sqlx::{PgConnection, PgPool};
 
-use crate::{config::RetryConfig, metrics, retry};
+use crate::{
+    config::RetryConfig,
+    metrics::{self, Metrics},
+    retry,
+};
 
 pub struct StatusHandler {
     pool: PgPool,
     retry: RetryConfig,
+    metrics: Arc<Metrics>,
 }
 
 /// What applying an event did, for logs and tests.
@@ -40,14 +44,18 @@ pub enum Applied {
 }
 
 impl StatusHandler {
-    pub fn new(pool: PgPool, retry: RetryConfig) -> Self {
-        Self { pool, retry }
+    pub fn new(pool: PgPool, retry: RetryConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            pool,
+            retry,
+            metrics,
+        }
     }
 
     /// Records the attempt and moves the delivery on. Idempotent.
     pub async fn apply(&self, ev: &StatusEvent) -> anyhow::Result<Applied> {
         let mut tx = self.pool.begin().await?;
-        let applied = apply(&mut tx, ev, &self.retry).await?;
+        let applied = apply(&mut tx, ev, &self.retry, &self.metrics).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -57,6 +65,7 @@ async fn apply(
     conn: &mut PgConnection,
     ev: &StatusEvent,
     cfg: &RetryConfig,
+    metrics: &Metrics,
 ) -> anyhow::Result<Applied> {
     let error_json = ev
         .error
@@ -88,7 +97,7 @@ async fn apply(
     .rows_affected();
 
     if inserted == 0 {
-        metrics::METRICS.duplicates.inc();
+        metrics.duplicates.inc();
         return Ok(Applied::Duplicate);
     }
 
@@ -124,7 +133,7 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
             device_invalidated(conn, ev, &d).await?;
-            died(conn, ev, &d, "invalid_address").await?
+            died(conn, ev, &d, metrics, "invalid_address").await?
         }
         Outcome::PermanentFailure if ev.error.as_ref().is_some_and(|e| e.code == "expired") => {
             set("expired", Some("ttl_passed"))
@@ -136,7 +145,7 @@ async fn apply(
             set("dead", Some("permanent_failure"))
                 .execute(&mut *conn)
                 .await?;
-            died(conn, ev, &d, "permanent_failure").await?
+            died(conn, ev, &d, metrics, "permanent_failure").await?
         }
         Outcome::TransientFailure => {
             let retry_after = ev.retry_after_ms.map(Duration::from_millis);
@@ -148,8 +157,8 @@ async fn apply(
                 retry_after,
                 &mut rand::rng(),
             );
-            let at =
-                delay.and_then(|delay| Some(Utc::now() + chrono::Duration::from_std(delay).ok()?));
+            // On the database's clock, like `recorded_at` and the relay's `available_at <= now()`.
+            let at = delay.and_then(|delay| Some(d.db_now + chrono::Duration::from_std(delay).ok()?));
             match (delay, at) {
                 (Some(_), Some(at)) if d.not_after().is_some_and(|end| at > end) => {
                     set("expired", Some("ttl_passed"))
@@ -172,7 +181,7 @@ async fn apply(
                     .execute(&mut *conn)
                     .await?;
                     d.enqueue_attempt(conn, next_attempt, Some(at)).await?;
-                    metrics::METRICS
+                    metrics
                         .retries
                         .get_or_create(&metrics::channel(&d.channel))
                         .inc();
@@ -185,7 +194,7 @@ async fn apply(
                     set("dead", Some("attempts_exhausted"))
                         .execute(&mut *conn)
                         .await?;
-                    died(conn, ev, &d, "attempts_exhausted").await?
+                    died(conn, ev, &d, metrics, "attempts_exhausted").await?
                 }
             }
         }
@@ -232,9 +241,10 @@ async fn died(
     conn: &mut PgConnection,
     ev: &StatusEvent,
     d: &LockedDelivery,
+    metrics: &Metrics,
     reason: &'static str,
 ) -> anyhow::Result<Applied> {
-    metrics::METRICS
+    metrics
         .dead
         .get_or_create(&metrics::DeadLabel {
             channel: d.channel.clone(),
@@ -256,7 +266,7 @@ async fn died(
             at: ev.at,
         };
         outbox::enqueue(conn, &[OutboxMessage::new(EVENTS_TOPIC, d.key(), &event)?]).await?;
-        metrics::METRICS
+        metrics
             .fallbacks
             .get_or_create(&metrics::channel(&d.channel))
             .inc();

@@ -34,7 +34,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::metrics::{self, METRICS};
+use crate::metrics::{self, Metrics};
 
 /// The advisory lock key of the scan (any constant unique within database `notify`).
 const LOCK_KEY: i64 = 0x6e6f_7469_6679_0001;
@@ -100,16 +100,23 @@ pub struct StuckScan {
     pool: PgPool,
     kafka: KafkaConfig,
     cfg: StuckConfig,
+    metrics: Arc<Metrics>,
     /// One never-subscribed consumer per group, to read that group's committed offsets.
     consumers: std::sync::Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
 impl StuckScan {
-    pub fn new(pool: PgPool, kafka: KafkaConfig, cfg: StuckConfig) -> Self {
+    pub fn new(
+        pool: PgPool,
+        kafka: KafkaConfig,
+        cfg: StuckConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             pool,
             kafka,
             cfg,
+            metrics,
             consumers: Default::default(),
         }
     }
@@ -179,7 +186,7 @@ impl StuckScan {
         let mut lagging = false;
         for p in &status {
             let lag = (p.high - p.committed.max(p.low)).max(0);
-            METRICS
+            self.metrics
                 .status_lag
                 .get_or_create(&metrics::PartitionLabel {
                     partition: p.partition,
@@ -251,7 +258,7 @@ impl StuckScan {
         {
             return Ok(());
         }
-        if d.not_after().is_some_and(|end| end <= chrono::Utc::now()) {
+        if d.not_after().is_some_and(|end| end <= d.db_now) {
             sqlx::query(
                 "UPDATE deliveries SET status = 'expired', reason = 'ttl_passed', next_attempt_at = NULL,
                         updated_at = now()
@@ -261,7 +268,7 @@ impl StuckScan {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            METRICS
+            self.metrics
                 .stuck_expired
                 .get_or_create(&metrics::channel(&d.channel))
                 .inc();
@@ -271,7 +278,7 @@ impl StuckScan {
         let attempt = delivery::redrive(&mut tx, &d, RedriveKind::Lost, "repeater", &l.why).await?;
         tx.commit().await?;
         tracing::warn!(delivery_id = %d.id, attempt, why = %l.why, "re-drove a lost dispatch");
-        METRICS
+        self.metrics
             .stuck_redriven
             .get_or_create(&metrics::channel(&d.channel))
             .inc();
@@ -292,7 +299,7 @@ impl StuckScan {
                 .iter()
                 .find(|(s, _)| s == status)
                 .map_or(0, |(_, n)| *n);
-            METRICS
+            self.metrics
                 .backlog
                 .get_or_create(&metrics::StatusLabel { status })
                 .set(n);

@@ -3,27 +3,27 @@
 //! same event at once schedule one retry, a re-driven dead letter gets the schedule again and
 //! a late status of an older attempt is recorded without moving the delivery.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use common::{
     delivery::{self, LockedDelivery, RedriveKind},
     events::{Channel, ErrorInfo, Outcome, SCHEMA, StatusEvent},
 };
+use common::metrics::Registry;
+use devkit::pg::TestDatabase;
 use repeater::{
     config::RetryConfig,
+    metrics::Metrics,
     status::{Applied, StatusHandler},
 };
 use sqlx::PgPool;
 use uuid::Uuid;
 
-async fn db() -> PgPool {
-    db_with_url().await.0
-}
-
-async fn db_with_url() -> (PgPool, String) {
-    let url = devkit::pg::fresh_database("repeater").await.unwrap();
-    let pool = PgPool::connect(&url).await.unwrap();
+/// A migrated database of the test's own, dropped with the returned guard.
+async fn db() -> (PgPool, TestDatabase) {
+    let db = TestDatabase::create("repeater").await.unwrap();
+    let pool = PgPool::connect(db.url()).await.unwrap();
     sqlx::migrate::Migrator::new(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/notify"),
     )
@@ -32,7 +32,23 @@ async fn db_with_url() -> (PgPool, String) {
     .run(&pool)
     .await
     .unwrap();
-    (pool, url)
+    (pool, db)
+}
+
+/// A handler with metrics of its own (one repeater instance).
+fn handler(pool: &PgPool, retry: RetryConfig) -> (StatusHandler, Registry) {
+    let registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&registry));
+    (StatusHandler::new(pool.clone(), retry, metrics), registry)
+}
+
+/// The value of `line`'s metric (`name{labels}`) in `registry`, 0 when absent.
+fn metric(registry: &Registry, series: &str) -> u64 {
+    registry
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 async fn delivery(pool: &PgPool, channel: Channel) -> Uuid {
@@ -90,6 +106,16 @@ fn fixed(schedule: &[f64]) -> RetryConfig {
     }
 }
 
+/// When attempt `attempt`'s status was recorded (the database's clock).
+async fn recorded_at(pool: &PgPool, delivery: Uuid, attempt: i32) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT recorded_at FROM attempts WHERE delivery_id = $1 AND attempt = $2")
+        .bind(delivery)
+        .bind(attempt)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// `available_at` of each outbox row of `delivery`'s attempt `attempt`.
 async fn dispatches(pool: &PgPool, delivery: Uuid, attempt: u32) -> Vec<DateTime<Utc>> {
     sqlx::query_scalar(
@@ -104,8 +130,8 @@ async fn dispatches(pool: &PgPool, delivery: Uuid, attempt: u32) -> Vec<DateTime
 
 #[tokio::test]
 async fn retry_after_is_honoured_within_one_to_two_times_the_schedule() {
-    let pool = db().await;
-    let handler = StatusHandler::new(pool.clone(), fixed(&[10.0]));
+    let (pool, _db) = db().await;
+    let (handler, _) = handler(&pool, fixed(&[10.0]));
     for (retry_after, expected) in [
         (None, 10),
         (Some(1_000), 10),
@@ -113,7 +139,6 @@ async fn retry_after_is_honoured_within_one_to_two_times_the_schedule() {
         (Some(600_000), 20),
     ] {
         let d = delivery(&pool, Channel::Sms).await;
-        let before = Utc::now();
         let applied = handler
             .apply(&event(d, 1, Outcome::TransientFailure, retry_after))
             .await
@@ -126,12 +151,13 @@ async fn retry_after_is_honoured_within_one_to_two_times_the_schedule() {
             },
             "Retry-After {retry_after:?}"
         );
+        // Both instants are the database's, in one transaction: exactly the delay apart.
         let due = dispatches(&pool, d, 2).await;
         assert_eq!(due.len(), 1);
-        let in_secs = (due[0] - before).num_milliseconds() as f64 / 1000.0;
-        assert!(
-            (expected as f64..expected as f64 + 1.0).contains(&in_secs),
-            "attempt 2 due in {in_secs}s, expected {expected}s"
+        assert_eq!(
+            (due[0] - recorded_at(&pool, d, 1).await).num_milliseconds(),
+            expected as i64 * 1000,
+            "attempt 2's due time, Retry-After {retry_after:?}"
         );
         let (status, current): (String, i32) =
             sqlx::query_as("SELECT status, current_attempt FROM deliveries WHERE id = $1")
@@ -145,10 +171,10 @@ async fn retry_after_is_honoured_within_one_to_two_times_the_schedule() {
 
 #[tokio::test]
 async fn a_channel_can_have_its_own_schedule() {
-    let pool = db().await;
+    let (pool, _db) = db().await;
     let mut cfg = fixed(&[30.0]);
     cfg.channels.insert(Channel::Sms, vec![2.0]);
-    let handler = StatusHandler::new(pool.clone(), cfg);
+    let (handler, _) = handler(&pool, cfg);
     let sms = delivery(&pool, Channel::Sms).await;
     let email = delivery(&pool, Channel::Email).await;
     let sms_delay = handler
@@ -176,8 +202,8 @@ async fn a_channel_can_have_its_own_schedule() {
 
 #[tokio::test]
 async fn a_duplicate_status_event_changes_nothing() {
-    let pool = db().await;
-    let handler = StatusHandler::new(pool.clone(), fixed(&[5.0]));
+    let (pool, _db) = db().await;
+    let (handler, registry) = handler(&pool, fixed(&[5.0]));
     let d = delivery(&pool, Channel::Sms).await;
     let ev = event(d, 1, Outcome::TransientFailure, None);
     assert!(matches!(
@@ -199,15 +225,20 @@ async fn a_duplicate_status_event_changes_nothing() {
     let sent = event(d, 2, Outcome::Sent, None);
     assert_eq!(handler.apply(&sent).await.unwrap(), Applied::Sent);
     assert_eq!(handler.apply(&sent).await.unwrap(), Applied::Duplicate);
+    assert_eq!(
+        metric(&registry, "notify_repeater_duplicate_status_events_total"),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_repeater_instances_never_schedule_one_retry_twice() {
-    let (pool, url) = db_with_url().await;
-    // Two instances: their own handler and their own connection pool.
-    let other = PgPool::connect(&url).await.unwrap();
-    let a = std::sync::Arc::new(StatusHandler::new(pool.clone(), fixed(&[5.0, 5.0])));
-    let b = std::sync::Arc::new(StatusHandler::new(other, fixed(&[5.0, 5.0])));
+    let (pool, db) = db().await;
+    // Two instances: their own handler, connection pool and metrics.
+    let other = PgPool::connect(db.url()).await.unwrap();
+    let (a, metrics_a) = handler(&pool, fixed(&[5.0, 5.0]));
+    let (b, metrics_b) = handler(&other, fixed(&[5.0, 5.0]));
+    let (a, b) = (Arc::new(a), Arc::new(b));
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(delivery(&pool, Channel::Sms).await);
@@ -233,12 +264,22 @@ async fn two_repeater_instances_never_schedule_one_retry_twice() {
     for d in ids {
         assert_eq!(dispatches(&pool, d, 2).await.len(), 1, "delivery {d}");
     }
+    // Each instance counted what it did, and together they counted each event once.
+    let retried = |r: &Registry| {
+        metric(
+            r,
+            "notify_repeater_retries_scheduled_total{channel=\"sms\"}",
+        )
+    };
+    let dup = |r: &Registry| metric(r, "notify_repeater_duplicate_status_events_total");
+    assert_eq!(retried(&metrics_a) + retried(&metrics_b), 20);
+    assert_eq!(dup(&metrics_a) + dup(&metrics_b), 20);
 }
 
 #[tokio::test]
 async fn a_redriven_dead_letter_gets_the_retry_schedule_again() {
-    let pool = db().await;
-    let handler = StatusHandler::new(pool.clone(), fixed(&[1.0]));
+    let (pool, _db) = db().await;
+    let (handler, _) = handler(&pool, fixed(&[1.0]));
     let d = delivery(&pool, Channel::Sms).await;
     assert!(matches!(
         handler
@@ -317,8 +358,8 @@ async fn a_redriven_dead_letter_gets_the_retry_schedule_again() {
 
 #[tokio::test]
 async fn a_status_for_an_older_attempt_after_a_redrive_is_recorded_as_stale() {
-    let pool = db().await;
-    let handler = StatusHandler::new(pool.clone(), fixed(&[1.0]));
+    let (pool, _db) = db().await;
+    let (handler, _) = handler(&pool, fixed(&[1.0]));
     let d = delivery(&pool, Channel::Sms).await;
     // The scan re-drove attempt 1 as lost; then attempt 1's status shows up after all.
     let mut tx = pool.begin().await.unwrap();

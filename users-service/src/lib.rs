@@ -31,6 +31,8 @@ pub struct AppState {
     pub verifier: Arc<JwtVerifier>,
     /// Categories that ignore opt-outs.
     pub mandatory_categories: Arc<Vec<String>>,
+    /// This instance's Kafka consumers (readiness waits until they joined their groups).
+    pub membership: common::kafka::Membership,
 }
 
 /// Every route of the service.
@@ -39,7 +41,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .merge(routes::users::router())
         .merge(routes::internal::router())
         .merge(routes::me::router())
-        .merge(common::http::postgres_health())
+        .merge(common::http::health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)
 }
@@ -61,6 +63,7 @@ pub async fn run(
         pool: pool.clone(),
         verifier,
         mandatory_categories: Arc::new(cfg.mandatory_categories.clone()),
+        membership: common::kafka::Membership::default(),
     };
     let relay = common::outbox::spawn_relay(
         &pool,
@@ -78,6 +81,7 @@ pub async fn run(
             max_in_flight: 8,
             ..Default::default()
         },
+        &state.membership,
         &shutdown,
     )?;
     tracing::info!(addr = %listener.local_addr()?, "users-service listening");

@@ -7,7 +7,9 @@
 //! finds either the status — re-published, not re-sent — or a live claim, and then waits (the
 //! message is retried in place) until the status appears or the claim of a worker that died
 //! mid-send expires. A provider sees a second send only if a worker dies between the provider
-//! accepting and the status being written, or a send outlives its claim.
+//! accepting and the status being written, or a send outlives its claim. While Redis cannot be
+//! reached nothing is sent (that could send twice): the message is retried in place, stays
+//! uncommitted in Kafka, and goes out once Redis answers again.
 
 use std::{sync::Arc, time::Instant};
 
@@ -27,7 +29,7 @@ use rdkafka::{
 };
 use redis::AsyncCommands;
 
-use crate::{config::Config, provider::Provider};
+use crate::{config::Config, metrics::Metrics, provider::Provider};
 
 pub struct Dispatcher<P> {
     provider: Arc<P>,
@@ -37,6 +39,7 @@ pub struct Dispatcher<P> {
     kafka: KafkaConfig,
     dedupe_ttl_secs: u64,
     claim_ttl_secs: u64,
+    metrics: Arc<Metrics>,
 }
 
 /// The value of a claim whose send has not finished.
@@ -49,13 +52,18 @@ enum Claim {
     Done(Box<StatusEvent>),
     /// Someone is sending it now.
     Busy,
-    /// Redis cannot tell: send (at least once).
+    /// Redis cannot tell whether it was sent: do not send now.
     Unavailable,
 }
 
-/// Another worker is sending this attempt right now.
+/// Why a dispatch was not sent now; the caller tries the same message again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
+pub enum Deferred {
+    /// Another worker is sending this attempt right now.
+    Busy,
+    /// Redis cannot be asked whether this attempt was already sent; sending could send twice.
+    ClaimUnavailable,
+}
 
 impl<P: Provider> Dispatcher<P> {
     pub fn new(
@@ -63,6 +71,7 @@ impl<P: Provider> Dispatcher<P> {
         producer: FutureProducer,
         redis: redis::aio::ConnectionManager,
         cfg: &Config,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             provider,
@@ -72,6 +81,7 @@ impl<P: Provider> Dispatcher<P> {
             kafka: cfg.kafka.clone(),
             dedupe_ttl_secs: cfg.dedupe_ttl_secs,
             claim_ttl_secs: cfg.claim_ttl_secs.max(1),
+            metrics,
         }
     }
 
@@ -83,18 +93,23 @@ impl<P: Provider> Dispatcher<P> {
     /// Sends one dispatch (unless it was already handled) and returns its status event,
     /// without publishing it. Tests step a worker with this.
     ///
-    /// `Err(Busy)`: another worker holds the claim for this attempt right now; the caller
-    /// tries again later and then finds its status (or, if that worker died, an expired claim).
-    pub async fn process(&self, msg: &DispatchMessage) -> Result<StatusEvent, Busy> {
+    /// `Err(Deferred::Busy)`: another worker holds the claim for this attempt right now; the
+    /// caller tries again later and then finds its status (or, if that worker died, an expired
+    /// claim). `Err(Deferred::ClaimUnavailable)`: Redis did not answer; nothing was sent.
+    pub async fn process(&self, msg: &DispatchMessage) -> Result<StatusEvent, Deferred> {
         let key = self.dedupe_key(msg);
         let mut redis = self.redis.clone();
         match self.claim(&mut redis, &key).await {
-            Claim::Won | Claim::Unavailable => {}
+            Claim::Won => {}
             Claim::Done(ev) => {
                 tracing::info!(delivery_id = %msg.delivery_id, attempt = msg.attempt, "already handled; re-reporting");
                 return Ok(*ev);
             }
-            Claim::Busy => return Err(Busy),
+            Claim::Busy => return Err(Deferred::Busy),
+            Claim::Unavailable => {
+                self.metrics.claim_unavailable(msg.channel);
+                return Err(Deferred::ClaimUnavailable);
+            }
         }
 
         let started = Instant::now();
@@ -127,7 +142,7 @@ impl<P: Provider> Dispatcher<P> {
             duration_ms = event.duration_ms,
             "dispatch handled"
         );
-        crate::metrics::record(&event);
+        self.metrics.record(&event);
         // The claim becomes the record: a redelivery now re-reports instead of re-sending.
         match serde_json::to_string(&event) {
             Ok(json) => {
@@ -156,9 +171,9 @@ impl<P: Provider> Dispatcher<P> {
         match claimed {
             Ok(Some(_)) => return Claim::Won,
             Ok(None) => {}
-            // At-least-once beats at-most-once: without Redis we still send.
+            // Sending without the claim could send twice; the message waits for Redis.
             Err(e) => {
-                tracing::warn!(error = %e, "dedupe claim failed; sending anyway");
+                tracing::warn!(error = %e, "dedupe claim failed; holding the send until Redis answers");
                 return Claim::Unavailable;
             }
         }
@@ -174,7 +189,7 @@ impl<P: Provider> Dispatcher<P> {
             // The claim expired between the two commands: try again shortly.
             Ok(None) => Claim::Busy,
             Err(e) => {
-                tracing::warn!(error = %e, "dedupe lookup failed; sending anyway");
+                tracing::warn!(error = %e, "dedupe lookup failed; holding the send until Redis answers");
                 Claim::Unavailable
             }
         }
@@ -205,12 +220,19 @@ impl<P: Provider> MessageHandler for Dispatcher<P> {
         let payload = raw.payload().unwrap_or_default();
         let msg: DispatchMessage = serde_json::from_slice(payload)
             .map_err(|e| HandleError::Skip(anyhow::anyhow!("undecodable dispatch message: {e}")))?;
-        let event = self.process(&msg).await.map_err(|Busy| {
-            HandleError::Retry(anyhow::anyhow!(
-                "delivery {} attempt {} is being sent by another worker",
-                msg.delivery_id,
-                msg.attempt
-            ))
+        let event = self.process(&msg).await.map_err(|why| {
+            HandleError::Retry(match why {
+                Deferred::Busy => anyhow::anyhow!(
+                    "delivery {} attempt {} is being sent by another worker",
+                    msg.delivery_id,
+                    msg.attempt
+                ),
+                Deferred::ClaimUnavailable => anyhow::anyhow!(
+                    "delivery {} attempt {} held back: Redis cannot tell whether it was sent",
+                    msg.delivery_id,
+                    msg.attempt
+                ),
+            })
         })?;
         // If this fails the message is retried: the dedupe record makes the retry re-report
         // instead of re-sending.

@@ -24,7 +24,11 @@ use std::sync::Arc;
 use axum::{Router, extract::State, response::Response, routing::get};
 use common::{
     events::{Channel, Lane, dispatch_topic},
-    kafka::runner::{self, RunnerConfig},
+    kafka::{
+        Membership,
+        runner::{self, RunnerConfig},
+    },
+    metrics::Registry,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,35 +39,48 @@ use dispatch::Dispatcher;
 #[derive(Clone)]
 struct HealthState {
     redis: redis::aio::ConnectionManager,
+    membership: Membership,
 }
 
-fn health_router(state: HealthState, cfg: &Config) -> Router {
+fn health_router(state: HealthState, registry: &Registry, cfg: &Config) -> Router {
     let r = Router::new()
         .route("/healthz", get(common::http::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(common::metrics::handler))
+        .route("/metrics", registry.endpoint())
         .with_state(state);
     common::http::with_edge_layers(r, &cfg.http)
 }
 
 async fn readyz(State(mut s): State<HealthState>) -> Response {
-    common::http::readiness(vec![("redis", common::redis::ping(&mut s.redis).await)])
+    common::http::readiness(vec![
+        ("redis", common::redis::ping(&mut s.redis).await),
+        ("kafka_consumers", s.membership.check()),
+    ])
+}
+
+/// What every channel's consumers share.
+struct Shared<'a> {
+    cfg: &'a Config,
+    producer: &'a rdkafka::producer::FutureProducer,
+    redis: &'a redis::aio::ConnectionManager,
+    metrics: &'a Arc<metrics::Metrics>,
+    membership: &'a Membership,
+    shutdown: &'a CancellationToken,
 }
 
 /// Starts an urgent and a bulk consumer for `channel`, sending through `provider`.
 fn start_channel<P: provider::Provider>(
     provider: Arc<P>,
     channel: Channel,
-    cfg: &Config,
-    producer: &rdkafka::producer::FutureProducer,
-    redis: &redis::aio::ConnectionManager,
-    shutdown: &CancellationToken,
+    s: &Shared<'_>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let cfg = s.cfg;
     let dispatcher = Arc::new(Dispatcher::new(
         provider,
-        producer.clone(),
-        redis.clone(),
+        s.producer.clone(),
+        s.redis.clone(),
         cfg,
+        s.metrics.clone(),
     ));
     let mut handles = Vec::new();
     for lane in Lane::ALL {
@@ -76,7 +93,8 @@ fn start_channel<P: provider::Provider>(
                 max_in_flight: cfg.lanes.concurrency(lane),
                 ..RunnerConfig::default()
             },
-            shutdown,
+            s.membership,
+            s.shutdown,
         )?);
     }
     Ok(handles)
@@ -89,51 +107,46 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    metrics::init();
+    let registry = Registry::default();
+    let metrics = Arc::new(metrics::Metrics::new(&registry));
+    let membership = Membership::default();
     let redis = common::redis::connect(&cfg.redis).await?;
     let producer = common::kafka::producer(&cfg.kafka, "workers-status")?;
+    let shared = Shared {
+        cfg: &cfg,
+        producer: &producer,
+        redis: &redis,
+        metrics: &metrics,
+        membership: &membership,
+        shutdown: &shutdown,
+    };
     let mut consumers = Vec::new();
     for channel in &cfg.channels {
         let started = match channel {
             Channel::Email => start_channel(
                 Arc::new(email::EmailProvider::new(&cfg.email)?),
                 *channel,
-                &cfg,
-                &producer,
-                &redis,
-                &shutdown,
+                &shared,
             )?,
             Channel::Sms => start_channel(
                 Arc::new(sms::SmsProvider::new(&cfg.sms)?),
                 *channel,
-                &cfg,
-                &producer,
-                &redis,
-                &shutdown,
+                &shared,
             )?,
             Channel::Telegram => start_channel(
                 Arc::new(telegram::TelegramProvider::new(&cfg.telegram)?),
                 *channel,
-                &cfg,
-                &producer,
-                &redis,
-                &shutdown,
+                &shared,
             )?,
             Channel::Webhook => start_channel(
                 Arc::new(webhook::WebhookProvider::new(&cfg.webhook)?),
                 *channel,
-                &cfg,
-                &producer,
-                &redis,
-                &shutdown,
+                &shared,
             )?,
             Channel::Push => start_channel(
                 Arc::new(push::PushProvider::new(&cfg.push)?),
                 *channel,
-                &cfg,
-                &producer,
-                &redis,
-                &shutdown,
+                &shared,
             )?,
         };
         consumers.extend(started);
@@ -142,7 +155,7 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "workers listening (health)");
     common::http::serve(
         listener,
-        health_router(HealthState { redis }, &cfg),
+        health_router(HealthState { redis, membership }, &registry, &cfg),
         shutdown.clone(),
     )
     .await?;

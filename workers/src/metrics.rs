@@ -1,10 +1,9 @@
-//! The workers' metrics: attempts per channel × provider × outcome, and send latency.
-
-use std::sync::LazyLock;
+//! The workers' metrics: attempts per channel × provider × outcome, send latency, and sends
+//! held back because Redis could not be asked whether they were already made.
 
 use common::{
-    events::StatusEvent,
-    metrics::{Counter, EncodeLabelSet, Family, Histogram},
+    events::{Channel, StatusEvent},
+    metrics::{Counter, EncodeLabelSet, Family, Histogram, Registry},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,49 +19,67 @@ struct Provider {
     provider: String,
 }
 
-struct Metrics {
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: &'static str,
+}
+
+/// One workers instance's metric families.
+pub struct Metrics {
     sends: Family<Outcome, Counter>,
     latency: Family<Provider, Histogram>,
+    claims_unavailable: Family<ChannelLabel, Counter>,
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    let m = Metrics {
-        sends: Family::default(),
-        latency: Family::new_with_constructor(common::metrics::latency_histogram),
-    };
-    common::metrics::register(
-        "notify_worker_sends",
-        "Provider attempts by channel, provider and outcome",
-        m.sends.clone(),
-    );
-    common::metrics::register(
-        "notify_worker_send_duration_seconds",
-        "Time from claiming a dispatch to the provider's answer",
-        m.latency.clone(),
-    );
-    m
-});
+impl Metrics {
+    /// The families, registered in this instance's `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let m = Self {
+            sends: Family::default(),
+            latency: Family::new_with_constructor(common::metrics::latency_histogram),
+            claims_unavailable: Family::default(),
+        };
+        registry.register(
+            "notify_worker_sends",
+            "Provider attempts by channel, provider and outcome",
+            m.sends.clone(),
+        );
+        registry.register(
+            "notify_worker_send_duration_seconds",
+            "Time from claiming a dispatch to the provider's answer",
+            m.latency.clone(),
+        );
+        registry.register(
+            "notify_worker_claims_unavailable",
+            "Dispatches held back (retried in place) because Redis could not be asked whether they were already sent",
+            m.claims_unavailable.clone(),
+        );
+        m
+    }
 
-/// Registers the families, so `/metrics` lists them before the first send.
-pub fn init() {
-    LazyLock::force(&METRICS);
-}
+    /// Counts one attempt and its latency.
+    pub fn record(&self, ev: &StatusEvent) {
+        self.sends
+            .get_or_create(&Outcome {
+                channel: ev.channel.as_str(),
+                provider: ev.provider.clone(),
+                outcome: ev.outcome.as_str(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&Provider {
+                channel: ev.channel.as_str(),
+                provider: ev.provider.clone(),
+            })
+            .observe(ev.duration_ms as f64 / 1000.0);
+    }
 
-/// Counts one attempt and its latency.
-pub fn record(ev: &StatusEvent) {
-    METRICS
-        .sends
-        .get_or_create(&Outcome {
-            channel: ev.channel.as_str(),
-            provider: ev.provider.clone(),
-            outcome: ev.outcome.as_str(),
-        })
-        .inc();
-    METRICS
-        .latency
-        .get_or_create(&Provider {
-            channel: ev.channel.as_str(),
-            provider: ev.provider.clone(),
-        })
-        .observe(ev.duration_ms as f64 / 1000.0);
+    /// Counts a send held back because the dedupe claim could not be taken.
+    pub fn claim_unavailable(&self, channel: Channel) {
+        self.claims_unavailable
+            .get_or_create(&ChannelLabel {
+                channel: channel.as_str(),
+            })
+            .inc();
+    }
 }

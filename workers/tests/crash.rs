@@ -4,7 +4,7 @@
 
 use std::{
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -14,14 +14,16 @@ use common::{
         Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, STATUS_TOPIC,
         StatusEvent, dispatch_topic,
     },
-    kafka::{KafkaConfig, consumer, producer},
+    kafka::{KafkaConfig, producer},
 };
-use devkit::{kafka::DevCluster, smtp::SmtpSink};
-use rdkafka::{Message, consumer::Consumer, producer::FutureRecord};
+use devkit::{kafka::DevCluster, process::Guarded, smtp::SmtpSink};
+use rdkafka::{Message, producer::FutureRecord};
 
-fn spawn_worker(kafka: &KafkaConfig, redis_prefix: &str, smtp_url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_workers"))
-        .env("NOTIFY_KAFKA__BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
+/// The `workers` binary as a child process, killed when the returned guard drops (also when
+/// an assertion fails) or when this test process dies.
+fn spawn_worker(kafka: &KafkaConfig, redis_prefix: &str, smtp_url: &str) -> Guarded {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_workers"));
+    cmd.env("NOTIFY_KAFKA__BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
         .env("NOTIFY_KAFKA__TOPIC_PREFIX", &kafka.topic_prefix)
         .env("NOTIFY_REDIS__KEY_PREFIX", redis_prefix)
         .env("NOTIFY_EMAIL__SMTP_URL", smtp_url)
@@ -31,9 +33,8 @@ fn spawn_worker(kafka: &KafkaConfig, redis_prefix: &str, smtp_url: &str) -> Chil
         .env("NOTIFY_HTTP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starting the workers binary")
+        .stdout(Stdio::null());
+    Guarded::spawn("workers", cmd).expect("starting the workers binary")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,49 +94,65 @@ async fn a_worker_killed_mid_send_does_not_lose_the_delivery() {
     let p = producer(&kafka, "test").unwrap();
     let topic = kafka.topic(&dispatch_topic(Channel::Email, Lane::Bulk));
     let payload = serde_json::to_vec(&msg).unwrap();
-    p.send(
-        FutureRecord::to(&topic).key("erin").payload(&payload),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let produced = p
+        .send(
+            FutureRecord::to(&topic).key("erin").payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
 
     let mut first = spawn_worker(&kafka, &redis_prefix, &stuck_url);
-    tokio::task::spawn_blocking(move || accepted_rx.recv_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("the first worker consumed the message and connected to SMTP");
-    first.kill().unwrap(); // SIGKILL: no shutdown, no commit
-    first.wait().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while accepted_rx.try_recv().is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first worker never consumed the message and connected to SMTP"
+        );
+        assert!(first.try_wait().is_none(), "the first worker exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill(); // SIGKILL: no shutdown, no commit
 
     let sink = SmtpSink::start(0, None).unwrap();
     let mut second = spawn_worker(&kafka, &redis_prefix, &sink.url());
-    let sink2 = sink.clone();
-    let mails = tokio::task::spawn_blocking(move || sink2.wait_for(1, Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let mails = sink.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(mails.len(), 1, "the delivery was consumed again and sent");
     assert_eq!(mails[0].to, vec!["erin@example.com".to_owned()]);
 
-    let c = consumer(&kafka, "status-reader", "test").unwrap();
-    c.subscribe(&[&kafka.topic(STATUS_TOPIC)]).unwrap();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while let Ok(Ok(m)) = tokio::time::timeout_at(deadline, c.recv()).await {
-        events.push(serde_json::from_slice::<StatusEvent>(m.payload().unwrap()).unwrap());
-        if !events.is_empty() {
-            // give a duplicate a moment to show up
-            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(2), c.recv()).await {
-                events.push(serde_json::from_slice::<StatusEvent>(m.payload().unwrap()).unwrap());
-            }
-            break;
-        }
-    }
-    second.kill().unwrap();
-    second.wait().unwrap();
-    assert_eq!(events.len(), 1, "exactly one status: {events:?}");
+    // Once the second worker's group has committed past the dispatch message, nothing more
+    // will happen to it: exactly one mail and one status event, `sent` for attempt 1.
+    let (bootstrap, group, dispatch) = (
+        kafka.bootstrap_servers.clone(),
+        kafka.topic(&common::events::worker_group(Channel::Email, Lane::Bulk)),
+        topic.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        devkit::kafka::wait_committed(
+            &bootstrap,
+            &group,
+            &dispatch,
+            produced.partition,
+            produced.offset,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(sink.mails().len(), 1, "sent once");
+    let (bootstrap, status_topic) = (kafka.bootstrap_servers.clone(), kafka.topic(STATUS_TOPIC));
+    let statuses = tokio::task::spawn_blocking(move || {
+        devkit::kafka::read_topic(&bootstrap, &status_topic, Duration::from_secs(15))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(statuses.len(), 1, "exactly one status event");
+    let event: StatusEvent = serde_json::from_slice(statuses[0].payload().unwrap()).unwrap();
     assert_eq!(
-        (events[0].delivery_id, events[0].attempt, events[0].outcome),
+        (event.delivery_id, event.attempt, event.outcome),
         (msg.delivery_id, 1, Outcome::Sent)
     );
+    second.stop();
 }

@@ -9,17 +9,18 @@ use common::{
         Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA, STATUS_TOPIC,
         StatusEvent, dispatch_topic,
     },
-    kafka::{KafkaConfig, consumer, producer},
+    kafka::{KafkaConfig, producer},
 };
-use devkit::kafka::DevCluster;
-use rdkafka::{Message, consumer::Consumer, producer::FutureRecord};
+use devkit::{kafka::DevCluster, tasks::TaskGroup};
+use rdkafka::{Message, producer::FutureRecord};
 use secrecy::SecretString;
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path},
 };
 use workers::{
-    dispatch::{Busy, Dispatcher},
+    dispatch::{Deferred, Dispatcher},
+    metrics::Metrics,
     sms::{SmsConfig, SmsProvider},
 };
 
@@ -101,6 +102,7 @@ async fn dispatcher(server: &MockServer) -> Dispatcher<SmsProvider> {
         producer,
         redis,
         &cfg,
+        Arc::new(Metrics::new(&common::metrics::Registry::default())),
     )
 }
 
@@ -130,7 +132,11 @@ async fn a_copy_arriving_mid_send_waits_for_the_first_instead_of_sending() {
     });
     let sent = a.unwrap();
     assert_eq!(sent.outcome, Outcome::Sent);
-    assert_eq!(b, Err(Busy), "the claim is held while the first send runs");
+    assert_eq!(
+        b,
+        Err(Deferred::Busy),
+        "the claim is held while the first send runs"
+    );
     assert_eq!(
         d.process(&msg).await,
         Ok(sent),
@@ -164,13 +170,16 @@ async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
     let payload = serde_json::to_vec(&msg).unwrap();
     let p = producer(&kafka, "test").unwrap();
     let topic = kafka.topic(&dispatch_topic(Channel::Sms, Lane::Urgent));
+    let mut produced = Vec::new();
     for key in ["a", "b"] {
-        p.send(
-            FutureRecord::to(&topic).key(key).payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+        produced.push(
+            p.send(
+                FutureRecord::to(&topic).key(key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap(),
+        );
     }
 
     let cfg = workers::Config {
@@ -183,22 +192,39 @@ async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = listener.local_addr().unwrap();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let worker = tokio::spawn(workers::run(cfg, listener, shutdown.clone()));
+    // Declared after the cluster: stopped before it, also when an assertion fails.
+    let mut services = TaskGroup::new();
+    services.spawn("workers", workers::run(cfg, listener, services.token()));
 
-    let c = consumer(&kafka, "status-reader", "test").unwrap();
-    c.subscribe(&[&kafka.topic(STATUS_TOPIC)]).unwrap();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while events.len() < 2 {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Ok(Ok(m)) => {
-                events.push(serde_json::from_slice::<StatusEvent>(m.payload().unwrap()).unwrap())
-            }
-            Ok(Err(e)) => panic!("reading statuses: {e}"),
-            Err(_) => break,
-        }
+    // Once the worker's group has committed past both copies, both were handled for good.
+    let group = kafka.topic(&common::events::worker_group(Channel::Sms, Lane::Urgent));
+    for d in &produced {
+        let (bootstrap, group, topic) = (kafka.bootstrap_servers.clone(), group.clone(), topic.clone());
+        let (partition, offset) = (d.partition, d.offset);
+        tokio::task::spawn_blocking(move || {
+            devkit::kafka::wait_committed(
+                &bootstrap,
+                &group,
+                &topic,
+                partition,
+                offset,
+                Duration::from_secs(30),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
     }
+    let (bootstrap, status_topic) = (kafka.bootstrap_servers.clone(), kafka.topic(STATUS_TOPIC));
+    let events: Vec<StatusEvent> = tokio::task::spawn_blocking(move || {
+        devkit::kafka::read_topic(&bootstrap, &status_topic, Duration::from_secs(15))
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .iter()
+    .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+    .collect();
     assert_eq!(events.len(), 2, "both copies are reported: {events:?}");
     assert_eq!(events[0], events[1], "with the same status");
     assert_eq!(
@@ -237,8 +263,7 @@ async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
         ),
         "{metrics}"
     );
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+    services.stop(Duration::from_secs(30)).await.unwrap();
 }
 
 #[tokio::test]

@@ -112,12 +112,18 @@ async fn a_multipart_email_with_one_click_unsubscribe() {
         None,
         Some(serde_json::json!({ "unsubscribe_url": "javascript:alert(1)" })),
     ] {
-        email
+        let r = email
             .send(&message("ann@example.com", "Receipt", data))
             .await;
+        assert_eq!(r.outcome, Outcome::Sent, "{:?}", r.error);
     }
-    for m in &sink.mails()[1..] {
-        assert!(header(&headers(&m.text()), "List-Unsubscribe").is_empty());
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 3);
+    for m in &mails[1..] {
+        let h = headers(&m.text());
+        assert_eq!(header(&h, "Subject"), vec!["Receipt"]);
+        assert!(header(&h, "List-Unsubscribe").is_empty());
+        assert!(header(&h, "List-Unsubscribe-Post").is_empty());
     }
 }
 
@@ -174,6 +180,7 @@ async fn starttls_with_authentication() {
         SinkOptions {
             tls: Some((fixture("smtp_cert.pem"), fixture("smtp_key.pem"))),
             credentials: Some(("notify".into(), "s3cret".into())),
+            ..SinkOptions::default()
         },
     )
     .unwrap();
@@ -212,6 +219,48 @@ async fn starttls_with_authentication() {
         .await;
     assert_ne!(r.outcome, Outcome::Sent);
     assert_eq!(sink.mails().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls() {
+    // TLS from the first byte (`smtps://`, port 465 style). The sink terminates TLS in front of
+    // the SMTP server, which then cannot offer AUTH (mailin offers it only on its own TLS);
+    // authentication over TLS is covered by the STARTTLS test.
+    let sink = SmtpSink::start_with(
+        0,
+        None,
+        SinkOptions {
+            implicit_tls: Some((fixture("smtp_cert.pem"), fixture("smtp_key.pem"))),
+            ..SinkOptions::default()
+        },
+    )
+    .unwrap();
+    let port = sink.addr().port();
+
+    let email = provider(
+        format!("smtps://localhost:{port}"),
+        Some(fixture("smtp_ca.pem")),
+    );
+    let r = email
+        .send(&message("ann@example.com", "Over implicit TLS", None))
+        .await;
+    assert_eq!(r.outcome, Outcome::Sent, "{:?}", r.error);
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, vec!["ann@example.com".to_owned()]);
+    assert!(mails[0].text().contains("Subject: Over implicit TLS"));
+
+    // Plain SMTP to the TLS port, or a certificate not trusted: nothing is sent.
+    for (url, ca) in [
+        (format!("smtp://localhost:{port}"), None),
+        (format!("smtps://localhost:{port}"), None),
+    ] {
+        let r = provider(url.clone(), ca)
+            .send(&message("ann@example.com", "Not sent", None))
+            .await;
+        assert_ne!(r.outcome, Outcome::Sent, "{url}");
+    }
+    assert_eq!(sink.mails().len(), 1, "nothing else arrived");
 }
 
 #[tokio::test]

@@ -10,7 +10,10 @@
 pub mod offsets;
 pub mod runner;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use rdkafka::{
     ClientConfig, ClientContext, Message,
@@ -77,8 +80,12 @@ pub fn producer(cfg: &KafkaConfig, client_id: &str) -> KafkaResult<FutureProduce
 }
 
 /// Commits stored offsets synchronously before partitions are taken away, so the next owner
-/// starts exactly after what this member finished.
-pub struct CommitOnRevoke;
+/// starts exactly after what this member finished; and tells [`Membership`] once the consumer
+/// has joined its group (its first assignment, possibly empty, arrived).
+#[derive(Default)]
+pub struct CommitOnRevoke {
+    joined: Option<Joined>,
+}
 
 impl ClientContext for CommitOnRevoke {}
 
@@ -92,14 +99,86 @@ impl ConsumerContext for CommitOnRevoke {
             tracing::debug!(error = %e, "commit on revoke");
         }
     }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Rebalance::Assign(_), Some(joined)) = (rebalance, &self.joined) {
+            joined.set();
+        }
+    }
 }
 
 /// The consumer type every service uses.
 pub type SafeConsumer = StreamConsumer<CommitOnRevoke>;
 
+/// Which of a service instance's consumer groups have been joined. A service that consumes is
+/// ready only once every one of its consumers got its first assignment: before that, messages
+/// produced to its topics wait for a rebalance, which a load balancer or a test must not
+/// mistake for the service being slow. It is a latch: a later rebalance does not make the
+/// service unready (the group still owns the partitions; another member may be serving them).
+#[derive(Clone, Debug, Default)]
+pub struct Membership(Arc<Mutex<BTreeMap<String, bool>>>);
+
+/// One consumer's flag in a [`Membership`].
+#[derive(Clone, Debug)]
+pub struct Joined {
+    membership: Membership,
+    group: String,
+}
+
+impl Joined {
+    fn set(&self) {
+        let mut groups = self.membership.0.lock().expect("membership lock poisoned");
+        if let Some(joined) = groups.get_mut(&self.group)
+            && !*joined
+        {
+            *joined = true;
+            tracing::info!(group = %self.group, "joined the consumer group");
+        }
+    }
+}
+
+impl Membership {
+    /// Starts tracking a consumer of `group` (not yet joined).
+    pub fn track(&self, group: &str) -> Joined {
+        self.0
+            .lock()
+            .expect("membership lock poisoned")
+            .insert(group.to_owned(), false);
+        Joined {
+            membership: self.clone(),
+            group: group.to_owned(),
+        }
+    }
+
+    /// `Ok` once every tracked consumer has joined; else the groups still joining.
+    pub fn check(&self) -> Result<(), String> {
+        let groups = self.0.lock().expect("membership lock poisoned");
+        let waiting: Vec<&str> = groups
+            .iter()
+            .filter(|(_, joined)| !**joined)
+            .map(|(g, _)| g.as_str())
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("joining consumer group(s) {}", waiting.join(", ")))
+        }
+    }
+}
+
 /// A group consumer with manual offset storage, cooperative-sticky assignment and bounded
 /// prefetch memory.
 pub fn consumer(cfg: &KafkaConfig, group_id: &str, client_id: &str) -> KafkaResult<SafeConsumer> {
+    consumer_in(cfg, group_id, client_id, None)
+}
+
+/// [`consumer`], reporting to `joined` once it has joined its group.
+pub fn consumer_in(
+    cfg: &KafkaConfig,
+    group_id: &str,
+    client_id: &str,
+    joined: Option<Joined>,
+) -> KafkaResult<SafeConsumer> {
     let mut c = cfg.base();
     c.set("group.id", group_id)
         .set("client.id", client_id)
@@ -113,7 +192,7 @@ pub fn consumer(cfg: &KafkaConfig, group_id: &str, client_id: &str) -> KafkaResu
         .set("queued.max.messages.kbytes", "4096")
         .set("enable.partition.eof", "false");
     cfg.apply_properties(&mut c);
-    c.create_with_context(CommitOnRevoke)
+    c.create_with_context(CommitOnRevoke { joined })
 }
 
 /// A consumer that never joins its group: it only reads `group_id`'s committed offsets and the

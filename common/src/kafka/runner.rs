@@ -57,18 +57,24 @@ impl Default for RunnerConfig {
 }
 
 /// Subscribes a new consumer in group `group` (the deployment prefix is applied to it and to
-/// `topic`) and runs [`run`] on a task.
+/// `topic`) and runs [`run`] on a task; `membership` learns when it has joined the group.
 pub fn spawn<H: MessageHandler>(
     kafka: &super::KafkaConfig,
     group: &str,
     topic: &str,
     handler: Arc<H>,
     cfg: RunnerConfig,
+    membership: &super::Membership,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let topic = kafka.topic(topic);
     let group = kafka.topic(group);
-    let consumer = super::consumer(kafka, &group, &group.replace('.', "-"))?;
+    let consumer = super::consumer_in(
+        kafka,
+        &group,
+        &group.replace('.', "-"),
+        Some(membership.track(&group)),
+    )?;
     consumer.subscribe(&[&topic])?;
     tracing::info!(%topic, %group, "consuming");
     Ok(tokio::spawn(run(

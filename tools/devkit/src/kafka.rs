@@ -18,6 +18,7 @@ use rdkafka::{
 enum Cmd {
     BrokerDown(i32),
     BrokerUp(i32),
+    Rtt(i32, Duration),
     Stop,
 }
 
@@ -82,6 +83,9 @@ impl DevCluster {
                     let res = match cmd {
                         Cmd::BrokerDown(id) => cluster.broker_down(id).map_err(Into::into),
                         Cmd::BrokerUp(id) => cluster.broker_up(id).map_err(Into::into),
+                        Cmd::Rtt(id, rtt) => cluster
+                            .broker_round_trip_time(id, rtt)
+                            .map_err(Into::into),
                         Cmd::Stop => {
                             let _ = reply.send(Ok(()));
                             break;
@@ -119,13 +123,147 @@ impl DevCluster {
     pub fn broker_up(&self, id: i32) -> anyhow::Result<()> {
         self.call(Cmd::BrokerUp(id))
     }
+
+    /// Delays every answer of broker `id` (1-based) by `rtt`: a slow network or broker.
+    pub fn set_round_trip_time(&self, id: i32, rtt: Duration) -> anyhow::Result<()> {
+        self.call(Cmd::Rtt(id, rtt))
+    }
+
+    /// The broker ids (1-based).
+    pub fn broker_ids(&self) -> std::ops::RangeInclusive<i32> {
+        1..=3
+    }
+
+    /// Leaves the brokers running until the process exits instead of stopping them when this
+    /// value is dropped. For teardown paths where clients of the cluster may still be alive: a
+    /// consumer closed after its brokers vanished waits for them forever.
+    pub fn keep_running(self) {
+        // The command sender is leaked with it, so the cluster thread never sees `Stop`.
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for DevCluster {
+    /// Stops the brokers — unless a panic is unwinding: then some client (a service task the
+    /// failed test could not stop) may still be connected, and would hang in its close if the
+    /// brokers went away first. The process is about to exit anyway.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         let _ = self.call(Cmd::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// A client that only reads positions (committed offsets of `group`, watermarks); it never
+/// joins the group.
+fn position_reader(
+    bootstrap: &str,
+    group: &str,
+) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()?)
+}
+
+/// Blocks until consumer group `group` has committed past `offset` of `topic`'s partition
+/// `partition` (full names): the message there was handled and will not come back. Errors
+/// after `timeout`, naming where the group stands.
+pub fn wait_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::{Offset, TopicPartitionList, consumer::Consumer};
+    let reader = position_reader(bootstrap, group)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let committed = reader
+            .committed_offsets(tpl, Duration::from_secs(5))?
+            .find_partition(topic, partition)
+            .map(|e| e.offset());
+        if let Some(Offset::Offset(o)) = committed
+            && o > offset
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{group} did not commit past {topic}/{partition}@{offset} within {timeout:?} (committed: {committed:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many messages `topic` (full name) holds: the sum over its partitions of high − low
+/// watermark.
+pub fn message_count(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::consumer::Consumer;
+    let reader = position_reader(bootstrap, "devkit-message-count")?;
+    let md = reader.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let mut total = 0;
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (low, high) = reader.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
+            total += high - low;
+        }
+    }
+    Ok(total)
+}
+
+/// Every message `topic` (full name) holds now, read from the start of each partition by a
+/// consumer that is assigned the partitions (it never joins a group: no rebalance, nothing to
+/// leave, a close that cannot hang). Blocks; errors if they are not all read within `timeout`.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::{
+        Message, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let count = message_count(bootstrap, topic)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "devkit-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("log_level", "3")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while (out.len() as i64) < count {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "read {} of {count} messages of {topic} within {timeout:?}",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out.sort_by_key(|m| (m.partition(), m.offset()));
+    Ok(out)
 }

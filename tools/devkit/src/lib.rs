@@ -8,7 +8,11 @@ pub mod http_sink;
 pub mod kafka;
 pub mod nginx;
 pub mod pg;
+pub mod ports;
+pub mod process;
+pub mod redis;
 pub mod smtp;
+pub mod tasks;
 
 /// Test-only keys (`fixtures/README.md`), also used by the local stack's fake providers.
 pub mod fixtures {
@@ -18,12 +22,10 @@ pub mod fixtures {
     pub const EC_P256_PRIVATE_PEM: &str = include_str!("../fixtures/ec_p256_private.pem");
 }
 
-/// Picks a free loopback port (bind to 0, read, release).
+/// A loopback port for a process that must bind it itself, reserved for this process's
+/// lifetime so no other test or tool can take it meanwhile ([`ports`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a loopback port")
+    ports::reserve()
 }
 
 /// Makes a child started with `cmd` receive SIGTERM when the process that started it dies,

@@ -3,11 +3,13 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
+
+use crate::process::Guarded;
 
 /// The template in `nginx/nginx.conf.template`, relative to the workspace root.
 pub const TEMPLATE: &str = include_str!("../../../nginx/nginx.conf.template");
@@ -27,8 +29,33 @@ pub fn find_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Renders the template: `{{listen}}`, `{{upstreams}}`, `{{prefix}}`.
-pub fn render(listen: SocketAddr, upstreams: &[SocketAddr], prefix: &Path) -> String {
+/// The per-IP limit nginx applies before the bff's per-principal limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerIpLimit {
+    /// Requests per second per client address.
+    pub rate: u32,
+    /// Requests above the rate let through at once before 429s start.
+    pub burst: u32,
+}
+
+impl Default for PerIpLimit {
+    /// What production uses (`nginx/nginx.conf.template`'s documented defaults).
+    fn default() -> Self {
+        Self {
+            rate: 5_000,
+            burst: 5_000,
+        }
+    }
+}
+
+/// Renders the template: `{{listen}}`, `{{upstreams}}`, `{{prefix}}`, `{{per_ip_rate}}`,
+/// `{{per_ip_burst}}`.
+pub fn render(
+    listen: SocketAddr,
+    upstreams: &[SocketAddr],
+    prefix: &Path,
+    per_ip: PerIpLimit,
+) -> String {
     let servers: String = upstreams
         .iter()
         .map(|a| format!("        server {a} max_fails=1 fail_timeout=10s;\n"))
@@ -37,22 +64,35 @@ pub fn render(listen: SocketAddr, upstreams: &[SocketAddr], prefix: &Path) -> St
         .replace("{{listen}}", &listen.to_string())
         .replace("{{upstreams}}", servers.trim_end())
         .replace("{{prefix}}", &prefix.display().to_string())
+        .replace("{{per_ip_rate}}", &per_ip.rate.to_string())
+        .replace("{{per_ip_burst}}", &per_ip.burst.to_string())
 }
 
 /// A running nginx; stopped (and waited for) when dropped.
 pub struct Nginx {
-    child: Child,
+    process: Guarded,
     pub addr: SocketAddr,
     /// Holds `nginx.conf` and `logs/`.
     pub prefix: PathBuf,
 }
 
 impl Nginx {
-    /// Writes the rendered config under `prefix` and starts nginx in the foreground.
+    /// Writes the rendered config under `prefix` and starts nginx in the foreground on
+    /// `listen`, with the production per-IP limit.
     pub fn start(
         listen: SocketAddr,
         upstreams: &[SocketAddr],
         prefix: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(listen, upstreams, prefix, PerIpLimit::default())
+    }
+
+    /// [`start`](Self::start) with another per-IP limit (tests that exercise it).
+    pub fn start_with(
+        listen: SocketAddr,
+        upstreams: &[SocketAddr],
+        prefix: &Path,
+        per_ip: PerIpLimit,
     ) -> anyhow::Result<Self> {
         let bin = find_binary().context(
             "nginx is not installed: `apt-get install -y nginx-light` (Debian's package) is what the stack expects",
@@ -65,11 +105,9 @@ impl Nginx {
             std::fs::set_permissions(prefix.join("tmp"), std::fs::Permissions::from_mode(0o777))?;
         }
         let conf = prefix.join("nginx.conf");
-        std::fs::write(&conf, render(listen, upstreams, prefix))?;
+        std::fs::write(&conf, render(listen, upstreams, prefix, per_ip))?;
         let mut cmd = Command::new(bin);
-        crate::die_with_parent(&mut cmd);
-        let child = cmd
-            .arg("-c")
+        cmd.arg("-c")
             .arg(&conf)
             .arg("-p")
             .arg(prefix)
@@ -78,11 +116,11 @@ impl Nginx {
             .args(["-g", "daemon off;"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting nginx")?;
+            .stderr(Stdio::null());
+        // SIGTERM makes the master stop its workers and exit (SIGKILL would orphan them).
+        let process = Guarded::spawn("nginx", cmd)?;
         let mut me = Self {
-            child,
+            process,
             addr: listen,
             prefix: prefix.to_path_buf(),
         };
@@ -90,11 +128,31 @@ impl Nginx {
         Ok(me)
     }
 
+    /// Starts on a reserved loopback port ([`crate::ports`]), trying another if nginx cannot
+    /// bind the first (something outside the reservation scheme took it).
+    pub fn start_on_free_port(
+        upstreams: &[SocketAddr],
+        prefix: &Path,
+        per_ip: PerIpLimit,
+    ) -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..3 {
+            let listen = SocketAddr::from(([127, 0, 0, 1], crate::ports::try_reserve()?));
+            match Self::start_with(listen, upstreams, prefix, per_ip) {
+                Ok(n) => return Ok(n),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!("nginx exited at start: {status}");
+            if let Some(status) = self.process.try_wait() {
+                let log = std::fs::read_to_string(self.prefix.join("logs/error.log"))
+                    .unwrap_or_default();
+                anyhow::bail!("nginx exited at start: {status}\n{log}");
             }
             if std::net::TcpStream::connect(self.addr).is_ok() {
                 return Ok(());
@@ -108,39 +166,36 @@ impl Nginx {
         }
     }
 
-    /// The access log so far (nginx flushes it at most 1 s late).
+    /// The access log so far. nginx buffers it (flushed at most 1 s late): poll, do not sleep.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default()
     }
 
+    /// The master's pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 
-    /// Stops nginx: SIGTERM makes the master stop its workers and exit (SIGKILL would orphan
-    /// the workers); SIGKILL only if it has not exited within 5 s.
-    #[allow(unsafe_code)]
+    /// Stops nginx (master and workers) and waits for it.
     pub fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stop();
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        let conf = render(
+            "127.0.0.1:8080".parse().unwrap(),
+            &["127.0.0.1:9001".parse().unwrap()],
+            Path::new("/tmp/x"),
+            PerIpLimit { rate: 7, burst: 3 },
+        );
+        assert!(!conf.contains("{{"), "{conf}");
+        assert!(conf.contains("rate=7r/s"), "{conf}");
+        assert!(conf.contains("burst=3 "), "{conf}");
     }
 }

@@ -17,6 +17,8 @@ pub struct ReceivedMail {
     pub to: Vec<String>,
     /// The raw RFC 5322 message.
     pub data: Vec<u8>,
+    /// When the server accepted it (the end of DATA).
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ReceivedMail {
@@ -95,6 +97,7 @@ impl Handler for SinkHandler {
             from: self.from.clone(),
             to: self.to.clone(),
             data: std::mem::take(&mut self.data),
+            at: chrono::Utc::now(),
         };
         if let Some(dir) = &self.dir {
             let name = format!(
@@ -128,6 +131,9 @@ impl Handler for SinkHandler {
 pub struct SinkOptions {
     /// Offer STARTTLS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Speak SMTP inside TLS from the first byte (implicit TLS, `smtps://`, port 465 style)
+    /// with this certificate chain and key (PEM files).
+    pub implicit_tls: Option<(PathBuf, PathBuf)>,
     /// Require `AUTH PLAIN` with this user and password.
     pub credentials: Option<(String, String)>,
 }
@@ -140,6 +146,21 @@ impl SmtpSink {
 
     /// [`start`](Self::start) with STARTTLS and/or authentication.
     pub fn start_with(port: u16, dir: Option<PathBuf>, opts: SinkOptions) -> anyhow::Result<Self> {
+        if let Some((cert, key)) = opts.implicit_tls.clone() {
+            // The plain server on a private port, and a TLS front on the public one.
+            let inner = Self::start_with(
+                0,
+                dir,
+                SinkOptions {
+                    implicit_tls: None,
+                    ..opts
+                },
+            )?;
+            let front = TcpListener::bind(("127.0.0.1", port))?;
+            let addr = front.local_addr()?;
+            tls_front(front, inner.addr, &cert, &key)?;
+            return Ok(Self { addr, ..inner });
+        }
         if let Some(d) = &dir {
             std::fs::create_dir_all(d)?;
         }
@@ -206,8 +227,21 @@ impl SmtpSink {
         self.shared.0.lock().unwrap().attempts
     }
 
-    /// Blocks until at least `n` messages were accepted or `timeout` passes; returns them.
-    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<ReceivedMail> {
+    /// Waits until at least `n` messages were accepted or `timeout` passes; returns them
+    /// (check the count: fewer means the wait timed out).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<ReceivedMail> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mails = self.mails();
+            if mails.len() >= n || tokio::time::Instant::now() >= deadline {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// [`wait_for`](Self::wait_for) for code outside a runtime: blocks the thread.
+    pub fn wait_for_blocking(&self, n: usize, timeout: Duration) -> Vec<ReceivedMail> {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.shared;
         let mut s = lock.lock().unwrap();
@@ -220,4 +254,61 @@ impl SmtpSink {
         }
         s.mails.clone()
     }
+}
+
+/// Terminates TLS on `front` and relays each connection's plaintext to the server at `inner`
+/// (one thread, its own runtime; it lives as long as the process, like the server).
+fn tls_front(
+    front: TcpListener,
+    inner: SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<()> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    front.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("smtp-tls-front".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "smtp TLS front: no runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let Ok(front) = tokio::net::TcpListener::from_std(front) else {
+                    return;
+                };
+                while let Ok((conn, _)) = front.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(conn).await else {
+                            return;
+                        };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(inner).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
+            });
+        })?;
+    Ok(())
 }
