@@ -37,7 +37,12 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Adds a metric (a family, usually). Names follow Prometheus conventions; counters get
     /// `_total` appended when rendered.
-    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
         self.0
             .lock()
             .expect("metrics registry poisoned")

@@ -32,6 +32,7 @@ use devkit::{
     kafka::DevCluster,
     nginx::{Nginx, PerIpLimit},
     pg::TestDatabase,
+    redis::TestPrefix,
     smtp::SmtpSink,
     tasks::TaskGroup,
 };
@@ -148,6 +149,8 @@ pub struct Stack {
     pub http: reqwest::Client,
     addrs: Vec<(Service, SocketAddr)>,
     databases: Vec<TestDatabase>,
+    /// Deletes the stack's Redis keys when dropped.
+    redis_keys: Option<TestPrefix>,
 }
 
 async fn listener() -> (TcpListener, SocketAddr) {
@@ -182,12 +185,15 @@ impl Stack {
             topic_prefix: prefix.clone(),
             ..KafkaConfig::default()
         };
+        let redis_keys = TestPrefix::new(
+            opts.redis_url
+                .as_deref()
+                .unwrap_or(&RedisConfig::default().url),
+        );
         let redis = RedisConfig {
-            key_prefix: format!("test:{id}:"),
-            url: opts
-                .redis_url
-                .clone()
-                .unwrap_or_else(|| RedisConfig::default().url),
+            key_prefix: redis_keys.prefix().to_owned(),
+            url: redis_keys.url().to_owned(),
+            ..RedisConfig::default()
         };
         let databases = vec![
             TestDatabase::create("users").await?,
@@ -342,6 +348,7 @@ impl Stack {
                 .build()?,
             addrs,
             databases,
+            redis_keys: Some(redis_keys),
         };
         stack.wait_ready().await?;
         Ok(stack)
@@ -382,7 +389,9 @@ impl Stack {
 
     /// The Kafka cluster of this stack (fault injection: brokers down, round-trip time).
     pub fn kafka(&self) -> &DevCluster {
-        self.kafka.as_ref().expect("the cluster lives as long as the stack")
+        self.kafka
+            .as_ref()
+            .expect("the cluster lives as long as the stack")
     }
 
     /// Where `service` listens (health, readiness, metrics; the API for users/notifications).
@@ -401,7 +410,11 @@ impl Stack {
             .get(format!("http://{}/metrics", self.addr(service)))
             .send()
             .await?;
-        anyhow::ensure!(resp.status().is_success(), "/metrics answered {}", resp.status());
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "/metrics answered {}",
+            resp.status()
+        );
         Ok(resp.text().await?)
     }
 
@@ -705,23 +718,6 @@ impl Drop for Stack {
         }
         self.nginx.take();
         self.databases.clear();
-        if let Err(e) = delete_keys(&self.redis) {
-            eprintln!("redis keys {}* not deleted: {e:#}", self.redis.key_prefix);
-        }
+        self.redis_keys.take();
     }
-}
-
-/// Deletes every key under `cfg.key_prefix` (a test stack's; never an unprefixed key).
-fn delete_keys(cfg: &RedisConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(!cfg.key_prefix.is_empty(), "no key prefix");
-    let client = redis::Client::open(cfg.url.as_str())?;
-    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", cfg.key_prefix))
-        .query(&mut conn)?;
-    if !keys.is_empty() {
-        redis::cmd("DEL").arg(&keys).query::<()>(&mut conn)?;
-    }
-    Ok(())
 }

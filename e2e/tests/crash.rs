@@ -39,22 +39,22 @@ fn workers_bin() -> PathBuf {
 fn spawn_workers(stack: &Stack, gateway: &MockServer) -> Guarded {
     let mut cmd = Command::new(workers_bin());
     cmd.env(
-            "NOTIFY_KAFKA__BOOTSTRAP_SERVERS",
-            &stack.kafka_cfg.bootstrap_servers,
-        )
-        .env("NOTIFY_KAFKA__TOPIC_PREFIX", &stack.kafka_cfg.topic_prefix)
-        .env("NOTIFY_REDIS__KEY_PREFIX", &stack.redis.key_prefix)
-        .env("NOTIFY_CHANNELS", "[sms]")
-        .env("NOTIFY_SMS__BASE_URL", gateway.uri())
-        .env("NOTIFY_SMS__ACCOUNT_SID", "AC0123")
-        .env("NOTIFY_SMS__AUTH_TOKEN", "secret")
-        .env("NOTIFY_SMS__FROM", "\"+15005550006\"")
-        .env("NOTIFY_CLAIM_TTL_SECS", "2")
-        .env("NOTIFY_HTTP__LISTEN", "127.0.0.1:0")
-        .env("NOTIFY_REDIS__URL", &stack.redis.url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        "NOTIFY_KAFKA__BOOTSTRAP_SERVERS",
+        &stack.kafka_cfg.bootstrap_servers,
+    )
+    .env("NOTIFY_KAFKA__TOPIC_PREFIX", &stack.kafka_cfg.topic_prefix)
+    .env("NOTIFY_REDIS__KEY_PREFIX", &stack.redis.key_prefix)
+    .env("NOTIFY_CHANNELS", "[sms]")
+    .env("NOTIFY_SMS__BASE_URL", gateway.uri())
+    .env("NOTIFY_SMS__ACCOUNT_SID", "AC0123")
+    .env("NOTIFY_SMS__AUTH_TOKEN", "secret")
+    .env("NOTIFY_SMS__FROM", "\"+15005550006\"")
+    .env("NOTIFY_CLAIM_TTL_SECS", "2")
+    .env("NOTIFY_HTTP__LISTEN", "127.0.0.1:0")
+    .env("NOTIFY_REDIS__URL", &stack.redis.url)
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
     Guarded::spawn("workers", cmd).expect("starting the workers binary")
 }
 

@@ -332,3 +332,67 @@ async fn every_recipient_kind_is_planned_on_its_channel_and_unusable_addresses_a
             .to_vec()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_the_deployment_has_not_enabled_is_refused_never_silently_dropped() {
+    // Only email is enabled (the default): everything that needs another channel is a 422
+    // naming the field and saying why, and nothing is written.
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "crm");
+    let user = stack.register_user("only-email@example.com").await.unwrap();
+    let cases = [
+        (
+            "channels[0]",
+            json!({ "recipients": [{ "user_id": user }], "category": "news",
+                    "channels": ["sms"], "content": { "text": "x" } }),
+        ),
+        (
+            "recipients[0]",
+            json!({ "recipients": [{ "phone": "+49301234567" }], "category": "news",
+                    "content": { "text": "x" } }),
+        ),
+        (
+            "recipients[0]",
+            json!({ "recipients": [{ "device": { "platform": "fcm", "token": "t" } }],
+                    "category": "news", "content": { "text": "x" } }),
+        ),
+        (
+            "recipients[1]",
+            json!({ "recipients": [{ "email": "ok@example.com" }, { "telegram": { "chat_id": 42 } }],
+                    "category": "news", "content": { "text": "x" } }),
+        ),
+        (
+            "fallback[1]",
+            json!({ "recipients": [{ "user_id": user }], "category": "news",
+                    "fallback": ["email", "push"], "content": { "text": "x" } }),
+        ),
+    ];
+    for (field, body) in cases {
+        let (status, problem) = stack
+            .call(Method::POST, "/v1/notifications", Some(&svc), Some(body))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, problem["type"].as_str()),
+            (422, Some("validation_failed")),
+            "{field}: {problem}"
+        );
+        let named = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["field"] == field)
+            .unwrap_or_else(|| panic!("{field} not named in {problem}"));
+        assert!(
+            named["message"].as_str().unwrap().contains("not enabled"),
+            "{problem}"
+        );
+    }
+    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 0);
+    assert_eq!(count(&stack, "SELECT count(*) FROM outbox").await, 0);
+}

@@ -49,6 +49,73 @@ async fn the_limit_holds_across_two_bffs_and_only_for_that_principal() {
     assert_eq!(get(0, &tb).await.unwrap().status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_and_admins_have_limits_of_their_own() {
+    let mut opts = Options {
+        welcome: false,
+        ..Options::default()
+    };
+    opts.rate_limits.service = bff::config::Limit {
+        requests: 3,
+        period_secs: 60,
+    };
+    opts.rate_limits.admin = bff::config::Limit {
+        requests: 2,
+        period_secs: 60,
+    };
+    let stack = Stack::start(opts).await.unwrap();
+    let call = |token: String, path: &'static str| {
+        let stack = &stack;
+        async move {
+            let resp = stack
+                .http
+                .get(format!("{}{path}", stack.url()))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (
+                status,
+                retry_after,
+                body["type"].as_str().map(str::to_owned),
+            )
+        }
+    };
+    let some = "/v1/notifications/0190a6b4-0000-7000-8000-000000000000";
+    let billing = stack.token(Role::Service, "billing");
+    for i in 0..3 {
+        assert_eq!(
+            call(billing.clone(), some).await.0,
+            404,
+            "service request {i}"
+        );
+    }
+    let (status, retry_after, kind) = call(billing.clone(), some).await;
+    assert_eq!((status, kind.as_deref()), (429, Some("rate_limited")));
+    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s.parse::<u64>().unwrap())));
+    // Another service has its own budget; an admin with the same subject too.
+    assert_eq!(call(stack.token(Role::Service, "shop"), some).await.0, 404);
+    let ops = stack.token(Role::Admin, "billing");
+    for i in 0..2 {
+        assert_eq!(
+            call(ops.clone(), "/v1/admin/stats").await.0,
+            200,
+            "admin request {i}"
+        );
+    }
+    let (status, retry_after, kind) = call(ops.clone(), "/v1/admin/stats").await;
+    assert_eq!((status, kind.as_deref()), (429, Some("rate_limited")));
+    assert!(retry_after.is_some());
+    // The limited service is still limited; limits are not shared across roles.
+    assert_eq!(call(billing, some).await.0, 429);
+}
+
 const RSA_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/rsa_private.pem");
 const RSA_PUBLIC: &str = include_str!("../../tools/devkit/fixtures/rsa_public.pem");
 

@@ -252,7 +252,10 @@ async fn the_history_is_the_users_own_newest_first_and_paginated() {
     let hal = stack.token(Role::User, &id.to_string());
     let svc = stack.token(Role::Service, "billing");
     // The welcome is written first.
-    assert_eq!(stack.smtp.wait_for(1, Duration::from_secs(15)).await.len(), 1);
+    assert_eq!(
+        stack.smtp.wait_for(1, Duration::from_secs(15)).await.len(),
+        1
+    );
     for i in 0..3 {
         let (status, _) = call(&stack, Method::POST, "/v1/notifications", &svc, Some(json!({ "recipients": [{ "user_id": id }], "category": format!("c{i}"), "content": { "text": "x" } }))).await;
         assert_eq!(status, 202);
@@ -380,7 +383,10 @@ async fn a_preference_change_evicts_the_cached_profile_so_the_next_send_obeys_it
     let id = stack.register_user("cy@example.com").await.unwrap();
     // The welcome flow reads (and caches) the profile too; let it finish first so it cannot
     // re-cache behind the eviction this test waits for.
-    assert_eq!(stack.smtp.wait_for(1, Duration::from_secs(15)).await.len(), 1);
+    assert_eq!(
+        stack.smtp.wait_for(1, Duration::from_secs(15)).await.len(),
+        1
+    );
     let cy = stack.token(Role::User, &id.to_string());
     let svc = stack.token(Role::Service, "billing");
     let send = || async {

@@ -403,7 +403,10 @@ async fn dead_letters_are_listed_and_redriven_by_filter() {
     assert_eq!(view["deliveries"][0]["status"], "dead", "{view}");
 
     for (service, line) in [
-        (Service::Notifications, "notify_dead_letters_redriven_total 3"),
+        (
+            Service::Notifications,
+            "notify_dead_letters_redriven_total 3",
+        ),
         (
             Service::Repeater,
             "notify_repeater_dead_letters_total{channel=\"sms\",reason=\"permanent_failure\"} 4",
@@ -697,4 +700,364 @@ async fn the_stuck_scan_redrives_a_passed_over_message_and_leaves_a_backlog_alon
     let requests = gateway.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1, "the backlog was sent once");
     assert!(String::from_utf8_lossy(&requests[0].body).contains("To=%2B49301234021"));
+}
+
+/// The database's clock now (the one `updated_at` of a death is stamped with).
+async fn db_now(stack: &Stack) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT now()")
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_filtered_and_redriven_by_time_of_death() {
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(twilio_error(400, 21610))
+        .mount(&gateway)
+        .await;
+    let stack = Stack::start(sms_options(&gateway)).await.unwrap();
+    let admin = stack.token(Role::Admin, "ops-admin");
+    let mut dead = Vec::new();
+    let mut boundary = None;
+    for (i, phone) in ["+49301234031", "+49301234032"].iter().enumerate() {
+        if i == 1 {
+            // Everything before this instant died before it; everything after, after.
+            boundary = Some(db_now(&stack).await);
+        }
+        let view = settled(&stack, &sms(&stack, phone).await, Duration::from_secs(20)).await;
+        assert_eq!(view["deliveries"][0]["status"], "dead", "{view}");
+        dead.push(view["deliveries"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let t = boundary
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let t = t.replace('+', "%2B");
+    let list = |q: String| {
+        let (stack, admin) = (&stack, admin.clone());
+        async move {
+            let (status, body) = stack
+                .call(
+                    Method::GET,
+                    &format!("/v1/admin/dead-letters{q}"),
+                    Some(&admin),
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{q}: {body}");
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(format!("?since={t}")).await, vec![dead[1].clone()]);
+    assert_eq!(list(format!("?until={t}")).await, vec![dead[0].clone()]);
+    // An empty or reversed range is refused, naming `until`.
+    for until in [t.clone(), "2000-01-01T00:00:00Z".to_owned()] {
+        let (status, problem) = stack
+            .call(
+                Method::GET,
+                &format!("/v1/admin/dead-letters?since={t}&until={until}"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, problem["errors"][0]["field"].as_str()),
+            (422, Some("until")),
+            "{problem}"
+        );
+    }
+    let (status, _) = stack
+        .call(
+            Method::GET,
+            "/v1/admin/dead-letters?since=yesterday",
+            Some(&admin),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(status == 400 || status == 422, "{status}");
+
+    // Re-drive only what died before the boundary.
+    gateway.reset().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(sent())
+        .mount(&gateway)
+        .await;
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            "/v1/admin/dead-letters/redrive",
+            Some(&admin),
+            Some(json!({ "filter": { "until": boundary.unwrap() } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["redriven"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let view = settled(
+        &stack,
+        &ids_notification(&stack, &dead[0]).await,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+    assert_eq!(
+        list(String::new()).await,
+        vec![dead[1].clone()],
+        "the later one stays dead"
+    );
+    assert_eq!(gateway.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_respects_the_users_preferences() {
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(sent())
+        .mount(&gateway)
+        .await;
+    let fcm = fcm_with_dead_token().await;
+    let key = json!({
+        "type": "service_account",
+        "project_id": "notify-e2e",
+        "private_key": RSA_PRIVATE,
+        "client_email": "sender@notify-e2e.iam.gserviceaccount.com",
+        "token_uri": format!("{}/token", fcm.uri()),
+    });
+    let mut opts = sms_options(&gateway);
+    opts.enabled_channels = vec![Channel::Email, Channel::Sms, Channel::Push];
+    opts.workers.channels = vec![Channel::Email, Channel::Sms, Channel::Push];
+    opts.workers.push = workers::push::PushConfig {
+        fcm: Some(workers::fcm::FcmConfig {
+            base_url: fcm.uri(),
+            service_account_json: Some(key.to_string().into()),
+            timeout_ms: 2_000,
+            ..Default::default()
+        }),
+        apns: None,
+    };
+    let stack = Stack::start(opts).await.unwrap();
+    let user = stack.register_user("no-sms@example.test").await.unwrap();
+    let me = stack.token(Role::User, &user.to_string());
+    for (m, p, body) in [
+        (
+            Method::PUT,
+            "/v1/me/contacts",
+            json!({ "email": "no-sms@example.test", "phone": "+49301234098" }),
+        ),
+        (
+            Method::POST,
+            "/v1/me/devices",
+            json!({ "platform": "fcm", "token": "dead-token" }),
+        ),
+        // The user wants no SMS at all.
+        (
+            Method::PUT,
+            "/v1/me/preferences",
+            json!({ "channels": { "sms": false } }),
+        ),
+    ] {
+        let (status, answer) = stack.call(m, p, Some(&me), Some(body)).await.unwrap();
+        assert!(status == 200 || status == 201, "{p}: {status} {answer}");
+    }
+
+    let (id, planned) = send(
+        &stack,
+        json!({ "recipients": [{ "user_id": user }], "category": "billing",
+                "channels": ["push"], "fallback": ["push", "sms"],
+                "content": { "text": "Payment failed" } }),
+    )
+    .await;
+    let push_id = planned[0]["id"].as_str().unwrap().to_owned();
+    // The push dies, the fallback is planned on SMS — and suppressed, visibly, because the
+    // user opted out of SMS.
+    let admin = stack.token(Role::Admin, "ops-admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let view = stack
+            .wait_settled(&id, &admin, Duration::from_secs(20))
+            .await
+            .unwrap();
+        if view["deliveries"].as_array().unwrap().len() == 2 {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no fallback delivery planned: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ds = view["deliveries"].as_array().unwrap();
+    let push = ds.iter().find(|d| d["channel"] == "push").unwrap();
+    let sms = ds.iter().find(|d| d["channel"] == "sms").unwrap();
+    assert_eq!(
+        (push["status"].as_str(), push["reason"].as_str()),
+        (Some("dead"), Some("invalid_address"))
+    );
+    assert_eq!(
+        (sms["status"].as_str(), sms["reason"].as_str()),
+        (Some("suppressed"), Some("opted_out")),
+        "{view}"
+    );
+    assert_eq!(sms["fallback_of"], push_id.as_str());
+    assert!(
+        gateway.received_requests().await.unwrap().is_empty(),
+        "an SMS worker runs, and was never asked to send"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stuck_scan_recovers_what_retention_dropped_and_expires_what_outlived_its_ttl() {
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(sent())
+        .mount(&gateway)
+        .await;
+    let mut opts = sms_options(&gateway);
+    // SMS is planned but nothing consumes it yet: its messages wait in the log.
+    opts.enabled_channels = vec![Channel::Email, Channel::Sms];
+    opts.workers.channels = vec![Channel::Email];
+    let mut stack = Stack::start(opts).await.unwrap();
+
+    let (keep, _) = send(
+        &stack,
+        json!({ "recipients": [{ "phone": "+49301234041" }], "category": "billing",
+                "content": { "text": "keep me" } }),
+    )
+    .await;
+    let (short, _) = send(
+        &stack,
+        json!({ "recipients": [{ "phone": "+49301234042" }], "category": "billing",
+                "ttl_seconds": 2, "content": { "text": "only for 2 s" } }),
+    )
+    .await;
+    // Both dispatch messages are published; wait until the short one's TTL is behind us.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let positions: Vec<(i32, i64)> = loop {
+        let rows: Vec<(Option<i32>, Option<i64>)> = sqlx::query_as(
+            "SELECT o.kafka_partition, o.kafka_offset FROM outbox o
+             JOIN deliveries d ON o.headers ->> 'delivery-id' = d.id::text
+             WHERE d.notification_id IN ($1::uuid, $2::uuid)",
+        )
+        .bind(&keep)
+        .bind(&short)
+        .fetch_all(&stack.notify_pool)
+        .await
+        .unwrap();
+        if rows.len() == 2 && rows.iter().all(|(p, o)| p.is_some() && o.is_some()) {
+            break rows
+                .into_iter()
+                .map(|(p, o)| (p.unwrap(), o.unwrap()))
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not published: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // Retention: fill each partition holding one of them past the broker's 5 MB, so the log
+    // no longer has them (their offsets fall below the low watermark).
+    let topic = stack.kafka_cfg.topic("notify.dispatch.sms.bulk");
+    let bootstrap = stack.kafka_cfg.bootstrap_servers.clone();
+    let mut partitions: Vec<i32> = positions.iter().map(|(p, _)| *p).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    tokio::task::spawn_blocking(move || {
+        for p in partitions {
+            devkit::kafka::fill_partition(&bootstrap, &topic, p, 7, 900_000).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+
+    // The scan re-drives the first (a new message, after the filler) and expires the second.
+    let admin = stack.token(Role::Admin, "ops-admin");
+    let short_view = settled(&stack, &short, Duration::from_secs(30)).await;
+    let d = &short_view["deliveries"][0];
+    assert_eq!(
+        (
+            d["status"].as_str(),
+            d["reason"].as_str(),
+            d["attempts"].as_i64()
+        ),
+        (Some("expired"), Some("ttl_passed"), Some(0)),
+        "{short_view}"
+    );
+    let keep_delivery: Uuid =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE notification_id = $1::uuid")
+            .bind(&keep)
+            .fetch_one(&stack.notify_pool)
+            .await
+            .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let (_, detail) = stack
+            .call(
+                Method::GET,
+                &format!("/v1/admin/deliveries/{keep_delivery}"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .unwrap();
+        if !detail["redrives"].as_array().unwrap().is_empty() {
+            break detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never re-driven: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(detail["redrives"][0]["kind"], "lost", "{detail}");
+    assert!(
+        detail["redrives"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("retention"),
+        "{detail}"
+    );
+    let metrics = stack.metrics(Service::Repeater).await.unwrap();
+    for line in [
+        "notify_repeater_stuck_redriven_total{channel=\"sms\"} 1",
+        "notify_repeater_stuck_expired_total{channel=\"sms\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+
+    // An SMS worker joins: it reads past the filler (undecodable: skipped) to the re-driven
+    // attempt and sends it — once; the expired one never.
+    let mut sms_workers = sms_options(&gateway).workers;
+    sms_workers.channels = vec![Channel::Sms];
+    stack.spawn_workers(sms_workers).await.unwrap();
+    let view = settled(&stack, &keep, Duration::from_secs(60)).await;
+    assert_eq!(
+        (
+            view["deliveries"][0]["status"].as_str(),
+            view["deliveries"][0]["attempts"].as_i64()
+        ),
+        (Some("sent"), Some(1)),
+        "{view}"
+    );
+    let requests = gateway.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert!(String::from_utf8_lossy(&requests[0].body).contains("keep+me"));
 }

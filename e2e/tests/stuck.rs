@@ -14,7 +14,9 @@ use common::{
     outbox::{RelayConfig, spawn_relay},
     redis::RedisConfig,
 };
-use devkit::{kafka::DevCluster, pg::TestDatabase, smtp::SmtpSink, tasks::TaskGroup};
+use devkit::{
+    kafka::DevCluster, pg::TestDatabase, redis::TestPrefix, smtp::SmtpSink, tasks::TaskGroup,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -88,9 +90,15 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
         ..RelayConfig::default()
     };
     let mut first = TaskGroup::new();
-    let relay = spawn_relay(&pool, &kafka_on(&old), &relay_cfg, "test-relay", &first.token())
-        .unwrap()
-        .unwrap();
+    let relay = spawn_relay(
+        &pool,
+        &kafka_on(&old),
+        &relay_cfg,
+        "test-relay",
+        &first.token(),
+    )
+    .unwrap()
+    .unwrap();
     first.spawn_unit("relay on cluster A", async move {
         let _ = relay.await;
     });
@@ -120,6 +128,7 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
     let new = DevCluster::start(&topics, 3).unwrap();
     let kafka = kafka_on(&new);
     let smtp = SmtpSink::start(0, None).unwrap();
+    let keys = TestPrefix::local();
     // Declared after cluster B: stopped before it, also when an assertion fails.
     let mut services = TaskGroup::new();
     let shutdown = services.token();
@@ -133,7 +142,7 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
         http: http(),
         kafka: kafka.clone(),
         redis: RedisConfig {
-            key_prefix: format!("test:{id}:"),
+            key_prefix: keys.prefix().to_owned(),
             ..RedisConfig::default()
         },
         channels: vec![common::events::Channel::Email],

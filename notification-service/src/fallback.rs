@@ -168,7 +168,8 @@ pub async fn on_dead(state: &AppState, delivery_id: Uuid) -> anyhow::Result<Fall
     };
     insert_deliveries(&mut tx, &n, Some(delivery_id), now).await?;
     tx.commit().await?;
-    state.metrics
+    state
+        .metrics
         .fallbacks_planned
         .get_or_create(&crate::metrics::ChannelLabel {
             channel: channel.as_str().to_owned(),

@@ -158,7 +158,8 @@ async fn apply(
                 &mut rand::rng(),
             );
             // On the database's clock, like `recorded_at` and the relay's `available_at <= now()`.
-            let at = delay.and_then(|delay| Some(d.db_now + chrono::Duration::from_std(delay).ok()?));
+            let at =
+                delay.and_then(|delay| Some(d.db_now + chrono::Duration::from_std(delay).ok()?));
             match (delay, at) {
                 (Some(_), Some(at)) if d.not_after().is_some_and(|end| at > end) => {
                     set("expired", Some("ttl_passed"))

@@ -106,12 +106,7 @@ pub struct StuckScan {
 }
 
 impl StuckScan {
-    pub fn new(
-        pool: PgPool,
-        kafka: KafkaConfig,
-        cfg: StuckConfig,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(pool: PgPool, kafka: KafkaConfig, cfg: StuckConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             pool,
             kafka,
@@ -129,7 +124,13 @@ impl StuckScan {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            match self.scan().await {
+            // A scan waits on Kafka (seconds when brokers are slow): shutdown does not. The
+            // connection holding the scan's advisory lock closes with the pool at exit.
+            let scanned = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = self.scan() => r,
+            };
+            match scanned {
                 Ok(r) if !r.redriven.is_empty() || !r.expired.is_empty() => {
                     tracing::warn!(
                         redriven = r.redriven.len(),

@@ -16,7 +16,7 @@ use common::{
     },
     kafka::{KafkaConfig, producer},
 };
-use devkit::{kafka::DevCluster, process::Guarded, smtp::SmtpSink};
+use devkit::{kafka::DevCluster, process::Guarded, redis::TestPrefix, smtp::SmtpSink};
 use rdkafka::{Message, producer::FutureRecord};
 
 /// The `workers` binary as a child process, killed when the returned guard drops (also when
@@ -55,7 +55,8 @@ async fn a_worker_killed_mid_send_does_not_lose_the_delivery() {
         topic_prefix: prefix,
         ..Default::default()
     };
-    let redis_prefix = format!("test:{id}:");
+    let keys = TestPrefix::local();
+    let redis_prefix = keys.prefix().to_owned();
 
     // An SMTP server that accepts the connection and never answers: the worker is stuck in
     // the send, after consuming and before reporting.

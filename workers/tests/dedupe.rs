@@ -11,7 +11,7 @@ use common::{
     },
     kafka::{KafkaConfig, producer},
 };
-use devkit::{kafka::DevCluster, tasks::TaskGroup};
+use devkit::{kafka::DevCluster, redis::TestPrefix, tasks::TaskGroup};
 use rdkafka::{Message, producer::FutureRecord};
 use secrecy::SecretString;
 use wiremock::{
@@ -76,11 +76,12 @@ async fn gateway(delay: Duration) -> MockServer {
     server
 }
 
-fn config(server: &MockServer) -> workers::Config {
+/// Workers settings with the test's own Redis key prefix (its keys go when `keys` drops).
+fn config(server: &MockServer, keys: &TestPrefix) -> workers::Config {
     workers::Config {
         channels: vec![Channel::Sms],
         redis: common::redis::RedisConfig {
-            key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+            key_prefix: keys.prefix().to_owned(),
             ..Default::default()
         },
         sms: sms_config(server),
@@ -88,8 +89,8 @@ fn config(server: &MockServer) -> workers::Config {
     }
 }
 
-async fn dispatcher(server: &MockServer) -> Dispatcher<SmsProvider> {
-    let cfg = config(server);
+async fn dispatcher(server: &MockServer, keys: &TestPrefix) -> Dispatcher<SmsProvider> {
+    let cfg = config(server, keys);
     let redis = common::redis::connect(&cfg.redis).await.unwrap();
     // `process` never publishes; the producer only has to exist.
     let kafka = KafkaConfig {
@@ -109,7 +110,8 @@ async fn dispatcher(server: &MockServer) -> Dispatcher<SmsProvider> {
 #[tokio::test]
 async fn a_dispatch_handled_twice_reaches_the_provider_once() {
     let server = gateway(Duration::ZERO).await;
-    let d = dispatcher(&server).await;
+    let keys = TestPrefix::local();
+    let d = dispatcher(&server, &keys).await;
     let msg = message();
     let first = d.process(&msg).await.unwrap();
     let second = d.process(&msg).await.unwrap();
@@ -124,7 +126,8 @@ async fn a_dispatch_handled_twice_reaches_the_provider_once() {
 #[tokio::test]
 async fn a_copy_arriving_mid_send_waits_for_the_first_instead_of_sending() {
     let server = gateway(Duration::from_millis(500)).await;
-    let d = dispatcher(&server).await;
+    let keys = TestPrefix::local();
+    let d = dispatcher(&server, &keys).await;
     let msg = message();
     let (a, b) = tokio::join!(d.process(&msg), async {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -147,6 +150,7 @@ async fn a_copy_arriving_mid_send_waits_for_the_first_instead_of_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
     let server = gateway(Duration::from_millis(200)).await;
+    let keys = TestPrefix::local();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("d{}.", &id[..8]);
     let topics: Vec<String> = [
@@ -188,7 +192,7 @@ async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         },
-        ..config(&server)
+        ..config(&server, &keys)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = listener.local_addr().unwrap();
@@ -199,7 +203,11 @@ async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
     // Once the worker's group has committed past both copies, both were handled for good.
     let group = kafka.topic(&common::events::worker_group(Channel::Sms, Lane::Urgent));
     for d in &produced {
-        let (bootstrap, group, topic) = (kafka.bootstrap_servers.clone(), group.clone(), topic.clone());
+        let (bootstrap, group, topic) = (
+            kafka.bootstrap_servers.clone(),
+            group.clone(),
+            topic.clone(),
+        );
         let (partition, offset) = (d.partition, d.offset);
         tokio::task::spawn_blocking(move || {
             devkit::kafka::wait_committed(
@@ -280,7 +288,8 @@ async fn a_providers_retry_after_reaches_the_status_event() {
         )
         .mount(&server)
         .await;
-    let d = dispatcher(&server).await;
+    let keys = TestPrefix::local();
+    let d = dispatcher(&server, &keys).await;
     let msg = message();
     let ev = d.process(&msg).await.unwrap();
     assert_eq!(

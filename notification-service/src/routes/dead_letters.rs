@@ -221,9 +221,7 @@ async fn redrive(
         (None, Some(filter)) => redrive_filter(&state, &filter, &actor).await?,
         (None, None) => unreachable!("checked above"),
     };
-    state.metrics
-        .dead_letters_redriven
-        .inc_by(out.redriven);
+    state.metrics.dead_letters_redriven.inc_by(out.redriven);
     tracing::info!(actor = %actor, redriven = out.redriven, skipped = out.skipped.len(), "dead letters re-driven");
     Ok(Json(out))
 }

@@ -83,9 +83,9 @@ impl DevCluster {
                     let res = match cmd {
                         Cmd::BrokerDown(id) => cluster.broker_down(id).map_err(Into::into),
                         Cmd::BrokerUp(id) => cluster.broker_up(id).map_err(Into::into),
-                        Cmd::Rtt(id, rtt) => cluster
-                            .broker_round_trip_time(id, rtt)
-                            .map_err(Into::into),
+                        Cmd::Rtt(id, rtt) => {
+                            cluster.broker_round_trip_time(id, rtt).map_err(Into::into)
+                        }
                         Cmd::Stop => {
                             let _ = reply.send(Ok(()));
                             break;
@@ -266,4 +266,61 @@ pub fn read_topic(
     }
     out.sort_by_key(|m| (m.partition(), m.offset()));
     Ok(out)
+}
+
+/// Appends `count` incompressible messages of `size` bytes to `topic`'s `partition` (full
+/// name): with enough of them the mock broker's retention (5 MB per partition) drops the
+/// partition's oldest messages and its low watermark moves past them, as `retention.bytes`
+/// would on a real cluster.
+pub fn fill_partition(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    count: usize,
+    size: usize,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("compression.type", "none")
+        .set("message.max.bytes", (size + 4096).to_string())
+        .set("linger.ms", "0")
+        .set("log_level", "3")
+        .create()?;
+    // xorshift: bytes no compressor can shrink, without a random-number crate.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(partition as u32);
+    for _ in 0..count {
+        let payload: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .partition(partition)
+            .payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    anyhow::ensure!(
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
+                        "producing filler: {e}"
+                    );
+                    producer.poll(Duration::from_millis(50));
+                    record = r;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
 }

@@ -150,8 +150,8 @@ impl Nginx {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.process.try_wait() {
-                let log = std::fs::read_to_string(self.prefix.join("logs/error.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default();
                 anyhow::bail!("nginx exited at start: {status}\n{log}");
             }
             if std::net::TcpStream::connect(self.addr).is_ok() {

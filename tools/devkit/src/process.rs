@@ -205,6 +205,9 @@ mod tests {
         .join()
         .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(alive(g.id()), "PR_SET_PDEATHSIG fired when the calling thread ended");
+        assert!(
+            alive(g.id()),
+            "PR_SET_PDEATHSIG fired when the calling thread ended"
+        );
     }
 }

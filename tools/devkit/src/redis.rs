@@ -1,6 +1,6 @@
-//! A Redis server of a test's own (`redis-server` on a reserved port), for fault tests that
-//! take Redis down and bring it back. Everything else uses the machine's Redis with a key
-//! prefix per test.
+//! Redis for tests: a key prefix of a test's own whose keys are deleted when the test ends
+//! ([`TestPrefix`]), and a server of a test's own (`redis-server` on a reserved port) for fault
+//! tests that take Redis down and bring it back ([`RedisServer`]).
 
 use std::{
     net::TcpStream,
@@ -11,6 +11,58 @@ use std::{
 use anyhow::Context;
 
 use crate::process::Guarded;
+
+/// A unique key prefix (`test:<uuid>:`) on the Redis at `url`; every key under it is deleted
+/// when this value is dropped — also while a failed test unwinds.
+#[derive(Debug)]
+pub struct TestPrefix {
+    url: String,
+    prefix: String,
+}
+
+impl TestPrefix {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// On the machine's Redis (`redis://127.0.0.1:6379`).
+    pub fn local() -> Self {
+        Self::new("redis://127.0.0.1:6379")
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Deletes every key under the prefix now.
+    pub fn clear(&self) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).query::<()>(&mut conn)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        if let Err(e) = self.clear() {
+            eprintln!("redis keys {}* not deleted: {e:#}", self.prefix);
+        }
+    }
+}
 
 /// A running (or stopped) private Redis; stopped when dropped.
 pub struct RedisServer {
@@ -66,7 +118,10 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(status) = process.try_wait() {
-                anyhow::bail!("redis-server exited at start ({status}) on port {}", self.port);
+                anyhow::bail!(
+                    "redis-server exited at start ({status}) on port {}",
+                    self.port
+                );
             }
             anyhow::ensure!(
                 Instant::now() < deadline,

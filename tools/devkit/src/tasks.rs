@@ -94,12 +94,14 @@ impl TaskGroup {
     }
 
     /// Cancels and waits (blocking this thread) up to `timeout`; true when every task ended.
-    /// Needs a multi-threaded runtime: the tasks run on its other threads meanwhile.
+    /// Needs a multi-threaded runtime: the tasks run on its other threads meanwhile. The group
+    /// is empty afterwards (tasks still running are left to the runtime).
     pub fn cancel_and_wait(&mut self, timeout: Duration) -> bool {
         self.shutdown.cancel();
         let deadline = Instant::now() + timeout;
         loop {
             if self.tasks.iter().all(|(_, t)| t.is_finished()) {
+                self.tasks.clear();
                 return true;
             }
             if Instant::now() >= deadline {
@@ -110,6 +112,7 @@ impl TaskGroup {
                     .map(|(n, _)| n.as_str())
                     .collect();
                 eprintln!("still running after {timeout:?}: {left:?}");
+                self.tasks.clear();
                 return false;
             }
             std::thread::sleep(Duration::from_millis(10));

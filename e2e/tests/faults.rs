@@ -1,0 +1,245 @@
+//! The delivery guarantee under infrastructure faults:
+//!
+//! * a Kafka broker goes down while notifications are being published and consumed: every one
+//!   is still delivered, once — the idempotent producer's retries add no duplicate to the log;
+//! * Redis goes down: requests are still accepted (rate limits fail open, idempotency and
+//!   profiles fall back to Postgres and users-service), but no worker sends without its
+//!   duplicate-send claim — the message waits in Kafka, visibly, and goes out once Redis is
+//!   back.
+
+use std::time::Duration;
+
+use common::auth::Role;
+use devkit::redis::RedisServer;
+use e2e::{Options, Service, Stack};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn send(stack: &Stack, token: &str, body: Value) -> Value {
+    let (status, view) = stack
+        .call(Method::POST, "/v1/notifications", Some(token), Some(body))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{view}");
+    view
+}
+
+async fn count(stack: &Stack, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap()
+}
+
+/// Messages on `topic` (unprefixed) of the stack's cluster.
+async fn messages(stack: &Stack, topic: &str) -> i64 {
+    let (bootstrap, topic) = (
+        stack.kafka_cfg.bootstrap_servers.clone(),
+        stack.kafka_cfg.topic(topic),
+    );
+    tokio::task::spawn_blocking(move || devkit::kafka::message_count(&bootstrap, &topic))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_going_down_mid_stream_loses_and_duplicates_nothing() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    const N: usize = 30;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        if i == 10 {
+            // Broker 1 leads a third of the partitions and may coordinate groups: the relay's
+            // and the workers' requests to it fail until it is back. Back within the
+            // consumers' session timeout (6 s) and the producer's message timeout (30 s).
+            stack.kafka().broker_down(1).unwrap();
+        }
+        let view = send(
+            &stack,
+            &svc,
+            json!({ "recipients": [{ "email": format!("b{i}@example.com") }], "category": "news",
+                    "content": { "text": format!("message {i}") } }),
+        )
+        .await;
+        ids.push(view["id"].as_str().unwrap().to_owned());
+        if i == 20 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            stack.kafka().broker_up(1).unwrap();
+        }
+    }
+    for id in &ids {
+        let view = stack
+            .wait_settled(id, &svc, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+        assert_eq!(view["deliveries"][0]["attempts"], 1, "{view}");
+    }
+    let mut to: Vec<String> = stack
+        .smtp
+        .mails()
+        .into_iter()
+        .map(|m| m.to[0].clone())
+        .collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(stack.smtp.mails().len(), N, "each mailed once");
+    assert_eq!(to.len(), N);
+    // The log holds each dispatch and each status exactly once.
+    assert_eq!(
+        messages(&stack, "notify.dispatch.email.bulk").await,
+        N as i64
+    );
+    assert_eq!(messages(&stack, "notify.status").await, N as i64);
+    assert_eq!(
+        count(
+            &stack,
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_requests_are_accepted_and_nothing_is_sent_until_it_is_back() {
+    // A Redis of this test's own, to kill and restart.
+    let mut redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let stack = Stack::start(Options {
+        welcome: false,
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let user = stack.register_user("redis-down@example.com").await.unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let body = json!({ "recipients": [{ "user_id": user }], "category": "news",
+                       "content": { "text": "hello" } });
+    let first = send(&stack, &svc, body.clone()).await;
+    stack
+        .wait_settled(first["id"].as_str().unwrap(), &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(stack.smtp.mails().len(), 1);
+
+    redis.stop();
+    // Accepted: the rate limit fails open, the idempotency key is kept in Postgres, the
+    // profile comes from users-service.
+    let resp = stack
+        .http
+        .post(format!("{}/v1/notifications", stack.url()))
+        .bearer_auth(&svc)
+        .header("idempotency-key", "while-redis-is-down")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let second: Value = resp.json().await.unwrap();
+    let id = second["id"].as_str().unwrap().to_owned();
+    assert_eq!(second["deliveries"][0]["status"], "queued", "{second}");
+
+    // The worker holds the send (it cannot take its claim): counted on /metrics, not ready,
+    // nothing sent.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = stack.metrics(Service::Workers).await.unwrap();
+        let held = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("notify_worker_claims_unavailable_total{channel=\"email\"} ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0);
+        if held >= 2 {
+            break; // tried, and tried again
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never tried the send:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = stack
+        .http
+        .get(format!("http://{}/readyz", stack.addr(Service::Workers)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let (_, view) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{id}"),
+            Some(&svc),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(view["deliveries"][0]["status"], "queued", "{view}");
+    assert_eq!(
+        stack.smtp.mails().len(),
+        1,
+        "nothing sent without the claim"
+    );
+
+    // Redis is back (empty): the held message goes out, once.
+    redis = tokio::task::spawn_blocking(move || {
+        redis.restart().unwrap();
+        redis
+    })
+    .await
+    .unwrap();
+    let view = stack
+        .wait_settled(&id, &svc, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+    assert_eq!(view["deliveries"][0]["attempts"], 1, "{view}");
+    assert_eq!(stack.smtp.mails().len(), 2);
+    // The key was kept in Postgres: a replay answers the same notification.
+    let replay = stack
+        .http
+        .post(format!("{}/v1/notifications", stack.url()))
+        .bearer_auth(&svc)
+        .header("idempotency-key", "while-redis-is-down")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed["id"], second["id"]);
+    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 2);
+
+    // The services reconnected by themselves: the next send caches the profile again.
+    let third = send(&stack, &svc, body).await;
+    stack
+        .wait_settled(third["id"].as_str().unwrap(), &svc, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let cached: bool = redis::cmd("EXISTS")
+        .arg(stack.redis.key(&format!("profile:{user}")))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(cached, "the profile cache works again");
+    assert_eq!(stack.smtp.mails().len(), 3);
+}
