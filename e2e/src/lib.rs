@@ -418,6 +418,19 @@ impl Stack {
         Ok(resp.text().await?)
     }
 
+    /// Checks that each service's `/metrics` holds its line (`name{labels} value`); the error
+    /// shows the whole exposition of the first service that lacks one.
+    pub async fn expect_metrics(&self, lines: &[(Service, &str)]) -> anyhow::Result<()> {
+        for (service, line) in lines {
+            let metrics = self.metrics(*service).await?;
+            anyhow::ensure!(
+                metrics.lines().any(|l| l == *line),
+                "{line} missing from {service:?}'s /metrics:\n{metrics}"
+            );
+        }
+        Ok(())
+    }
+
     /// Starts one more workers instance with `cfg` (its address, Kafka, Redis and SMTP URL are
     /// the stack's), stopped with the stack; returns once it is ready.
     pub async fn spawn_workers(&mut self, cfg: workers::Config) -> anyhow::Result<SocketAddr> {
@@ -563,6 +576,50 @@ impl Stack {
         Ok((status, json))
     }
 
+    /// `POST /v1/notifications` with `token`; the 202 answer, or an error naming what came
+    /// instead.
+    pub async fn send(&self, token: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, view) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/notifications",
+                Some(token),
+                Some(body),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == 202,
+            "POST /v1/notifications answered {status}: {view}"
+        );
+        Ok(view)
+    }
+
+    /// Waits until notification-service no longer holds `user`'s profile in its Redis cache
+    /// (after a change users-service announced): the next send reads the profile afresh.
+    pub async fn wait_profile_evicted(
+        &self,
+        user: uuid::Uuid,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let key = self.redis.key(&format!("profile:{user}"));
+        let mut redis = common::redis::connect(&self.redis).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let cached: bool = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await?;
+            if !cached {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{user}'s cached profile was not evicted within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls `GET /v1/notifications/{id}` until every delivery has left the open states and
     /// returns that view; an error (with the last view) if `timeout` passes first.
     pub async fn wait_settled(
@@ -659,6 +716,25 @@ async fn counting_proxy(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+/// FCM settings for a fake FCM at `base_url` (wiremock): project `notify-e2e`, a service
+/// account signed with the repository's test RSA key, the OAuth token endpoint at
+/// `<base_url>/token`.
+pub fn fcm_config(base_url: &str) -> workers::fcm::FcmConfig {
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "notify-e2e",
+        "private_key": devkit::fixtures::RSA_PRIVATE_PEM,
+        "client_email": "sender@notify-e2e.iam.gserviceaccount.com",
+        "token_uri": format!("{base_url}/token"),
+    });
+    workers::fcm::FcmConfig {
+        base_url: base_url.to_owned(),
+        service_account_json: Some(key.to_string().into()),
+        timeout_ms: 2_000,
+        ..Default::default()
+    }
 }
 
 /// base64url without padding (the JWT encoding), for hand-made tokens.

@@ -16,12 +16,22 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn send(stack: &Stack, token: &str, body: Value) -> Value {
-    let (status, view) = stack
-        .call(Method::POST, "/v1/notifications", Some(token), Some(body))
+    stack.send(token, body).await.unwrap()
+}
+
+/// `POST /v1/notifications` with an `Idempotency-Key`; must be accepted.
+async fn send_once(stack: &Stack, token: &str, key: &str, body: &Value) -> Value {
+    let resp = stack
+        .http
+        .post(format!("{}/v1/notifications", stack.url()))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
         .await
         .unwrap();
-    assert_eq!(status, 202, "{view}");
-    view
+    assert_eq!(resp.status(), 202);
+    resp.json().await.unwrap()
 }
 
 async fn count(stack: &Stack, sql: &str) -> i64 {
@@ -136,17 +146,7 @@ async fn while_redis_is_down_requests_are_accepted_and_nothing_is_sent_until_it_
     redis.stop();
     // Accepted: the rate limit fails open, the idempotency key is kept in Postgres, the
     // profile comes from users-service.
-    let resp = stack
-        .http
-        .post(format!("{}/v1/notifications", stack.url()))
-        .bearer_auth(&svc)
-        .header("idempotency-key", "while-redis-is-down")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let second: Value = resp.json().await.unwrap();
+    let second = send_once(&stack, &svc, "while-redis-is-down", &body).await;
     let id = second["id"].as_str().unwrap().to_owned();
     assert_eq!(second["deliveries"][0]["status"], "queued", "{second}");
 
@@ -210,17 +210,7 @@ async fn while_redis_is_down_requests_are_accepted_and_nothing_is_sent_until_it_
     assert_eq!(view["deliveries"][0]["attempts"], 1, "{view}");
     assert_eq!(stack.smtp.mails().len(), 2);
     // The key was kept in Postgres: a replay answers the same notification.
-    let replay = stack
-        .http
-        .post(format!("{}/v1/notifications", stack.url()))
-        .bearer_auth(&svc)
-        .header("idempotency-key", "while-redis-is-down")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replay.status(), 202);
-    let replayed: Value = replay.json().await.unwrap();
+    let replayed = send_once(&stack, &svc, "while-redis-is-down", &body).await;
     assert_eq!(replayed["id"], second["id"]);
     assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 2);
 

@@ -417,21 +417,9 @@ async fn a_preference_change_evicts_the_cached_profile_so_the_next_send_obeys_it
     .await;
     assert_eq!(status, 200);
     // preferences.updated travels users outbox → Kafka → notification-service, which evicts.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let cached: bool = redis::cmd("EXISTS")
-            .arg(&key)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if !cached {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cached profile was never evicted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .wait_profile_evicted(id, Duration::from_secs(15))
+        .await
+        .unwrap();
     assert_eq!(send().await, ("suppressed".to_owned(), json!("opted_out")));
 }

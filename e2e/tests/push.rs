@@ -13,7 +13,6 @@ use wiremock::{
     matchers::{body_string_contains, method, path},
 };
 
-const RSA_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/rsa_private.pem");
 const EC_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/ec_p256_private.pem");
 const SEND: &str = "/v1/projects/notify-e2e/messages:send";
 
@@ -64,26 +63,13 @@ async fn providers() -> MockServer {
 }
 
 fn options(providers: &MockServer) -> Options {
-    let fcm = providers;
-    let key = json!({
-        "type": "service_account",
-        "project_id": "notify-e2e",
-        "private_key": RSA_PRIVATE,
-        "client_email": "sender@notify-e2e.iam.gserviceaccount.com",
-        "token_uri": format!("{}/token", fcm.uri()),
-    });
     Options {
         welcome: false,
         enabled_channels: vec![Channel::Email, Channel::Push],
         workers: workers::Config {
             channels: vec![Channel::Email, Channel::Push],
             push: workers::push::PushConfig {
-                fcm: Some(workers::fcm::FcmConfig {
-                    base_url: fcm.uri(),
-                    service_account_json: Some(key.to_string().into()),
-                    timeout_ms: 2_000,
-                    ..Default::default()
-                }),
+                fcm: Some(e2e::fcm_config(&providers.uri())),
                 apns: Some(workers::apns::ApnsConfig {
                     base_url: providers.uri(),
                     topic: "com.example.e2e".into(),
@@ -201,24 +187,10 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
     }
     // users-service announced the change (preferences.updated); wait for notification-service
     // to evict its cached profile — the real state, not a guess at how long that takes.
-    let key = stack.redis.key(&format!("profile:{user}"));
-    let mut redis = common::redis::connect(&stack.redis).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let cached: bool = redis::cmd("EXISTS")
-            .arg(&key)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if !cached {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cached profile was never evicted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .wait_profile_evicted(user, Duration::from_secs(20))
+        .await
+        .unwrap();
 
     // The next notification plans only the live device.
     let second = notify(&stack, user).await;

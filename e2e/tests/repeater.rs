@@ -15,7 +15,6 @@ use wiremock::{
     matchers::{body_string_contains, method, path},
 };
 
-const RSA_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/rsa_private.pem");
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123/Messages.json";
 
 fn sms_options(gateway: &MockServer) -> Options {
@@ -35,6 +34,17 @@ fn sms_options(gateway: &MockServer) -> Options {
         },
         ..Options::default()
     }
+}
+
+/// An SMS gateway that accepts every message.
+async fn accepting_gateway() -> MockServer {
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(sent())
+        .mount(&gateway)
+        .await;
+    gateway
 }
 
 fn sent() -> ResponseTemplate {
@@ -172,11 +182,13 @@ async fn failing_twice_then_succeeding_is_sent_on_attempt_3_on_the_schedule() {
         );
     }
     assert_eq!(gateway.received_requests().await.unwrap().len(), 3);
-    let metrics = stack.metrics(Service::Repeater).await.unwrap();
-    assert!(
-        metrics.contains("notify_repeater_retries_scheduled_total{channel=\"sms\"} 2"),
-        "{metrics}"
-    );
+    stack
+        .expect_metrics(&[(
+            Service::Repeater,
+            "notify_repeater_retries_scheduled_total{channel=\"sms\"} 2",
+        )])
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,7 +414,8 @@ async fn dead_letters_are_listed_and_redriven_by_filter() {
     .await;
     assert_eq!(view["deliveries"][0]["status"], "dead", "{view}");
 
-    for (service, line) in [
+    stack
+        .expect_metrics(&[
         (
             Service::Notifications,
             "notify_dead_letters_redriven_total 3",
@@ -411,10 +424,9 @@ async fn dead_letters_are_listed_and_redriven_by_filter() {
             Service::Repeater,
             "notify_repeater_dead_letters_total{channel=\"sms\",reason=\"permanent_failure\"} 4",
         ),
-    ] {
-        let metrics = stack.metrics(service).await.unwrap();
-        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
-    }
+        ])
+        .await
+        .unwrap();
 }
 
 async fn ids_notification(stack: &Stack, delivery: &str) -> String {
@@ -446,57 +458,70 @@ async fn fcm_with_dead_token() -> MockServer {
     server
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_push_falls_back_to_sms() {
-    let gateway = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(MESSAGES))
-        .respond_with(sent())
-        .mount(&gateway)
-        .await;
-    let fcm = fcm_with_dead_token().await;
-    let key = json!({
-        "type": "service_account",
-        "project_id": "notify-e2e",
-        "private_key": RSA_PRIVATE,
-        "client_email": "sender@notify-e2e.iam.gserviceaccount.com",
-        "token_uri": format!("{}/token", fcm.uri()),
-    });
-    let mut opts = sms_options(&gateway);
+/// Email, SMS and push (FCM at `fcm`) planned and sent.
+fn push_and_sms_options(gateway: &MockServer, fcm: &MockServer) -> Options {
+    let mut opts = sms_options(gateway);
     opts.enabled_channels = vec![Channel::Email, Channel::Sms, Channel::Push];
     opts.workers.channels = vec![Channel::Email, Channel::Sms, Channel::Push];
     opts.workers.push = workers::push::PushConfig {
-        fcm: Some(workers::fcm::FcmConfig {
-            base_url: fcm.uri(),
-            service_account_json: Some(key.to_string().into()),
-            timeout_ms: 2_000,
-            ..Default::default()
-        }),
+        fcm: Some(e2e::fcm_config(&fcm.uri())),
         apns: None,
     };
-    let stack = Stack::start(opts).await.unwrap();
-    let user = stack.register_user("fallback@example.test").await.unwrap();
+    opts
+}
+
+/// A registered user with an email, a phone and one FCM device whose token FCM calls dead;
+/// returns the user and a token of theirs.
+async fn user_with_phone_and_dead_push(stack: &Stack, email: &str, phone: &str) -> (Uuid, String) {
+    let user = stack.register_user(email).await.unwrap();
     let me = stack.token(Role::User, &user.to_string());
-    let (status, body) = stack
-        .call(
+    for (m, p, body) in [
+        (
             Method::PUT,
             "/v1/me/contacts",
-            Some(&me),
-            Some(json!({ "email": "fallback@example.test", "phone": "+49301234099" })),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = stack
-        .call(
+            json!({ "email": email, "phone": phone }),
+        ),
+        (
             Method::POST,
             "/v1/me/devices",
-            Some(&me),
-            Some(json!({ "platform": "fcm", "token": "dead-token" })),
-        )
+            json!({ "platform": "fcm", "token": "dead-token" }),
+        ),
+    ] {
+        let (status, answer) = stack.call(m, p, Some(&me), Some(body)).await.unwrap();
+        assert!(status == 200 || status == 201, "{p}: {status} {answer}");
+    }
+    (user, me)
+}
+
+/// Waits until notification `id` has its fallback delivery (two in all) and both settled.
+async fn settled_with_fallback(stack: &Stack, id: &str) -> Value {
+    let admin = stack.token(Role::Admin, "ops-admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = stack
+            .wait_settled(id, &admin, Duration::from_secs(20))
+            .await
+            .unwrap();
+        if view["deliveries"].as_array().unwrap().len() == 2 {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no fallback delivery planned: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_push_falls_back_to_sms() {
+    let gateway = accepting_gateway().await;
+    let fcm = fcm_with_dead_token().await;
+    let stack = Stack::start(push_and_sms_options(&gateway, &fcm))
         .await
         .unwrap();
-    assert!(status == 201 || status == 200, "{body}");
+    let (user, _) =
+        user_with_phone_and_dead_push(&stack, "fallback@example.test", "+49301234099").await;
 
     // Refused at intake: an unknown channel in the list.
     let service = stack.token(Role::Service, "billing");
@@ -526,24 +551,7 @@ async fn a_dead_push_falls_back_to_sms() {
     assert_eq!(planned.len(), 1);
     let push_id = planned[0]["id"].as_str().unwrap().to_owned();
 
-    let admin = stack.token(Role::Admin, "ops-admin");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let view = loop {
-        let view = stack
-            .wait_settled(&id, &admin, Duration::from_secs(20))
-            .await
-            .unwrap();
-        let ds = view["deliveries"].as_array().unwrap();
-        if ds.len() == 2
-            && ds
-                .iter()
-                .all(|d| d["status"] != "queued" && d["status"] != "retrying")
-            || tokio::time::Instant::now() > deadline
-        {
-            break view;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let view = settled_with_fallback(&stack, &id).await;
     let ds = view["deliveries"].as_array().unwrap();
     assert_eq!(ds.len(), 2, "{view}");
     let push = ds.iter().find(|d| d["channel"] == "push").unwrap();
@@ -560,19 +568,19 @@ async fn a_dead_push_falls_back_to_sms() {
     let body = String::from_utf8_lossy(&requests[0].body).into_owned();
     assert!(body.contains("To=%2B49301234099"), "{body}");
     assert!(body.contains("Payment+failed"), "{body}");
-    for (service, line) in [
-        (
-            Service::Repeater,
-            "notify_repeater_fallbacks_requested_total{channel=\"push\"} 1",
-        ),
-        (
-            Service::Notifications,
-            "notify_fallbacks_planned_total{channel=\"sms\"} 1",
-        ),
-    ] {
-        let metrics = stack.metrics(service).await.unwrap();
-        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
-    }
+    stack
+        .expect_metrics(&[
+            (
+                Service::Repeater,
+                "notify_repeater_fallbacks_requested_total{channel=\"push\"} 1",
+            ),
+            (
+                Service::Notifications,
+                "notify_fallbacks_planned_total{channel=\"sms\"} 1",
+            ),
+        ])
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -824,56 +832,24 @@ async fn dead_letters_are_filtered_and_redriven_by_time_of_death() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_respects_the_users_preferences() {
-    let gateway = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(MESSAGES))
-        .respond_with(sent())
-        .mount(&gateway)
-        .await;
+    let gateway = accepting_gateway().await;
     let fcm = fcm_with_dead_token().await;
-    let key = json!({
-        "type": "service_account",
-        "project_id": "notify-e2e",
-        "private_key": RSA_PRIVATE,
-        "client_email": "sender@notify-e2e.iam.gserviceaccount.com",
-        "token_uri": format!("{}/token", fcm.uri()),
-    });
-    let mut opts = sms_options(&gateway);
-    opts.enabled_channels = vec![Channel::Email, Channel::Sms, Channel::Push];
-    opts.workers.channels = vec![Channel::Email, Channel::Sms, Channel::Push];
-    opts.workers.push = workers::push::PushConfig {
-        fcm: Some(workers::fcm::FcmConfig {
-            base_url: fcm.uri(),
-            service_account_json: Some(key.to_string().into()),
-            timeout_ms: 2_000,
-            ..Default::default()
-        }),
-        apns: None,
-    };
-    let stack = Stack::start(opts).await.unwrap();
-    let user = stack.register_user("no-sms@example.test").await.unwrap();
-    let me = stack.token(Role::User, &user.to_string());
-    for (m, p, body) in [
-        (
-            Method::PUT,
-            "/v1/me/contacts",
-            json!({ "email": "no-sms@example.test", "phone": "+49301234098" }),
-        ),
-        (
-            Method::POST,
-            "/v1/me/devices",
-            json!({ "platform": "fcm", "token": "dead-token" }),
-        ),
-        // The user wants no SMS at all.
-        (
+    let stack = Stack::start(push_and_sms_options(&gateway, &fcm))
+        .await
+        .unwrap();
+    let (user, me) =
+        user_with_phone_and_dead_push(&stack, "no-sms@example.test", "+49301234098").await;
+    // The user wants no SMS at all.
+    let (status, answer) = stack
+        .call(
             Method::PUT,
             "/v1/me/preferences",
-            json!({ "channels": { "sms": false } }),
-        ),
-    ] {
-        let (status, answer) = stack.call(m, p, Some(&me), Some(body)).await.unwrap();
-        assert!(status == 200 || status == 201, "{p}: {status} {answer}");
-    }
+            Some(&me),
+            Some(json!({ "channels": { "sms": false } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
 
     let (id, planned) = send(
         &stack,
@@ -885,22 +861,7 @@ async fn a_fallback_respects_the_users_preferences() {
     let push_id = planned[0]["id"].as_str().unwrap().to_owned();
     // The push dies, the fallback is planned on SMS — and suppressed, visibly, because the
     // user opted out of SMS.
-    let admin = stack.token(Role::Admin, "ops-admin");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let view = loop {
-        let view = stack
-            .wait_settled(&id, &admin, Duration::from_secs(20))
-            .await
-            .unwrap();
-        if view["deliveries"].as_array().unwrap().len() == 2 {
-            break view;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no fallback delivery planned: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let view = settled_with_fallback(&stack, &id).await;
     let ds = view["deliveries"].as_array().unwrap();
     let push = ds.iter().find(|d| d["channel"] == "push").unwrap();
     let sms = ds.iter().find(|d| d["channel"] == "sms").unwrap();
@@ -922,12 +883,7 @@ async fn a_fallback_respects_the_users_preferences() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stuck_scan_recovers_what_retention_dropped_and_expires_what_outlived_its_ttl() {
-    let gateway = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(MESSAGES))
-        .respond_with(sent())
-        .mount(&gateway)
-        .await;
+    let gateway = accepting_gateway().await;
     let mut opts = sms_options(&gateway);
     // SMS is planned but nothing consumes it yet: its messages wait in the log.
     opts.enabled_channels = vec![Channel::Email, Channel::Sms];
@@ -1035,13 +991,19 @@ async fn the_stuck_scan_recovers_what_retention_dropped_and_expires_what_outlive
             .contains("retention"),
         "{detail}"
     );
-    let metrics = stack.metrics(Service::Repeater).await.unwrap();
-    for line in [
-        "notify_repeater_stuck_redriven_total{channel=\"sms\"} 1",
-        "notify_repeater_stuck_expired_total{channel=\"sms\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
-    }
+    stack
+        .expect_metrics(&[
+            (
+                Service::Repeater,
+                "notify_repeater_stuck_redriven_total{channel=\"sms\"} 1",
+            ),
+            (
+                Service::Repeater,
+                "notify_repeater_stuck_expired_total{channel=\"sms\"} 1",
+            ),
+        ])
+        .await
+        .unwrap();
 
     // An SMS worker joins: it reads past the filler (undecodable: skipped) to the re-driven
     // attempt and sends it — once; the expired one never.
