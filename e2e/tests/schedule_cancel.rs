@@ -168,7 +168,8 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
     let stack = Stack::start(Options::default()).await.unwrap();
     let svc = stack.token(Role::Service, "billing");
     const N: usize = 100;
-    let at = Utc::now() + chrono::Duration::seconds(4);
+    // Far enough ahead that all 100 are accepted before it, on a loaded machine too.
+    let at = Utc::now() + chrono::Duration::seconds(6);
     let ids: Vec<String> = futures::future::join_all((0..N).map(|i| {
         let (stack, svc) = (&stack, &svc);
         async move {
@@ -179,6 +180,10 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
         }
     }))
     .await;
+    assert!(
+        Utc::now() < at - chrono::Duration::milliseconds(300),
+        "accepting 100 notifications took more than 5.7 s"
+    );
     // Every broker answers 600 ms late from now on: the relay holds the due rows' locks for
     // at least that long while it waits for Kafka's acknowledgement — a wide race window.
     for b in stack.kafka().broker_ids() {
