@@ -10,16 +10,39 @@
 //! The relay is woken by `LISTEN outbox` (a statement trigger `NOTIFY`s at commit) and polls
 //! as a fallback, which also picks up rows whose `available_at` (scheduled retries) comes due.
 //! Every database with an outbox has the same table and trigger (`migrations/*/0001_*.up.sql`).
+//!
+//! **No row can stall the rest** (decision 0014). Each row's publish error is classified:
+//!
+//! * *permanent* — Kafka will never take this record (over the message size, an invalid
+//!   record, an invalid topic): the row is set aside at once (`failed_at`);
+//! * *transient* while other rows of the batch were published — the row's own problem: it is
+//!   retried later (`available_at` moves back, doubling from `row_backoff_ms`), so it no longer
+//!   sits at the head, and set aside after `max_row_attempts`;
+//! * *transient* with nothing published — Kafka is away: the whole relay backs off.
+//!
+//! What succeeded in a batch is committed whatever else failed. A set-aside row is never
+//! picked again; it is counted (`notify_outbox_rows_failed_total`) and the service that owns
+//! the row's meaning turns it into a visible state (the repeater: the delivery ends `dead` with
+//! reason `undeliverable`). Published rows are purged after `retention_secs` by a task of its
+//! own, in batches, until none is left: the purge keeps up with any publish rate.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{
+    error::KafkaError,
+    producer::{FutureProducer, FutureRecord},
+    types::RDKafkaErrorCode,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
-use crate::{kafka::KafkaConfig, telemetry::RequestContext};
+use crate::{
+    kafka::KafkaConfig,
+    metrics::{Counter, EncodeLabelSet, Family, Gauge, Registry},
+    telemetry::RequestContext,
+};
 
 /// The channel the outbox trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "outbox";
@@ -105,8 +128,15 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Poll fallback when no NOTIFY arrives.
     pub poll_interval_ms: u64,
-    /// Published rows are kept this long (for inspection), then deleted.
+    /// Published (and set-aside) rows are kept this long (for inspection), then deleted.
     pub retention_secs: u64,
+    /// How often the purge runs; each run deletes in batches until nothing old is left.
+    pub purge_interval_secs: u64,
+    /// A row whose publish fails while the rest of its batch goes through is tried this many
+    /// times, then set aside (`failed_at`).
+    pub max_row_attempts: i32,
+    /// The first retry delay of such a row (doubling, at most 5 min).
+    pub row_backoff_ms: u64,
 }
 
 impl Default for RelayConfig {
@@ -116,23 +146,79 @@ impl Default for RelayConfig {
             batch_size: 500,
             poll_interval_ms: 500,
             retention_secs: 3600,
+            purge_interval_secs: 10,
+            max_row_attempts: 5,
+            row_backoff_ms: 1_000,
         }
     }
 }
 
-/// Starts the relay for `pool`'s outbox when `cfg.enabled`; the task ends at `shutdown`.
+/// Rows deleted per purge statement (each statement is short; a run loops until done).
+const PURGE_BATCH: i64 = 10_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+/// The relay's metric families.
+#[derive(Default)]
+struct RelayMetrics {
+    published: Counter,
+    failed: Family<TopicLabel, Counter>,
+    retried: Counter,
+    purged: Counter,
+    due: Gauge,
+}
+
+impl RelayMetrics {
+    fn register(&self, registry: &Registry) {
+        registry.register(
+            "notify_outbox_published",
+            "Outbox rows published to Kafka",
+            self.published.clone(),
+        );
+        registry.register(
+            "notify_outbox_rows_failed",
+            "Outbox rows Kafka will not accept, set aside (failed_at), by topic",
+            self.failed.clone(),
+        );
+        registry.register(
+            "notify_outbox_row_retries",
+            "Outbox rows whose publish failed while the rest of their batch went through, retried later",
+            self.retried.clone(),
+        );
+        registry.register(
+            "notify_outbox_purged",
+            "Published or set-aside outbox rows deleted after the retention",
+            self.purged.clone(),
+        );
+        registry.register(
+            "notify_outbox_due_rows",
+            "Outbox rows due and not yet published (refreshed by the purge task)",
+            self.due.clone(),
+        );
+    }
+}
+
+/// Starts the relay (and its purge task) for `pool`'s outbox when `cfg.enabled`, counting into
+/// `registry`; the task ends at `shutdown`.
 pub fn spawn_relay(
     pool: &PgPool,
     kafka: &KafkaConfig,
     cfg: &RelayConfig,
     client_id: &str,
+    registry: Option<&Registry>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if !cfg.enabled {
         return Ok(None);
     }
     let producer = crate::kafka::producer(kafka, client_id)?;
-    let relay = Relay::new(pool.clone(), producer, kafka.clone(), cfg.clone());
+    let mut relay = Relay::new(pool.clone(), producer, kafka.clone(), cfg.clone());
+    if let Some(r) = registry {
+        relay = relay.with_metrics(r);
+    }
     Ok(Some(tokio::spawn(relay.run(shutdown.clone()))))
 }
 
@@ -142,6 +228,7 @@ pub struct Relay {
     producer: FutureProducer,
     kafka: KafkaConfig,
     cfg: RelayConfig,
+    metrics: Arc<RelayMetrics>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -151,6 +238,23 @@ struct Row {
     key: String,
     payload: String,
     headers: sqlx::types::Json<BTreeMap<String, String>>,
+    attempts: i32,
+}
+
+/// Whether Kafka will never accept this record, whatever happens to the cluster.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidArgument
+                | RDKafkaErrorCode::BadMessage
+        )
+    )
 }
 
 impl Relay {
@@ -165,16 +269,25 @@ impl Relay {
             producer,
             kafka,
             cfg,
+            metrics: Arc::default(),
         }
     }
 
-    /// Publishes one batch of due rows; returns how many were published.
+    /// Counts into `registry` (the service's `/metrics`).
+    pub fn with_metrics(self, registry: &Registry) -> Self {
+        self.metrics.register(registry);
+        self
+    }
+
+    /// Publishes one batch of due rows; returns how many were published. A row Kafka refuses
+    /// is set aside or rescheduled (see the module docs) and the rest is committed; the result
+    /// is an error only when rows failed and none was published — Kafka is away.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, topic, key, payload::text AS payload, headers
+            "SELECT id, topic, key, payload::text AS payload, headers, attempts
              FROM outbox
-             WHERE published_at IS NULL AND available_at <= now()
+             WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()
              ORDER BY id
              LIMIT $1
              FOR UPDATE SKIP LOCKED",
@@ -199,7 +312,6 @@ impl Relay {
         let mut published = Vec::with_capacity(rows.len());
         let (mut partitions, mut offsets) = (Vec::new(), Vec::new());
         let mut failed = Vec::new();
-        let mut last_error = None;
         for (row, res) in rows.iter().zip(results) {
             match res {
                 Ok(delivery) => {
@@ -207,10 +319,7 @@ impl Relay {
                     partitions.push(delivery.partition);
                     offsets.push(delivery.offset);
                 }
-                Err((e, _)) => {
-                    failed.push(row.id);
-                    last_error = Some(e.to_string());
-                }
+                Err((e, _)) => failed.push((row, e)),
             }
         }
         sqlx::query(
@@ -224,38 +333,84 @@ impl Relay {
         .bind(&offsets)
         .execute(&mut *tx)
         .await?;
-        if !failed.is_empty() {
-            tracing::warn!(failed = failed.len(), error = ?last_error, "outbox rows not acknowledged; will retry");
-            sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
-            )
-            .bind(&failed)
-            .bind(&last_error)
-            .execute(&mut *tx)
-            .await?;
+
+        // Kafka answered for some rows: a failure is that row's own problem.
+        let healthy = !published.is_empty();
+        let (mut set_aside, mut outage) = (Vec::new(), 0usize);
+        let mut last_error = None;
+        for (row, e) in &failed {
+            let error = e.to_string();
+            let attempts = row.attempts + 1;
+            if is_permanent(e) || (healthy && attempts >= self.cfg.max_row_attempts) {
+                tracing::error!(row = row.id, topic = %row.topic, error = %error, attempts,
+                    "Kafka will not accept this outbox row; it is set aside");
+                sqlx::query(
+                    "UPDATE outbox SET failed_at = now(), attempts = attempts + 1, last_error = $2
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(&error)
+                .execute(&mut *tx)
+                .await?;
+                set_aside.push(row.topic.clone());
+            } else if healthy {
+                let delay = Duration::from_millis(self.cfg.row_backoff_ms)
+                    .saturating_mul(1 << (row.attempts.clamp(0, 16) as u32))
+                    .min(Duration::from_secs(300));
+                tracing::warn!(row = row.id, topic = %row.topic, error = %error, attempts, ?delay,
+                    "outbox row not acknowledged while others were; retrying it later");
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                            available_at = now() + make_interval(secs => $3)
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(&error)
+                .bind(delay.as_secs_f64())
+                .execute(&mut *tx)
+                .await?;
+                self.metrics.retried.inc();
+            } else {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(&error)
+                .execute(&mut *tx)
+                .await?;
+                outage += 1;
+                last_error = Some(error);
+            }
         }
         tx.commit().await.context("marking outbox rows published")?;
-        if !failed.is_empty() {
+        self.metrics.published.inc_by(published.len() as u64);
+        for topic in set_aside {
+            self.metrics
+                .failed
+                .get_or_create(&TopicLabel { topic })
+                .inc();
+        }
+        if outage > 0 {
             anyhow::bail!(
-                "{} outbox rows were not acknowledged by Kafka",
-                failed.len()
+                "{outage} outbox rows were not acknowledged by Kafka: {}",
+                last_error.unwrap_or_default()
             );
         }
         Ok(published.len())
     }
 
-    /// Deletes rows published longer ago than the retention.
+    /// Deletes rows published (or set aside) longer ago than the retention, in batches until
+    /// none is left; returns how many.
     pub async fn purge(&self) -> sqlx::Result<u64> {
-        let res = sqlx::query(
-            "DELETE FROM outbox WHERE id IN (
-                SELECT id FROM outbox
-                WHERE published_at < now() - make_interval(secs => $1)
-                LIMIT 10000)",
-        )
-        .bind(self.cfg.retention_secs as f64)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected())
+        self.purger().purge().await
+    }
+
+    fn purger(&self) -> Purger {
+        Purger {
+            pool: self.pool.clone(),
+            cfg: self.cfg.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Runs until `shutdown`.
@@ -263,7 +418,7 @@ impl Relay {
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut listener = None;
         let mut backoff = Duration::from_millis(100);
-        let mut last_purge = tokio::time::Instant::now();
+        let purging = tokio::spawn(self.purger().run(shutdown.clone()));
         tracing::info!("outbox relay started");
         loop {
             if listener.is_none() {
@@ -298,12 +453,6 @@ impl Relay {
                     continue;
                 }
             }
-            if last_purge.elapsed() > Duration::from_secs(60) {
-                last_purge = tokio::time::Instant::now();
-                if let Err(e) = self.purge().await {
-                    tracing::warn!(error = %e, "outbox purge failed");
-                }
-            }
             let notified = async {
                 match listener.as_mut() {
                     Some(l) => l.recv().await.map(|_| ()),
@@ -319,6 +468,70 @@ impl Relay {
                 _ = tokio::time::sleep(poll) => {}
             }
         }
+        let _ = purging.await;
         tracing::info!("outbox relay stopped");
+    }
+}
+
+/// The purge task: old published and set-aside rows, and the due-rows gauge.
+struct Purger {
+    pool: PgPool,
+    cfg: RelayConfig,
+    metrics: Arc<RelayMetrics>,
+}
+
+impl Purger {
+    async fn purge(&self) -> sqlx::Result<u64> {
+        let mut total = 0;
+        loop {
+            let res = sqlx::query(
+                "DELETE FROM outbox WHERE id IN (
+                    SELECT id FROM outbox
+                    WHERE published_at < now() - make_interval(secs => $1)
+                       OR failed_at < now() - make_interval(secs => $1)
+                    LIMIT $2)",
+            )
+            .bind(self.cfg.retention_secs as f64)
+            .bind(PURGE_BATCH)
+            .execute(&self.pool)
+            .await?;
+            total += res.rows_affected();
+            self.metrics.purged.inc_by(res.rows_affected());
+            if (res.rows_affected() as i64) < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Rows due and unpublished (not set aside).
+    async fn due_rows(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM outbox
+             WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Every `purge_interval_secs` until `shutdown`.
+    async fn run(self, shutdown: CancellationToken) {
+        let interval = Duration::from_secs(self.cfg.purge_interval_secs.max(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.purge().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(purged = n, "outbox rows purged"),
+                Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
+            }
+            match self.due_rows().await {
+                Ok(n) => {
+                    self.metrics.due.set(n);
+                }
+                Err(e) => tracing::warn!(error = %e, "counting due outbox rows failed"),
+            }
+        }
     }
 }

@@ -211,3 +211,55 @@ async fn a_commit_wakes_the_relay_through_listen_notify() {
     assert_eq!(got, vec!["before-start", "silent", "woken"]);
     tasks.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_kafka_refuses_is_set_aside_and_the_rows_behind_it_are_published() {
+    let (_cluster, kafka, pool, _db) = setup().await;
+    let relay = Relay::new(
+        pool.clone(),
+        producer(&kafka, "t").unwrap(),
+        kafka.clone(),
+        RelayConfig::default(),
+    );
+    // First in line: 2 MB, over the producer's 1 MB message limit. Kafka will never take it.
+    let huge = "x".repeat(2 << 20);
+    let mut tx = pool.begin().await.unwrap();
+    enqueue(
+        &mut tx,
+        &[
+            message(&huge).header("delivery-id", "d-huge"),
+            message("behind-1"),
+            message("behind-2"),
+        ],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // One batch: the two behind it are published, the refused one is set aside for good.
+    assert_eq!(relay.publish_batch().await.unwrap(), 2);
+    let (failed_at, last_error): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+        sqlx::query_as(
+            "SELECT failed_at, last_error FROM outbox WHERE headers ->> 'delivery-id' = 'd-huge'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(failed_at.is_some(), "the refused row is marked failed");
+    assert!(
+        last_error.as_deref().is_some_and(|e| e.contains("size")),
+        "{last_error:?}"
+    );
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        0,
+        "and never tried again"
+    );
+    let mut got: Vec<String> = positioned(&kafka, 2)
+        .await
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["behind-1", "behind-2"]);
+}

@@ -75,6 +75,9 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// nginx's per-IP limit (default: production's).
     pub nginx_per_ip: PerIpLimit,
+    /// Extra librdkafka properties for every service's clients (e.g. a smaller
+    /// `message.max.bytes`).
+    pub kafka_properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Options {
@@ -107,6 +110,7 @@ impl Default for Options {
             workers: workers::Config::default(),
             redis_url: None,
             nginx_per_ip: PerIpLimit::default(),
+            kafka_properties: Default::default(),
         }
     }
 }
@@ -183,7 +187,7 @@ impl Stack {
         let kafka_cfg = KafkaConfig {
             bootstrap_servers: kafka.bootstrap_servers().to_owned(),
             topic_prefix: prefix.clone(),
-            ..KafkaConfig::default()
+            properties: opts.kafka_properties.clone(),
         };
         let redis_keys = TestPrefix::new(
             opts.redis_url

@@ -233,3 +233,78 @@ async fn while_redis_is_down_requests_are_accepted_and_nothing_is_sent_until_it_
     assert!(cached, "the profile cache works again");
     assert_eq!(stack.smtp.mails().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_a_kafka_outage_answers_at_once_instead_of_hanging() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let view = send(
+        &stack,
+        &svc,
+        json!({ "recipients": [{ "email": "outage@example.com" }], "category": "news",
+                "send_at": at.to_rfc3339(), "content": { "text": "during the outage" } }),
+    )
+    .await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    // Every broker goes away before send_at: the relay takes the row when it comes due and
+    // waits for Kafka's acknowledgement, holding the row's lock.
+    for b in stack.kafka().broker_ids() {
+        stack.kafka().broker_down(b).unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let holding: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state = 'idle in transaction'
+               AND query LIKE 'SELECT id, topic, key, payload%'",
+        )
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+        if holding > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never took the due row"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The cancel answers within seconds: 409, in progress, retry — it neither hangs nor
+    // cancels a delivery whose message may be on its way.
+    let started = tokio::time::Instant::now();
+    let (status, problem) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/notifications/{id}/cancel"),
+            Some(&svc),
+            None,
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (409, Some("dispatch_in_progress")),
+        "{problem}"
+    );
+    assert!(took < Duration::from_secs(10), "the cancel took {took:?}");
+
+    // Kafka comes back: the message goes out, exactly once, and the delivery is sent.
+    for b in stack.kafka().broker_ids() {
+        stack.kafka().broker_up(b).unwrap();
+    }
+    let view = stack
+        .wait_settled(&id, &svc, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+    assert_eq!(stack.smtp.mails().len(), 1);
+}

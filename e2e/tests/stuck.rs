@@ -95,6 +95,7 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
         &kafka_on(&old),
         &relay_cfg,
         "test-relay",
+        None,
         &first.token(),
     )
     .unwrap()
@@ -132,7 +133,7 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
     // Declared after cluster B: stopped before it, also when an assertion fails.
     let mut services = TaskGroup::new();
     let shutdown = services.token();
-    let relay = spawn_relay(&pool, &kafka, &relay_cfg, "test-relay", &shutdown)
+    let relay = spawn_relay(&pool, &kafka, &relay_cfg, "test-relay", None, &shutdown)
         .unwrap()
         .unwrap();
     services.spawn_unit("relay", async move {

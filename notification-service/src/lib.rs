@@ -103,6 +103,7 @@ pub async fn run(
         &cfg.kafka,
         &cfg.relay,
         "notification-service-relay",
+        Some(&registry),
         &shutdown,
     )?;
     // Expired idempotency keys are purged hourly (they are also ignored once 24 h old).

@@ -133,7 +133,7 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
             device_invalidated(conn, ev, &d).await?;
-            died(conn, ev, &d, metrics, "invalid_address").await?
+            died(conn, &d, metrics, ev.at, "invalid_address").await?
         }
         Outcome::PermanentFailure if ev.error.as_ref().is_some_and(|e| e.code == "expired") => {
             set("expired", Some("ttl_passed"))
@@ -145,7 +145,7 @@ async fn apply(
             set("dead", Some("permanent_failure"))
                 .execute(&mut *conn)
                 .await?;
-            died(conn, ev, &d, metrics, "permanent_failure").await?
+            died(conn, &d, metrics, ev.at, "permanent_failure").await?
         }
         Outcome::TransientFailure => {
             let retry_after = ev.retry_after_ms.map(Duration::from_millis);
@@ -195,7 +195,7 @@ async fn apply(
                     set("dead", Some("attempts_exhausted"))
                         .execute(&mut *conn)
                         .await?;
-                    died(conn, ev, &d, metrics, "attempts_exhausted").await?
+                    died(conn, &d, metrics, ev.at, "attempts_exhausted").await?
                 }
             }
         }
@@ -237,12 +237,12 @@ async fn device_invalidated(
 
 /// A delivery ended `dead`: counted, and when its notification asked for `fallback` the
 /// `delivery.dead` event goes out in this transaction so notification-service plans the next
-/// channel.
-async fn died(
+/// channel. (Also used by the stuck scan for dispatches Kafka refused.)
+pub(crate) async fn died(
     conn: &mut PgConnection,
-    ev: &StatusEvent,
     d: &LockedDelivery,
     metrics: &Metrics,
+    at: chrono::DateTime<chrono::Utc>,
     reason: &'static str,
 ) -> anyhow::Result<Applied> {
     metrics
@@ -264,7 +264,7 @@ async fn died(
             user_id: d.user_id,
             channel,
             reason: reason.to_owned(),
-            at: ev.at,
+            at,
         };
         outbox::enqueue(conn, &[OutboxMessage::new(EVENTS_TOPIC, d.key(), &event)?]).await?;
         metrics

@@ -16,6 +16,11 @@
 //!
 //! One instance scans at a time (`pg_try_advisory_lock`); the re-drive itself locks the
 //! delivery row and re-checks it, so even two scans could not re-drive one delivery twice.
+//!
+//! Each round also settles dispatches Kafka refused: a delivery whose current attempt's outbox
+//! row the relay set aside (`failed_at`: over the message size, an invalid record) can never be
+//! sent as it is, so it ends `dead` with reason `undeliverable` and the relay's error — visible
+//! in the dead letters, re-drivable once the cause is fixed, and handed to channel fallback.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -74,6 +79,8 @@ pub struct ScanReport {
     pub skipped_lagging: bool,
     pub redriven: Vec<Uuid>,
     pub expired: Vec<Uuid>,
+    /// Deliveries whose dispatch Kafka refused, now `dead` (`undeliverable`).
+    pub undeliverable: Vec<Uuid>,
 }
 
 /// Where one partition of a topic stands for the group that consumes it.
@@ -131,11 +138,16 @@ impl StuckScan {
                 r = self.scan() => r,
             };
             match scanned {
-                Ok(r) if !r.redriven.is_empty() || !r.expired.is_empty() => {
+                Ok(r)
+                    if !r.redriven.is_empty()
+                        || !r.expired.is_empty()
+                        || !r.undeliverable.is_empty() =>
+                {
                     tracing::warn!(
                         redriven = r.redriven.len(),
                         expired = r.expired.len(),
-                        "stuck scan recovered lost deliveries"
+                        undeliverable = r.undeliverable.len(),
+                        "stuck scan settled lost or refused deliveries"
                     );
                 }
                 Ok(r) if r.skipped_lagging => {
@@ -175,8 +187,9 @@ impl StuckScan {
     }
 
     async fn scan_locked(&self) -> anyhow::Result<ScanReport> {
-        self.refresh_backlog().await?;
         let mut report = ScanReport::default();
+        self.settle_refused(&mut report).await?;
+        self.refresh_backlog().await?;
         // Order matters: the workers' positions first, then the status log's end, then the
         // repeater's progress on it. A worker commits only after its status event was acked,
         // so every status of a message the workers committed past is below `status_end`.
@@ -284,6 +297,51 @@ impl StuckScan {
             .get_or_create(&metrics::channel(&d.channel))
             .inc();
         report.redriven.push(d.id);
+        Ok(())
+    }
+
+    /// Deliveries whose current attempt's dispatch row the relay set aside → `dead`
+    /// (`undeliverable`), each re-checked under its row lock.
+    async fn settle_refused(&self, report: &mut ScanReport) -> anyhow::Result<()> {
+        let refused: Vec<(Uuid, i32, Option<String>)> = sqlx::query_as(
+            "SELECT d.id, d.current_attempt, o.last_error
+             FROM outbox o
+             JOIN deliveries d ON o.headers ->> 'delivery-id' = d.id::text
+                              AND o.headers ->> 'attempt' = d.current_attempt::text
+             WHERE o.failed_at IS NOT NULL
+               AND d.status IN ('pending', 'queued', 'sending', 'retrying')
+             LIMIT $1",
+        )
+        .bind(self.cfg.batch_size)
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, attempt, error) in refused {
+            let mut tx = self.pool.begin().await?;
+            let Some(d) = LockedDelivery::lock(&mut tx, id).await? else {
+                continue;
+            };
+            if d.is_terminal() || d.current_attempt != attempt {
+                continue;
+            }
+            let last_error = serde_json::json!({
+                "code": "undeliverable",
+                "message": error.unwrap_or_else(|| "Kafka refused the dispatch message".into()),
+            });
+            sqlx::query(
+                "UPDATE deliveries
+                 SET status = 'dead', reason = 'undeliverable', last_error = $2,
+                     next_attempt_at = NULL, updated_at = now()
+                 WHERE id = $1",
+            )
+            .bind(d.id)
+            .bind(last_error)
+            .execute(&mut *tx)
+            .await?;
+            crate::status::died(&mut tx, &d, &self.metrics, d.db_now, "undeliverable").await?;
+            tx.commit().await?;
+            tracing::error!(delivery_id = %d.id, attempt, "dispatch refused by Kafka: delivery is dead (undeliverable)");
+            report.undeliverable.push(d.id);
+        }
         Ok(())
     }
 

@@ -36,12 +36,13 @@ pub struct AppState {
 }
 
 /// Every route of the service.
-pub fn router(state: AppState, cfg: &Config) -> Router {
+pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
     let api = Router::new()
         .merge(routes::users::router())
         .merge(routes::internal::router())
         .merge(routes::me::router())
         .merge(common::http::health())
+        .route("/metrics", registry.endpoint())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http)
 }
@@ -58,6 +59,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = common::db::connect_lazy(&cfg.database)?;
+    let registry = common::metrics::Registry::default();
     let verifier = Arc::new(JwtVerifier::new(&cfg.jwt)?);
     let state = AppState {
         pool: pool.clone(),
@@ -70,6 +72,7 @@ pub async fn run(
         &cfg.kafka,
         &cfg.relay,
         "users-service-relay",
+        Some(&registry),
         &shutdown,
     )?;
     let events = common::kafka::runner::spawn(
@@ -85,7 +88,7 @@ pub async fn run(
         &shutdown,
     )?;
     tracing::info!(addr = %listener.local_addr()?, "users-service listening");
-    common::http::serve(listener, router(state, &cfg), shutdown.clone()).await?;
+    common::http::serve(listener, router(state, &registry, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
     let _ = events.await;
     if let Some(relay) = relay {

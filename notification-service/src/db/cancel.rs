@@ -25,7 +25,21 @@ pub struct Cancelled {
 /// Statuses with nothing left to cancel or send.
 const SETTLED: [&str; 5] = ["suppressed", "cancelled", "expired", "dead", "sent"];
 
+/// How long a cancel waits for a row lock (the relay's, while Kafka is slow or away) before
+/// giving up with "in progress, retry" instead of hanging the request.
+pub const LOCK_TIMEOUT: &str = "2s";
+
+/// Whether `e` is a cancel that gave up waiting for a lock ([`LOCK_TIMEOUT`]).
+pub fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
+}
+
 pub async fn cancel(conn: &mut PgConnection, notification_id: Uuid) -> sqlx::Result<Cancelled> {
+    // Bounded: the relay holds its batch's row locks until Kafka answers (up to the producer's
+    // message timeout during an outage).
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .execute(&mut *conn)
+        .await?;
     let deliveries: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT id, status FROM deliveries WHERE notification_id = $1 ORDER BY id FOR NO KEY UPDATE")
             .bind(notification_id)

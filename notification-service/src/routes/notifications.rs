@@ -201,7 +201,20 @@ async fn cancel(
         Some(owner) if principal.role() == Role::Admin || owner == principal.subject() => {}
         _ => return Err(ApiError::not_found("no notification has this id")),
     }
-    let outcome = crate::db::cancel::cancel(&mut tx, id).await?;
+    let outcome = match crate::db::cancel::cancel(&mut tx, id).await {
+        Ok(o) => o,
+        Err(e) if crate::db::cancel::is_lock_timeout(&e) => {
+            return Err(ApiError::conflict(
+                "dispatch_in_progress",
+                "a delivery of this notification is being handed to Kafka right now (slowly: Kafka may be unavailable); nothing was cancelled, retry",
+            )
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("2"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tx.commit().await?;
     tracing::info!(notification_id = %id, cancelled = outcome.cancelled.len(), dispatched = outcome.dispatched.len(), "cancel");
     if !outcome.dispatched.is_empty() {
