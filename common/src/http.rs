@@ -58,12 +58,43 @@ pub fn with_edge_layers(router: Router, cfg: &HttpConfig) -> Router {
     use tower_http::timeout::TimeoutLayer;
     router
         .fallback(|| async { ApiError::not_found("no route matches this path") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take this method",
+            )
+        })
+        .layer(axum::middleware::from_fn(reject_nul_in_uri))
         .layer(axum::extract::DefaultBodyLimit::max(cfg.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             std::time::Duration::from_millis(cfg.request_timeout_ms),
         ))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// A NUL (`%00`) in the path or query string is a 400 problem before any handler sees it: no
+/// store here can keep one, and a handler would fail deep inside with a 500.
+async fn reject_nul_in_uri(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.to_ascii_lowercase().contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        let field = uri
+            .query()
+            .and_then(|q| {
+                q.split('&')
+                    .find(|p| has_nul(p))
+                    .map(|p| p.split('=').next().unwrap_or_default().to_owned())
+            })
+            .unwrap_or_else(|| "path".to_owned());
+        return ApiError::validation(vec![FieldError::new(
+            field,
+            "must not contain a NUL character (%00)",
+        )])
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Gives every request a [`RequestContext`] (from `x-request-id` / `traceparent` or new), runs
@@ -169,7 +200,19 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 /// Parses a JSON body, turning serde's errors into a 400 (syntax) or a 422 naming the field.
+/// A NUL character (`\u0000`) in any string or key is a 422 naming where: no store here can
+/// keep one (Postgres refuses it in `text` and `jsonb`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Only a body that spells `\u0000` can hold a NUL (a raw one is invalid JSON).
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(field) = nul_path(&value, String::new())
+    {
+        return Err(ApiError::validation(vec![FieldError::new(
+            field,
+            "must not contain a NUL character (\\u0000)",
+        )]));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
@@ -192,6 +235,36 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 )),
             }
         }
+    }
+}
+
+/// The path (`a.b[2].c`, as serde names fields) of the first string or key holding a NUL.
+fn nul_path(v: &serde_json::Value, at: String) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(at),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some(if at.is_empty() {
+                    "(a key)".to_owned()
+                } else {
+                    at.clone()
+                })
+            } else {
+                nul_path(item, join(k))
+            }
+        }),
+        _ => None,
     }
 }
 
@@ -322,6 +395,16 @@ mod tests {
         assert_eq!(err.errors[0].field, "recipients[0].email");
         let err = parse_json::<Body>(br#"{"category": 5, "recipients": []}"#).unwrap_err();
         assert_eq!(err.errors[0].field, "category");
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_422_naming_where() {
+        let err =
+            parse_json::<serde_json::Value>(br#"{"a": {"b": ["ok", "x\u0000"]}}"#).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err.errors[0].field, "a.b[1]");
+        // An escaped backslash followed by the letters is no NUL.
+        assert!(parse_json::<serde_json::Value>(br#"{"a": "\\u0000"}"#).is_ok());
     }
 
     #[test]

@@ -185,3 +185,91 @@ async fn malformed_json_is_400_and_a_missing_or_bad_field_is_422_naming_it() {
 
     assert_eq!(notification_count(&stack).await, 0, "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_a_4xx_problem_never_a_500() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let admin = stack.token(Role::Admin, "ops");
+    let user = stack.register_user("nul@example.com").await.unwrap();
+    let me = stack.token(Role::User, &user.to_string());
+
+    // A NUL character (`\u0000`) anywhere a string goes: Postgres cannot store it, so it is a
+    // 422 naming the field, not a 500.
+    let mut nul_text = body();
+    nul_text["content"]["text"] = json!("before\u{0}after");
+    let mut nul_category = body();
+    nul_category["category"] = json!("news\u{0}");
+    let mut nul_key = body();
+    nul_key["content"]["data"] = json!({ "na\u{0}me": "x" });
+    for (path, token, value, field) in [
+        ("/v1/notifications", &svc, nul_text, "content.text"),
+        ("/v1/notifications", &svc, nul_category, "category"),
+        ("/v1/notifications", &svc, nul_key, "content.data"),
+        (
+            "/v1/users",
+            &svc,
+            json!({ "email": "n\u{0}ul@example.com" }),
+            "email",
+        ),
+    ] {
+        let (status, problem) = stack
+            .call(Method::POST, path, Some(token), Some(value))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, problem["type"].as_str()),
+            (422, Some("validation_failed")),
+            "{path}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let (status, problem) = stack
+        .call(
+            Method::PUT,
+            "/v1/me/contacts",
+            Some(&me),
+            Some(json!({ "email": "a\u{0}@example.com" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("email")),
+        "{problem}"
+    );
+    // …and in a query string.
+    for (path, token) in [
+        ("/v1/admin/notifications?category=news%00", &admin),
+        ("/v1/admin/dead-letters?error_code=x%00y", &admin),
+        ("/v1/me/notifications?cursor=%00", &me),
+    ] {
+        let (status, problem) = stack
+            .call(Method::GET, path, Some(token), None)
+            .await
+            .unwrap();
+        assert!(
+            (400..500).contains(&status) && problem["type"].is_string(),
+            "{path}: {status} {problem}"
+        );
+    }
+
+    // A method a route does not take: 405 problem+json naming the allowed ones.
+    let resp = stack
+        .http
+        .delete(format!("{}/v1/notifications", stack.url()))
+        .bearer_auth(&svc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let problem: Value = resp.json().await.unwrap();
+    assert_eq!(problem["type"], "method_not_allowed", "{problem}");
+    assert_eq!(notification_count(&stack).await, 0, "nothing was written");
+}

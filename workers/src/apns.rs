@@ -186,7 +186,7 @@ impl ApnsProvider {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return http_provider::unreachable("apns", &e),
+            Err(e) => return http_provider::unreachable("apns", e),
         };
         let status = resp.status().as_u16();
         let retry_after = http_provider::retry_after_ms(resp.headers());

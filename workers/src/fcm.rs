@@ -106,7 +106,7 @@ impl FcmProvider {
             .await
         {
             Ok(r) => r,
-            Err(e) => return http_provider::unreachable("fcm", &e),
+            Err(e) => return http_provider::unreachable("fcm", e),
         };
         let status = resp.status().as_u16();
         let retry_after = http_provider::retry_after_ms(resp.headers());

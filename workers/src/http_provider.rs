@@ -28,13 +28,28 @@ pub fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
 }
 
 /// A request that never got an answer: timeouts and connection errors are transient.
-pub fn unreachable(provider: &str, e: &reqwest::Error) -> ProviderResult {
+pub fn unreachable(provider: &str, e: reqwest::Error) -> ProviderResult {
     let code = if e.is_timeout() {
         format!("{provider}_timeout")
     } else {
         format!("{provider}_connection")
     };
-    ProviderResult::failed(Outcome::TransientFailure, code, e.to_string())
+    ProviderResult::failed(Outcome::TransientFailure, code, describe(e))
+}
+
+/// A request error as text for logs and the status event, **without its URL**: provider URLs
+/// carry credentials (Telegram's bot token is part of the path; webhook URLs may hold a
+/// user's secrets), and error texts end up in the database and in admin views.
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// 429 and 5xx: try again later, honouring `Retry-After`.

@@ -97,7 +97,7 @@ impl Provider for SmsProvider {
             .await
         {
             Ok(r) => r,
-            Err(e) => return http_provider::unreachable("sms", &e),
+            Err(e) => return http_provider::unreachable("sms", e),
         };
         let status = resp.status().as_u16();
         let retry_after = http_provider::retry_after_ms(resp.headers());

@@ -79,7 +79,7 @@ impl Provider for TelegramProvider {
             serde_json::json!({ "chat_id": msg.recipient.address, "text": msg.content.text });
         let resp = match self.http.post(&self.url).json(&body).send().await {
             Ok(r) => r,
-            Err(e) => return http_provider::unreachable("telegram", &e),
+            Err(e) => return http_provider::unreachable("telegram", e),
         };
         let status = resp.status().as_u16();
         let header_retry = http_provider::retry_after_ms(resp.headers());

@@ -261,9 +261,9 @@ impl Provider for WebhookProvider {
                 if format!("{e:?}").contains("refused")
                     && format!("{e:?}").contains("internal addresses") =>
             {
-                return refused(e.to_string());
+                return refused(http_provider::describe(e));
             }
-            Err(e) => return http_provider::unreachable("webhook", &e),
+            Err(e) => return http_provider::unreachable("webhook", e),
         };
         let status = resp.status().as_u16();
         let retry_after = http_provider::retry_after_ms(resp.headers());

@@ -335,3 +335,24 @@ async fn webhook_answers_are_classified_and_internal_targets_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_provider_error_never_carries_a_credential() {
+    // Nothing listens on port 1: the request fails before any answer.
+    let telegram = TelegramProvider::new(&TelegramConfig {
+        base_url: "http://127.0.0.1:1".into(),
+        bot_token: SecretString::from("42:SECRET-BOT-TOKEN"),
+        timeout_ms: 2_000,
+    })
+    .unwrap();
+    let r = telegram.send(&message(Channel::Telegram, "12345")).await;
+    assert_eq!(r.outcome, Outcome::TransientFailure);
+    let error = r.error.unwrap();
+    assert_eq!(error.code, "telegram_connection");
+    assert!(
+        !error.message.contains("SECRET"),
+        "the bot token leaked into the error: {}",
+        error.message
+    );
+    assert!(!error.message.is_empty());
+}
