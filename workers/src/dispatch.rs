@@ -40,6 +40,10 @@ pub struct Dispatcher<P> {
     dedupe_ttl_secs: u64,
     claim_ttl_secs: u64,
     metrics: Arc<Metrics>,
+    /// Outcomes of sends whose record could not be written to Redis (it went away mid-send),
+    /// by dedupe key. Consulted before claiming: a retried message re-reports its outcome
+    /// instead of sending again once the claim expires. Written to Redis as soon as it answers.
+    unrecorded: std::sync::Mutex<std::collections::HashMap<String, StatusEvent>>,
 }
 
 /// The value of a claim whose send has not finished.
@@ -82,6 +86,7 @@ impl<P: Provider> Dispatcher<P> {
             dedupe_ttl_secs: cfg.dedupe_ttl_secs,
             claim_ttl_secs: cfg.claim_ttl_secs.max(1),
             metrics,
+            unrecorded: Default::default(),
         }
     }
 
@@ -99,6 +104,22 @@ impl<P: Provider> Dispatcher<P> {
     pub async fn process(&self, msg: &DispatchMessage) -> Result<StatusEvent, Deferred> {
         let key = self.dedupe_key(msg);
         let mut redis = self.redis.clone();
+        let unrecorded = self
+            .unrecorded
+            .lock()
+            .expect("unrecorded lock poisoned")
+            .get(&key)
+            .cloned();
+        if let Some(ev) = unrecorded {
+            // Sent already; the record is still owed to Redis.
+            if self.record(&mut redis, &key, &ev).await {
+                let mut held = self.unrecorded.lock().expect("unrecorded lock poisoned");
+                held.remove(&key);
+                self.metrics.unrecorded.set(held.len() as i64);
+            }
+            tracing::info!(delivery_id = %msg.delivery_id, attempt = msg.attempt, "sent before; re-reporting");
+            return Ok(ev);
+        }
         match self.claim(&mut redis, &key).await {
             Claim::Won => {}
             Claim::Done(ev) => {
@@ -143,19 +164,40 @@ impl<P: Provider> Dispatcher<P> {
             "dispatch handled"
         );
         self.metrics.record(&event);
-        // The claim becomes the record: a redelivery now re-reports instead of re-sending.
-        match serde_json::to_string(&event) {
-            Ok(json) => {
-                if let Err(e) = redis
-                    .set_ex::<_, _, ()>(&key, json, self.dedupe_ttl_secs)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not record the dispatch for dedupe");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "status event not serialisable"),
+        // The claim becomes the record: a redelivery now re-reports instead of re-sending. If
+        // Redis is gone, this process keeps the outcome until it can write it.
+        if !self.record(&mut redis, &key, &event).await {
+            let mut held = self.unrecorded.lock().expect("unrecorded lock poisoned");
+            held.insert(key, event.clone());
+            self.metrics.unrecorded.set(held.len() as i64);
         }
         Ok(event)
+    }
+
+    /// Overwrites the claim with the outcome; false when Redis did not take it.
+    async fn record(
+        &self,
+        redis: &mut redis::aio::ConnectionManager,
+        key: &str,
+        event: &StatusEvent,
+    ) -> bool {
+        let json = match serde_json::to_string(event) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::warn!(error = %e, "status event not serialisable");
+                return false;
+            }
+        };
+        match redis
+            .set_ex::<_, _, ()>(key, json, self.dedupe_ttl_secs)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the dispatch for dedupe; keeping it in this process");
+                false
+            }
+        }
     }
 
     /// `SET key sending NX EX claim_ttl`; when taken, what the key holds decides.

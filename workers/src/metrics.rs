@@ -3,7 +3,7 @@
 
 use common::{
     events::{Channel, StatusEvent},
-    metrics::{Counter, EncodeLabelSet, Family, Histogram, Registry},
+    metrics::{Counter, EncodeLabelSet, Family, Gauge, Histogram, Registry},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +29,8 @@ pub struct Metrics {
     sends: Family<Outcome, Counter>,
     latency: Family<Provider, Histogram>,
     claims_unavailable: Family<ChannelLabel, Counter>,
+    /// Outcomes this process holds because Redis could not take their record.
+    pub unrecorded: Gauge,
 }
 
 impl Metrics {
@@ -38,6 +40,7 @@ impl Metrics {
             sends: Family::default(),
             latency: Family::new_with_constructor(common::metrics::latency_histogram),
             claims_unavailable: Family::default(),
+            unrecorded: Gauge::default(),
         };
         registry.register(
             "notify_worker_sends",
@@ -48,6 +51,11 @@ impl Metrics {
             "notify_worker_send_duration_seconds",
             "Time from claiming a dispatch to the provider's answer",
             m.latency.clone(),
+        );
+        registry.register(
+            "notify_worker_unrecorded_outcomes",
+            "Sends whose outcome Redis could not record yet, held by this process (re-reported, never re-sent)",
+            m.unrecorded.clone(),
         );
         registry.register(
             "notify_worker_claims_unavailable",

@@ -90,7 +90,9 @@ fn config(server: &MockServer, keys: &TestPrefix) -> workers::Config {
 }
 
 async fn dispatcher(server: &MockServer, keys: &TestPrefix) -> Dispatcher<SmsProvider> {
-    let cfg = config(server, keys);
+    let mut cfg = config(server, keys);
+    cfg.redis.url = keys.url().to_owned();
+    cfg.claim_ttl_secs = 1;
     let redis = common::redis::connect(&cfg.redis).await.unwrap();
     // `process` never publishes; the producer only has to exist.
     let kafka = KafkaConfig {
@@ -308,4 +310,39 @@ async fn a_providers_retry_after_reaches_the_status_event() {
             "sms_gateway"
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_record_could_not_be_written_is_never_sent_again() {
+    // Redis dies while the provider is answering: the claim was taken, the record of the
+    // outcome cannot be written. Retrying the message (the status must still be reported)
+    // re-reports that outcome — even after Redis is back, empty, and the claim long expired.
+    let server = gateway(Duration::from_millis(800)).await;
+    let mut redis = tokio::task::spawn_blocking(devkit::redis::RedisServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let keys = TestPrefix::new(&redis.url());
+    let d = Arc::new(dispatcher(&server, &keys).await);
+    let msg = message();
+    let sending = tokio::spawn({
+        let (d, msg) = (d.clone(), msg.clone());
+        async move { d.process(&msg).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // the claim is taken, the send runs
+    redis.stop();
+    let first = sending.await.unwrap().unwrap();
+    assert_eq!(first.outcome, Outcome::Sent);
+
+    redis = tokio::task::spawn_blocking(move || {
+        redis.restart().unwrap();
+        redis
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // past the 1 s claim
+    assert_eq!(d.process(&msg).await, Ok(first.clone()), "re-reported");
+    assert_eq!(d.process(&msg).await, Ok(first), "still");
+    drop(redis);
+    // `expect(1)`: the gateway saw one send (verified when the server drops).
 }
