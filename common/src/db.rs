@@ -20,6 +20,14 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long a request waits for a connection before it gets 503.
     pub acquire_timeout_ms: u64,
+    /// Postgres `statement_timeout` of the service's connections: a statement running longer
+    /// is cancelled (the request fails visibly instead of holding a connection and its locks).
+    /// Migrations run without it.
+    pub statement_timeout_ms: u64,
+    /// Postgres `idle_in_transaction_session_timeout`: a connection left inside a transaction
+    /// this long (a stuck task) is closed and its locks released. Longer than the relay's wait
+    /// for Kafka inside its transaction (the producer's 30 s message timeout).
+    pub idle_in_transaction_timeout_ms: u64,
 }
 
 impl DatabaseConfig {
@@ -37,6 +45,8 @@ impl Default for DatabaseConfig {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/notify"),
             max_connections: 8,
             acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+            idle_in_transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -49,12 +59,23 @@ fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
 }
 
 /// Opens the pool. Connections are made lazily so a service can start (and answer
-/// `/healthz`) while the database is still coming up; `/readyz` tells the truth.
+/// `/healthz`) while the database is still coming up; `/readyz` tells the truth. Every
+/// connection has the configured statement and idle-in-transaction timeouts.
 pub fn connect_lazy(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let timeouts = [
+        (
+            "statement_timeout",
+            format!("{}ms", cfg.statement_timeout_ms),
+        ),
+        (
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", cfg.idle_in_transaction_timeout_ms),
+        ),
+    ];
     Ok(PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
-        .connect_lazy_with(options(cfg.url.expose_secret())?))
+        .connect_lazy_with(options(cfg.url.expose_secret())?.options(timeouts)))
 }
 
 /// Creates the database named in `url` if it does not exist yet (connecting to the server's
@@ -95,7 +116,11 @@ pub async fn migrate(
     migrator: &sqlx::migrate::Migrator,
 ) -> anyhow::Result<()> {
     ensure_database(&cfg.url).await?;
-    let pool = connect_lazy(cfg)?;
+    // No statement timeout: an index build on a large table may take minutes.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
+        .connect_lazy_with(options(cfg.url.expose_secret())?);
     migrator.run(&pool).await?;
     pool.close().await;
     Ok(())

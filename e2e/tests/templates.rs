@@ -212,3 +212,54 @@ async fn templates_render_per_locale_escape_html_and_fail_at_intake() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_runs_too_long_or_renders_too_much_is_refused_at_intake() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let admin = stack.token(Role::Admin, "ops");
+    let svc = stack.token(Role::Service, "billing");
+    for (name, text) in [
+        // A million loop turns: stopped by the rendering's work limit.
+        (
+            "busy",
+            "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+        ),
+        // 5 MB out of a few bytes of template and data.
+        ("huge", "{% for i in range(50000) %}{{ line }}{% endfor %}"),
+    ] {
+        let (status, body) = stack
+            .call(
+                Method::PUT,
+                &format!("/v1/admin/templates/{name}"),
+                Some(&admin),
+                Some(json!({ "locales": { "en": { "text": text } } })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let (status, problem) = stack
+            .call(
+                Method::POST,
+                "/v1/notifications",
+                Some(&svc),
+                Some(
+                    json!({ "recipients": [{ "email": "t@example.com" }], "category": "news",
+                             "template": name, "data": { "line": "x".repeat(100) } }),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{name}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], "template", "{problem}");
+    }
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 0);
+}

@@ -398,12 +398,12 @@ impl SendBody {
                 if c.text.trim().is_empty() {
                     err("content.text".into(), "must not be empty");
                 }
-                if c.text.len() > 100_000 || c.html.as_ref().is_some_and(|h| h.len() > 200_000) {
-                    err("content".into(), "is too large");
+                if let Some(problem) = content_too_large(&c.text, c.html.as_deref()) {
+                    err("content".into(), &problem);
                 }
                 if c.subject
                     .as_ref()
-                    .is_some_and(|s| s.len() > 998 || s.contains(['\r', '\n']))
+                    .is_some_and(|s| s.len() > MAX_SUBJECT_BYTES || s.contains(['\r', '\n']))
                 {
                     err(
                         "content.subject".into(),
@@ -450,5 +450,29 @@ impl SendBody {
             localized: None,
             fallback,
         })
+    }
+}
+
+/// Largest text part of a notification's content (given inline or rendered from a template).
+pub const MAX_TEXT_BYTES: usize = 100_000;
+/// Largest HTML part.
+pub const MAX_HTML_BYTES: usize = 200_000;
+/// Longest subject (RFC 5322's line length).
+pub const MAX_SUBJECT_BYTES: usize = 998;
+
+/// Why content is too large to accept, if it is.
+pub fn content_too_large(text: &str, html: Option<&str>) -> Option<String> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Some(format!(
+            "is too large: the text is {} bytes, at most {MAX_TEXT_BYTES} are allowed",
+            text.len()
+        ));
+    }
+    match html {
+        Some(h) if h.len() > MAX_HTML_BYTES => Some(format!(
+            "is too large: the HTML is {} bytes, at most {MAX_HTML_BYTES} are allowed",
+            h.len()
+        )),
+        _ => None,
     }
 }

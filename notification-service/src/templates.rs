@@ -21,9 +21,14 @@ pub struct Variant {
 /// A template: its variants by locale.
 pub type Locales = BTreeMap<String, Variant>;
 
+/// The most work one rendering may do (minijinja fuel, roughly one unit per instruction): a
+/// template looping a million times stops here with an error instead of holding the request.
+const FUEL: u64 = 200_000;
+
 fn env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {
             AutoEscape::Html
@@ -55,15 +60,39 @@ fn parts(v: &Variant) -> Vec<(&'static str, &str)> {
     out
 }
 
-/// Renders `v` with `data`; an undefined variable is an error naming it.
-pub fn render(v: &Variant, data: &serde_json::Value) -> Result<Content, String> {
+/// Why a rendering failed: the data (an undefined variable…) or the template itself (it runs
+/// too long or renders too much, whatever the data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    Data(String),
+    Template(String),
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Data(m) | Self::Template(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Renders `v` with `data`; an undefined variable is an error naming it. Bounded: at most
+/// [`FUEL`] of work and the same sizes as inline content.
+pub fn render(v: &Variant, data: &serde_json::Value) -> Result<Content, RenderError> {
     let env = env();
     let ctx = minijinja::Value::from(minijinja::value::Serde(data));
     let one = |name: &str, src: &str| {
-        env.render_named_str(name, src, ctx.clone())
-            .map_err(|e| format!("{e}"))
+        env.render_named_str(name, src, ctx.clone()).map_err(|e| {
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                RenderError::Template(format!(
+                    "{name} does too much work to render (a loop too long?)"
+                ))
+            } else {
+                RenderError::Data(format!("{e}"))
+            }
+        })
     };
-    Ok(Content {
+    let content = Content {
         subject: v
             .subject
             .as_deref()
@@ -72,7 +101,22 @@ pub fn render(v: &Variant, data: &serde_json::Value) -> Result<Content, String> 
         text: one("text.txt", &v.text)?,
         html: v.html.as_deref().map(|h| one("body.html", h)).transpose()?,
         data: Some(data.clone()).filter(|d| !d.is_null()),
-    })
+    };
+    if let Some(problem) = crate::request::content_too_large(&content.text, content.html.as_deref())
+    {
+        return Err(RenderError::Template(format!("the rendering {problem}")));
+    }
+    if content
+        .subject
+        .as_ref()
+        .is_some_and(|s| s.len() > crate::request::MAX_SUBJECT_BYTES)
+    {
+        return Err(RenderError::Template(format!(
+            "the rendered subject is longer than {} bytes",
+            crate::request::MAX_SUBJECT_BYTES
+        )));
+    }
+    Ok(content)
 }
 
 /// The variant for `locale`: exact, then language, then `default`, then any.
@@ -113,7 +157,11 @@ pub async fn apply(
         let (chosen, v) =
             pick(&locales, locale, default_locale).expect("a template has at least one locale");
         render(v, &data).map_err(|e| {
-            ApiError::invalid_field("data", format!("template `{name}` ({chosen}): {e}"))
+            let field = match e {
+                RenderError::Data(_) => "data",
+                RenderError::Template(_) => "template",
+            };
+            ApiError::invalid_field(field, format!("template `{name}` ({chosen}): {e}"))
         })
     };
     req.content = render_for(None)?;
@@ -171,8 +219,31 @@ mod tests {
     #[test]
     fn a_missing_variable_is_an_error_naming_it() {
         let err = render(&variant("Hello {{ name }}", None), &json!({})).unwrap_err();
-        assert!(err.contains("undefined"), "{err}");
+        assert!(
+            matches!(&err, RenderError::Data(m) if m.contains("undefined")),
+            "{err}"
+        );
         assert!(check(&variant("Hello {{ name", None)).is_err());
+    }
+
+    #[test]
+    fn a_template_that_runs_too_long_or_renders_too_much_is_the_templates_error() {
+        let endless = variant(
+            "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+            None,
+        );
+        let err = render(&endless, &json!({ "name": "Bo" })).unwrap_err();
+        assert!(
+            matches!(&err, RenderError::Template(m) if m.contains("too much work")),
+            "{err}"
+        );
+        // Little work, a lot of output: 10 × 20 kB.
+        let big = variant("{% for i in range(10) %}{{ blob }}{% endfor %}", None);
+        let err = render(&big, &json!({ "name": "Bo", "blob": "y".repeat(20_000) })).unwrap_err();
+        assert!(
+            matches!(&err, RenderError::Template(m) if m.contains("too large")),
+            "{err}"
+        );
     }
 
     #[test]

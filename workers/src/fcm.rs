@@ -51,6 +51,8 @@ pub struct FcmProvider {
     /// One token fetch at a time: concurrent sends at start-up wait for the first fetch
     /// instead of each asking the token endpoint.
     token_lock: tokio::sync::Mutex<()>,
+    /// The provider timeout, also the longest wait for the OAuth token.
+    timeout: Duration,
 }
 
 impl FcmProvider {
@@ -78,12 +80,23 @@ impl FcmProvider {
             ),
             auth,
             token_lock: tokio::sync::Mutex::new(()),
+            timeout: Duration::from_millis(cfg.timeout_ms),
         })
     }
 
-    async fn token(&self) -> Result<Arc<gcp_auth::Token>, gcp_auth::Error> {
-        let _one_at_a_time = self.token_lock.lock().await;
-        self.auth.token(SCOPES).await
+    /// The OAuth token (cached by `gcp_auth`, fetched at most once at a time), waiting at most
+    /// the provider timeout: a token endpoint that never answers fails the send (transient)
+    /// instead of holding it, and every send queued behind it, forever.
+    async fn token(&self) -> Result<Arc<gcp_auth::Token>, String> {
+        let fetch = async {
+            let _one_at_a_time = self.token_lock.lock().await;
+            self.auth.token(SCOPES).await
+        };
+        match tokio::time::timeout(self.timeout, fetch).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
     }
 
     pub async fn send(&self, msg: &DispatchMessage, device_token: &str) -> ProviderResult {

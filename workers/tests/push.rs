@@ -2,6 +2,8 @@
 //! token verified with the public key), error classification, and the FCM OAuth token fetched
 //! once for many sends.
 
+use std::time::Duration;
+
 use common::events::{Channel, Content, DispatchMessage, Lane, Outcome, RecipientRef, SCHEMA};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::SecretString;
@@ -400,4 +402,28 @@ async fn push_addresses_without_a_configured_platform_fail_visibly() {
     let r = push.send(&message("abc", Lane::Bulk)).await;
     assert_eq!(r.outcome, Outcome::InvalidAddress);
     assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_never_answers_fails_the_send_within_the_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+        .mount(&server)
+        .await;
+    let mut cfg = fcm_config(&server);
+    cfg.fcm.as_mut().unwrap().timeout_ms = 500;
+    let push = PushProvider::new(&cfg).unwrap();
+    let started = std::time::Instant::now();
+    let r = push.send(&message("fcm:abc", Lane::Urgent)).await;
+    assert_eq!(
+        (r.outcome, r.error.unwrap().code.as_str()),
+        (Outcome::TransientFailure, "fcm_auth")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the send waited {:?} for a token",
+        started.elapsed()
+    );
 }
