@@ -322,9 +322,12 @@ impl Relay {
                 Err((e, _)) => failed.push((row, e)),
             }
         }
+        // `clock_timestamp()`, not the transaction's start: the acknowledgement came before
+        // this instant, so a reader comparing Kafka positions read after it with this row's
+        // offset sees the message already in the log (repeater/src/stuck.rs relies on it).
         sqlx::query(
             "UPDATE outbox o
-             SET published_at = now(), kafka_partition = u.partition, kafka_offset = u.kafka_offset
+             SET published_at = clock_timestamp(), kafka_partition = u.partition, kafka_offset = u.kafka_offset
              FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, partition, kafka_offset)
              WHERE o.id = u.id",
         )

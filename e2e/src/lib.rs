@@ -96,6 +96,7 @@ impl Default for Options {
                 interval_secs: 0.5,
                 visibility_timeout_secs: 3.0,
                 batch_size: 500,
+                ..Default::default()
             },
             rate_limits: bff::config::RateLimitConfig {
                 enabled: true,

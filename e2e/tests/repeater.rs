@@ -1023,3 +1023,106 @@ async fn the_stuck_scan_recovers_what_retention_dropped_and_expires_what_outlive
     assert_eq!(requests.len(), 1);
     assert!(String::from_utf8_lossy(&requests[0].body).contains("keep+me"));
 }
+
+/// Makes `delivery` (a scheduled one, its dispatch not yet published) look like a dispatch the
+/// workers passed over: its outbox row "published" `age` ago at the position of a junk message
+/// the email workers will skip, the delivery `status`.
+async fn pass_over(stack: &Stack, delivery: &str, age_secs: i32, status: &str) {
+    use rdkafka::producer::FutureRecord;
+    let producer = common::kafka::producer(&stack.kafka_cfg, "test").unwrap();
+    let topic = stack.kafka_cfg.topic("notify.dispatch.email.bulk");
+    let rdkafka::producer::future_producer::Delivery {
+        partition, offset, ..
+    } = producer
+        .send(
+            FutureRecord::to(&topic)
+                .key("someone-else")
+                .payload("not a dispatch message"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE outbox SET published_at = now() - make_interval(secs => $4), kafka_partition = $2,
+                           kafka_offset = $3
+         WHERE headers ->> 'delivery-id' = $1",
+    )
+    .bind(delivery)
+    .bind(partition)
+    .bind(offset)
+    .bind(f64::from(age_secs))
+    .execute(&stack.notify_pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE deliveries SET status = $2 WHERE id = $1::uuid")
+        .bind(delivery)
+        .bind(status)
+        .execute(&stack.notify_pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_continuous_load_a_lost_dispatch_is_recovered_while_traffic_goes_on() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    // Steady traffic, 50 emails a second, for the whole test: the repeater always has some
+    // status events it has not committed yet.
+    let load = tokio_util::sync::CancellationToken::new();
+    let traffic = tokio::spawn({
+        let (stack_url, svc, stop, http) = (stack.url(), svc.clone(), load.clone(), stack.http.clone());
+        async move {
+            let mut sent = 0u32;
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                let resp = http
+                    .post(format!("{stack_url}/v1/notifications"))
+                    .bearer_auth(&svc)
+                    .json(&json!({ "recipients": [{ "email": format!("load{sent}@example.com") }],
+                                   "category": "news", "content": { "text": "load" } }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 202);
+                sent += 1;
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (id, planned) = send(
+        &stack,
+        json!({ "recipients": [{ "email": "lost-under-load@example.test" }], "category": "billing",
+                "content": { "text": "hello" },
+                "send_at": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339() }),
+    )
+    .await;
+    let delivery = planned[0]["id"].as_str().unwrap().to_owned();
+    pass_over(&stack, &delivery, 10, "queued").await;
+
+    let view = settled(&stack, &id, Duration::from_secs(30)).await;
+    let sent_under_load = !traffic.is_finished();
+    load.cancel();
+    let total = traffic.await.unwrap();
+    assert!(sent_under_load, "the load stopped early");
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+    let admin = stack.token(Role::Admin, "ops-admin");
+    let (_, detail) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/admin/deliveries/{delivery}"),
+            Some(&admin),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(detail["redrives"][0]["kind"], "lost", "{detail}");
+    assert!(total > 100, "only {total} notifications of load");
+}

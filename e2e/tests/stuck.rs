@@ -165,6 +165,7 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
                 interval_secs: 0.2,
                 visibility_timeout_secs: 1.0,
                 batch_size: 100,
+                ..Default::default()
             },
             ..repeater_cfg.clone()
         };

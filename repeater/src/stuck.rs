@@ -10,9 +10,22 @@
 //! * the log no longer holds it: the low watermark moved past it (retention, deleted records)
 //!   or the high watermark is at or below it (a wiped or replaced cluster).
 //!
-//! Otherwise the workers have not reached it yet: backlog, left alone. The first rule needs
-//! the repeater itself to have applied every status event that existed when the workers'
-//! positions were read, so a round in which the repeater lags on `notify.status` is skipped.
+//! Otherwise the workers have not reached it yet: backlog, left alone.
+//!
+//! Each rule needs the repeater to have applied every status event that existed when the
+//! positions were read (a worker commits a message only after its status event was acked, so
+//! that status is below the status log's end at that moment). The scan therefore keeps
+//! **snapshots**: each round reads the workers' positions and then the end of `notify.status`;
+//! it judges with the newest snapshot whose status-log end the repeater has since committed —
+//! usually the previous round's. Continuous traffic (the repeater always slightly behind) no
+//! longer stops recovery; only a repeater that stays behind does (decision 0015).
+//!
+//! A dispatch is judged only if its acknowledgement (`published_at`, stamped after the ack)
+//! precedes the snapshot. Its position is read from the outbox row, or — once the row was
+//! purged — from the delivery, where each round copies it for deliveries still open after
+//! `remember_after_secs`. Published `pending` deliveries (scheduled, quiet hours) count too.
+//! While a round finds full batches of lost deliveries it keeps going (bounded in time), so a
+//! wiped cluster's backlog is re-driven at the rate the platform sends, not one batch a round.
 //!
 //! One instance scans at a time (`pg_try_advisory_lock`); the re-drive itself locks the
 //! delivery row and re-checks it, so even two scans could not re-drive one delivery twice.
@@ -55,8 +68,15 @@ pub struct StuckConfig {
     pub interval_secs: f64,
     /// A published dispatch message with no status for this long is looked at.
     pub visibility_timeout_secs: f64,
-    /// Deliveries re-driven per scan at most.
+    /// Deliveries re-driven per query; a round repeats while a query fills it (up to
+    /// `round_budget_secs`).
     pub batch_size: i64,
+    /// How long one round may keep re-driving before it lets another instance have a go.
+    pub round_budget_secs: f64,
+    /// An open delivery whose dispatch was published this long ago gets the dispatch's Kafka
+    /// position copied onto it, so it can still be judged after its outbox row is purged. Must
+    /// be shorter than notification-service's `relay.retention_secs` (1 h by default).
+    pub remember_after_secs: f64,
 }
 
 impl Default for StuckConfig {
@@ -66,6 +86,8 @@ impl Default for StuckConfig {
             interval_secs: 30.0,
             visibility_timeout_secs: 120.0,
             batch_size: 500,
+            round_budget_secs: 20.0,
+            remember_after_secs: 600.0,
         }
     }
 }
@@ -82,6 +104,20 @@ pub struct ScanReport {
     /// Deliveries whose dispatch Kafka refused, now `dead` (`undeliverable`).
     pub undeliverable: Vec<Uuid>,
 }
+
+/// What one round read of Kafka: the workers' positions, then the end of `notify.status`.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    /// The database's clock just before the positions were read.
+    db_time: chrono::DateTime<chrono::Utc>,
+    dispatch: Vec<Position>,
+    /// The high watermark of each `notify.status` partition.
+    status_end: HashMap<i32, i64>,
+}
+
+/// Snapshots kept while waiting for the repeater to catch up (a round every
+/// `interval_secs`: with the default 30 s, about ten minutes).
+const SNAPSHOTS: usize = 20;
 
 /// Where one partition of a topic stands for the group that consumes it.
 #[derive(Debug, Clone)]
@@ -110,6 +146,8 @@ pub struct StuckScan {
     metrics: Arc<Metrics>,
     /// One never-subscribed consumer per group, to read that group's committed offsets.
     consumers: std::sync::Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Snapshots not judged with yet, oldest first.
+    snapshots: std::sync::Mutex<std::collections::VecDeque<Snapshot>>,
 }
 
 impl StuckScan {
@@ -120,6 +158,7 @@ impl StuckScan {
             cfg,
             metrics,
             consumers: Default::default(),
+            snapshots: Default::default(),
         }
     }
 
@@ -190,14 +229,17 @@ impl StuckScan {
         let mut report = ScanReport::default();
         self.settle_refused(&mut report).await?;
         self.refresh_backlog().await?;
-        // Order matters: the workers' positions first, then the status log's end, then the
-        // repeater's progress on it. A worker commits only after its status event was acked,
-        // so every status of a message the workers committed past is below `status_end`.
-        let positions = self.dispatch_positions().await?;
+        self.remember_positions().await?;
+
+        // Order matters: the database's clock, the workers' positions, then the status log's
+        // end, then the repeater's progress on it.
+        let db_time: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&self.pool)
+            .await?;
+        let dispatch = self.dispatch_positions().await?;
         let status = self
             .positions(REPEATER_GROUP, vec![STATUS_TOPIC.to_owned()])
             .await?;
-        let mut lagging = false;
         for p in &status {
             let lag = (p.high - p.committed.max(p.low)).max(0);
             self.metrics
@@ -206,48 +248,127 @@ impl StuckScan {
                     partition: p.partition,
                 })
                 .set(lag);
-            lagging |= lag > 0;
         }
-        if lagging {
+        let applied: HashMap<i32, i64> = status
+            .iter()
+            .map(|p| (p.partition, p.committed.max(p.low)))
+            .collect();
+        let judge = {
+            let mut snapshots = self.snapshots.lock().expect("snapshots lock poisoned");
+            snapshots.push_back(Snapshot {
+                db_time,
+                dispatch,
+                status_end: status.iter().map(|p| (p.partition, p.high)).collect(),
+            });
+            while snapshots.len() > SNAPSHOTS {
+                snapshots.pop_front();
+            }
+            // The newest snapshot whose every status event the repeater has applied since.
+            let caught_up = |s: &Snapshot| {
+                s.status_end
+                    .iter()
+                    .all(|(p, end)| applied.get(p).is_some_and(|a| a >= end))
+            };
+            match snapshots.iter().rposition(caught_up) {
+                Some(i) => {
+                    snapshots.drain(..i);
+                    snapshots.front().cloned()
+                }
+                None => None,
+            }
+        };
+        let Some(judge) = judge else {
             report.skipped_lagging = true;
             return Ok(report);
-        }
+        };
 
-        let lost: Vec<Lost> = sqlx::query_as(
+        // Keep going while queries come back full: a wiped cluster's whole backlog is
+        // re-driven now, not one batch per round.
+        let started = std::time::Instant::now();
+        loop {
+            let lost = self.lost(&judge).await?;
+            let full = lost.len() as i64 >= self.cfg.batch_size;
+            for l in lost {
+                self.recover(l, &mut report).await?;
+            }
+            if !full || started.elapsed().as_secs_f64() > self.cfg.round_budget_secs {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Open deliveries whose current dispatch `snapshot` shows lost (see the module docs).
+    async fn lost(&self, snapshot: &Snapshot) -> anyhow::Result<Vec<Lost>> {
+        let p = &snapshot.dispatch;
+        Ok(sqlx::query_as(
             "WITH pos AS (
                  SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[])
                      AS p(topic, part, committed, low, high)
+             ), dispatched AS (
+                 SELECT d.id, d.current_attempt, 'notify.dispatch.' || d.channel || '.' || d.lane AS topic,
+                        COALESCE(o.kafka_partition, r.part) AS part,
+                        COALESCE(o.kafka_offset, r.off) AS off,
+                        COALESCE(o.published_at, r.at) AS published_at
+                 FROM deliveries d
+                 LEFT JOIN outbox o ON o.headers ->> 'delivery-id' = d.id::text
+                                   AND o.headers ->> 'attempt' = d.current_attempt::text
+                                   AND o.published_at IS NOT NULL
+                 LEFT JOIN LATERAL (
+                     SELECT d.dispatch_partition AS part, d.dispatch_offset AS off, d.dispatched_at AS at
+                     WHERE d.dispatch_attempt = d.current_attempt
+                 ) r ON true
+                 WHERE d.status IN ('pending', 'queued', 'sending', 'retrying')
              )
-             SELECT d.id, d.current_attempt,
-                    CASE WHEN o.kafka_offset >= pos.high THEN 'log shorter than the message''s offset (wiped or replaced cluster)'
-                         WHEN o.kafka_offset < pos.low THEN 'message no longer in the log (retention or deleted)'
+             SELECT x.id, x.current_attempt,
+                    CASE WHEN x.off >= pos.high THEN 'log shorter than the message''s offset (wiped or replaced cluster)'
+                         WHEN x.off < pos.low THEN 'message no longer in the log (retention or deleted)'
                          ELSE 'workers committed past the message without a status' END AS why
-             FROM deliveries d
-             JOIN outbox o ON o.headers ->> 'delivery-id' = d.id::text
-                          AND o.headers ->> 'attempt' = d.current_attempt::text
-                          AND o.published_at IS NOT NULL
-             JOIN pos ON pos.topic = o.topic AND pos.part = o.kafka_partition
-             WHERE d.status IN ('queued', 'sending', 'retrying')
-               AND o.published_at < now() - make_interval(secs => $6)
-               AND (o.kafka_offset < pos.committed OR o.kafka_offset < pos.low OR o.kafka_offset >= pos.high)
-               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id AND a.attempt = d.current_attempt)
-             ORDER BY o.published_at
-             LIMIT $7",
+             FROM dispatched x
+             JOIN pos ON pos.topic = x.topic AND pos.part = x.part
+             WHERE x.published_at < $6
+               AND x.published_at < now() - make_interval(secs => $7)
+               AND (x.off < pos.committed OR x.off < pos.low OR x.off >= pos.high)
+               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = x.id AND a.attempt = x.current_attempt)
+             ORDER BY x.published_at
+             LIMIT $8",
         )
-        .bind(positions.iter().map(|p| p.topic.clone()).collect::<Vec<_>>())
-        .bind(positions.iter().map(|p| p.partition).collect::<Vec<_>>())
-        .bind(positions.iter().map(|p| p.committed).collect::<Vec<_>>())
-        .bind(positions.iter().map(|p| p.low).collect::<Vec<_>>())
-        .bind(positions.iter().map(|p| p.high).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.topic.clone()).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.partition).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.committed).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.low).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.high).collect::<Vec<_>>())
+        .bind(snapshot.db_time)
         .bind(self.cfg.visibility_timeout_secs)
         .bind(self.cfg.batch_size)
         .fetch_all(&self.pool)
-        .await?;
+        .await?)
+    }
 
-        for l in lost {
-            self.recover(l, &mut report).await?;
-        }
-        Ok(report)
+    /// Copies the current dispatch's Kafka position onto deliveries still open
+    /// `remember_after_secs` after it was published, before the outbox row can be purged.
+    async fn remember_positions(&self) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE deliveries d
+             SET dispatch_attempt = d.current_attempt, dispatch_partition = o.kafka_partition,
+                 dispatch_offset = o.kafka_offset, dispatched_at = o.published_at
+             FROM outbox o
+             WHERE d.id IN (
+                     SELECT d2.id FROM deliveries d2
+                     JOIN outbox o2 ON o2.headers ->> 'delivery-id' = d2.id::text
+                                   AND o2.headers ->> 'attempt' = d2.current_attempt::text
+                     WHERE d2.status IN ('pending', 'queued', 'sending', 'retrying')
+                       AND d2.dispatch_attempt IS DISTINCT FROM d2.current_attempt
+                       AND o2.published_at < now() - make_interval(secs => $1)
+                     LIMIT 5000)
+               AND o.headers ->> 'delivery-id' = d.id::text
+               AND o.headers ->> 'attempt' = d.current_attempt::text
+               AND o.published_at IS NOT NULL",
+        )
+        .bind(self.cfg.remember_after_secs)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Re-drives (or expires) one lost delivery, re-checking it under its row lock.
@@ -265,10 +386,7 @@ impl StuckScan {
         .await?;
         // Moved on since the candidates were read (a status arrived, another scan or an
         // admin re-drove it): not lost any more.
-        if d.is_terminal()
-            || d.status == "pending"
-            || attempted
-            || d.current_attempt != l.current_attempt
+        if d.is_terminal() || attempted || d.current_attempt != l.current_attempt
         {
             return Ok(());
         }
