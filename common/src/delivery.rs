@@ -63,6 +63,23 @@ impl LockedDelivery {
         .await
     }
 
+    /// Locks every delivery of `ids` that exists (in id order, like a cancel, so the two
+    /// cannot deadlock) and reads each with its notification.
+    pub async fn lock_many(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Self>> {
+        sqlx::query_as(
+            "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel, d.lane,
+                    d.user_id, d.address, d.locale, n.content, n.localized, n.created_at, n.send_at,
+                    n.ttl_seconds, n.fallback, now() AS db_now
+             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.id = ANY($1)
+             ORDER BY d.id
+             FOR NO KEY UPDATE OF d",
+        )
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+    }
+
     pub fn is_terminal(&self) -> bool {
         TERMINAL.contains(&self.status.as_str())
     }
@@ -187,4 +204,64 @@ pub async fn redrive(
     .await?;
     d.enqueue_attempt(conn, attempt as u32, None).await?;
     Ok(attempt as u32)
+}
+
+/// [`redrive`] for many locked deliveries at once, in set-based statements (the stuck scan
+/// re-drives a wiped cluster's whole backlog). `detail` says why, per delivery. Returns how
+/// many were re-driven.
+pub async fn redrive_many(
+    conn: &mut PgConnection,
+    batch: &[(&LockedDelivery, String)],
+    kind: RedriveKind,
+    actor: &str,
+) -> anyhow::Result<usize> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = batch.iter().map(|(d, _)| d.id).collect();
+    let from: Vec<i32> = batch.iter().map(|(d, _)| d.current_attempt).collect();
+    let to: Vec<i32> = from.iter().map(|a| a + 1).collect();
+    let base: Vec<i32> = batch
+        .iter()
+        .map(|(d, _)| match kind {
+            RedriveKind::DeadLetter => d.current_attempt,
+            RedriveKind::Lost => d.retry_base,
+        })
+        .collect();
+    let details: Vec<&str> = batch.iter().map(|(_, why)| why.as_str()).collect();
+    sqlx::query(
+        "UPDATE deliveries d
+         SET status = 'queued', reason = NULL, current_attempt = u.attempt, retry_base = u.base,
+             next_attempt_at = NULL, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::int[], $3::int[]) AS u(id, attempt, base)
+         WHERE d.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&to)
+    .bind(&base)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO redrives (delivery_id, from_attempt, to_attempt, kind, actor, detail)
+         SELECT id, f, t, $4, $5, w FROM UNNEST($1::uuid[], $2::int[], $3::int[], $6::text[]) AS u(id, f, t, w)",
+    )
+    .bind(&ids)
+    .bind(&from)
+    .bind(&to)
+    .bind(kind.as_str())
+    .bind(actor)
+    .bind(&details)
+    .execute(&mut *conn)
+    .await?;
+    let mut messages = Vec::with_capacity(batch.len());
+    for ((d, _), attempt) in batch.iter().zip(&to) {
+        let msg = d.dispatch(*attempt as u32)?;
+        messages.push(
+            OutboxMessage::new(dispatch_topic(msg.channel, msg.lane), d.key(), &msg)?
+                .header("delivery-id", d.id)
+                .header("attempt", attempt),
+        );
+    }
+    outbox::enqueue(conn, &messages).await?;
+    Ok(batch.len())
 }

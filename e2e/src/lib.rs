@@ -78,6 +78,8 @@ pub struct Options {
     /// Extra librdkafka properties for every service's clients (e.g. a smaller
     /// `message.max.bytes`).
     pub kafka_properties: std::collections::BTreeMap<String, String>,
+    /// notification-service's outbox relay (default: polls every 100 ms).
+    pub relay: common::outbox::RelayConfig,
 }
 
 impl Default for Options {
@@ -112,6 +114,10 @@ impl Default for Options {
             redis_url: None,
             nginx_per_ip: PerIpLimit::default(),
             kafka_properties: Default::default(),
+            relay: common::outbox::RelayConfig {
+                poll_interval_ms: 100,
+                ..Default::default()
+            },
         }
     }
 }
@@ -244,10 +250,7 @@ impl Stack {
                 base_url: format!("http://{users_proxy}"),
                 ..Default::default()
             },
-            relay: common::outbox::RelayConfig {
-                poll_interval_ms: 100,
-                ..Default::default()
-            },
+            relay: opts.relay.clone(),
             redis: redis.clone(),
             welcome: notification_service::config::WelcomeConfig {
                 enabled: opts.welcome,

@@ -1075,7 +1075,8 @@ async fn under_continuous_load_a_lost_dispatch_is_recovered_while_traffic_goes_o
     // status events it has not committed yet.
     let load = tokio_util::sync::CancellationToken::new();
     let traffic = tokio::spawn({
-        let (stack_url, svc, stop, http) = (stack.url(), svc.clone(), load.clone(), stack.http.clone());
+        let (stack_url, svc, stop, http) =
+            (stack.url(), svc.clone(), load.clone(), stack.http.clone());
         async move {
             let mut sent = 0u32;
             let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -1084,8 +1085,10 @@ async fn under_continuous_load_a_lost_dispatch_is_recovered_while_traffic_goes_o
                 let resp = http
                     .post(format!("{stack_url}/v1/notifications"))
                     .bearer_auth(&svc)
-                    .json(&json!({ "recipients": [{ "email": format!("load{sent}@example.com") }],
-                                   "category": "news", "content": { "text": "load" } }))
+                    .json(
+                        &json!({ "recipients": [{ "email": format!("load{sent}@example.com") }],
+                                   "category": "news", "content": { "text": "load" } }),
+                    )
                     .send()
                     .await
                     .unwrap();
@@ -1125,4 +1128,101 @@ async fn under_continuous_load_a_lost_dispatch_is_recovered_while_traffic_goes_o
         .unwrap();
     assert_eq!(detail["redrives"][0]["kind"], "lost", "{detail}");
     assert!(total > 100, "only {total} notifications of load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_dispatch_lost_after_its_outbox_row_was_purged_is_still_recovered() {
+    let gateway = accepting_gateway().await;
+    let mut opts = sms_options(&gateway);
+    // SMS is planned but nothing consumes it yet; published rows are purged after 2 s, and the
+    // scan remembers a dispatch's position once it is 1 s old.
+    opts.enabled_channels = vec![Channel::Email, Channel::Sms];
+    opts.workers.channels = vec![Channel::Email];
+    opts.relay.retention_secs = 2;
+    opts.relay.purge_interval_secs = 1;
+    opts.stuck.remember_after_secs = 1.0;
+    let mut stack = Stack::start(opts).await.unwrap();
+
+    // Scheduled a second ahead: published then, and `pending` until a status arrives.
+    let (id, planned) = send(
+        &stack,
+        json!({ "recipients": [{ "phone": "+49301234051" }], "category": "billing",
+                "content": { "text": "scheduled" },
+                "send_at": (Utc::now() + chrono::Duration::seconds(1)).to_rfc3339() }),
+    )
+    .await;
+    let delivery: Uuid = planned[0]["id"].as_str().unwrap().parse().unwrap();
+    // The scan copies the dispatch's position onto the delivery; then the relay purges the row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let partition = loop {
+        let (remembered, partition, rows): (Option<i32>, Option<i32>, i64) = sqlx::query_as(
+            "SELECT dispatch_attempt, dispatch_partition,
+                    (SELECT count(*) FROM outbox WHERE headers ->> 'delivery-id' = d.id::text)
+             FROM deliveries d WHERE id = $1",
+        )
+        .bind(delivery)
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+        if remembered == Some(1) && rows == 0 {
+            break partition.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "remembered {remembered:?}, {rows} outbox rows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let status: String = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+        .bind(delivery)
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending");
+
+    // Now the message is lost too (retention drops it): recovered from what the delivery kept.
+    let (bootstrap, topic) = (
+        stack.kafka_cfg.bootstrap_servers.clone(),
+        stack.kafka_cfg.topic("notify.dispatch.sms.bulk"),
+    );
+    tokio::task::spawn_blocking(move || {
+        devkit::kafka::fill_partition(&bootstrap, &topic, partition, 7, 900_000).unwrap();
+    })
+    .await
+    .unwrap();
+    let admin = stack.token(Role::Admin, "ops-admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let (_, detail) = stack
+            .call(
+                Method::GET,
+                &format!("/v1/admin/deliveries/{delivery}"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .unwrap();
+        if !detail["redrives"].as_array().unwrap().is_empty() {
+            break detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never re-driven: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        detail["redrives"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("retention"),
+        "{detail}"
+    );
+
+    let mut sms_workers = sms_options(&gateway).workers;
+    sms_workers.channels = vec![Channel::Sms];
+    stack.spawn_workers(sms_workers).await.unwrap();
+    let view = settled(&stack, &id, Duration::from_secs(60)).await;
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+    assert_eq!(gateway.received_requests().await.unwrap().len(), 1);
 }

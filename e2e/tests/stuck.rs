@@ -281,3 +281,151 @@ async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
 
     services.stop(Duration::from_secs(20)).await.unwrap();
 }
+
+/// How many deliveries the backlog test loses with its cluster.
+const BACKLOG: i64 = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_clusters_ten_thousand_backlog_is_redriven_in_one_go() {
+    common::telemetry::init_for_tests();
+    let id = Uuid::new_v4().simple().to_string();
+    let prefix = format!("b{}.", &id[..8]);
+    let topics: Vec<String> = all_topics()
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
+    let database = TestDatabase::create("notify").await.unwrap();
+    let db = DatabaseConfig::new(database.url().to_owned());
+    let repeater_cfg = repeater::Config {
+        http: http(),
+        database: db.clone(),
+        ..Default::default()
+    };
+    repeater::migrate(&repeater_cfg).await.unwrap();
+    let pool = common::db::connect_lazy(&db).unwrap();
+    // 10,000 queued emails with their attempt-1 dispatch in the outbox (one statement each).
+    let mut tx = pool.begin().await.unwrap();
+    let notification = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO notifications (id, created_by, category, priority, content)
+         VALUES ($1, 'billing', 'billing', 'normal', '{\"text\": \"backlog\"}')",
+    )
+    .bind(notification)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO deliveries (id, notification_id, channel, lane, recipient, address, status)
+         SELECT gen_random_uuid(), $1, 'email', 'bulk', '{}', 'r' || i || '@example.test', 'queued'
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(notification)
+    .bind(BACKLOG)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, payload, headers)
+         SELECT 'notify.dispatch.email.bulk', address, '{}',
+                jsonb_build_object('delivery-id', id::text, 'attempt', '1')
+         FROM deliveries",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Cluster A takes all of them; nothing consumes them.
+    let old = DevCluster::start(&topics, 3).unwrap();
+    let kafka_on = |cluster: &DevCluster| KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers().to_owned(),
+        topic_prefix: prefix.clone(),
+        ..KafkaConfig::default()
+    };
+    let mut first = TaskGroup::new();
+    let relay = spawn_relay(
+        &pool,
+        &kafka_on(&old),
+        &RelayConfig {
+            poll_interval_ms: 100,
+            ..RelayConfig::default()
+        },
+        "test-relay",
+        None,
+        &first.token(),
+    )
+    .unwrap()
+    .unwrap();
+    first.spawn_unit("relay on cluster A", async move {
+        let _ = relay.await;
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows never published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.stop(Duration::from_secs(10)).await.unwrap();
+    drop(old);
+
+    // Cluster B is empty; one repeater on it re-drives the whole backlog.
+    let new = DevCluster::start(&topics, 3).unwrap();
+    let mut services = TaskGroup::new();
+    let cfg = repeater::Config {
+        kafka: kafka_on(&new),
+        stuck: repeater::stuck::StuckConfig {
+            enabled: true,
+            interval_secs: 0.5,
+            visibility_timeout_secs: 1.0,
+            ..Default::default()
+        },
+        ..repeater_cfg
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+    services.spawn("repeater", repeater::run(cfg, l, services.token()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let redriven: i64 = sqlx::query_scalar("SELECT count(*) FROM redrives")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if redriven >= BACKLOG {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{redriven} of {BACKLOG} re-driven after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "re-drove {BACKLOG} lost deliveries in {:.1} s ({:.0}/s, debug build)",
+        took.as_secs_f64(),
+        BACKLOG as f64 / took.as_secs_f64()
+    );
+    let (once, attempt2): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(DISTINCT delivery_id) FROM redrives),
+                (SELECT count(*) FROM deliveries WHERE current_attempt = 2 AND status = 'queued')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (once, attempt2),
+        (BACKLOG, BACKLOG),
+        "each re-driven exactly once"
+    );
+    services.stop(Duration::from_secs(20)).await.unwrap();
+}

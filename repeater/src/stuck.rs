@@ -288,9 +288,7 @@ impl StuckScan {
         loop {
             let lost = self.lost(&judge).await?;
             let full = lost.len() as i64 >= self.cfg.batch_size;
-            for l in lost {
-                self.recover(l, &mut report).await?;
-            }
+            self.recover(lost, &mut report).await?;
             if !full || started.elapsed().as_secs_f64() > self.cfg.round_budget_secs {
                 break;
             }
@@ -371,50 +369,68 @@ impl StuckScan {
         Ok(())
     }
 
-    /// Re-drives (or expires) one lost delivery, re-checking it under its row lock.
-    async fn recover(&self, l: Lost, report: &mut ScanReport) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let Some(d) = LockedDelivery::lock(&mut tx, l.id).await? else {
-            return Ok(());
-        };
-        let attempted: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = $1 AND attempt = $2)",
-        )
-        .bind(d.id)
-        .bind(d.current_attempt)
-        .fetch_one(&mut *tx)
-        .await?;
-        // Moved on since the candidates were read (a status arrived, another scan or an
-        // admin re-drove it): not lost any more.
-        if d.is_terminal() || attempted || d.current_attempt != l.current_attempt
-        {
+    /// Re-drives (or expires) a batch of lost deliveries in one transaction, re-checking each
+    /// under its row lock: one that moved on since it was judged (a status arrived, another
+    /// scan or an admin re-drove it) is left alone.
+    async fn recover(&self, lost: Vec<Lost>, report: &mut ScanReport) -> anyhow::Result<()> {
+        if lost.is_empty() {
             return Ok(());
         }
-        if d.not_after().is_some_and(|end| end <= d.db_now) {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'expired', reason = 'ttl_passed', next_attempt_at = NULL,
-                        updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(d.id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = lost.iter().map(|l| l.id).collect();
+        let locked = LockedDelivery::lock_many(&mut tx, &ids).await?;
+        let attempted: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+            "SELECT a.delivery_id FROM attempts a
+             JOIN UNNEST($1::uuid[], $2::int[]) AS c(id, attempt)
+               ON a.delivery_id = c.id AND a.attempt = c.attempt",
+        )
+        .bind(locked.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(locked.iter().map(|d| d.current_attempt).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let judged: HashMap<Uuid, &Lost> = lost.iter().map(|l| (l.id, l)).collect();
+        let (mut expire, mut redrive) = (Vec::new(), Vec::new());
+        for d in &locked {
+            let Some(l) = judged.get(&d.id) else { continue };
+            if d.is_terminal()
+                || attempted.contains(&d.id)
+                || d.current_attempt != l.current_attempt
+            {
+                continue;
+            }
+            if d.not_after().is_some_and(|end| end <= d.db_now) {
+                expire.push(d);
+            } else {
+                redrive.push((d, l.why.clone()));
+            }
+        }
+        sqlx::query(
+            "UPDATE deliveries SET status = 'expired', reason = 'ttl_passed', next_attempt_at = NULL,
+                    updated_at = now()
+             WHERE id = ANY($1)",
+        )
+        .bind(expire.iter().map(|d| d.id).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        delivery::redrive_many(&mut tx, &redrive, RedriveKind::Lost, "repeater").await?;
+        tx.commit().await?;
+        for d in expire {
             self.metrics
                 .stuck_expired
                 .get_or_create(&metrics::channel(&d.channel))
                 .inc();
             report.expired.push(d.id);
-            return Ok(());
         }
-        let attempt = delivery::redrive(&mut tx, &d, RedriveKind::Lost, "repeater", &l.why).await?;
-        tx.commit().await?;
-        tracing::warn!(delivery_id = %d.id, attempt, why = %l.why, "re-drove a lost dispatch");
-        self.metrics
-            .stuck_redriven
-            .get_or_create(&metrics::channel(&d.channel))
-            .inc();
-        report.redriven.push(d.id);
+        for (d, why) in redrive {
+            tracing::warn!(delivery_id = %d.id, attempt = d.current_attempt + 1, %why, "re-drove a lost dispatch");
+            self.metrics
+                .stuck_redriven
+                .get_or_create(&metrics::channel(&d.channel))
+                .inc();
+            report.redriven.push(d.id);
+        }
         Ok(())
     }
 
