@@ -396,3 +396,55 @@ async fn a_channel_the_deployment_has_not_enabled_is_refused_never_silently_drop
     assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 0);
     assert_eq!(count(&stack, "SELECT count(*) FROM outbox").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_would_plan_too_much_content_is_refused() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let admin = stack.token(Role::Admin, "ops");
+    let svc = stack.token(Role::Service, "crm");
+    // ~240 kB per rendering from a small template and small data.
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            "/v1/admin/templates/newsletter",
+            Some(&admin),
+            Some(json!({ "locales": { "en": {
+                "text": "{% for i in range(900) %}{{ line }}{% endfor %}",
+                "html": "{% for i in range(1500) %}<p>{{ line }}</p>{% endfor %}"
+            } } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let request = |n: usize| {
+        json!({ "recipients": (0..n).map(|i| json!({ "email": format!("r{i}@example.com") })).collect::<Vec<_>>(),
+                "category": "news", "template": "newsletter", "data": { "line": "z".repeat(93) } })
+    };
+    // 1,000 × ~240 kB ≈ 240 MB: refused, naming the recipients, nothing written.
+    let (status, problem) = stack
+        .call(Method::POST, "/v1/notifications", Some(&svc), Some(request(1000)))
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "recipients", "{problem}");
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 32 MB"),
+        "{problem}"
+    );
+    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 0);
+    // 100 of them (~24 MB) are fine.
+    let (status, view) = stack
+        .call(Method::POST, "/v1/notifications", Some(&svc), Some(request(100)))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{view}");
+    assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 100);
+}

@@ -423,3 +423,47 @@ async fn a_preference_change_evicts_the_cached_profile_so_the_next_send_obeys_it
         .unwrap();
     assert_eq!(send().await, ("suppressed".to_owned(), json!("opted_out")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_has_at_most_twenty_devices() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let id = stack.register_user("many@example.com").await.unwrap();
+    let me = stack.token(Role::User, &id.to_string());
+    let add = |token: String| {
+        let (stack, me) = (&stack, me.clone());
+        async move {
+            call(
+                stack,
+                Method::POST,
+                "/v1/me/devices",
+                &me,
+                Some(json!({ "platform": "fcm", "token": token })),
+            )
+            .await
+        }
+    };
+    let mut first = None;
+    for i in 0..20 {
+        let (status, d) = add(format!("t{i}")).await;
+        assert_eq!(status, 201, "device {i}: {d}");
+        first.get_or_insert(d["id"].as_str().unwrap().to_owned());
+    }
+    let (status, problem) = add("t20".into()).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (409, Some("too_many_devices")),
+        "{problem}"
+    );
+    // Registering one it has is still fine; after removing one there is room again.
+    assert_eq!(add("t3".into()).await.0, 200);
+    let path = format!("/v1/me/devices/{}", first.unwrap());
+    assert_eq!(call(&stack, Method::DELETE, &path, &me, None).await.0, 204);
+    assert_eq!(add("t20".into()).await.0, 201);
+    let (_, list) = call(&stack, Method::GET, "/v1/me/devices", &me, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 20);
+}

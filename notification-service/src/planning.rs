@@ -171,6 +171,29 @@ pub fn plan(
     out
 }
 
+/// The most content one request may plan, summed over its deliveries (each dispatch message
+/// carries the content): 1,000 recipients × 5 channels × a large HTML mail would otherwise
+/// write gigabytes in one transaction.
+pub const MAX_PLANNED_BYTES: usize = 32_000_000;
+
+/// The content bytes `deliveries` will carry (suppressed ones carry none).
+pub fn planned_bytes(req: &SendRequest, deliveries: &[PlannedDelivery]) -> usize {
+    deliveries
+        .iter()
+        .filter(|d| d.status != PlannedStatus::Suppressed)
+        .map(|d| {
+            let c = crate::templates::content_for(
+                &req.content,
+                req.localized.as_ref(),
+                d.locale.as_deref(),
+            );
+            c.text.len()
+                + c.html.as_ref().map_or(0, String::len)
+                + c.subject.as_ref().map_or(0, String::len)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use common::events::{Contacts, Content, Preferences, QuietHours};

@@ -229,6 +229,29 @@ pub async fn devices(conn: &mut PgConnection, user: Uuid) -> sqlx::Result<Vec<De
 /// Registers a push token for `user`. A token is one app install: registering one that
 /// belongs to someone else moves it to `user` (the install changed hands). Returns the device
 /// and whether it is new to this user.
+/// Locks `user`'s row (concurrent registrations of one user's devices queue up) and counts
+/// the user's devices other than (`platform`, `token`).
+pub async fn lock_and_count_other_devices(
+    conn: &mut PgConnection,
+    user: Uuid,
+    platform: Platform,
+    token: &str,
+) -> sqlx::Result<i64> {
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM devices
+         WHERE user_id = $1 AND NOT (platform = $2 AND token = $3)",
+    )
+    .bind(user)
+    .bind(platform.as_str())
+    .bind(token)
+    .fetch_one(conn)
+    .await
+}
+
 pub async fn add_device(
     conn: &mut PgConnection,
     user: Uuid,

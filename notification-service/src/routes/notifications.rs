@@ -126,6 +126,17 @@ async fn accept(
     )
     .await?;
     let req = &req;
+    let planned = planning::planned_bytes(req, &deliveries);
+    if planned > planning::MAX_PLANNED_BYTES {
+        return Err(ApiError::invalid_field(
+            "recipients",
+            format!(
+                "this request would write {} MB of dispatch messages (every delivery carries the content); at most {} MB: send fewer recipients per request or smaller content",
+                planned / 1_000_000,
+                planning::MAX_PLANNED_BYTES / 1_000_000
+            ),
+        ));
+    }
     let notification = NewNotification {
         id: Uuid::now_v7(),
         created_by: principal.subject(),

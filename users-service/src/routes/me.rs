@@ -333,7 +333,11 @@ pub struct DeviceBody {
     pub token: String,
 }
 
-/// 201 for a token new to this user, 200 when the user had it already (idempotent).
+/// Most push devices one user may have: each gets a copy of every push notification.
+pub const MAX_DEVICES: i64 = 20;
+
+/// 201 for a token new to this user, 200 when the user had it already (idempotent); 409
+/// `too_many_devices` past [`MAX_DEVICES`].
 async fn add_device(
     State(state): State<AppState>,
     principal: Principal,
@@ -357,6 +361,12 @@ async fn add_device(
     };
     let mut tx = state.pool.begin().await?;
     existing(&mut tx, id).await?;
+    if db::lock_and_count_other_devices(&mut tx, id, platform, token).await? >= MAX_DEVICES {
+        return Err(ApiError::conflict(
+            "too_many_devices",
+            format!("a user can have at most {MAX_DEVICES} devices; remove one first"),
+        ));
+    }
     let (device, new) = db::add_device(&mut tx, id, platform, token).await?;
     if new {
         changed(&mut tx, id).await?;
