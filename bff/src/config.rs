@@ -17,7 +17,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            http: HttpConfig::with_port(8080),
+            http: HttpConfig {
+                request_timeout_ms: 30_000,
+                ..HttpConfig::with_port(8080)
+            },
             jwt: JwtConfig::default(),
             upstreams: UpstreamsConfig::default(),
             redis: RedisConfig::default(),
@@ -32,7 +35,9 @@ impl Default for Config {
 pub struct UpstreamsConfig {
     pub users_url: String,
     pub notifications_url: String,
-    /// Per upstream call.
+    /// Per upstream call. Ordered: the services' own request timeout (20 s) < this (25 s) <
+    /// the bff's request timeout (30 s) < nginx's `proxy_read_timeout` (35 s), so a service
+    /// answers (even "503, nothing was written") before anyone in front of it gives up.
     pub timeout_ms: u64,
 }
 
@@ -41,7 +46,7 @@ impl Default for UpstreamsConfig {
         Self {
             users_url: "http://127.0.0.1:8081".into(),
             notifications_url: "http://127.0.0.1:8082".into(),
-            timeout_ms: 15_000,
+            timeout_ms: 25_000,
         }
     }
 }
@@ -82,4 +87,46 @@ impl Default for RateLimitConfig {
 pub struct Limit {
     pub requests: u32,
     pub period_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller must never be told "retry" by a layer in front while the service behind it
+    /// is still working (and may commit): each layer waits longer than the one behind it.
+    #[test]
+    fn timeouts_are_ordered_from_the_services_to_nginx() {
+        let service = HttpConfig::default().request_timeout_ms;
+        let bff = Config::default();
+        let nginx_ms = devkit_free_nginx_read_timeout_ms();
+        assert!(
+            service < bff.upstreams.timeout_ms,
+            "{service} vs {}",
+            bff.upstreams.timeout_ms
+        );
+        assert!(bff.upstreams.timeout_ms < bff.http.request_timeout_ms);
+        assert!(
+            bff.http.request_timeout_ms < nginx_ms,
+            "nginx waits {nginx_ms} ms"
+        );
+    }
+
+    /// `proxy_read_timeout` from the repository's nginx template.
+    fn devkit_free_nginx_read_timeout_ms() -> u64 {
+        let template = include_str!("../../nginx/nginx.conf.template");
+        let line = template
+            .lines()
+            .find(|l| l.trim_start().starts_with("proxy_read_timeout"))
+            .expect("the template sets proxy_read_timeout");
+        let secs: u64 = line
+            .trim()
+            .trim_start_matches("proxy_read_timeout")
+            .trim()
+            .trim_end_matches(';')
+            .trim_end_matches('s')
+            .parse()
+            .unwrap();
+        secs * 1000
+    }
 }

@@ -106,6 +106,7 @@ impl Upstreams {
         body: Bytes,
     ) -> Result<Response, ApiError> {
         let ctx = RequestContext::current_or_new();
+        let writes = method != Method::GET && method != Method::HEAD;
         let mut req = self
             .http
             .request(method, format!("{}{path_and_query}", self.base(service)))
@@ -122,7 +123,16 @@ impl Upstreams {
         }
         let resp = req.body(body).send().await.map_err(|e| {
             tracing::warn!(error = %e, ?service, "upstream unreachable");
-            ApiError::unavailable("the service behind this endpoint is unavailable; retry")
+            if e.is_timeout() && writes {
+                // The service may have done it and not answered in time: say so.
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the service did not answer in time; the request may have been carried out — retry with the same Idempotency-Key to get its result",
+                )
+            } else {
+                ApiError::unavailable("the service behind this endpoint is unavailable; retry")
+            }
         })?;
         let status = resp.status();
         let mut out_headers = HeaderMap::new();

@@ -47,7 +47,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             body_limit_bytes: 256 * 1024,
-            request_timeout_ms: 30_000,
+            request_timeout_ms: 20_000,
         }
     }
 }

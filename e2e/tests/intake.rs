@@ -427,7 +427,12 @@ async fn a_request_that_would_plan_too_much_content_is_refused() {
     };
     // 1,000 × ~240 kB ≈ 240 MB: refused, naming the recipients, nothing written.
     let (status, problem) = stack
-        .call(Method::POST, "/v1/notifications", Some(&svc), Some(request(1000)))
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(&svc),
+            Some(request(1000)),
+        )
         .await
         .unwrap();
     assert_eq!(status, 422, "{problem}");
@@ -442,7 +447,12 @@ async fn a_request_that_would_plan_too_much_content_is_refused() {
     assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 0);
     // 100 of them (~24 MB) are fine.
     let (status, view) = stack
-        .call(Method::POST, "/v1/notifications", Some(&svc), Some(request(100)))
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(&svc),
+            Some(request(100)),
+        )
         .await
         .unwrap();
     assert_eq!(status, 202, "{view}");
