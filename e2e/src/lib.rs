@@ -80,6 +80,9 @@ pub struct Options {
     pub kafka_properties: std::collections::BTreeMap<String, String>,
     /// notification-service's outbox relay (default: polls every 100 ms).
     pub relay: common::outbox::RelayConfig,
+    /// What each service may send (default here: everything, for every subject — tests that
+    /// are about permissions set their own).
+    pub permissions: notification_service::permissions::PermissionsConfig,
 }
 
 impl Default for Options {
@@ -116,6 +119,10 @@ impl Default for Options {
             kafka_properties: Default::default(),
             relay: common::outbox::RelayConfig {
                 poll_interval_ms: 100,
+                ..Default::default()
+            },
+            permissions: notification_service::permissions::PermissionsConfig {
+                default: notification_service::permissions::Grant::everything(),
                 ..Default::default()
             },
         }
@@ -251,6 +258,7 @@ impl Stack {
                 ..Default::default()
             },
             relay: opts.relay.clone(),
+            permissions: opts.permissions.clone(),
             redis: redis.clone(),
             welcome: notification_service::config::WelcomeConfig {
                 enabled: opts.welcome,

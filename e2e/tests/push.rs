@@ -104,8 +104,13 @@ async fn notify(stack: &Stack, user: uuid::Uuid) -> Value {
         .unwrap();
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
+    // As an admin: the device addresses come from the user's profile.
     stack
-        .wait_settled(&id, &service, Duration::from_secs(15))
+        .wait_settled(
+            &id,
+            &stack.token(Role::Admin, "ops"),
+            Duration::from_secs(15),
+        )
         .await
         .unwrap()
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// The notification every new user gets (`user.registered`).
     pub welcome: WelcomeConfig,
+    /// What each calling service may send (categories, privileged categories, high priority).
+    pub permissions: crate::permissions::PermissionsConfig,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             planning: PlanningConfig::default(),
             redis: RedisConfig::default(),
             welcome: WelcomeConfig::default(),
+            permissions: Default::default(),
         }
     }
 }

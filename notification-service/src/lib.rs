@@ -12,6 +12,7 @@ pub mod db;
 pub mod events;
 pub mod fallback;
 pub mod metrics;
+pub mod permissions;
 pub mod planning;
 pub mod quiet_hours;
 pub mod request;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub planning: Arc<config::PlanningConfig>,
     /// This instance's metric families (served at `/metrics`).
     pub metrics: Arc<metrics::Metrics>,
+    /// What each calling service may send.
+    pub permissions: Arc<permissions::PermissionsConfig>,
     /// This instance's Kafka consumers (readiness waits until they joined their groups).
     pub membership: common::kafka::Membership,
 }
@@ -81,6 +84,7 @@ pub async fn run(
         users: Arc::new(users),
         planning: Arc::new(cfg.planning.clone()),
         metrics: Arc::new(metrics::Metrics::new(&registry)),
+        permissions: Arc::new(cfg.permissions.clone()),
         membership: common::kafka::Membership::default(),
     };
     let events = common::kafka::runner::spawn(

@@ -17,6 +17,20 @@ pub struct NotificationView {
     pub deliveries: Vec<DeliveryView>,
 }
 
+impl NotificationView {
+    /// What the calling service may see: the addresses it gave itself, not those resolved from
+    /// a user's profile (a user's email, phone or device token is not the sender's to read).
+    /// Admins see everything; a user sees their own history elsewhere.
+    pub fn for_service(mut self) -> Self {
+        for d in &mut self.deliveries {
+            if d.recipient.get("user_id").is_some() {
+                d.address = None;
+            }
+        }
+        self
+    }
+}
+
 /// One recipient × channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryView {

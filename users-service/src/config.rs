@@ -17,6 +17,9 @@ pub struct Config {
     /// Categories that ignore opt-outs (security alerts, OTP). Served with every profile, so
     /// planning and the preferences UI agree.
     pub mandatory_categories: Vec<String>,
+    /// The JWT subjects (service role) that may call `/internal/v1/*` — the delivery profiles
+    /// carry every user's contacts. Only notification-service, by default.
+    pub internal_callers: Vec<String>,
 }
 
 impl Default for Config {
@@ -28,6 +31,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             relay: RelayConfig::default(),
             mandatory_categories: vec!["security".into()],
+            internal_callers: vec!["notification-service".into()],
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct AppState {
     pub mandatory_categories: Arc<Vec<String>>,
     /// This instance's Kafka consumers (readiness waits until they joined their groups).
     pub membership: common::kafka::Membership,
+    /// Who may call `/internal/v1/*`.
+    #[from_ref(skip)]
+    pub internal_callers: Arc<Vec<String>>,
 }
 
 /// Every route of the service.
@@ -66,6 +69,7 @@ pub async fn run(
         verifier,
         mandatory_categories: Arc::new(cfg.mandatory_categories.clone()),
         membership: common::kafka::Membership::default(),
+        internal_callers: Arc::new(cfg.internal_callers.clone()),
     };
     let relay = common::outbox::spawn_relay(
         &pool,

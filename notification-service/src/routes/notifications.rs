@@ -54,6 +54,7 @@ async fn send(
     let now = chrono::Utc::now();
     // Invalid requests are refused before the key is claimed: nothing is remembered for them.
     let req = body.validate(&state.planning, now)?;
+    state.permissions.check(principal.subject(), &req)?;
 
     let caller = principal.subject();
     if let Some(key) = &key {
@@ -106,9 +107,10 @@ async fn accept(
     let profiles = if user_ids.is_empty() {
         HashMap::new()
     } else {
+        // As notification-service itself: users-service serves profiles to it only.
         state
             .users
-            .profiles(&principal.token, &user_ids)
+            .profiles(&state.users.service_token()?, &user_ids)
             .await?
             .into_iter()
             .map(|p| (p.user_id, p))
@@ -145,7 +147,8 @@ async fn accept(
         created_at: now,
     };
     tracing::Span::current().record("notification_id", tracing::field::display(notification.id));
-    let view = notification.view();
+    // Only services send: the answer (stored for replays too) shows what a service may see.
+    let view = notification.view().for_service();
 
     db::insert(&mut tx, &notification).await?; // a fresh v7 id: always written
     if let Some(key) = key {
@@ -184,9 +187,8 @@ async fn show(
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no notification has this id"))?;
     let mut conn = state.pool.acquire().await?;
     match db::fetch(&mut conn, id).await? {
-        Some((owner, view)) if principal.role() == Role::Admin || owner == principal.subject() => {
-            Ok(Json(view))
-        }
+        Some((_, view)) if principal.role() == Role::Admin => Ok(Json(view)),
+        Some((owner, view)) if owner == principal.subject() => Ok(Json(view.for_service())),
         _ => Err(ApiError::not_found("no notification has this id")),
     }
 }
@@ -254,5 +256,8 @@ async fn cancel(
     let (_, view) = db::fetch(&mut conn, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no notification has this id"))?;
-    Ok(Json(view))
+    Ok(Json(match principal.role() {
+        Role::Admin => view,
+        _ => view.for_service(),
+    }))
 }

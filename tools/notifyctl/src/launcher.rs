@@ -365,6 +365,15 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
                 format!("http://127.0.0.1:{users_port}"),
             ),
             ("NOTIFY_PLANNING__ENABLED_CHANNELS", ALL_CHANNELS.into()),
+            // The demo service token may send anything (privileged categories, high priority).
+            (
+                "NOTIFY_PERMISSIONS__SERVICES__DEMO-SERVICE__PRIVILEGED",
+                "[\"*\"]".into(),
+            ),
+            (
+                "NOTIFY_PERMISSIONS__SERVICES__DEMO-SERVICE__HIGH_PRIORITY",
+                "true".into(),
+            ),
         ]),
     )?;
     let mut workers_env = with(&[

@@ -36,7 +36,18 @@ async fn profiles(
     principal: Principal,
     AppJson(body): AppJson<ProfilesRequest>,
 ) -> Result<Json<ProfilesResponse>, ApiError> {
-    principal.require(&[Role::Service, Role::Admin])?;
+    principal.require(&[Role::Service])?;
+    if !state
+        .internal_callers
+        .iter()
+        .any(|c| c == principal.subject())
+    {
+        return Err(ApiError::forbidden(format!(
+            "`{}` may not read delivery profiles; only {}",
+            principal.subject(),
+            state.internal_callers.join(", ")
+        )));
+    }
     if body.user_ids.len() > MAX_BATCH {
         return Err(ApiError::invalid_field(
             "user_ids",
