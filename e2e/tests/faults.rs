@@ -257,18 +257,22 @@ async fn a_cancel_during_a_kafka_outage_answers_at_once_instead_of_hanging() {
     for b in stack.kafka().broker_ids() {
         stack.kafka().broker_down(b).unwrap();
     }
+    let delivery = view["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    // Until someone else holds the row's lock: `NOWAIT` fails only then.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let holding: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND state = 'idle in transaction'
-               AND query LIKE 'SELECT id, topic, key, payload%'",
+        let mut tx = stack.notify_pool.begin().await.unwrap();
+        let tried = sqlx::query(
+            "SELECT 1 FROM outbox WHERE headers ->> 'delivery-id' = $1 FOR UPDATE NOWAIT",
         )
-        .fetch_one(&stack.notify_pool)
-        .await
-        .unwrap();
-        if holding > 0 {
-            break;
+        .bind(&delivery)
+        .execute(&mut *tx)
+        .await;
+        let _ = tx.rollback().await;
+        match tried {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => break,
+            Err(e) => panic!("{e}"),
+            Ok(_) => {}
         }
         assert!(
             tokio::time::Instant::now() < deadline,
