@@ -1127,7 +1127,8 @@ async fn under_continuous_load_a_lost_dispatch_is_recovered_while_traffic_goes_o
         .await
         .unwrap();
     assert_eq!(detail["redrives"][0]["kind"], "lost", "{detail}");
-    assert!(total > 100, "only {total} notifications of load");
+    // (How many depends on the machine: the traffic only has to be going on.)
+    assert!(total > 0, "no load was sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
