@@ -214,8 +214,10 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
         }
     });
 
-    // Cancels staggered from 200 ms before send_at to well after the relay took the rows.
-    let wait = (at - Utc::now() - chrono::Duration::milliseconds(200))
+    // Cancels staggered over 1.5 s, from a second before send_at (those win: nothing is due)
+    // to well inside the relay's 600 ms wait for Kafka (those wait on its row locks, then
+    // lose) — a margin of a second either way, however loaded the machine.
+    let wait = (at - Utc::now() - chrono::Duration::milliseconds(1000))
         .to_std()
         .unwrap_or_default();
     tokio::time::sleep(wait).await;
@@ -223,7 +225,7 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
         futures::future::join_all(ids.iter().enumerate().map(|(i, id)| {
             let (stack, svc) = (&stack, &svc);
             async move {
-                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                tokio::time::sleep(Duration::from_millis(15 * i as u64)).await;
                 let (status, _) = stack
                     .call(
                         Method::POST,

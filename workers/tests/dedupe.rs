@@ -317,7 +317,7 @@ async fn a_send_whose_record_could_not_be_written_is_never_sent_again() {
     // Redis dies while the provider is answering: the claim was taken, the record of the
     // outcome cannot be written. Retrying the message (the status must still be reported)
     // re-reports that outcome — even after Redis is back, empty, and the claim long expired.
-    let server = gateway(Duration::from_millis(800)).await;
+    let server = gateway(Duration::from_secs(3)).await;
     let mut redis = tokio::task::spawn_blocking(devkit::redis::RedisServer::start)
         .await
         .unwrap()
@@ -329,7 +329,26 @@ async fn a_send_whose_record_could_not_be_written_is_never_sent_again() {
         let (d, msg) = (d.clone(), msg.clone());
         async move { d.process(&msg).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await; // the claim is taken, the send runs
+    // Once the claim is in Redis the send runs (3 s at the gateway): kill Redis then.
+    let claim = format!("{}dispatch:{}:1", keys.prefix(), msg.delivery_id);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let taken: bool = redis::cmd("EXISTS")
+            .arg(&claim)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if taken {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no claim taken");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     redis.stop();
     let first = sending.await.unwrap().unwrap();
     assert_eq!(first.outcome, Outcome::Sent);
