@@ -3,7 +3,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
 export CARGO_TARGET_DIR
 
-.PHONY: up test build fmt lint check smoke token clean-test-dbs
+.PHONY: up test build fmt lint check smoke chaos bench-outbox token clean-test-dbs
 
 ## Build everything and run the platform until Ctrl-C.
 up: build
@@ -29,6 +29,17 @@ check:
 ## With `make up` running in another terminal: send 50 notifications, print latency and RSS.
 smoke:
 	$(CARGO_TARGET_DIR)/debug/notifyctl smoke
+
+## The delivery guarantee under load with faults injected in turn (release build, ~8 min):
+## its own Postgres, Redis and Kafka; prints a table and writes .dev/chaos/report.json.
+chaos:
+	cargo build --release --workspace --bins
+	$(CARGO_TARGET_DIR)/release/notifyctl chaos $(CHAOS_ARGS)
+
+## The outbox relay and purge at 2,000 rows/s for 5 min (release build): is the outbox bounded?
+bench-outbox:
+	cargo build --release -p notifyctl
+	$(CARGO_TARGET_DIR)/release/notifyctl bench-outbox $(BENCH_ARGS)
 
 ## Mint a token: make token ROLE=service SUB=billing
 token:

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod nginx;
 pub mod pg;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod smtp;

@@ -38,6 +38,9 @@ pub enum Mode {
     FailTransient(u32),
     /// 550: reject every message permanently.
     RejectAll,
+    /// 451 for about `percent` % of messages (pseudo-random, reproducible), accept the rest: a
+    /// flaky relay.
+    FailRandomly { percent: u32 },
 }
 
 #[derive(Default)]
@@ -45,6 +48,8 @@ struct Shared {
     mails: Vec<ReceivedMail>,
     mode: Option<Mode>,
     attempts: u64,
+    /// xorshift state for `Mode::FailRandomly`.
+    dice: u64,
 }
 
 /// A running catcher. The server thread lives as long as the process.
@@ -85,6 +90,18 @@ impl Handler for SinkHandler {
             Mode::FailTransient(n) if n > 0 => {
                 s.mode = Some(Mode::FailTransient(n - 1));
                 response::INTERNAL_ERROR
+            }
+            Mode::FailRandomly { percent } => {
+                let mut x = s.dice.max(0x2545_f491_4f6c_dd1d);
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.dice = x;
+                if x % 100 < u64::from(percent) {
+                    response::INTERNAL_ERROR
+                } else {
+                    response::OK
+                }
             }
             _ => response::OK,
         }

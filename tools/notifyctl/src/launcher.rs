@@ -112,7 +112,7 @@ fn host_port(url: &str, default_port: u16) -> String {
     }
 }
 
-fn binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::current_exe()?
         .parent()
         .context("no exe dir")?

@@ -5,7 +5,13 @@
 //! * `notifyctl kafka` — only the embedded Kafka (librdkafka's mock cluster, 3 brokers).
 //! * `notifyctl smoke` — send through a running stack, wait for `sent`, print latency and
 //!   every service's RSS.
+//! * `notifyctl chaos` — the delivery guarantee under load and injected faults ([`chaos`],
+//!   driven by the open-loop load generator [`load`]).
+//! * `notifyctl bench-outbox` — the relay and its purge at a sustained rate ([`bench_outbox`]).
 
+pub mod bench_outbox;
+pub mod chaos;
 pub mod launcher;
+pub mod load;
 pub mod smoke;
 pub mod stack;

@@ -2,7 +2,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use common::auth::Role;
-use notifyctl::{launcher, smoke, stack::StackFile};
+use notifyctl::{bench_outbox, chaos, launcher, smoke, stack::StackFile};
 
 #[derive(Parser)]
 #[command(about = "Run and poke the notification platform on one machine")]
@@ -35,6 +35,12 @@ enum Cmd {
     },
     /// Send notifications through the running stack, wait for `sent`, print latency and RSS.
     Smoke(smoke::SmokeArgs),
+    /// The delivery guarantee under load with faults injected in turn (its own Postgres,
+    /// Redis and Kafka); exits 1 if anything accepted was lost.
+    Chaos(chaos::ChaosArgs),
+    /// Commit outbox rows at a steady rate through the real relay and purge (its own database
+    /// and Kafka); exits 1 if the outbox did not stay bounded.
+    BenchOutbox(bench_outbox::BenchOutboxArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -68,6 +74,26 @@ fn main() -> ExitCode {
         })(),
         Cmd::Kafka { topic_prefix } => launcher::kafka_only(&topic_prefix),
         Cmd::Smoke(args) => smoke::run(args),
+        Cmd::Chaos(args) => chaos::run(args).and_then(|report| {
+            anyhow::ensure!(
+                report.holds(),
+                "the guarantee does not hold: {} lost, {} duplicates for {} kills",
+                report.lost,
+                report.duplicates,
+                report.kills
+            );
+            Ok(())
+        }),
+        Cmd::BenchOutbox(args) => bench_outbox::run(args).and_then(|report| {
+            anyhow::ensure!(
+                report.bounded,
+                "the outbox did not stay bounded: {} rows at the end ({} unpublished), bound {}",
+                report.final_rows,
+                report.final_unpublished,
+                report.bound_rows
+            );
+            Ok(())
+        }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

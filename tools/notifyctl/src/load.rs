@@ -1,0 +1,213 @@
+//! Open-loop load: requests start at a constant arrival rate whatever the answers take, and
+//! each is timed from the moment it was *due*, not from when it got sent — a slow answer
+//! neither delays the next request nor hides its own queueing (no coordinated omission).
+//! Results are kept per second of the run and in an HdrHistogram of latencies.
+//!
+//! `notifyctl chaos` drives its traffic with this; it is the first piece of the load tool.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::{sync::Semaphore, time::Instant};
+
+/// How much load, for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Requests started per second.
+    pub rate: f64,
+    pub duration: Duration,
+    /// At most this many requests in flight; a request due while the limit is reached is not
+    /// sent and counts as `skipped` (the system under test could not keep up).
+    pub max_in_flight: usize,
+}
+
+/// What one request came to.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Accepted, with the id the system gave it.
+    Accepted(String),
+    /// Answered with an error status.
+    Refused(u16),
+    /// No answer (connection refused, timeout).
+    Failed,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Second {
+    pub accepted: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    /// Slowest accepted request due in this second, in milliseconds.
+    pub max_ms: f64,
+}
+
+/// What the run did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Ids of accepted requests, with the second of the run each was due in.
+    pub accepted: Vec<(String, usize)>,
+    pub seconds: Vec<Second>,
+    /// Latency of accepted requests, microseconds.
+    pub latency: Histogram<u64>,
+    pub refused: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Latency quantile `q` (0..1) of accepted requests, in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+struct State {
+    accepted: Vec<(String, usize)>,
+    seconds: Vec<Second>,
+    latency: Histogram<u64>,
+}
+
+impl State {
+    fn second(&mut self, s: usize) -> &mut Second {
+        if self.seconds.len() <= s {
+            self.seconds.resize(s + 1, Second::default());
+        }
+        &mut self.seconds[s]
+    }
+}
+
+/// Runs `request(n)` for n = 0, 1, 2 … at `plan.rate` per second for `plan.duration`, then
+/// waits for the requests still in flight. `progress` is called once a second with the
+/// second just finished.
+pub async fn run<F, Fut>(plan: Plan, request: F, mut progress: impl FnMut(usize, &Second)) -> Report
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let state = Arc::new(Mutex::new(State {
+        accepted: Vec::new(),
+        seconds: Vec::new(),
+        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+    }));
+    let in_flight = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
+    let interval = Duration::from_secs_f64(1.0 / plan.rate.max(0.001));
+    let start = Instant::now();
+    let mut reported = 0usize;
+    let mut n: u64 = 0;
+    loop {
+        let due = start + interval.mul_f64(n as f64);
+        if due - start >= plan.duration {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let second = (due - start).as_secs() as usize;
+        while reported < second {
+            let s = state.lock().expect("load state").second(reported).clone();
+            progress(reported, &s);
+            reported += 1;
+        }
+        match in_flight.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let fut = request(n);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let outcome = fut.await;
+                    let took = due.elapsed();
+                    let mut st = state.lock().expect("load state");
+                    match outcome {
+                        Outcome::Accepted(id) => {
+                            let us = (took.as_micros() as u64).clamp(1, 3_600_000_000);
+                            let _ = st.latency.record(us);
+                            st.accepted.push((id, second));
+                            let s = st.second(second);
+                            s.accepted += 1;
+                            s.max_ms = s.max_ms.max(us as f64 / 1000.0);
+                        }
+                        Outcome::Refused(_) => st.second(second).refused += 1,
+                        Outcome::Failed => st.second(second).failed += 1,
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => state.lock().expect("load state").second(second).skipped += 1,
+        }
+        n += 1;
+    }
+    // Everything sent has an answer (or a timeout) before the report is made.
+    let _ = in_flight
+        .acquire_many(plan.max_in_flight.max(1) as u32)
+        .await;
+    let elapsed = start.elapsed();
+    let st = state.lock().expect("load state");
+    let total = |f: fn(&Second) -> u64| st.seconds.iter().map(f).sum();
+    Report {
+        accepted: st.accepted.clone(),
+        seconds: st.seconds.clone(),
+        latency: st.latency.clone(),
+        refused: total(|s| s.refused),
+        failed: total(|s| s.failed),
+        skipped: total(|s| s.skipped),
+        elapsed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Time is paused: sleeps advance the clock at once, so the figures are exact.
+    #[tokio::test(start_paused = true)]
+    async fn requests_start_at_the_rate_whatever_the_answers_take() {
+        // Every answer takes 300 ms; at 50/s for 1 s, 50 requests still start, and each is
+        // timed from when it was due.
+        let report = run(
+            Plan {
+                rate: 50.0,
+                duration: Duration::from_secs(1),
+                max_in_flight: 100,
+            },
+            |n| async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Outcome::Accepted(n.to_string())
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(report.accepted.len(), 50);
+        assert!(report.quantile_ms(0.5) >= 300.0);
+        // Open loop: the last request started at 0.98 s and took 0.3 s (a closed loop, one
+        // after the other, would have taken 15 s).
+        assert!(
+            report.elapsed < Duration::from_millis(1_400),
+            "{:?}",
+            report.elapsed
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_over_the_in_flight_limit_are_skipped_and_counted() {
+        let report = run(
+            Plan {
+                rate: 100.0,
+                duration: Duration::from_millis(500),
+                max_in_flight: 5,
+            },
+            |_| async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Outcome::Failed
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(report.failed, 5);
+        assert_eq!(report.skipped, 45);
+    }
+}
