@@ -3,7 +3,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
 export CARGO_TARGET_DIR
 
-.PHONY: up test build fmt lint check smoke chaos bench-outbox token clean-test-dbs
+.PHONY: up test schemathesis build fmt lint check smoke chaos bench-outbox token clean-test-dbs
 
 ## Build everything and run the platform until Ctrl-C.
 up: build
@@ -14,11 +14,18 @@ build:
 
 ## Formatting check, clippy with warnings denied, the binaries (the launcher test runs them),
 ## the whole test suite.
-test:
+test: schemathesis
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --workspace --bins
 	cargo nextest run --workspace --no-fail-fast
+
+## The API fuzzer e2e/tests/schemathesis.rs runs (PyPI), in a virtualenv of its own.
+VENV ?= $(HOME)/.cache/notify-venv
+SCHEMATHESIS_VERSION = 4.32.5
+schemathesis:
+	@$(VENV)/bin/schemathesis --version 2>/dev/null | grep -q '$(SCHEMATHESIS_VERSION)' || \
+		{ python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'schemathesis==$(SCHEMATHESIS_VERSION)'; }
 
 fmt:
 	cargo fmt --all

@@ -35,7 +35,8 @@ pub struct AppState {
 
 /// Every route, with the OpenAPI document built from the same handlers.
 pub fn router(state: AppState, cfg: &Config) -> Router {
-    let (api, doc) = openapi::api_router().with_state(state).split_for_parts();
+    let (api, mut doc) = openapi::api_router().with_state(state).split_for_parts();
+    openapi::document_problems(&mut doc);
     let api = api.merge(openapi::docs_router(doc));
     common::http::with_edge_layers(api, &cfg.http)
 }

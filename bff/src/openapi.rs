@@ -68,6 +68,102 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .route("/v1/admin/{*rest}", axum::routing::any(routes::admin_guard))
 }
 
+/// Documents the errors every operation can answer, the way it answers them: every 4xx/5xx is
+/// `application/problem+json` ([`schema::Problem`]). Each handler lists the errors particular
+/// to it; the ones that come from the edge are added here, once for all routes: a malformed
+/// query or body (400), the token (401), the role or a grant (403), an unknown id (404, where
+/// the path has one), the body's size and type (413, 415), validation (422), the rate limit
+/// (429, with `Retry-After`), an unreachable or slow service (503, 504).
+pub fn document_problems(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    const PROBLEM: &str = "application/problem+json";
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    PROBLEM,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let has_id = path.contains('{');
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            for (status, response) in responses.iter_mut() {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                if let RefOr::T(r) = response
+                    && let Some(content) = r.content.shift_remove("application/json")
+                {
+                    r.content.insert(PROBLEM.to_owned(), content);
+                }
+            }
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description));
+            };
+            if op.security.is_none() {
+                continue; // health probes: no token, no limit, no upstream
+            }
+            add("400", "Malformed request: query string or JSON body");
+            add("401", "No token, or a token that is invalid or expired");
+            add(
+                "403",
+                "The token's role or the caller's grants do not allow this",
+            );
+            add("422", "A field is invalid; `errors` names each");
+            add(
+                "503",
+                "A service behind the bff is unreachable; nothing was done",
+            );
+            add(
+                "504",
+                "A service behind the bff did not answer in time; a write may have been committed",
+            );
+            if has_id {
+                add("404", "No such resource (or not the caller's)");
+            }
+            if op.request_body.is_some() {
+                add("413", "The body is too large");
+                add("415", "The body is not `application/json`");
+            }
+            add(
+                "429",
+                "Rate limit reached; retry after `Retry-After` seconds",
+            );
+            if let Some(RefOr::T(limited)) = responses.get_mut("429") {
+                limited
+                    .headers
+                    .entry("Retry-After".to_owned())
+                    .or_insert_with(|| {
+                        utoipa::openapi::HeaderBuilder::new()
+                            .schema(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::Integer),
+                            )
+                            .description(Some("seconds until the budget allows another request"))
+                            .build()
+                    });
+            }
+        }
+    }
+}
+
 /// `/openapi.json` and `/docs` (a Redoc page that renders `/openapi.json`).
 pub fn docs_router(doc: utoipa::openapi::OpenApi) -> Router {
     let doc = Arc::new(doc);
@@ -151,6 +247,7 @@ pub mod schema {
 
     #[derive(ToSchema)]
     pub struct SendNotification {
+        #[schema(min_items = 1, max_items = 1000)]
         recipients: Vec<Recipient>,
         #[schema(example = "billing")]
         category: String,
@@ -340,8 +437,9 @@ pub mod schema {
 
     #[derive(ToSchema)]
     pub struct DeviceRequest {
-        #[schema(example = "fcm")]
+        #[schema(example = "fcm", pattern = "^(fcm|apns)$")]
         platform: String,
+        #[schema(min_length = 1, max_length = 4096)]
         token: String,
     }
 

@@ -65,13 +65,83 @@ pub fn with_edge_layers(router: Router, cfg: &HttpConfig) -> Router {
                 "this path does not take this method",
             )
         })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(reject_nul_in_uri))
         .layer(axum::extract::DefaultBodyLimit::max(cfg.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             std::time::Duration::from_millis(cfg.request_timeout_ms),
         ))
+        .layer(axum::middleware::from_fn(problems_only))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// A handler that panicked answers a 500 problem (and the panic is logged) instead of
+/// dropping the connection, which a caller cannot tell from the service being down.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+/// Every error answer is `application/problem+json`, also the ones the framework makes itself
+/// (a query string that does not parse, a timed-out request, a body of the wrong type): any
+/// 4xx/5xx that is not a problem becomes one with the same status and headers, its text as
+/// the detail. A handler's own problems pass untouched.
+async fn problems_only(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/problem+json"));
+    if is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let (kind, fallback) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not_found", "no route matches this path"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this path does not take this method")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body must be application/json",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => ("validation_failed", "the request is invalid"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; retry later"),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "service_unavailable",
+            "the service could not answer in time; retry",
+        ),
+        s if s.is_server_error() => ("internal", "an internal error occurred"),
+        _ => ("bad_request", "the request cannot be served"),
+    };
+    let detail = if text.is_empty() || status.is_server_error() {
+        fallback.to_owned()
+    } else {
+        text.chars().take(300).collect()
+    };
+    let mut out = ApiError::new(status, kind, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// A NUL (`%00`) in the path or query string is a 400 problem before any handler sees it: no

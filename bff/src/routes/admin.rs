@@ -130,7 +130,7 @@ async fn get_with_query(
            ("recipient" = Option<String>, Query, description = "a user id or an address"),
            ("since" = Option<String>, Query, description = "RFC 3339, inclusive"),
            ("until" = Option<String>, Query, description = "RFC 3339, exclusive"),
-           ("limit" = Option<u32>, Query, description = "1..=200, default 50"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1..=200, default 50"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = schema::NotificationPage), (status = 422, body = schema::Problem),
               (status = 401, body = schema::Problem), (status = 403, body = schema::Problem)))]
@@ -186,7 +186,7 @@ pub async fn stats(
            ("provider" = Option<String>, Query, description = "the last attempt's provider, e.g. twilio"),
            ("since" = Option<String>, Query, description = "died at or after (RFC 3339)"),
            ("until" = Option<String>, Query, description = "died before (RFC 3339)"),
-           ("limit" = Option<u32>, Query, description = "1..=200, default 50"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1..=200, default 50"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = schema::DeliveryPage), (status = 422, body = schema::Problem),
               (status = 401, body = schema::Problem), (status = 403, body = schema::Problem)))]

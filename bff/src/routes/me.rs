@@ -197,7 +197,7 @@ pub async fn remove_device(
 
 /// The user's own notification history, newest first, cursor-paginated.
 #[utoipa::path(get, path = "/v1/me/notifications", tag = "me", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query, description = "1..=100, default 20"),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1..=100, default 20"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = schema::History), (status = 401, body = schema::Problem),
               (status = 403, body = schema::Problem), (status = 422, body = schema::Problem)))]

@@ -296,15 +296,18 @@ pub struct Latency {
 }
 
 fn parse_window(w: &str) -> Option<i64> {
-    let (n, unit) = w.split_at(w.len().checked_sub(1)?);
-    let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
+    let unit = w.chars().last()?;
+    let n: i64 = w[..w.len() - unit.len_utf8()]
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)?;
     let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return None,
-    };
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => None,
+    }?;
     (secs <= 31 * 86_400).then_some(secs)
 }
 
@@ -345,4 +348,32 @@ async fn stats(
         counts,
         latency_ms: Latency { p50, p95, p99 },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+
+    #[test]
+    fn windows_parse_and_anything_else_is_refused_without_a_panic() {
+        assert_eq!(parse_window("30s"), Some(30));
+        assert_eq!(parse_window("15m"), Some(900));
+        assert_eq!(parse_window("1h"), Some(3600));
+        assert_eq!(parse_window("31d"), Some(31 * 86_400));
+        assert_eq!(parse_window("32d"), None);
+        // Found by schemathesis: a multi-byte last character panicked (500), a huge number
+        // overflowed.
+        for bad in [
+            "¿",
+            "1¿",
+            "",
+            "h",
+            "0h",
+            "-1h",
+            "9223372036854775807d",
+            "1 h",
+        ] {
+            assert_eq!(parse_window(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -105,12 +105,8 @@ fn dispatch_row(n: u64) -> OutboxMessage {
         "locale": "en",
         "category": "orders",
     });
-    let mut m = OutboxMessage::new(
-        "notify.dispatch.email.bulk",
-        delivery.to_string(),
-        &payload,
-    )
-    .expect("payload");
+    let mut m = OutboxMessage::new("notify.dispatch.email.bulk", delivery.to_string(), &payload)
+        .expect("payload");
     m.headers
         .insert("delivery-id".to_owned(), delivery.to_string());
     m
