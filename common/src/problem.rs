@@ -198,13 +198,80 @@ impl From<sqlx::Error> for ApiError {
                     http::HeaderValue::from_static("1"),
                 )
             }
+            // The connection broke (a database restart or failover): nothing to fix in the
+            // request. A write may or may not have been committed, so a retry should carry
+            // the same Idempotency-Key.
+            sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::unavailable(
+                "the connection to the database was lost; retry (a write may have been applied: \
+                 retry with the same Idempotency-Key)",
+            )
+            .with_header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            ),
+            sqlx::Error::Database(e)
+                if e.code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+            {
+                Self::unavailable("the database is restarting; retry").with_header(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                )
+            }
             other => Self::internal(other),
         }
     }
 }
 
 impl From<anyhow::Error> for ApiError {
+    /// Internal, unless the cause is the database connection breaking (then 503, as for a
+    /// `sqlx::Error` returned directly).
     fn from(err: anyhow::Error) -> Self {
+        let lost = err.chain().any(|cause| {
+            cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut
+                ) || matches!(e, sqlx::Error::Database(d)
+                        if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+            })
+        });
+        if lost {
+            return Self::unavailable(
+                "the connection to the database was lost; retry (a write may have been applied: \
+                 retry with the same Idempotency-Key)",
+            )
+            .with_header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
         Self::internal(err)
+    }
+}
+
+#[cfg(test)]
+mod database_errors {
+    use super::*;
+
+    #[test]
+    fn a_broken_database_connection_is_a_503_to_retry_not_a_500() {
+        let eof = || {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "expected to read 5 bytes, got 0 bytes at EOF",
+            ))
+        };
+        for err in [
+            ApiError::from(eof()),
+            ApiError::from(anyhow::Error::from(eof()).context("accepting the notification")),
+        ] {
+            assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+            assert_eq!(err.kind, "dependency_unavailable");
+            let resp = err.into_response();
+            assert_eq!(resp.headers()[http::header::RETRY_AFTER], "1");
+        }
+        let other = ApiError::from(anyhow::anyhow!("a bug"));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

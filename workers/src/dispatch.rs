@@ -10,6 +10,11 @@
 //! accepting and the status being written, or a send outlives its claim. While Redis cannot be
 //! reached nothing is sent (that could send twice): the message is retried in place, stays
 //! uncommitted in Kafka, and goes out once Redis answers again.
+//!
+//! A successful send is also recorded per delivery (`dispatch:<delivery>:sent`). A later
+//! attempt of the same delivery — the repeater re-drove it because the first attempt's status
+//! was lost with its Kafka cluster — is then reported `sent` (with the first send's provider
+//! message id) and not sent again.
 
 use std::{sync::Arc, time::Instant};
 
@@ -95,6 +100,24 @@ impl<P: Provider> Dispatcher<P> {
             .key(&format!("dispatch:{}:{}", msg.delivery_id, msg.attempt))
     }
 
+    /// Where a delivery's successful send is recorded, whichever attempt made it.
+    fn sent_key(&self, delivery_id: uuid::Uuid) -> String {
+        self.redis_cfg.key(&format!("dispatch:{delivery_id}:sent"))
+    }
+
+    /// The status of an earlier attempt of this delivery that was sent, if any; `Err` when
+    /// Redis cannot tell.
+    async fn sent_before(
+        &self,
+        redis: &mut redis::aio::ConnectionManager,
+        msg: &DispatchMessage,
+    ) -> redis::RedisResult<Option<StatusEvent>> {
+        let stored: Option<String> = redis.get(self.sent_key(msg.delivery_id)).await?;
+        Ok(stored
+            .and_then(|s| serde_json::from_str::<StatusEvent>(&s).ok())
+            .filter(|ev| ev.attempt != msg.attempt))
+    }
+
     /// Sends one dispatch (unless it was already handled) and returns its status event,
     /// without publishing it. Tests step a worker with this.
     ///
@@ -119,6 +142,36 @@ impl<P: Provider> Dispatcher<P> {
             }
             tracing::info!(delivery_id = %msg.delivery_id, attempt = msg.attempt, "sent before; re-reporting");
             return Ok(ev);
+        }
+        match self.sent_before(&mut redis, msg).await {
+            Ok(None) => {}
+            Ok(Some(first)) => {
+                // Re-driven after its status was lost: the provider has it already.
+                let event = StatusEvent {
+                    attempt: msg.attempt,
+                    at: chrono::Utc::now(),
+                    duration_ms: 0,
+                    retry_after_ms: None,
+                    ..first.clone()
+                };
+                tracing::warn!(
+                    delivery_id = %msg.delivery_id,
+                    attempt = msg.attempt,
+                    sent_by_attempt = first.attempt,
+                    "sent by an earlier attempt; reporting sent without sending again"
+                );
+                self.metrics.resend_avoided(msg.channel);
+                if self.record(&mut redis, &key, &event).await {
+                    return Ok(event);
+                }
+                self.metrics.claim_unavailable(msg.channel);
+                return Err(Deferred::ClaimUnavailable);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dedupe lookup failed; holding the send until Redis answers");
+                self.metrics.claim_unavailable(msg.channel);
+                return Err(Deferred::ClaimUnavailable);
+            }
         }
         match self.claim(&mut redis, &key).await {
             Claim::Won => {}
@@ -188,10 +241,19 @@ impl<P: Provider> Dispatcher<P> {
                 return false;
             }
         };
-        match redis
-            .set_ex::<_, _, ()>(key, json, self.dedupe_ttl_secs)
-            .await
-        {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_ex(key, &json, self.dedupe_ttl_secs)
+            .ignore();
+        if event.outcome == Outcome::Sent {
+            pipe.set_ex(
+                self.sent_key(event.delivery_id),
+                &json,
+                self.dedupe_ttl_secs,
+            )
+            .ignore();
+        }
+        match pipe.query_async::<()>(redis).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "could not record the dispatch for dedupe; keeping it in this process");

@@ -29,6 +29,7 @@ pub struct Metrics {
     sends: Family<Outcome, Counter>,
     latency: Family<Provider, Histogram>,
     claims_unavailable: Family<ChannelLabel, Counter>,
+    resends_avoided: Family<ChannelLabel, Counter>,
     /// Outcomes this process holds because Redis could not take their record.
     pub unrecorded: Gauge,
 }
@@ -40,6 +41,7 @@ impl Metrics {
             sends: Family::default(),
             latency: Family::new_with_constructor(common::metrics::latency_histogram),
             claims_unavailable: Family::default(),
+            resends_avoided: Family::default(),
             unrecorded: Gauge::default(),
         };
         registry.register(
@@ -62,7 +64,21 @@ impl Metrics {
             "Dispatches held back (retried in place) because Redis could not be asked whether they were already sent",
             m.claims_unavailable.clone(),
         );
+        registry.register(
+            "notify_worker_resends_avoided",
+            "Re-driven attempts not sent because an earlier attempt of the delivery was sent (its status had been lost)",
+            m.resends_avoided.clone(),
+        );
         m
+    }
+
+    /// Counts an attempt reported as sent without sending: an earlier one was.
+    pub fn resend_avoided(&self, channel: Channel) {
+        self.resends_avoided
+            .get_or_create(&ChannelLabel {
+                channel: channel.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one attempt and its latency.

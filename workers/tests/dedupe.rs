@@ -125,6 +125,30 @@ async fn a_dispatch_handled_twice_reaches_the_provider_once() {
     // `expect(1)` is verified when the server drops.
 }
 
+/// The repeater re-drives a delivery whose first attempt was sent but whose status was lost
+/// (its Kafka cluster was replaced before the status was consumed): the second attempt is
+/// reported sent, with the first send's provider message id, and the provider sees one request.
+#[tokio::test]
+async fn a_redriven_attempt_of_a_delivery_already_sent_is_reported_not_sent_again() {
+    let server = gateway(Duration::ZERO).await;
+    let keys = TestPrefix::local();
+    let d = dispatcher(&server, &keys).await;
+    let first = message();
+    let sent = d.process(&first).await.unwrap();
+    assert_eq!(sent.outcome, Outcome::Sent);
+
+    let redriven = DispatchMessage {
+        attempt: 2,
+        ..first.clone()
+    };
+    let again = d.process(&redriven).await.unwrap();
+    assert_eq!(again.outcome, Outcome::Sent);
+    assert_eq!(again.attempt, 2);
+    assert_eq!(again.provider_message_id.as_deref(), Some("SM1"));
+    server.verify().await;
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_copy_arriving_mid_send_waits_for_the_first_instead_of_sending() {
     let server = gateway(Duration::from_millis(500)).await;

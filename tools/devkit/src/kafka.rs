@@ -17,6 +17,7 @@ use rdkafka::{
 
 enum Cmd {
     BrokerDown(i32),
+    LeadersOff(i32, Vec<String>),
     BrokerUp(i32),
     Rtt(i32, Duration),
     Stop,
@@ -83,6 +84,22 @@ impl DevCluster {
                     let res = match cmd {
                         Cmd::BrokerDown(id) => cluster.broker_down(id).map_err(Into::into),
                         Cmd::BrokerUp(id) => cluster.broker_up(id).map_err(Into::into),
+                        Cmd::LeadersOff(id, groups) => (|| -> anyhow::Result<()> {
+                            let others: Vec<i32> = (1..=3).filter(|b| *b != id).collect();
+                            for t in &topics {
+                                for p in 0..partitions {
+                                    let to = others[p as usize % others.len()];
+                                    cluster.partition_leader(t, p, Some(to))?;
+                                }
+                            }
+                            for (i, g) in groups.iter().enumerate() {
+                                cluster.coordinator(
+                                    rdkafka::mocking::MockCoordinator::Group(g.clone()),
+                                    others[i % others.len()],
+                                )?;
+                            }
+                            Ok(())
+                        })(),
                         Cmd::Rtt(id, rtt) => {
                             cluster.broker_round_trip_time(id, rtt).map_err(Into::into)
                         }
@@ -122,6 +139,14 @@ impl DevCluster {
 
     pub fn broker_up(&self, id: i32) -> anyhow::Result<()> {
         self.call(Cmd::BrokerUp(id))
+    }
+
+    /// Moves the leadership of every partition of the cluster's topics, and the coordination
+    /// of `groups`, off broker `id` — what a real cluster does when a broker dies (the mock
+    /// cluster keeps a downed broker the leader of its partitions and the coordinator of its
+    /// groups, which then stay unavailable until it is back).
+    pub fn move_leaders_off(&self, id: i32, groups: &[String]) -> anyhow::Result<()> {
+        self.call(Cmd::LeadersOff(id, groups.to_vec()))
     }
 
     /// Delays every answer of broker `id` (1-based) by `rtt`: a slow network or broker.

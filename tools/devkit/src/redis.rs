@@ -68,6 +68,8 @@ impl Drop for TestPrefix {
 pub struct RedisServer {
     port: u16,
     process: Option<Guarded>,
+    /// With an append-only file here, a restart keeps what was written.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -76,6 +78,23 @@ impl RedisServer {
         let mut me = Self {
             port: crate::ports::try_reserve()?,
             process: None,
+            dir: None,
+        };
+        me.restart()?;
+        Ok(me)
+    }
+
+    /// Starts `redis-server` as production should run it for the workers' dedupe records: with
+    /// an append-only file (`appendfsync everysec`) in a temporary directory, so a killed and
+    /// restarted server keeps every write it acknowledged. The directory goes when dropped.
+    pub fn start_persistent() -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("notify-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let mut me = Self {
+            port: crate::ports::try_reserve()?,
+            process: None,
+            dir: Some(dir),
         };
         me.restart()?;
         Ok(me)
@@ -101,15 +120,24 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (empty: nothing was persisted).
+    /// Starts it again on the same port: empty, or with its append-only file
+    /// ([`RedisServer::start_persistent`]).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--logfile", ""])
-            .stdin(Stdio::null())
+            .args(["--save", "", "--daemonize", "no"])
+            .args(["--logfile", ""]);
+        match &self.dir {
+            Some(dir) => {
+                cmd.arg("--dir")
+                    .arg(dir)
+                    .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            }
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut process = Guarded::spawn("redis-server", cmd)
@@ -132,5 +160,14 @@ impl RedisServer {
         }
         self.process = Some(process);
         Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
