@@ -5,7 +5,7 @@
 //! drives open-loop load at them (half emails to an SMTP sink, half webhooks to an HTTP sink,
 //! both failing a share of requests transiently), and injects faults in turn: each service
 //! SIGKILLed and restarted, one broker down, all brokers down, Postgres restarted (immediate
-//! shutdown), Redis restarted (empty), both providers failing everything for a while, and the
+//! shutdown), Redis SIGKILLed and restarted from its append-only file, both providers failing everything for a while, and the
 //! whole Kafka cluster replaced by an empty one with a backlog in the old one.
 //!
 //! Then it waits until every accepted notification is terminal and accounts: accepted,
@@ -50,6 +50,9 @@ pub struct ChaosArgs {
     /// How long to wait after the load for every accepted notification to be terminal.
     #[arg(long, default_value_t = 600)]
     pub settle_secs: u64,
+    /// The services' `RUST_LOG`.
+    #[arg(long, default_value = "warn,librdkafka=error")]
+    pub log_filter: String,
     /// Logs of the services and the report go here.
     #[arg(long, default_value = ".dev/chaos")]
     pub dir: PathBuf,
@@ -67,6 +70,9 @@ pub struct FaultRecord {
     pub accepted_per_s_before: f64,
     /// Deliveries sent per second during the fault (by their `sent_at`).
     pub sent_per_s: f64,
+    /// Seconds from the fault's end until sending was back to at least half its rate before
+    /// the fault (`None`: it was not, or little was being sent before).
+    pub sent_recovered_after_s: Option<f64>,
     /// Requests refused or unanswered during the fault.
     pub refused: u64,
     /// The slowest accepted request due during the fault, ms.
@@ -90,16 +96,27 @@ pub struct ChaosReport {
     pub expired: u64,
     pub duplicates: u64,
     pub kills: u64,
+    /// Sends in flight (claimed in Redis, outcome not recorded) when a workers process was
+    /// killed: each may reach its provider twice.
+    pub in_flight_at_kills: u64,
+    /// Duplicated deliveries whose send was *not* in flight at a kill: each is a defect.
+    pub duplicates_unexplained: u64,
     pub accept_p50_ms: f64,
     pub accept_p99_ms: f64,
     pub settled_after_s: f64,
     pub faults: Vec<FaultRecord>,
+    /// Deliveries sent in each second since the load started (by `sent_at`).
+    pub sent_by_second: Vec<u64>,
+    /// Deliveries a provider received more than once (at most 100), with their attempts and
+    /// re-drives.
+    pub duplicated: Vec<serde_json::Value>,
 }
 
 impl ChaosReport {
-    /// The guarantee: nothing lost, duplicates bounded by the kills.
+    /// The guarantee: nothing lost, and a provider got a delivery twice only where a worker
+    /// was killed while sending it.
     pub fn holds(&self) -> bool {
-        self.lost == 0 && self.duplicates <= self.kills
+        self.lost == 0 && self.duplicates_unexplained == 0
     }
 }
 
@@ -247,6 +264,22 @@ impl Fleet {
     }
 }
 
+/// Every consumer group the services use (no topic prefix here).
+fn consumer_groups() -> Vec<String> {
+    use common::events::{Channel, Lane, REPEATER_GROUP, worker_group};
+    let mut groups = vec![
+        REPEATER_GROUP.to_owned(),
+        "notification-service.events".to_owned(),
+        "users-service.events".to_owned(),
+    ];
+    for channel in Channel::ALL {
+        for lane in Lane::ALL {
+            groups.push(worker_group(channel, lane));
+        }
+    }
+    groups
+}
+
 /// What the faults act on.
 struct Rig {
     fleet: Fleet,
@@ -257,6 +290,51 @@ struct Rig {
     hooks: Arc<Hooks>,
     failure_percent: u32,
     kills: u64,
+    /// Deliveries whose send was in flight (claimed, not recorded) when a workers process was
+    /// killed: the only ones a provider may get twice.
+    in_flight_at_kills: std::collections::HashSet<String>,
+}
+
+impl Rig {
+    /// SIGKILLs `name`. A workers process is frozen first (SIGSTOP) and the sends it had in
+    /// flight — dedupe claims still `sending` in Redis — are noted before it dies.
+    async fn kill(&mut self, name: &'static str) {
+        if name == "workers"
+            && let Some(process) = self.fleet.running.get_mut(name)
+        {
+            process.signal(libc::SIGSTOP);
+            if let Some(url) = self.redis.as_ref().map(RedisServer::url) {
+                match tokio::task::spawn_blocking(move || claims_in_flight(&url)).await {
+                    Ok(Ok(ids)) => self.in_flight_at_kills.extend(ids),
+                    Ok(Err(e)) => eprintln!("chaos: could not read the claims in flight: {e:#}"),
+                    Err(e) => eprintln!("chaos: could not read the claims in flight: {e}"),
+                }
+            }
+        }
+        self.fleet.kill(name);
+        self.kills += 1;
+    }
+}
+
+/// Delivery ids whose dedupe claim (`notify:dispatch:<delivery>:<attempt>`) still says
+/// `sending`.
+fn claims_in_flight(url: &str) -> anyhow::Result<Vec<String>> {
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("notify:dispatch:*")
+        .query(&mut conn)?;
+    let mut out = Vec::new();
+    for chunk in keys.chunks(1000) {
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut conn)?;
+        for (key, value) in chunk.iter().zip(values) {
+            if value.as_deref() == Some("sending")
+                && let Some(id) = key.split(':').nth(2)
+            {
+                out.push(id.to_owned());
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn run_migrations(fleet: &Fleet) -> anyhow::Result<()> {
@@ -285,7 +363,14 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run_async(args))
+        .block_on(async {
+            // Ctrl-C drops the run: its Postgres, Redis, Kafka and services are stopped by
+            // their owners (a Postgres started with pg_ctl would otherwise outlive us).
+            tokio::select! {
+                r = run_async(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; everything it started is stopped"),
+            }
+        })
 }
 
 async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
@@ -293,7 +378,7 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
     std::fs::create_dir_all(&logs)?;
     eprintln!("chaos: starting Postgres (initdb), Redis, Kafka (3 brokers), the provider sinks …");
     let pg = tokio::task::spawn_blocking(PostgresServer::start).await??;
-    let redis = tokio::task::spawn_blocking(RedisServer::start).await??;
+    let redis = tokio::task::spawn_blocking(RedisServer::start_persistent).await??;
     let kafka = DevCluster::start(&all_topics(), 3)?;
     let smtp = SmtpSink::start(0, None)?;
     smtp.set_mode(devkit::smtp::Mode::FailRandomly {
@@ -306,14 +391,7 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
     });
     let hooks_addr = hooks.start()?;
 
-    let secret: String = {
-        let bytes: [u8; 32] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
-    let jwt = common::auth::JwtConfig {
-        secret: secret.clone().into(),
-        ..Default::default()
-    };
+    let (secret, jwt) = crate::launcher::dev_signing_key();
     let port = devkit::free_port;
     let health: BTreeMap<&'static str, u16> = SERVICES.iter().map(|s| (*s, port())).collect();
     let base = vec![
@@ -323,7 +401,7 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
             kafka.bootstrap_servers().to_owned(),
         ),
         ("NOTIFY_REDIS__URL".to_owned(), redis.url()),
-        ("RUST_LOG".to_owned(), "warn,librdkafka=error".to_owned()),
+        ("RUST_LOG".to_owned(), args.log_filter.clone()),
     ];
     let with = |name: &'static str, extra: &[(&str, String)]| {
         let mut env = base.clone();
@@ -437,6 +515,7 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
         hooks: hooks.clone(),
         failure_percent: args.failure_percent,
         kills: 0,
+        in_flight_at_kills: Default::default(),
     }));
     let notify_url = format!("{}/notify", rig.lock().await.pg.as_ref().unwrap().url());
     let bff_port = rig.lock().await.fleet.health["bff"];
@@ -547,7 +626,6 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
     .bind(&ids)
     .fetch_all(&pool)
     .await?;
-    pool.close().await;
 
     let rig = rig.lock().await;
     let mut per_delivery: HashMap<String, u32> = HashMap::new();
@@ -568,8 +646,81 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
         .values()
         .map(|n| u64::from(n.saturating_sub(1)))
         .sum();
+    let duplicates_unexplained = per_delivery
+        .iter()
+        .filter(|(id, n)| **n > 1 && !rig.in_flight_at_kills.contains(*id))
+        .map(|(_, n)| u64::from(n - 1))
+        .sum();
+    // What the platform recorded about each delivery a provider got more than once: its
+    // attempts and re-drives, to tell a kill's duplicate from a defect.
+    let twice: Vec<uuid::Uuid> = per_delivery
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .filter_map(|(id, _)| id.parse().ok())
+        .take(100)
+        .collect();
+    let duplicated: Vec<(uuid::Uuid, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+        "SELECT d.id,
+                COALESCE((SELECT json_agg(json_build_object('attempt', a.attempt, 'outcome', a.outcome,
+                    'provider_message_id', a.provider_message_id, 'at', a.at) ORDER BY a.attempt)
+                  FROM attempts a WHERE a.delivery_id = d.id), '[]'::json),
+                COALESCE((SELECT json_agg(json_build_object('from', r.from_attempt, 'to', r.to_attempt,
+                    'kind', r.kind, 'detail', r.detail, 'at', r.at) ORDER BY r.id)
+                  FROM redrives r WHERE r.delivery_id = d.id), '[]'::json)
+         FROM deliveries d WHERE d.id = ANY($1)",
+    )
+    .bind(&twice)
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default();
+    pool.close().await;
+    let duplicated: Vec<serde_json::Value> = duplicated
+        .into_iter()
+        .map(|(id, attempts, redrives)| {
+            serde_json::json!({
+                "delivery_id": id,
+                "received": per_delivery.get(&id.to_string()).copied().unwrap_or(0),
+                "in_flight_at_a_kill": rig.in_flight_at_kills.contains(&id.to_string()),
+                "attempts": attempts,
+                "redrives": redrives,
+            })
+        })
+        .collect();
 
     let load_start_epoch = load_started.timestamp_millis() as f64 / 1000.0;
+    // Deliveries sent in each second since the load started (by `sent_at`).
+    let mut sent_by_second: Vec<u64> = Vec::new();
+    for (t, n) in &sends_per_second {
+        let rel = (t - load_start_epoch).floor();
+        if rel >= 0.0 {
+            let i = rel as usize;
+            if sent_by_second.len() <= i {
+                sent_by_second.resize(i + 1, 0);
+            }
+            sent_by_second[i] += *n as u64;
+        }
+    }
+    // Seconds from a fault's end until a second sends at least half what the 10 s before
+    // the fault sent per second (none when little was being sent before it).
+    let recovered_after = |at: f64, lasted: f64| -> Option<f64> {
+        let start = at.floor() as usize;
+        let before: u64 = sent_by_second
+            .iter()
+            .skip(start.saturating_sub(10))
+            .take(start.min(10))
+            .sum();
+        let before_rate = before as f64 / start.clamp(1, 10) as f64;
+        if before_rate < 10.0 {
+            return None;
+        }
+        let end = (at + lasted).ceil() as usize;
+        sent_by_second
+            .iter()
+            .enumerate()
+            .skip(end)
+            .find(|(_, n)| **n as f64 >= before_rate / 2.0)
+            .map(|(i, _)| (i - end) as f64)
+    };
     let faults = fault_log
         .into_iter()
         .map(|(fault, at, lasted)| {
@@ -603,6 +754,7 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
                 accepted_per_s: acc as f64 / secs as f64,
                 accepted_per_s_before: before as f64 / before_secs as f64,
                 sent_per_s: sent as f64 / secs as f64,
+                sent_recovered_after_s: recovered_after(at, lasted),
                 refused: bad,
                 max_accept_ms: max,
             }
@@ -624,10 +776,14 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
         expired: count("expired"),
         duplicates,
         kills: rig.kills,
+        in_flight_at_kills: rig.in_flight_at_kills.len() as u64,
+        duplicates_unexplained,
         accept_p50_ms: report.quantile_ms(0.5),
         accept_p99_ms: report.quantile_ms(0.99),
         settled_after_s,
         faults,
+        sent_by_second,
+        duplicated,
     };
     std::fs::write(
         args.dir.join("report.json"),
@@ -659,8 +815,7 @@ async fn inject_faults(
         tokio::time::sleep_until(at(0.06 + 0.06 * i as f64)).await;
         let began = Instant::now();
         let mut r = rig.lock().await;
-        r.fleet.kill(name);
-        r.kills += 1;
+        r.kill(name).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         r.fleet.start(name)?;
         r.fleet.ready(name, Duration::from_secs(60)).await?;
@@ -675,11 +830,21 @@ async fn inject_faults(
     let broker_window = window(0.1, 5.0, 20.0);
     tokio::time::sleep_until(at(0.38)).await;
     let began = Instant::now();
-    rig.lock().await.kafka.as_ref().unwrap().broker_down(2)?;
+    {
+        // What a real cluster's controller does when a broker dies: its partitions get new
+        // leaders among the in-sync replicas (the mock cluster would keep them leaderless).
+        let r = rig.lock().await;
+        let kafka = r.kafka.as_ref().unwrap();
+        kafka.broker_down(2)?;
+        kafka.move_leaders_off(2, &consumer_groups())?;
+    }
     tokio::time::sleep(broker_window).await;
     rig.lock().await.kafka.as_ref().unwrap().broker_up(2)?;
     record(
-        format!("Kafka broker 2 down {:.0} s", broker_window.as_secs_f64()),
+        format!(
+            "Kafka broker 2 down {:.0} s (its partitions and groups moved to the others)",
+            broker_window.as_secs_f64()
+        ),
         began,
         Instant::now(),
     );
@@ -730,7 +895,7 @@ async fn inject_faults(
         r.redis = Some(redis);
     }
     record(
-        "Redis killed, restarted empty after 1 s".into(),
+        "Redis SIGKILLed, restarted from its append-only file after 1 s".into(),
         began,
         Instant::now(),
     );
@@ -765,8 +930,7 @@ async fn inject_faults(
     {
         let mut r = rig.lock().await;
         for name in SERVICES {
-            r.fleet.kill(name);
-            r.kills += 1;
+            r.kill(name).await;
         }
         drop(r.kafka.take());
         let kafka = DevCluster::start(&all_topics(), 3)?;
@@ -792,25 +956,31 @@ async fn inject_faults(
 fn print_report(r: &ChaosReport, path: &Path) {
     println!();
     println!(
-        "{:<86} {:>7} {:>7} {:>9} {:>9} {:>8} {:>9}",
-        "fault", "at s", "lasted", "acc/s", "acc/s pre", "sent/s", "refused"
+        "{:<86} {:>7} {:>7} {:>9} {:>9} {:>8} {:>10} {:>9}",
+        "fault", "at s", "lasted", "acc/s", "acc/s pre", "sent/s", "sends back", "refused"
     );
     for f in &r.faults {
         println!(
-            "{:<86} {:>7.1} {:>7.1} {:>9.1} {:>9.1} {:>8.1} {:>9}",
+            "{:<86} {:>7.1} {:>7.1} {:>9.1} {:>9.1} {:>8.1} {:>10} {:>9}",
             f.fault,
             f.at_s,
             f.lasted_s,
             f.accepted_per_s,
             f.accepted_per_s_before,
             f.sent_per_s,
+            f.sent_recovered_after_s
+                .map_or_else(|| "-".to_owned(), |s| format!("+{s:.0} s")),
             f.refused
         );
     }
     println!();
     println!(
-        "accepted {}  terminal {}  LOST {}  (sent {}, dead {}, expired {})  duplicates {} (kills {})",
-        r.accepted, r.terminal, r.lost, r.sent, r.dead, r.expired, r.duplicates, r.kills
+        "accepted {}  terminal {}  LOST {}  (sent {}, dead {}, expired {})",
+        r.accepted, r.terminal, r.lost, r.sent, r.dead, r.expired
+    );
+    println!(
+        "duplicates {} (kills {}, sends in flight at the workers' kills {}; duplicates not in flight at a kill: {})",
+        r.duplicates, r.kills, r.in_flight_at_kills, r.duplicates_unexplained
     );
     println!(
         "refused {}  unanswered {}  skipped {}  accept p50 {:.1} ms  p99 {:.1} ms  settled {:.0} s after the load",

@@ -229,6 +229,20 @@ fn fake_providers(dir: &Path, sink: &HttpSink) -> anyhow::Result<Vec<(String, St
     Ok(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
+/// A fresh random HS256 secret (hex) and the JWT settings that use it: every stack this tool
+/// starts signs its tokens with its own.
+pub(crate) fn dev_signing_key() -> (String, common::auth::JwtConfig) {
+    let secret: String = {
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let jwt = common::auth::JwtConfig {
+        secret: secret.clone().into(),
+        ..Default::default()
+    };
+    (secret, jwt)
+}
+
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let pg = host_port(&args.postgres, 5432);
     anyhow::ensure!(
@@ -271,14 +285,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     let provider_env = fake_providers(&args.dir, &sink)?;
 
-    let secret: String = {
-        let bytes: [u8; 32] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
-    let jwt = common::auth::JwtConfig {
-        secret: secret.clone().into(),
-        ..Default::default()
-    };
+    let (secret, jwt) = crate::launcher::dev_signing_key();
     let port = devkit::free_port;
     let (users_port, notify_port, workers_port, repeater_port) = (port(), port(), port(), port());
     let nginx_bin = if args.no_nginx {

@@ -77,10 +77,9 @@ fn main() -> ExitCode {
         Cmd::Chaos(args) => chaos::run(args).and_then(|report| {
             anyhow::ensure!(
                 report.holds(),
-                "the guarantee does not hold: {} lost, {} duplicates for {} kills",
+                "the guarantee does not hold: {} lost, {} duplicates of sends that were not in flight at a kill",
                 report.lost,
-                report.duplicates,
-                report.kills
+                report.duplicates_unexplained
             );
             Ok(())
         }),

@@ -48,7 +48,9 @@ fn under_load_and_every_fault_nothing_accepted_is_lost() {
     assert!(n("accepted") > 500, "{report}");
     assert_eq!(n("lost"), 0, "{output}");
     assert_eq!(n("terminal"), n("accepted"));
-    assert!(n("duplicates") <= n("kills"), "{output}");
+    // A provider got a delivery twice only where a worker was killed while sending it.
+    assert_eq!(n("duplicates_unexplained"), 0, "{output}");
+    assert!(n("duplicates") <= n("in_flight_at_kills"), "{output}");
     assert_eq!(report["faults"].as_array().unwrap().len(), 11, "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
