@@ -50,6 +50,10 @@ pub struct ChaosArgs {
     /// How long to wait after the load for every accepted notification to be terminal.
     #[arg(long, default_value_t = 600)]
     pub settle_secs: u64,
+    /// Which faults to inject (comma-separated): kills (or kill-<service> for one), broker,
+    /// brokers, postgres, redis, providers, replace — or all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub faults: Vec<String>,
     /// The services' `RUST_LOG`.
     #[arg(long, default_value = "warn,librdkafka=error")]
     pub log_filter: String,
@@ -561,7 +565,7 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
         }
     };
     let load_started = chrono::Utc::now();
-    let faults = tokio::spawn(inject_faults(rig.clone(), duration));
+    let faults = tokio::spawn(inject_faults(rig.clone(), duration, args.faults.clone()));
     eprintln!(
         "chaos: {:.0} notifications/s for {} s, {} % of provider requests failing, faults in turn",
         args.rate, args.duration_secs, args.failure_percent
@@ -797,7 +801,9 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
 async fn inject_faults(
     rig: Arc<tokio::sync::Mutex<Rig>>,
     duration: Duration,
+    faults: Vec<String>,
 ) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    let wants = |name: &str| faults.iter().any(|f| f == name || f == "all");
     let d = duration.as_secs_f64();
     let start = Instant::now();
     let at = |f: f64| start + Duration::from_secs_f64(d * f);
@@ -812,144 +818,163 @@ async fn inject_faults(
     };
 
     for (i, name) in SERVICES.iter().enumerate() {
-        tokio::time::sleep_until(at(0.06 + 0.06 * i as f64)).await;
+        if !wants("kills") && !wants(&format!("kill-{name}")) {
+            continue;
+        }
+        {
+            tokio::time::sleep_until(at(0.06 + 0.06 * i as f64)).await;
+            let began = Instant::now();
+            let mut r = rig.lock().await;
+            r.kill(name).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            r.fleet.start(name)?;
+            r.fleet.ready(name, Duration::from_secs(60)).await?;
+            drop(r);
+            record(
+                format!("SIGKILL {name}, restarted after 2 s"),
+                began,
+                Instant::now(),
+            );
+        }
+    }
+
+    let broker_window = window(0.1, 5.0, 20.0);
+    if wants("broker") {
+        tokio::time::sleep_until(at(0.38)).await;
         let began = Instant::now();
-        let mut r = rig.lock().await;
-        r.kill(name).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        r.fleet.start(name)?;
-        r.fleet.ready(name, Duration::from_secs(60)).await?;
-        drop(r);
+        {
+            // What a real cluster's controller does when a broker dies: its partitions get new
+            // leaders among the in-sync replicas (the mock cluster would keep them leaderless).
+            let r = rig.lock().await;
+            let kafka = r.kafka.as_ref().unwrap();
+            kafka.broker_down(2)?;
+            kafka.move_leaders_off(2, &consumer_groups())?;
+        }
+        tokio::time::sleep(broker_window).await;
+        rig.lock().await.kafka.as_ref().unwrap().broker_up(2)?;
         record(
-            format!("SIGKILL {name}, restarted after 2 s"),
+            format!(
+                "Kafka broker 2 down {:.0} s (its partitions and groups moved to the others)",
+                broker_window.as_secs_f64()
+            ),
             began,
             Instant::now(),
         );
     }
 
-    let broker_window = window(0.1, 5.0, 20.0);
-    tokio::time::sleep_until(at(0.38)).await;
-    let began = Instant::now();
-    {
-        // What a real cluster's controller does when a broker dies: its partitions get new
-        // leaders among the in-sync replicas (the mock cluster would keep them leaderless).
-        let r = rig.lock().await;
-        let kafka = r.kafka.as_ref().unwrap();
-        kafka.broker_down(2)?;
-        kafka.move_leaders_off(2, &consumer_groups())?;
+    if wants("brokers") {
+        tokio::time::sleep_until(at(0.50)).await;
+        let began = Instant::now();
+        for b in 1..=3 {
+            rig.lock().await.kafka.as_ref().unwrap().broker_down(b)?;
+        }
+        tokio::time::sleep(broker_window).await;
+        for b in 1..=3 {
+            rig.lock().await.kafka.as_ref().unwrap().broker_up(b)?;
+        }
+        record(
+            format!(
+                "all Kafka brokers down {:.0} s",
+                broker_window.as_secs_f64()
+            ),
+            began,
+            Instant::now(),
+        );
     }
-    tokio::time::sleep(broker_window).await;
-    rig.lock().await.kafka.as_ref().unwrap().broker_up(2)?;
-    record(
-        format!(
-            "Kafka broker 2 down {:.0} s (its partitions and groups moved to the others)",
-            broker_window.as_secs_f64()
-        ),
-        began,
-        Instant::now(),
-    );
 
-    tokio::time::sleep_until(at(0.50)).await;
-    let began = Instant::now();
-    for b in 1..=3 {
-        rig.lock().await.kafka.as_ref().unwrap().broker_down(b)?;
+    if wants("postgres") {
+        tokio::time::sleep_until(at(0.62)).await;
+        let began = Instant::now();
+        {
+            let mut r = rig.lock().await;
+            let mut pg = r.pg.take().unwrap();
+            pg = tokio::task::spawn_blocking(move || pg.restart().map(|()| pg)).await??;
+            r.pg = Some(pg);
+        }
+        record(
+            "Postgres restarted (immediate shutdown)".into(),
+            began,
+            Instant::now(),
+        );
     }
-    tokio::time::sleep(broker_window).await;
-    for b in 1..=3 {
-        rig.lock().await.kafka.as_ref().unwrap().broker_up(b)?;
-    }
-    record(
-        format!(
-            "all Kafka brokers down {:.0} s",
-            broker_window.as_secs_f64()
-        ),
-        began,
-        Instant::now(),
-    );
 
-    tokio::time::sleep_until(at(0.62)).await;
-    let began = Instant::now();
-    {
-        let mut r = rig.lock().await;
-        let mut pg = r.pg.take().unwrap();
-        pg = tokio::task::spawn_blocking(move || pg.restart().map(|()| pg)).await??;
-        r.pg = Some(pg);
+    if wants("redis") {
+        tokio::time::sleep_until(at(0.70)).await;
+        let began = Instant::now();
+        {
+            let mut r = rig.lock().await;
+            let mut redis = r.redis.take().unwrap();
+            redis = tokio::task::spawn_blocking(move || {
+                redis.stop();
+                std::thread::sleep(Duration::from_secs(1));
+                redis.restart().map(|()| redis)
+            })
+            .await??;
+            r.redis = Some(redis);
+        }
+        record(
+            "Redis SIGKILLed, restarted from its append-only file after 1 s".into(),
+            began,
+            Instant::now(),
+        );
     }
-    record(
-        "Postgres restarted (immediate shutdown)".into(),
-        began,
-        Instant::now(),
-    );
-
-    tokio::time::sleep_until(at(0.70)).await;
-    let began = Instant::now();
-    {
-        let mut r = rig.lock().await;
-        let mut redis = r.redis.take().unwrap();
-        redis = tokio::task::spawn_blocking(move || {
-            redis.stop();
-            std::thread::sleep(Duration::from_secs(1));
-            redis.restart().map(|()| redis)
-        })
-        .await??;
-        r.redis = Some(redis);
-    }
-    record(
-        "Redis SIGKILLed, restarted from its append-only file after 1 s".into(),
-        began,
-        Instant::now(),
-    );
 
     let outage = window(0.15, 5.0, 30.0);
-    tokio::time::sleep_until(at(0.76)).await;
-    let began = Instant::now();
-    {
-        let r = rig.lock().await;
-        r.smtp.set_mode(devkit::smtp::Mode::FailTransient(u32::MAX));
-        r.hooks.outage.store(true, Ordering::Relaxed);
+    if wants("providers") {
+        tokio::time::sleep_until(at(0.76)).await;
+        let began = Instant::now();
+        {
+            let r = rig.lock().await;
+            r.smtp.set_mode(devkit::smtp::Mode::FailTransient(u32::MAX));
+            r.hooks.outage.store(true, Ordering::Relaxed);
+        }
+        tokio::time::sleep(outage).await;
+        {
+            let r = rig.lock().await;
+            r.smtp.set_mode(devkit::smtp::Mode::FailRandomly {
+                percent: r.failure_percent,
+            });
+            r.hooks.outage.store(false, Ordering::Relaxed);
+        }
+        record(
+            format!(
+                "both providers failing everything {:.0} s",
+                outage.as_secs_f64()
+            ),
+            began,
+            Instant::now(),
+        );
     }
-    tokio::time::sleep(outage).await;
-    {
-        let r = rig.lock().await;
-        r.smtp.set_mode(devkit::smtp::Mode::FailRandomly {
-            percent: r.failure_percent,
-        });
-        r.hooks.outage.store(false, Ordering::Relaxed);
-    }
-    record(
-        format!(
-            "both providers failing everything {:.0} s",
-            outage.as_secs_f64()
-        ),
-        began,
-        Instant::now(),
-    );
 
-    tokio::time::sleep_until(at(0.93)).await;
-    let began = Instant::now();
-    {
-        let mut r = rig.lock().await;
-        for name in SERVICES {
-            r.kill(name).await;
+    if wants("replace") {
+        tokio::time::sleep_until(at(0.93)).await;
+        let began = Instant::now();
+        {
+            let mut r = rig.lock().await;
+            for name in SERVICES {
+                r.kill(name).await;
+            }
+            drop(r.kafka.take());
+            let kafka = DevCluster::start(&all_topics(), 3)?;
+            let bootstrap = kafka.bootstrap_servers().to_owned();
+            r.kafka = Some(kafka);
+            r.fleet
+                .set_env("NOTIFY_KAFKA__BOOTSTRAP_SERVERS", &bootstrap);
+            for name in SERVICES {
+                r.fleet.start(name)?;
+            }
+            for name in SERVICES {
+                r.fleet.ready(name, Duration::from_secs(60)).await?;
+            }
         }
-        drop(r.kafka.take());
-        let kafka = DevCluster::start(&all_topics(), 3)?;
-        let bootstrap = kafka.bootstrap_servers().to_owned();
-        r.kafka = Some(kafka);
-        r.fleet
-            .set_env("NOTIFY_KAFKA__BOOTSTRAP_SERVERS", &bootstrap);
-        for name in SERVICES {
-            r.fleet.start(name)?;
-        }
-        for name in SERVICES {
-            r.fleet.ready(name, Duration::from_secs(60)).await?;
-        }
+        record(
+            "Kafka cluster replaced by an empty one (every service killed and restarted on it)"
+                .into(),
+            began,
+            Instant::now(),
+        );
     }
-    record(
-        "Kafka cluster replaced by an empty one (every service killed and restarted on it)".into(),
-        began,
-        Instant::now(),
-    );
+
     Ok(log)
 }
 
