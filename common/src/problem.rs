@@ -199,25 +199,8 @@ impl From<sqlx::Error> for ApiError {
                 )
             }
             // The connection broke (a database restart or failover): nothing to fix in the
-            // request. A write may or may not have been committed, so a retry should carry
-            // the same Idempotency-Key.
-            sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::unavailable(
-                "the connection to the database was lost; retry (a write may have been applied: \
-                 retry with the same Idempotency-Key)",
-            )
-            .with_header(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            ),
-            sqlx::Error::Database(e)
-                if e.code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
-            {
-                Self::unavailable("the database is restarting; retry").with_header(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                )
-            }
+            // request, retry.
+            e if connection_lost(&e) => Self::connection_lost(),
             other => Self::internal(other),
         }
     }
@@ -227,26 +210,43 @@ impl From<anyhow::Error> for ApiError {
     /// Internal, unless the cause is the database connection breaking (then 503, as for a
     /// `sqlx::Error` returned directly).
     fn from(err: anyhow::Error) -> Self {
-        let lost = err.chain().any(|cause| {
-            cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-                matches!(
-                    e,
-                    sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut
-                ) || matches!(e, sqlx::Error::Database(d)
-                        if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
-            })
-        });
-        if lost {
-            return Self::unavailable(
-                "the connection to the database was lost; retry (a write may have been applied: \
-                 retry with the same Idempotency-Key)",
-            )
-            .with_header(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+        match err
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<sqlx::Error>())
+        {
+            Some(sqlx::Error::PoolTimedOut) => {
+                Self::unavailable("the database is busy, retry later")
+            }
+            Some(e) if connection_lost(e) => Self::connection_lost(),
+            _ => Self::internal(err),
         }
-        Self::internal(err)
+    }
+}
+
+/// Whether `e` means the connection to Postgres broke or the server is shutting down or
+/// starting (SQLSTATE classes 57P and 08), rather than anything about the request.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+impl ApiError {
+    /// 503 — the database connection broke. A write may or may not have been committed, so a
+    /// retry should carry the same Idempotency-Key.
+    fn connection_lost() -> Self {
+        Self::unavailable(
+            "the connection to the database was lost; retry (a write may have been applied: \
+             retry with the same Idempotency-Key)",
+        )
+        .with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        )
     }
 }
 
