@@ -57,6 +57,9 @@ const CLAIMED: &str = "sending";
 enum Claim {
     /// This worker sends.
     Won,
+    /// This worker holds the claim, but an earlier attempt of the delivery was sent: report
+    /// that, do not send.
+    SentBefore(Box<StatusEvent>),
     /// Already sent (or failed) by someone: re-report this status.
     Done(Box<StatusEvent>),
     /// Someone is sending it now.
@@ -105,19 +108,6 @@ impl<P: Provider> Dispatcher<P> {
         self.redis_cfg.key(&format!("dispatch:{delivery_id}:sent"))
     }
 
-    /// The status of an earlier attempt of this delivery that was sent, if any; `Err` when
-    /// Redis cannot tell.
-    async fn sent_before(
-        &self,
-        redis: &mut redis::aio::ConnectionManager,
-        msg: &DispatchMessage,
-    ) -> redis::RedisResult<Option<StatusEvent>> {
-        let stored: Option<String> = redis.get(self.sent_key(msg.delivery_id)).await?;
-        Ok(stored
-            .and_then(|s| serde_json::from_str::<StatusEvent>(&s).ok())
-            .filter(|ev| ev.attempt != msg.attempt))
-    }
-
     /// Sends one dispatch (unless it was already handled) and returns its status event,
     /// without publishing it. Tests step a worker with this.
     ///
@@ -143,38 +133,9 @@ impl<P: Provider> Dispatcher<P> {
             tracing::info!(delivery_id = %msg.delivery_id, attempt = msg.attempt, "sent before; re-reporting");
             return Ok(ev);
         }
-        match self.sent_before(&mut redis, msg).await {
-            Ok(None) => {}
-            Ok(Some(first)) => {
-                // Re-driven after its status was lost: the provider has it already.
-                let event = StatusEvent {
-                    attempt: msg.attempt,
-                    at: chrono::Utc::now(),
-                    duration_ms: 0,
-                    retry_after_ms: None,
-                    ..first.clone()
-                };
-                tracing::warn!(
-                    delivery_id = %msg.delivery_id,
-                    attempt = msg.attempt,
-                    sent_by_attempt = first.attempt,
-                    "sent by an earlier attempt; reporting sent without sending again"
-                );
-                self.metrics.resend_avoided(msg.channel);
-                if self.record(&mut redis, &key, &event).await {
-                    return Ok(event);
-                }
-                self.metrics.claim_unavailable(msg.channel);
-                return Err(Deferred::ClaimUnavailable);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "dedupe lookup failed; holding the send until Redis answers");
-                self.metrics.claim_unavailable(msg.channel);
-                return Err(Deferred::ClaimUnavailable);
-            }
-        }
-        match self.claim(&mut redis, &key).await {
-            Claim::Won => {}
+        let sent_before = match self.claim(&mut redis, &key, msg).await {
+            Claim::Won => None,
+            Claim::SentBefore(first) => Some(first),
             Claim::Done(ev) => {
                 tracing::info!(delivery_id = %msg.delivery_id, attempt = msg.attempt, "already handled; re-reporting");
                 return Ok(*ev);
@@ -184,8 +145,39 @@ impl<P: Provider> Dispatcher<P> {
                 self.metrics.claim_unavailable(msg.channel);
                 return Err(Deferred::ClaimUnavailable);
             }
+        };
+        let event = match sent_before {
+            // Re-driven after its status was lost: the provider has it already.
+            Some(first) => {
+                tracing::warn!(
+                    delivery_id = %msg.delivery_id,
+                    attempt = msg.attempt,
+                    sent_by_attempt = first.attempt,
+                    "sent by an earlier attempt; reporting sent without sending again"
+                );
+                self.metrics.resend_avoided(msg.channel);
+                StatusEvent {
+                    attempt: msg.attempt,
+                    at: chrono::Utc::now(),
+                    duration_ms: 0,
+                    retry_after_ms: None,
+                    ..*first
+                }
+            }
+            None => self.send(msg).await,
+        };
+        // The claim becomes the record: a redelivery now re-reports instead of re-sending. If
+        // Redis is gone, this process keeps the outcome until it can write it.
+        if !self.record(&mut redis, &key, &event).await {
+            let mut held = self.unrecorded.lock().expect("unrecorded lock poisoned");
+            held.insert(key, event.clone());
+            self.metrics.unrecorded.set(held.len() as i64);
         }
+        Ok(event)
+    }
 
+    /// Calls the provider (unless the TTL passed) and makes the attempt's status event.
+    async fn send(&self, msg: &DispatchMessage) -> StatusEvent {
         let started = Instant::now();
         let result = if msg.not_after.is_some_and(|t| t < chrono::Utc::now()) {
             crate::provider::ProviderResult::failed(
@@ -217,14 +209,7 @@ impl<P: Provider> Dispatcher<P> {
             "dispatch handled"
         );
         self.metrics.record(&event);
-        // The claim becomes the record: a redelivery now re-reports instead of re-sending. If
-        // Redis is gone, this process keeps the outcome until it can write it.
-        if !self.record(&mut redis, &key, &event).await {
-            let mut held = self.unrecorded.lock().expect("unrecorded lock poisoned");
-            held.insert(key, event.clone());
-            self.metrics.unrecorded.set(held.len() as i64);
-        }
-        Ok(event)
+        event
     }
 
     /// Overwrites the claim with the outcome; false when Redis did not take it.
@@ -262,9 +247,17 @@ impl<P: Provider> Dispatcher<P> {
         }
     }
 
-    /// `SET key sending NX EX claim_ttl`; when taken, what the key holds decides.
-    async fn claim(&self, redis: &mut redis::aio::ConnectionManager, key: &str) -> Claim {
-        let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
+    /// `SET key sending NX EX claim_ttl`, and in the same round trip the delivery's sent
+    /// record; when the claim is taken, what the key holds decides.
+    async fn claim(
+        &self,
+        redis: &mut redis::aio::ConnectionManager,
+        key: &str,
+        msg: &DispatchMessage,
+    ) -> Claim {
+        let claimed: redis::RedisResult<(Option<String>, Option<String>)> = redis::pipe()
+            .get(self.sent_key(msg.delivery_id))
+            .cmd("SET")
             .arg(key)
             .arg(CLAIMED)
             .arg("NX")
@@ -273,8 +266,16 @@ impl<P: Provider> Dispatcher<P> {
             .query_async(redis)
             .await;
         match claimed {
-            Ok(Some(_)) => return Claim::Won,
-            Ok(None) => {}
+            Ok((sent, Some(_))) => {
+                return match sent
+                    .and_then(|s| serde_json::from_str::<StatusEvent>(&s).ok())
+                    .filter(|ev| ev.attempt != msg.attempt)
+                {
+                    Some(first) => Claim::SentBefore(Box::new(first)),
+                    None => Claim::Won,
+                };
+            }
+            Ok((_, None)) => {}
             // Sending without the claim could send twice; the message waits for Redis.
             Err(e) => {
                 tracing::warn!(error = %e, "dedupe claim failed; holding the send until Redis answers");
