@@ -119,6 +119,30 @@ fn secs(d: chrono::TimeDelta) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
 }
 
+/// The delivery's admin view once it has a re-drive (within 30 s).
+async fn wait_redriven(stack: &Stack, admin: &str, delivery: impl std::fmt::Display) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, detail) = stack
+            .call(
+                Method::GET,
+                &format!("/v1/admin/deliveries/{delivery}"),
+                Some(admin),
+                None,
+            )
+            .await
+            .unwrap();
+        if !detail["redrives"].as_array().unwrap().is_empty() {
+            return detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never re-driven: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_twice_then_succeeding_is_sent_on_attempt_3_on_the_schedule() {
     let gateway = MockServer::start().await;
@@ -963,26 +987,7 @@ async fn the_stuck_scan_recovers_what_retention_dropped_and_expires_what_outlive
             .fetch_one(&stack.notify_pool)
             .await
             .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let detail = loop {
-        let (_, detail) = stack
-            .call(
-                Method::GET,
-                &format!("/v1/admin/deliveries/{keep_delivery}"),
-                Some(&admin),
-                None,
-            )
-            .await
-            .unwrap();
-        if !detail["redrives"].as_array().unwrap().is_empty() {
-            break detail;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never re-driven: {detail}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let detail = wait_redriven(&stack, &admin, keep_delivery).await;
     assert_eq!(detail["redrives"][0]["kind"], "lost", "{detail}");
     assert!(
         detail["redrives"][0]["detail"]
@@ -1192,26 +1197,7 @@ async fn a_scheduled_dispatch_lost_after_its_outbox_row_was_purged_is_still_reco
     .await
     .unwrap();
     let admin = stack.token(Role::Admin, "ops-admin");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let detail = loop {
-        let (_, detail) = stack
-            .call(
-                Method::GET,
-                &format!("/v1/admin/deliveries/{delivery}"),
-                Some(&admin),
-                None,
-            )
-            .await
-            .unwrap();
-        if !detail["redrives"].as_array().unwrap().is_empty() {
-            break detail;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never re-driven: {detail}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let detail = wait_redriven(&stack, &admin, delivery).await;
     assert!(
         detail["redrives"][0]["detail"]
             .as_str()

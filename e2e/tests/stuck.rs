@@ -58,24 +58,52 @@ async fn queued_email(pool: &PgPool, to: &str) -> Uuid {
     delivery
 }
 
+/// A migrated notify database of the test's own, and topic names under a fresh prefix.
+struct Setup {
+    prefix: String,
+    topics: Vec<String>,
+    _database: TestDatabase,
+    repeater_cfg: repeater::Config,
+    pool: PgPool,
+}
+
+impl Setup {
+    async fn new(letter: &str) -> Self {
+        common::telemetry::init_for_tests();
+        let id = Uuid::new_v4().simple().to_string();
+        let prefix = format!("{letter}{}.", &id[..8]);
+        let topics = all_topics()
+            .iter()
+            .map(|t| format!("{prefix}{t}"))
+            .collect();
+        let database = TestDatabase::create("notify").await.unwrap();
+        let db = DatabaseConfig::new(database.url().to_owned());
+        let repeater_cfg = repeater::Config {
+            http: http(),
+            database: db.clone(),
+            ..Default::default()
+        };
+        repeater::migrate(&repeater_cfg).await.unwrap();
+        let pool = common::db::connect_lazy(&db).unwrap();
+        Self {
+            prefix,
+            topics,
+            _database: database,
+            repeater_cfg,
+            pool,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_lost_with_a_replaced_cluster_is_redriven_once_and_sent() {
-    common::telemetry::init_for_tests();
-    let id = Uuid::new_v4().simple().to_string();
-    let prefix = format!("s{}.", &id[..8]);
-    let topics: Vec<String> = all_topics()
-        .iter()
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
-    let database = TestDatabase::create("notify").await.unwrap();
-    let db = DatabaseConfig::new(database.url().to_owned());
-    let repeater_cfg = repeater::Config {
-        http: http(),
-        database: db.clone(),
-        ..Default::default()
-    };
-    repeater::migrate(&repeater_cfg).await.unwrap();
-    let pool = common::db::connect_lazy(&db).unwrap();
+    let Setup {
+        prefix,
+        topics,
+        _database,
+        repeater_cfg,
+        pool,
+    } = Setup::new("s").await;
     let delivery = queued_email(&pool, "replaced@example.test").await;
 
     // Cluster A takes the dispatch message; no worker ever reads it.
@@ -287,22 +315,13 @@ const BACKLOG: i64 = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_clusters_ten_thousand_backlog_is_redriven_in_one_go() {
-    common::telemetry::init_for_tests();
-    let id = Uuid::new_v4().simple().to_string();
-    let prefix = format!("b{}.", &id[..8]);
-    let topics: Vec<String> = all_topics()
-        .iter()
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
-    let database = TestDatabase::create("notify").await.unwrap();
-    let db = DatabaseConfig::new(database.url().to_owned());
-    let repeater_cfg = repeater::Config {
-        http: http(),
-        database: db.clone(),
-        ..Default::default()
-    };
-    repeater::migrate(&repeater_cfg).await.unwrap();
-    let pool = common::db::connect_lazy(&db).unwrap();
+    let Setup {
+        prefix,
+        topics,
+        _database,
+        repeater_cfg,
+        pool,
+    } = Setup::new("b").await;
     // 10,000 queued emails with their attempt-1 dispatch in the outbox (one statement each).
     let mut tx = pool.begin().await.unwrap();
     let notification = Uuid::now_v7();
