@@ -16,6 +16,21 @@ use crate::{
     outbox::{self, OutboxMessage},
 };
 
+/// The outbox row that carries a dispatch message: its lane's topic, keyed by `key`, with the
+/// delivery and attempt in headers, urgent-lane rows published ahead of bulk ones. Every
+/// writer of a dispatch (intake, retries, re-drives) builds it here.
+pub fn dispatch_row(
+    msg: &DispatchMessage,
+    key: impl Into<String>,
+) -> anyhow::Result<OutboxMessage> {
+    Ok(
+        OutboxMessage::new(dispatch_topic(msg.channel, msg.lane), key, msg)?
+            .header("delivery-id", msg.delivery_id)
+            .header("attempt", msg.attempt)
+            .urgent(msg.lane == Lane::Urgent),
+    )
+}
+
 /// Statuses after which only a re-drive changes a delivery.
 pub const TERMINAL: [&str; 5] = ["sent", "dead", "suppressed", "cancelled", "expired"];
 
@@ -137,10 +152,7 @@ impl LockedDelivery {
         at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<()> {
         let msg = self.dispatch(attempt)?;
-        let out = OutboxMessage::new(dispatch_topic(msg.channel, msg.lane), self.key(), &msg)?
-            .header("delivery-id", self.id)
-            .header("attempt", attempt)
-            .available_at(at);
+        let out = dispatch_row(&msg, self.key())?.available_at(at);
         outbox::enqueue(conn, &[out]).await?;
         Ok(())
     }
@@ -256,11 +268,8 @@ pub async fn redrive_many(
     let mut messages = Vec::with_capacity(batch.len());
     for ((d, _), attempt) in batch.iter().zip(&to) {
         let msg = d.dispatch(*attempt as u32)?;
-        messages.push(
-            OutboxMessage::new(dispatch_topic(msg.channel, msg.lane), d.key(), &msg)?
-                .header("delivery-id", d.id)
-                .header("attempt", attempt),
-        );
+        debug_assert_eq!(msg.attempt, *attempt as u32);
+        messages.push(dispatch_row(&msg, d.key())?);
     }
     outbox::enqueue(conn, &messages).await?;
     Ok(batch.len())

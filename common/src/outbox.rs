@@ -2,7 +2,8 @@
 //!
 //! A service writes its state change and the message that announces it in **one**
 //! transaction ([`enqueue`]); nothing is ever published for a transaction that rolled back.
-//! The [`Relay`] takes due rows in `FOR UPDATE SKIP LOCKED` batches, hands the whole batch to
+//! The [`Relay`] takes due rows in `FOR UPDATE SKIP LOCKED` batches, urgent rows first
+//! ([`OutboxMessage::urgent`]: a bulk backlog never delays the urgent lane here), hands the whole batch to
 //! the idempotent producer, awaits the broker's acknowledgements and only then marks the rows
 //! published, in the same transaction that locked them. A crash anywhere leaves unmarked rows
 //! that the next batch publishes again (at-least-once; consumers are idempotent).
@@ -57,7 +58,14 @@ pub struct OutboxMessage {
     pub headers: BTreeMap<String, String>,
     /// Not published before this time (scheduled sends, retries). `None` = now.
     pub available_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// [`URGENT`] rows are published before every [`NORMAL`] one that is due.
+    pub priority: i16,
 }
+
+/// The relay publishes due rows by (priority, id): these first …
+pub const URGENT: i16 = 0;
+/// … then these (the default).
+pub const NORMAL: i16 = 1;
 
 impl OutboxMessage {
     /// A message carrying the current request's id and trace context.
@@ -72,7 +80,14 @@ impl OutboxMessage {
             payload: serde_json::to_value(payload)?,
             headers: RequestContext::current_or_new().to_headers(),
             available_at: None,
+            priority: NORMAL,
         })
+    }
+
+    /// Published ahead of every normal row (the urgent lane's dispatches).
+    pub fn urgent(mut self, urgent: bool) -> Self {
+        self.priority = if urgent { URGENT } else { NORMAL };
+        self
     }
 
     pub fn header(mut self, key: &str, value: impl ToString) -> Self {
@@ -96,23 +111,27 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sql
     let mut payloads = Vec::with_capacity(messages.len());
     let mut headers = Vec::with_capacity(messages.len());
     let mut available = Vec::with_capacity(messages.len());
+    let mut priorities = Vec::with_capacity(messages.len());
     for m in messages {
         topics.push(m.topic.as_str());
         keys.push(m.key.as_str());
         payloads.push(&m.payload);
         headers.push(serde_json::to_value(&m.headers).unwrap_or_default());
         available.push(m.available_at);
+        priorities.push(m.priority);
     }
     sqlx::query(
-        "INSERT INTO outbox (topic, key, payload, headers, available_at)
-         SELECT t, k, p, h, COALESCE(a, now())
-         FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::timestamptz[]) AS u(t, k, p, h, a)",
+        "INSERT INTO outbox (topic, key, payload, headers, available_at, priority)
+         SELECT t, k, p, h, COALESCE(a, now()), pr
+         FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::timestamptz[], $6::int2[])
+              AS u(t, k, p, h, a, pr)",
     )
     .bind(&topics)
     .bind(&keys)
     .bind(&payloads)
     .bind(&headers)
     .bind(&available)
+    .bind(&priorities)
     .execute(conn)
     .await?;
     Ok(())
@@ -288,7 +307,7 @@ impl Relay {
             "SELECT id, topic, key, payload::text AS payload, headers, attempts
              FROM outbox
              WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()
-             ORDER BY id
+             ORDER BY priority, id
              LIMIT $1
              FOR UPDATE SKIP LOCKED",
         )

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use common::{
-    events::{Content, DispatchMessage, RecipientRef, SCHEMA, dispatch_topic},
-    outbox::{self, OutboxMessage},
+    events::{Content, DispatchMessage, RecipientRef, SCHEMA},
+    outbox,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -159,12 +159,7 @@ pub async fn insert_deliveries(
                 .map(|u| u.to_string())
                 .or_else(|| d.address.clone())
                 .unwrap_or_default();
-            Ok(
-                OutboxMessage::new(dispatch_topic(d.channel, d.lane), key, &n.dispatch(d))?
-                    .header("delivery-id", d.id)
-                    .header("attempt", 1)
-                    .available_at(d.available_at),
-            )
+            Ok(common::delivery::dispatch_row(&n.dispatch(d), key)?.available_at(d.available_at))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     outbox::enqueue(conn, &messages).await?;

@@ -32,18 +32,19 @@ pub struct HttpSink {
 }
 
 struct Sink {
-    dir: PathBuf,
+    /// `None`: answer without recording (benchmarks).
+    dir: Option<PathBuf>,
     seq: AtomicU64,
 }
 
 impl HttpSink {
-    /// Starts on `127.0.0.1:port` (0 = any free port), recording into `dir`.
-    pub fn start(port: u16, dir: &Path) -> anyhow::Result<Self> {
+    /// Starts on `127.0.0.1:port` (0 = any free port), recording into `dir` when given.
+    pub fn start(port: u16, dir: Option<&Path>) -> anyhow::Result<Self> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let sink = Arc::new(Sink {
-            dir: dir.to_owned(),
+            dir: dir.map(Path::to_owned),
             seq: AtomicU64::new(0),
         });
         std::thread::Builder::new()
@@ -136,7 +137,8 @@ impl Sink {
         headers: &HeaderMap,
         body: &[u8],
     ) {
-        let dir = self.dir.join(channel);
+        let Some(dir) = &self.dir else { return };
+        let dir = dir.join(channel);
         let headers: serde_json::Map<String, serde_json::Value> = headers
             .iter()
             .map(|(k, v)| {

@@ -46,6 +46,25 @@ pub struct UpArgs {
     /// Prepended to the database names (`users`, `notify`), so a test can run its own stack.
     #[arg(long, default_value = "")]
     pub db_prefix: String,
+    /// Turn the bff's per-principal rate limits off (benchmarks choose their own rate).
+    #[arg(long)]
+    pub no_rate_limits: bool,
+    /// The sinks answer without writing each message to `<dir>/mail` and `<dir>/sinks`.
+    #[arg(long)]
+    pub no_recording: bool,
+}
+
+impl UpArgs {
+    /// The defaults `notifyctl up` runs with, as a starting point for other commands.
+    pub fn defaults() -> Self {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: UpArgs,
+        }
+        Wrap::parse_from(["notifyctl"]).args
+    }
 }
 
 /// Every child process; all are stopped when this is dropped.
@@ -243,7 +262,113 @@ pub(crate) fn dev_signing_key() -> (String, common::auth::JwtConfig) {
     (secret, jwt)
 }
 
+/// A stack [`start`]ed in this process; everything stops when it is dropped.
+pub struct Running {
+    pub stack: StackFile,
+    pub stack_path: PathBuf,
+    pub logs: PathBuf,
+    pub nginx: bool,
+    pub bff_count: usize,
+    // Dropped in this order: nginx, the services, then what they depend on.
+    nginx_proc: Option<Nginx>,
+    children: Children,
+    _cluster: DevCluster,
+    _smtp: SmtpSink,
+}
+
+impl Running {
+    /// The name of a child that exited, if one did.
+    pub fn exited(&mut self) -> Option<String> {
+        self.children.exited()
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL after 15 s) and removes the stack file.
+    pub fn stop(mut self) {
+        self.nginx_proc.take();
+        self.children.stop_all();
+        let _ = std::fs::remove_file(&self.stack_path);
+    }
+}
+
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut running = start(&args)?;
+    let url = running.stack.url.clone();
+    let stack = &running.stack;
+    let (stack_path, mail, logs) = (
+        running.stack_path.clone(),
+        args.dir.join("mail"),
+        running.logs.clone(),
+    );
+    let user_id = stack.user_id.clone();
+
+    println!();
+    println!(
+        "notify is up: {url}   ({} bff behind {})",
+        running.bff_count,
+        if running.nginx {
+            "nginx"
+        } else {
+            "no load balancer"
+        }
+    );
+    println!();
+    println!(
+        "user token    (demo user {user_id}, demo@example.com):\n  {}",
+        stack.tokens.user
+    );
+    println!(
+        "service token (sub demo-service):\n  {}",
+        stack.tokens.service
+    );
+    println!("admin token   (sub admin):\n  {}", stack.tokens.admin);
+    println!();
+    println!("try it:");
+    println!(
+        "  curl -s -X POST {url}/v1/notifications -H \"Authorization: Bearer $(jq -r .tokens.service {})\" \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"recipients\":[{{\"user_id\":\"{user_id}\"}}],\"category\":\"welcome\",\"content\":{{\"subject\":\"Hi\",\"text\":\"Hello!\"}}}}'",
+        stack_path.display()
+    );
+    println!();
+    println!(
+        "written to {}; mail lands in {}/; logs in {}/. Ctrl-C stops everything.",
+        stack_path.display(),
+        mail.display(),
+        logs.display()
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exited = rt.block_on(async {
+        loop {
+            tokio::select! {
+                _ = wait_for_signal() => return None,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if let Some(name) = running.exited() {
+                        return Some(name);
+                    }
+                }
+            }
+        }
+    });
+    if let Some(name) = &exited {
+        eprintln!(
+            "{name} exited unexpectedly (see {}/{name}.log); stopping everything",
+            logs.display()
+        );
+    }
+    eprintln!("stopping …");
+    running.stop();
+    eprintln!("stopped.");
+    if exited.is_some() {
+        anyhow::bail!("a service failed")
+    } else {
+        Ok(())
+    }
+}
+
+/// Starts the whole stack as [`up`] describes and returns once it answers, with its stack
+/// file written.
+pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
     let pg = host_port(&args.postgres, 5432);
     anyhow::ensure!(
         reachable(&pg),
@@ -270,11 +395,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
 
     eprintln!("starting embedded Kafka (3 brokers) …");
     let cluster = DevCluster::start(&all_topics(), 3)?;
-    let smtp = SmtpSink::start(args.smtp_port, Some(mail.clone()))
-        .or_else(|_| SmtpSink::start(0, Some(mail.clone())))
+    let mail_dir = (!args.no_recording).then(|| mail.clone());
+    let smtp = SmtpSink::start(args.smtp_port, mail_dir.clone())
+        .or_else(|_| SmtpSink::start(0, mail_dir))
         .context("starting the SMTP catcher")?;
     let sinks = args.dir.join("sinks");
-    let sink = HttpSink::start(0, &sinks).context("starting the HTTP provider sink")?;
+    let sink = HttpSink::start(0, (!args.no_recording).then_some(sinks.as_path()))
+        .context("starting the HTTP provider sink")?;
     eprintln!(
         "kafka: {}  smtp catcher: {} → {}/  http providers: {} → {}/<channel>/",
         cluster.bootstrap_servers(),
@@ -396,20 +523,21 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         with(&[listen(repeater_port), notify_db.clone()]),
     )?;
     for (i, p) in bff_ports.iter().enumerate() {
-        start(
-            &format!("bff-{}", i + 1),
-            with(&[
-                listen(*p),
-                (
-                    "NOTIFY_UPSTREAMS__USERS_URL",
-                    format!("http://127.0.0.1:{users_port}"),
-                ),
-                (
-                    "NOTIFY_UPSTREAMS__NOTIFICATIONS_URL",
-                    format!("http://127.0.0.1:{notify_port}"),
-                ),
-            ]),
-        )?;
+        let mut env = with(&[
+            listen(*p),
+            (
+                "NOTIFY_UPSTREAMS__USERS_URL",
+                format!("http://127.0.0.1:{users_port}"),
+            ),
+            (
+                "NOTIFY_UPSTREAMS__NOTIFICATIONS_URL",
+                format!("http://127.0.0.1:{notify_port}"),
+            ),
+        ]);
+        if args.no_rate_limits {
+            env.push(("NOTIFY_RATE_LIMITS__ENABLED".into(), "false".into()));
+        }
+        start(&format!("bff-{}", i + 1), env)?;
     }
 
     let public = SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -496,71 +624,19 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         mail_dir: mail.display().to_string(),
         sinks_dir: sinks.display().to_string(),
         webhook_sink: format!("{}/hook", sink.url("webhook")),
+        notify_database_url: notify_db.1.clone(),
     };
     let stack_path = args.dir.join("stack.json");
     std::fs::write(&stack_path, serde_json::to_string_pretty(&stack)?)?;
-
-    println!();
-    println!(
-        "notify is up: {url}   ({} bff behind {})",
-        bff_ports.len(),
-        if nginx.is_some() {
-            "nginx"
-        } else {
-            "no load balancer"
-        }
-    );
-    println!();
-    println!(
-        "user token    (demo user {user_id}, demo@example.com):\n  {}",
-        stack.tokens.user
-    );
-    println!(
-        "service token (sub demo-service):\n  {}",
-        stack.tokens.service
-    );
-    println!("admin token   (sub admin):\n  {}", stack.tokens.admin);
-    println!();
-    println!("try it:");
-    println!(
-        "  curl -s -X POST {url}/v1/notifications -H \"Authorization: Bearer $(jq -r .tokens.service {})\" \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"recipients\":[{{\"user_id\":\"{user_id}\"}}],\"category\":\"welcome\",\"content\":{{\"subject\":\"Hi\",\"text\":\"Hello!\"}}}}'",
-        stack_path.display()
-    );
-    println!();
-    println!(
-        "written to {}; mail lands in {}/; logs in {}/. Ctrl-C stops everything.",
-        stack_path.display(),
-        mail.display(),
-        logs.display()
-    );
-
-    let exited = rt.block_on(async {
-        loop {
-            tokio::select! {
-                _ = wait_for_signal() => return None,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                    if let Some(name) = children.exited() {
-                        return Some(name);
-                    }
-                }
-            }
-        }
-    });
-    if let Some(name) = &exited {
-        eprintln!(
-            "{name} exited unexpectedly (see {}/{name}.log); stopping everything",
-            logs.display()
-        );
-    }
-    eprintln!("stopping …");
-    drop(nginx);
-    children.stop_all();
-    drop(cluster);
-    let _ = std::fs::remove_file(&stack_path);
-    eprintln!("stopped.");
-    if exited.is_some() {
-        anyhow::bail!("a service failed")
-    } else {
-        Ok(())
-    }
+    Ok(Running {
+        stack,
+        stack_path,
+        logs,
+        nginx: nginx.is_some(),
+        bff_count: bff_ports.len(),
+        nginx_proc: nginx,
+        children,
+        _cluster: cluster,
+        _smtp: smtp,
+    })
 }

@@ -8,10 +8,18 @@
 //! * `notifyctl chaos` — the delivery guarantee under load and injected faults ([`chaos`],
 //!   driven by the open-loop load generator [`load`]).
 //! * `notifyctl bench-outbox` — the relay and its purge at a sustained rate ([`bench_outbox`]).
+//! * `notifyctl load` — one load scenario against a running stack, accounted from the
+//!   platform's records, with an HTML report ([`scenario`], [`report`], [`procs`]).
+//! * `notifyctl bench` — pgbench's baseline, then the standard scenarios against a fresh
+//!   release stack ([`bench`]).
 
+pub mod bench;
 pub mod bench_outbox;
 pub mod chaos;
 pub mod launcher;
 pub mod load;
+pub mod procs;
+pub mod report;
+pub mod scenario;
 pub mod smoke;
 pub mod stack;

@@ -3,7 +3,8 @@
 //! neither delays the next request nor hides its own queueing (no coordinated omission).
 //! Results are kept per second of the run and in an HdrHistogram of latencies.
 //!
-//! `notifyctl chaos` drives its traffic with this; it is the first piece of the load tool.
+//! `notifyctl load` (its scenarios: [`crate::bench`]) and `notifyctl chaos` drive their traffic
+//! with this.
 
 use std::{
     future::Future,
@@ -46,6 +47,9 @@ pub struct Second {
     pub skipped: u64,
     /// Slowest accepted request due in this second, in milliseconds.
     pub max_ms: f64,
+    /// Median and 99th percentile of the accepted requests due in this second, ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// What the run did.
@@ -73,6 +77,12 @@ struct State {
     accepted: Vec<(String, usize)>,
     seconds: Vec<Second>,
     latency: Histogram<u64>,
+    /// Latencies of each second's accepted requests, microseconds.
+    per_second: Vec<Histogram<u64>>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
 }
 
 impl State {
@@ -81,6 +91,26 @@ impl State {
             self.seconds.resize(s + 1, Second::default());
         }
         &mut self.seconds[s]
+    }
+
+    fn record(&mut self, s: usize, us: u64) {
+        let _ = self.latency.record(us);
+        while self.per_second.len() <= s {
+            self.per_second.push(histogram());
+        }
+        let _ = self.per_second[s].record(us);
+    }
+
+    /// The seconds with their percentiles filled in.
+    fn finished_seconds(&self) -> Vec<Second> {
+        let mut seconds = self.seconds.clone();
+        for (s, h) in seconds.iter_mut().zip(&self.per_second) {
+            if !h.is_empty() {
+                s.p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
+                s.p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
+            }
+        }
+        seconds
     }
 }
 
@@ -95,7 +125,8 @@ where
     let state = Arc::new(Mutex::new(State {
         accepted: Vec::new(),
         seconds: Vec::new(),
-        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+        latency: histogram(),
+        per_second: Vec::new(),
     }));
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
     let interval = Duration::from_secs_f64(1.0 / plan.rate.max(0.001));
@@ -125,7 +156,7 @@ where
                     match outcome {
                         Outcome::Accepted(id) => {
                             let us = (took.as_micros() as u64).clamp(1, 3_600_000_000);
-                            let _ = st.latency.record(us);
+                            st.record(second, us);
                             st.accepted.push((id, second));
                             let s = st.second(second);
                             s.accepted += 1;
@@ -150,7 +181,7 @@ where
     let total = |f: fn(&Second) -> u64| st.seconds.iter().map(f).sum();
     Report {
         accepted: st.accepted.clone(),
-        seconds: st.seconds.clone(),
+        seconds: st.finished_seconds(),
         latency: st.latency.clone(),
         refused: total(|s| s.refused),
         failed: total(|s| s.failed),

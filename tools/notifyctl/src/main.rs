@@ -2,7 +2,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use common::auth::Role;
-use notifyctl::{bench_outbox, chaos, launcher, smoke, stack::StackFile};
+use notifyctl::{bench, bench_outbox, chaos, launcher, scenario, smoke, stack::StackFile};
 
 #[derive(Parser)]
 #[command(about = "Run and poke the notification platform on one machine")]
@@ -41,6 +41,18 @@ enum Cmd {
     /// Commit outbox rows at a steady rate through the real relay and purge (its own database
     /// and Kafka); exits 1 if the outbox did not stay bounded.
     BenchOutbox(bench_outbox::BenchOutboxArgs),
+    /// One load scenario against the running stack (`make up`): open-loop requests, then the
+    /// accounting from the platform's records; writes JSON and an HTML report. Exits 1 if
+    /// anything accepted was lost.
+    Load(scenario::LoadArgs),
+    /// pgbench's baseline, then the standard scenarios against a fresh release stack of its
+    /// own; writes every result and report.html. Exits 1 if anything accepted was lost.
+    Bench(bench::BenchArgs),
+    /// Rebuild report.html from the results in a directory.
+    Report {
+        #[arg(default_value = ".dev/load")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -93,6 +105,22 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Cmd::Load(args) => scenario::run(args.clone()).and_then(|r| {
+            print!("{}", scenario::summary(&r));
+            println!("report: {}", args.out.join("report.html").display());
+            anyhow::ensure!(
+                r.deliveries.lost == 0,
+                "{} deliveries lost",
+                r.deliveries.lost
+            );
+            Ok(())
+        }),
+        Cmd::Bench(args) => bench::run(args).and_then(|results| {
+            let lost: u64 = results.iter().map(|r| r.deliveries.lost).sum();
+            anyhow::ensure!(lost == 0, "{lost} deliveries lost");
+            Ok(())
+        }),
+        Cmd::Report { dir } => notifyctl::report::write_dir(&dir),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

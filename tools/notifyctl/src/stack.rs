@@ -41,6 +41,9 @@ pub struct StackFile {
     /// The sink's webhook endpoint: a webhook recipient pointed here is recorded too.
     #[serde(default)]
     pub webhook_sink: String,
+    /// The notify database (`notifyctl load` reads its accounting there).
+    #[serde(default)]
+    pub notify_database_url: String,
 }
 
 impl StackFile {

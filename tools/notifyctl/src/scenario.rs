@@ -1,0 +1,817 @@
+//! `notifyctl load`: load scenarios against a running stack, with the accounting read from
+//! the platform's own records.
+//!
+//! Each scenario drives open-loop load ([`crate::load`]) through the public URL with the
+//! stack's service token, samples every process's CPU and RSS and the backlogs (unpublished
+//! outbox rows, open deliveries) once a second, then waits until every delivery of every
+//! accepted notification is terminal and accounts: **lost = expected − terminal** (a delivery
+//! that never reached a terminal status, or was never planned), accept → `sent` latency
+//! (`deliveries.sent_at − created_at`, the same figures `GET /v1/admin/stats` reports),
+//! deliveries sent per second. The result is written as JSON next to the others of the same
+//! directory, and `report.html` is rebuilt from all of them ([`crate::report`]).
+//!
+//! Scenarios:
+//! * `intake` — accept only (what callers see), with the pipeline running or, with
+//!   `--pause-workers`, the workers stopped (SIGSTOP) for the length of the load;
+//! * `e2e` — one recipient per request on `--channel` (email to the SMTP catcher, webhook / sms
+//!   / push to the provider sink), measured to `sent`;
+//! * `fanout` — `--recipients` (1,000) per request;
+//! * `urgent-under-bulk` — a backlog of `--backlog` bulk deliveries accepted as fast as the
+//!   stack takes them, then urgent (`priority: high`) notifications at `--rate`, measuring
+//!   their accept → sent latency while the backlog drains.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    load::{self, Outcome, Plan},
+    procs::{self, ProcessSeries, Target},
+    stack::StackFile,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    Intake,
+    E2e,
+    Fanout,
+    UrgentUnderBulk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadChannel {
+    Email,
+    Webhook,
+    Sms,
+    Push,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    #[arg(long, value_enum, default_value = "e2e")]
+    pub scenario: Scenario,
+    #[arg(long, value_enum, default_value = "webhook")]
+    pub channel: LoadChannel,
+    /// Requests started per second (open loop).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 30)]
+    pub duration_secs: u64,
+    /// Recipients per request (default: 1, or 1,000 for `fanout` and the backlog of
+    /// `urgent-under-bulk`).
+    #[arg(long)]
+    pub recipients: Option<usize>,
+    /// `urgent-under-bulk`: bulk deliveries accepted before the urgent ones start.
+    #[arg(long, default_value_t = 100_000)]
+    pub backlog: u64,
+    /// `intake`: stop the workers (SIGSTOP) while the load runs; they resume before the
+    /// accounting.
+    #[arg(long)]
+    pub pause_workers: bool,
+    /// How long to wait after the load for every delivery to be terminal.
+    #[arg(long, default_value_t = 300)]
+    pub settle_secs: u64,
+    /// At most this many requests in flight (more are counted as skipped).
+    #[arg(long, default_value_t = 2_000)]
+    pub max_in_flight: usize,
+    /// The result's name (its file is `<out>/<name>.json`); default `<scenario>-<channel>`.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = ".dev/stack.json")]
+    pub stack: PathBuf,
+    /// Where results and `report.html` go.
+    #[arg(long, default_value = ".dev/load")]
+    pub out: PathBuf,
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The deliveries of the accepted notifications, as the platform recorded them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Accounting {
+    /// Recipients × accepted requests.
+    pub expected: u64,
+    /// In a terminal status (sent, dead, suppressed, cancelled, expired).
+    pub terminal: u64,
+    pub by_status: BTreeMap<String, u64>,
+    /// expected − terminal: planned but never terminal, or never planned at all.
+    pub lost: u64,
+    /// Of the lost: a row exists but is still open / no row at all.
+    pub open: u64,
+    pub missing: u64,
+    /// Notifications with a lost delivery (at most 100).
+    pub lost_notifications: Vec<String>,
+    /// Seconds from the end of the load until everything was terminal (`None`: it was not).
+    pub settled_after_s: Option<f64>,
+}
+
+/// One scenario's result (`<out>/<name>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub scenario: Scenario,
+    pub channel: LoadChannel,
+    /// Requests per second asked for.
+    pub rate: f64,
+    pub duration_s: u64,
+    pub recipients_per_request: usize,
+    pub pause_workers: bool,
+    /// Unix time the load started.
+    pub started_at: f64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub unanswered: u64,
+    pub skipped: u64,
+    /// Accepted requests per second of the load, and their accept latency.
+    pub accepted_per_s: f64,
+    pub accept_ms: Percentiles,
+    pub accepted_by_second: Vec<u64>,
+    pub accept_p50_by_second: Vec<f64>,
+    pub accept_p99_by_second: Vec<f64>,
+    pub deliveries: Accounting,
+    /// Deliveries sent per second: over the load, and from the first accept to the last send.
+    pub sent_per_s_during_load: f64,
+    pub sent_per_s_overall: f64,
+    /// Per second since the load started, by `sent_at`.
+    pub sent_by_second: Vec<u64>,
+    /// Accept → sent of the measured deliveries (the urgent ones in `urgent-under-bulk`).
+    pub accept_to_sent_ms: Percentiles,
+    /// (quantile, ms) points of the accept → sent distribution.
+    pub accept_to_sent_cdf: Vec<(f64, f64)>,
+    /// Accept → sent p99 of the deliveries accepted in each second.
+    pub accept_to_sent_p99_by_second: Vec<f64>,
+    /// `urgent-under-bulk`: the backlog.
+    pub backlog: Option<Backlog>,
+    /// Once a second: unpublished outbox rows, open (not terminal) deliveries.
+    pub outbox_unpublished_by_second: Vec<i64>,
+    pub open_deliveries_by_second: Vec<i64>,
+    pub processes: BTreeMap<String, ProcessSeries>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Backlog {
+    pub deliveries: u64,
+    /// Seconds to get the backlog accepted.
+    pub accepted_in_s: f64,
+    /// The slowest 1,000-recipient request of the backlog, ms.
+    pub max_request_ms: f64,
+    /// Seconds from the first backlog request until its last delivery was sent.
+    pub drained_in_s: Option<f64>,
+    pub accept_to_sent_ms: Percentiles,
+}
+
+const TERMINAL: [&str; 5] = ["sent", "dead", "suppressed", "cancelled", "expired"];
+
+impl LoadArgs {
+    fn recipients(&self) -> usize {
+        self.recipients.unwrap_or(match self.scenario {
+            Scenario::Fanout => 1_000,
+            _ => 1,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let s = serde_json::to_value(self.scenario).unwrap_or_default();
+            let c = serde_json::to_value(self.channel).unwrap_or_default();
+            format!(
+                "{}-{}",
+                s.as_str().unwrap_or("load"),
+                c.as_str().unwrap_or("any")
+            )
+        })
+    }
+}
+
+/// A recipient on `channel` that the stack's providers accept at once.
+fn recipient(channel: LoadChannel, stack: &StackFile, n: u64) -> serde_json::Value {
+    match channel {
+        LoadChannel::Email => serde_json::json!({ "email": format!("load{n}@bench.test") }),
+        LoadChannel::Webhook => serde_json::json!({ "webhook": { "url": stack.webhook_sink } }),
+        LoadChannel::Sms => serde_json::json!({ "phone": format!("+1555{:07}", n % 10_000_000) }),
+        LoadChannel::Push => {
+            serde_json::json!({ "device": { "platform": "fcm", "token": format!("bench-token-{n}") } })
+        }
+    }
+}
+
+fn body(
+    channel: LoadChannel,
+    stack: &StackFile,
+    n: u64,
+    recipients: usize,
+    priority: &str,
+) -> serde_json::Value {
+    let first = n * recipients as u64;
+    let recipients: Vec<_> = (0..recipients as u64)
+        .map(|i| recipient(channel, stack, first + i))
+        .collect();
+    serde_json::json!({
+        "recipients": recipients,
+        "category": "bench",
+        "priority": priority,
+        "content": { "subject": "Your order has shipped", "text": format!("Order {n} is on its way.") }
+    })
+}
+
+/// Posts one notification; the outcome the load generator counts.
+async fn post(http: &reqwest::Client, url: &str, token: &str, body: serde_json::Value) -> Outcome {
+    match http.post(url).bearer_auth(token).json(&body).send().await {
+        Ok(r) if r.status().as_u16() == 202 => match r.json::<serde_json::Value>().await {
+            Ok(v) => Outcome::Accepted(v["id"].as_str().unwrap_or_default().to_owned()),
+            Err(_) => Outcome::Failed,
+        },
+        Ok(r) => Outcome::Refused(r.status().as_u16()),
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// Processes to sample: everything in the stack file, the launcher (embedded Kafka and the
+/// sinks), and every Postgres process.
+fn targets(stack: &StackFile) -> Vec<(String, Target)> {
+    let mut t: Vec<(String, Target)> = stack
+        .processes
+        .iter()
+        .map(|(n, p)| (n.clone(), Target::Pid(*p)))
+        .collect();
+    t.push(("postgres".into(), Target::Comm("postgres".into())));
+    t.push(("notifyctl load".into(), Target::Pid(std::process::id())));
+    t
+}
+
+/// Unpublished outbox rows and open deliveries, once a second until `stop`.
+async fn sample_backlogs(pool: PgPool, stop: CancellationToken) -> (Vec<i64>, Vec<i64>) {
+    let (mut outbox, mut open) = (Vec::new(), Vec::new());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return (outbox, open),
+            _ = tick.tick() => {}
+        }
+        let row: Result<(i64, i64), _> = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL AND failed_at IS NULL),
+                    (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'queued', 'sending', 'retrying'))",
+        )
+        .fetch_one(&pool)
+        .await;
+        let (o, d) = row.unwrap_or((-1, -1));
+        outbox.push(o);
+        open.push(d);
+    }
+}
+
+/// Sends SIG`name` to `pid` (the workers named in the stack file).
+fn signal(pid: u32, name: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Accepted notifications to account for: id → recipients.
+#[derive(Default)]
+struct Ledger {
+    expected: HashMap<Uuid, u64>,
+}
+
+impl Ledger {
+    fn add(&mut self, ids: impl IntoIterator<Item = String>, recipients: u64) {
+        for id in ids {
+            if let Ok(id) = id.parse() {
+                self.expected.insert(id, recipients);
+            }
+        }
+    }
+
+    fn expected(&self) -> u64 {
+        self.expected.values().sum()
+    }
+}
+
+const CHUNK: usize = 5_000;
+
+/// Waits until every delivery in `ledger` is terminal or `timeout` passes; returns the
+/// notifications still open.
+async fn wait_terminal(
+    pool: &PgPool,
+    ledger: &Ledger,
+    timeout: Duration,
+    quiet: bool,
+) -> anyhow::Result<(Vec<Uuid>, Option<f64>)> {
+    let start = Instant::now();
+    let mut open: Vec<Uuid> = ledger.expected.keys().copied().collect();
+    loop {
+        let mut still = Vec::new();
+        for chunk in open.chunks(CHUNK) {
+            let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+                "SELECT notification_id, count(*) FILTER (WHERE status = ANY($2))
+                 FROM deliveries WHERE notification_id = ANY($1) GROUP BY notification_id",
+            )
+            .bind(chunk)
+            .bind(&TERMINAL[..])
+            .fetch_all(pool)
+            .await?;
+            let done: HashMap<Uuid, i64> = rows.into_iter().collect();
+            still.extend(
+                chunk
+                    .iter()
+                    .filter(|id| done.get(id).copied().unwrap_or(0) < ledger.expected[id] as i64),
+            );
+        }
+        open = still;
+        if !quiet {
+            eprint!(
+                "\r  settling: {} notifications not terminal yet, {:>4.0} s   ",
+                open.len(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        if open.is_empty() {
+            if !quiet {
+                eprintln!();
+            }
+            return Ok((open, Some(start.elapsed().as_secs_f64())));
+        }
+        if start.elapsed() >= timeout {
+            if !quiet {
+                eprintln!();
+            }
+            return Ok((open, None));
+        }
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+}
+
+/// One delivery as the accounting reads it.
+struct Row {
+    notification: Uuid,
+    status: String,
+    created: f64,
+    sent: Option<f64>,
+}
+
+async fn read_rows(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let rows: Vec<(Uuid, String, f64, Option<f64>)> = sqlx::query_as(
+            "SELECT notification_id, status, extract(epoch FROM created_at)::float8,
+                    extract(epoch FROM sent_at)::float8
+             FROM deliveries WHERE notification_id = ANY($1)",
+        )
+        .bind(chunk)
+        .fetch_all(pool)
+        .await?;
+        out.extend(
+            rows.into_iter()
+                .map(|(notification, status, created, sent)| Row {
+                    notification,
+                    status,
+                    created,
+                    sent,
+                }),
+        );
+    }
+    Ok(out)
+}
+
+/// Counts `rows` against `ledger`.
+fn account(ledger: &Ledger, rows: &[Row], settled: Option<f64>) -> Accounting {
+    let mut a = Accounting {
+        expected: ledger.expected(),
+        settled_after_s: settled,
+        ..Accounting::default()
+    };
+    let mut terminal_of: HashMap<Uuid, u64> = HashMap::new();
+    let mut rows_of: HashMap<Uuid, u64> = HashMap::new();
+    for r in rows {
+        *a.by_status.entry(r.status.clone()).or_default() += 1;
+        *rows_of.entry(r.notification).or_default() += 1;
+        if TERMINAL.contains(&r.status.as_str()) {
+            a.terminal += 1;
+            *terminal_of.entry(r.notification).or_default() += 1;
+        }
+    }
+    let mut lost: Vec<(Uuid, u64, u64)> = Vec::new();
+    for (id, expected) in &ledger.expected {
+        let have = rows_of.get(id).copied().unwrap_or(0);
+        let terminal = terminal_of.get(id).copied().unwrap_or(0);
+        if terminal < *expected {
+            // Open rows count once each; recipients with no row at all are missing.
+            let open = have.saturating_sub(terminal).min(expected - terminal);
+            lost.push((*id, open, expected - terminal - open));
+        }
+    }
+    lost.sort();
+    a.open = lost.iter().map(|l| l.1).sum();
+    a.missing = lost.iter().map(|l| l.2).sum();
+    a.lost = a.open + a.missing;
+    a.lost_notifications = lost.iter().take(100).map(|l| l.0.to_string()).collect();
+    a
+}
+
+fn accept_to_sent<'a>(rows: impl Iterator<Item = &'a Row>) -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+    for r in rows {
+        if let Some(sent) = r.sent {
+            let _ = h.record((((sent - r.created) * 1e6).max(1.0)) as u64);
+        }
+    }
+    h
+}
+
+fn cdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    [
+        0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.995,
+        0.999, 0.9999, 1.0,
+    ]
+    .iter()
+    .map(|q| (*q, h.value_at_quantile(*q) as f64 / 1000.0))
+    .collect()
+}
+
+/// Runs one scenario against the stack described by `args.stack`; writes its JSON and
+/// rebuilds the directory's report.
+pub fn run(args: LoadArgs) -> anyhow::Result<ScenarioResult> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(async {
+            tokio::select! {
+                r = run_async(&args, false) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
+        })
+}
+
+/// [`run`] inside a runtime; `quiet` leaves out the progress lines.
+pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioResult> {
+    let stack = StackFile::read(&args.stack)?;
+    anyhow::ensure!(
+        !stack.notify_database_url.is_empty(),
+        "{} names no notify database (written by an older `notifyctl up`): restart the stack",
+        args.stack.display()
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&stack.notify_database_url)
+        .await?;
+    let name = args.name();
+    let recipients = args.recipients();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1_024)
+        .build()?;
+    let url = format!("{}/v1/notifications", stack.url.trim_end_matches('/'));
+    let token = stack.tokens.service.clone();
+    let stack = Arc::new(stack);
+
+    let stop = CancellationToken::new();
+    let sampler = tokio::spawn(procs::sample(targets(&stack), stop.clone()));
+    let backlogs = tokio::spawn(sample_backlogs(pool.clone(), stop.clone()));
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    };
+
+    // The bulk backlog, accepted as fast as the stack takes it (a few requests at a time).
+    let mut bulk = Ledger::default();
+    let mut backlog = None;
+    let backlog_started = wall();
+    if args.scenario == Scenario::UrgentUnderBulk {
+        let per = args.recipients.unwrap_or(1_000).max(1);
+        let requests = args.backlog.div_ceil(per as u64);
+        let started = Instant::now();
+        let slowest = Arc::new(std::sync::Mutex::new(0f64));
+        let ids: Vec<String> = futures::future::join_all((0..4u64).map(|lane| {
+            let (http, url, token, stack, slowest) = (
+                http.clone(),
+                url.clone(),
+                token.clone(),
+                stack.clone(),
+                slowest.clone(),
+            );
+            async move {
+                let mut ids = Vec::new();
+                let mut n = lane;
+                while n < requests {
+                    let t = Instant::now();
+                    let body = body(args.channel, &stack, 1_000_000 + n, per, "normal");
+                    match post(&http, &url, &token, body).await {
+                        Outcome::Accepted(id) => ids.push(id),
+                        other => eprintln!("  backlog request {n}: {other:?}"),
+                    }
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    let mut s = slowest.lock().expect("slowest");
+                    *s = s.max(ms);
+                    n += 4;
+                }
+                ids
+            }
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+        bulk.add(ids, per as u64);
+        let took = started.elapsed().as_secs_f64();
+        if !quiet {
+            eprintln!(
+                "  backlog: {} bulk deliveries accepted in {took:.1} s",
+                bulk.expected()
+            );
+        }
+        backlog = Some(Backlog {
+            deliveries: bulk.expected(),
+            accepted_in_s: took,
+            max_request_ms: *slowest.lock().expect("slowest"),
+            ..Backlog::default()
+        });
+    }
+
+    let workers_pid = stack.processes.get("workers").copied();
+    if args.pause_workers
+        && let Some(pid) = workers_pid
+    {
+        signal(pid, "STOP");
+    }
+    let priority = if args.scenario == Scenario::UrgentUnderBulk {
+        "high"
+    } else {
+        "normal"
+    };
+    let started_at = wall();
+    let plan = Plan {
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration_secs),
+        max_in_flight: args.max_in_flight,
+    };
+    let request = {
+        let (http, url, token, stack) = (http.clone(), url.clone(), token.clone(), stack.clone());
+        let channel = args.channel;
+        move |n: u64| {
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            let body = body(channel, &stack, n, recipients, priority);
+            async move { post(&http, &url, &token, body).await }
+        }
+    };
+    let duration = args.duration_secs;
+    let report = load::run(plan, request, |s, second| {
+        if !quiet {
+            let done = ((s + 1) * 30 / duration.max(1) as usize).min(30);
+            eprint!(
+                "\r  [{}{}] {:>4}/{duration} s  accepted {:>6}/s  slowest {:>7.1} ms  refused {}  unanswered {}  skipped {}   ",
+                "#".repeat(done),
+                " ".repeat(30 - done),
+                s + 1,
+                second.accepted,
+                second.max_ms,
+                second.refused,
+                second.failed,
+                second.skipped,
+            );
+        }
+    })
+    .await;
+    if !quiet {
+        eprintln!();
+    }
+    if args.pause_workers
+        && let Some(pid) = workers_pid
+    {
+        signal(pid, "CONT");
+    }
+
+    let mut measured = Ledger::default();
+    measured.add(
+        report.accepted.iter().map(|(id, _)| id.clone()),
+        recipients as u64,
+    );
+    let mut all = Ledger::default();
+    all.expected.extend(measured.expected.iter());
+    all.expected.extend(bulk.expected.iter());
+    let (_, settled) =
+        wait_terminal(&pool, &all, Duration::from_secs(args.settle_secs), quiet).await?;
+    stop.cancel();
+    let processes = sampler.await.unwrap_or_default();
+    let (outbox_unpublished_by_second, open_deliveries_by_second) =
+        backlogs.await.unwrap_or_default();
+
+    let measured_ids: Vec<Uuid> = measured.expected.keys().copied().collect();
+    let rows = read_rows(&pool, &measured_ids).await?;
+    let mut deliveries = account(&measured, &rows, settled);
+    let bulk_ids: Vec<Uuid> = bulk.expected.keys().copied().collect();
+    let bulk_rows = read_rows(&pool, &bulk_ids).await?;
+    if let Some(b) = backlog.as_mut() {
+        let a = account(&bulk, &bulk_rows, settled);
+        // The backlog counts in the run's accounting: nothing of it may be lost either.
+        deliveries.expected += a.expected;
+        deliveries.terminal += a.terminal;
+        deliveries.lost += a.lost;
+        deliveries.open += a.open;
+        deliveries.missing += a.missing;
+        for (k, v) in a.by_status {
+            *deliveries.by_status.entry(k).or_default() += v;
+        }
+        deliveries
+            .lost_notifications
+            .extend(a.lost_notifications.into_iter().take(100));
+        b.drained_in_s = bulk_rows
+            .iter()
+            .filter_map(|r| r.sent)
+            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))
+            .map(|last| last - backlog_started);
+        b.accept_to_sent_ms = Percentiles::of(&accept_to_sent(bulk_rows.iter()));
+    }
+
+    let h = accept_to_sent(rows.iter());
+    let all_rows = rows.iter().chain(bulk_rows.iter());
+    let mut sent_by_second: Vec<u64> = Vec::new();
+    let (mut first_created, mut last_sent) = (f64::MAX, 0f64);
+    let mut during_load = 0u64;
+    for r in all_rows {
+        first_created = first_created.min(r.created);
+        if let Some(s) = r.sent {
+            last_sent = last_sent.max(s);
+            if s >= started_at {
+                let i = (s - started_at) as usize;
+                if sent_by_second.len() <= i {
+                    sent_by_second.resize(i + 1, 0);
+                }
+                sent_by_second[i] += 1;
+                if s - started_at < args.duration_secs as f64 {
+                    during_load += 1;
+                }
+            }
+        }
+    }
+    let sent_total: u64 = rows
+        .iter()
+        .chain(bulk_rows.iter())
+        .filter(|r| r.sent.is_some())
+        .count() as u64;
+    let mut p99_by_second: Vec<Histogram<u64>> = Vec::new();
+    for r in &rows {
+        if let Some(s) = r.sent
+            && r.created >= started_at
+        {
+            let i = (r.created - started_at) as usize;
+            while p99_by_second.len() <= i {
+                p99_by_second.push(
+                    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+                );
+            }
+            let _ = p99_by_second[i].record((((s - r.created) * 1e6).max(1.0)) as u64);
+        }
+    }
+    let result = ScenarioResult {
+        name: name.clone(),
+        scenario: args.scenario,
+        channel: args.channel,
+        rate: args.rate,
+        duration_s: args.duration_secs,
+        recipients_per_request: recipients,
+        pause_workers: args.pause_workers,
+        started_at,
+        accepted: report.accepted.len() as u64,
+        refused: report.refused,
+        unanswered: report.failed,
+        skipped: report.skipped,
+        accepted_per_s: report.accepted.len() as f64 / args.duration_secs.max(1) as f64,
+        accept_ms: Percentiles::of(&report.latency),
+        accepted_by_second: report.seconds.iter().map(|s| s.accepted).collect(),
+        accept_p50_by_second: report.seconds.iter().map(|s| s.p50_ms).collect(),
+        accept_p99_by_second: report.seconds.iter().map(|s| s.p99_ms).collect(),
+        deliveries,
+        sent_per_s_during_load: during_load as f64 / args.duration_secs.max(1) as f64,
+        sent_per_s_overall: if last_sent > first_created {
+            sent_total as f64 / (last_sent - first_created)
+        } else {
+            0.0
+        },
+        sent_by_second,
+        accept_to_sent_ms: Percentiles::of(&h),
+        accept_to_sent_cdf: cdf(&h),
+        accept_to_sent_p99_by_second: p99_by_second
+            .iter()
+            .map(|h| {
+                if h.is_empty() {
+                    0.0
+                } else {
+                    h.value_at_quantile(0.99) as f64 / 1000.0
+                }
+            })
+            .collect(),
+        backlog,
+        outbox_unpublished_by_second,
+        open_deliveries_by_second,
+        processes,
+    };
+    write(&args.out, &result)?;
+    Ok(result)
+}
+
+/// Writes `<out>/<name>.json` and rebuilds `<out>/report.html` from every result there.
+pub fn write(out: &Path, result: &ScenarioResult) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join(format!("{}.json", result.name)),
+        serde_json::to_vec_pretty(result)?,
+    )?;
+    crate::report::write_dir(out)?;
+    Ok(())
+}
+
+/// The lines printed after a run.
+pub fn summary(r: &ScenarioResult) -> String {
+    let mut s = format!(
+        "{}: {} accepted ({:.0}/s), {} refused, {} unanswered, {} skipped; accept p50 {:.1} ms, p99 {:.1} ms\n",
+        r.name,
+        r.accepted,
+        r.accepted_per_s,
+        r.refused,
+        r.unanswered,
+        r.skipped,
+        r.accept_ms.p50,
+        r.accept_ms.p99
+    );
+    let d = &r.deliveries;
+    s += &format!(
+        "  deliveries: expected {}, terminal {}, LOST {} ({} open, {} missing); {:?}\n",
+        d.expected, d.terminal, d.lost, d.open, d.missing, d.by_status
+    );
+    s += &format!(
+        "  sent {:.0}/s during the load, {:.0}/s first accept → last send; accept → sent p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
+        r.sent_per_s_during_load,
+        r.sent_per_s_overall,
+        r.accept_to_sent_ms.p50,
+        r.accept_to_sent_ms.p99,
+        r.accept_to_sent_ms.max
+    );
+    if let Some(b) = &r.backlog {
+        s += &format!(
+            "  backlog: {} bulk deliveries accepted in {:.1} s (slowest request {:.0} ms), drained in {}\n",
+            b.deliveries,
+            b.accepted_in_s,
+            b.max_request_ms,
+            b.drained_in_s
+                .map_or("—".to_owned(), |d| format!("{d:.1} s"))
+        );
+    }
+    let rss: Vec<String> = r
+        .processes
+        .iter()
+        .map(|(n, p)| {
+            format!(
+                "{n} {:.0} MiB/{:.0} %",
+                p.max_rss_mib(),
+                p.mean_cpu_percent()
+            )
+        })
+        .collect();
+    s += &format!("  max RSS / mean CPU: {}\n", rss.join(", "));
+    s
+}
