@@ -3,7 +3,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
 export CARGO_TARGET_DIR
 
-.PHONY: up test schemathesis build fmt lint check smoke chaos bench-outbox token clean-test-dbs
+.PHONY: up test schemathesis build fmt lint check smoke load bench chaos bench-outbox token clean-test-dbs
 
 ## Build everything and run the platform until Ctrl-C.
 up: build
@@ -36,6 +36,19 @@ check:
 ## With `make up` running in another terminal: send 50 notifications, print latency and RSS.
 smoke:
 	$(CARGO_TARGET_DIR)/debug/notifyctl smoke
+
+## With `make up` running: one load scenario (see `notifyctl load --help`), e.g.
+## make load LOAD_ARGS="--scenario e2e --channel email --rate 100 --duration-secs 30"
+## writes .dev/load/<scenario>-<channel>.json and .dev/load/report.html.
+load:
+	$(CARGO_TARGET_DIR)/debug/notifyctl load $(LOAD_ARGS)
+
+## The standard load scenarios against a fresh release stack of its own (~15 min): pgbench's
+## baseline, intake, end to end per channel, fan-out, urgent-under-bulk. Writes
+## .dev/bench/report.html (and main.png when chromium is installed); docs/benchmarks.md.
+bench:
+	cargo build --release --workspace --bins
+	$(CARGO_TARGET_DIR)/release/notifyctl bench $(BENCH_ARGS)
 
 ## The delivery guarantee under load with faults injected in turn (release build, ~8 min):
 ## its own Postgres, Redis and Kafka; prints a table and writes .dev/chaos/report.json.

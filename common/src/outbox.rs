@@ -302,18 +302,36 @@ impl Relay {
     /// is set aside or rescheduled (see the module docs) and the rest is committed; the result
     /// is an error only when rows failed and none was published — Kafka is away.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
+        self.publish_batch_of(None).await
+    }
+
+    /// [`publish_batch`](Self::publish_batch) of the rows of one priority (`None`: any, urgent
+    /// first).
+    pub async fn publish_batch_of(&self, priority: Option<i16>) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, topic, key, payload::text AS payload, headers, attempts
+        // Two statements rather than `$2 IS NULL OR …`: each gets a plan that walks the
+        // (priority, id) index of due rows.
+        const DUE: &str = "SELECT id, topic, key, payload::text AS payload, headers, attempts
              FROM outbox
-             WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()
-             ORDER BY priority, id
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(self.cfg.batch_size)
-        .fetch_all(&mut *tx)
-        .await?;
+             WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()";
+        let rows: Vec<Row> =
+            match priority {
+                Some(p) => sqlx::query_as(&format!(
+                    "{DUE} AND priority = $2 ORDER BY priority, id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                ))
+                .bind(self.cfg.batch_size)
+                .bind(p)
+                .fetch_all(&mut *tx)
+                .await?,
+                None => {
+                    sqlx::query_as(&format!(
+                        "{DUE} ORDER BY priority, id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                    ))
+                    .bind(self.cfg.batch_size)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+            };
         if rows.is_empty() {
             return Ok(0);
         }
@@ -435,13 +453,26 @@ impl Relay {
         }
     }
 
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown`: one publishing loop per priority, so an urgent row never waits
+    /// for the acknowledgements of a bulk batch (only for its own loop's batch in flight).
     pub async fn run(self, shutdown: CancellationToken) {
+        let purging = tokio::spawn(self.purger().run(shutdown.clone()));
+        tracing::info!("outbox relay started");
+        let me = Arc::new(self);
+        let urgent = tokio::spawn({
+            let (me, shutdown) = (me.clone(), shutdown.clone());
+            async move { me.run_priority(URGENT, shutdown).await }
+        });
+        me.run_priority(NORMAL, shutdown).await;
+        let _ = urgent.await;
+        let _ = purging.await;
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn run_priority(&self, priority: i16, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut listener = None;
         let mut backoff = Duration::from_millis(100);
-        let purging = tokio::spawn(self.purger().run(shutdown.clone()));
-        tracing::info!("outbox relay started");
         loop {
             if listener.is_none() {
                 listener = match PgListener::connect_with(&self.pool).await {
@@ -458,7 +489,7 @@ impl Relay {
                     }
                 };
             }
-            match self.publish_batch().await {
+            match self.publish_batch_of(Some(priority)).await {
                 Ok(n) => {
                     backoff = Duration::from_millis(100);
                     if n as i64 >= self.cfg.batch_size {
@@ -466,7 +497,7 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = ?e, ?backoff, "outbox relay batch failed");
+                    tracing::warn!(error = ?e, ?backoff, priority, "outbox relay batch failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -490,8 +521,6 @@ impl Relay {
                 _ = tokio::time::sleep(poll) => {}
             }
         }
-        let _ = purging.await;
-        tracing::info!("outbox relay stopped");
     }
 }
 

@@ -69,8 +69,8 @@ pub struct LoadArgs {
     pub rate: f64,
     #[arg(long, default_value_t = 30)]
     pub duration_secs: u64,
-    /// Recipients per request (default: 1, or 1,000 for `fanout` and the backlog of
-    /// `urgent-under-bulk`).
+    /// Recipients per request (default: 1, or 1,000 for `fanout`; the backlog of
+    /// `urgent-under-bulk` is always sent 1,000 per request).
     #[arg(long)]
     pub recipients: Option<usize>,
     /// `urgent-under-bulk`: bulk deliveries accepted before the urgent ones start.
@@ -198,6 +198,9 @@ pub struct Backlog {
     pub accept_to_sent_ms: Percentiles,
 }
 
+/// Recipients per request of the `urgent-under-bulk` backlog.
+const BACKLOG_RECIPIENTS: usize = 1_000;
+
 const TERMINAL: [&str; 5] = ["sent", "dead", "suppressed", "cancelled", "expired"];
 
 impl LoadArgs {
@@ -225,7 +228,10 @@ impl LoadArgs {
 fn recipient(channel: LoadChannel, stack: &StackFile, n: u64) -> serde_json::Value {
     match channel {
         LoadChannel::Email => serde_json::json!({ "email": format!("load{n}@bench.test") }),
-        LoadChannel::Webhook => serde_json::json!({ "webhook": { "url": stack.webhook_sink } }),
+        // Distinct URLs: identical recipients of one request are planned once.
+        LoadChannel::Webhook => {
+            serde_json::json!({ "webhook": { "url": format!("{}/{n}", stack.webhook_sink) } })
+        }
         LoadChannel::Sms => serde_json::json!({ "phone": format!("+1555{:07}", n % 10_000_000) }),
         LoadChannel::Push => {
             serde_json::json!({ "device": { "platform": "fcm", "token": format!("bench-token-{n}") } })
@@ -522,7 +528,8 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
     let mut backlog = None;
     let backlog_started = wall();
     if args.scenario == Scenario::UrgentUnderBulk {
-        let per = args.recipients.unwrap_or(1_000).max(1);
+        // The most a request may carry: the backlog is queued as fast as the API allows.
+        let per = BACKLOG_RECIPIENTS;
         let requests = args.backlog.div_ceil(per as u64);
         let started = Instant::now();
         let slowest = Arc::new(std::sync::Mutex::new(0f64));

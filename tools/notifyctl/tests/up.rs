@@ -247,6 +247,50 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
             .starts_with("v1,")
     );
 
+    // The load tool against this stack: every accepted notification accounted as sent, the
+    // report written.
+    let out = dir.0.join("load");
+    let load = Command::new(&bin)
+        .args([
+            "load",
+            "--scenario",
+            "e2e",
+            "--channel",
+            "webhook",
+            "--rate",
+            "20",
+            "--duration-secs",
+            "3",
+            "--settle-secs",
+            "60",
+        ])
+        .arg("--stack")
+        .arg(dir.0.join("stack.json"))
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&load.stdout),
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert!(load.status.success(), "{said}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("e2e-webhook.json")).unwrap()).unwrap();
+    assert_eq!(result["accepted"], 60, "{said}");
+    assert_eq!(result["deliveries"]["lost"], 0, "{said}");
+    assert_eq!(result["deliveries"]["by_status"]["sent"], 60, "{said}");
+    assert!(
+        result["processes"]["workers"]["rss_mib"][0]
+            .as_f64()
+            .unwrap()
+            > 1.0
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("e2e-webhook") && html.contains("<svg"));
+
     // Everything the launcher started, including nginx's worker processes.
     let mut pids: Vec<u32> = stack.processes.values().copied().collect();
     for pid in stack.processes.values() {
