@@ -24,6 +24,7 @@ fn every_example_config_loads() {
     assert_eq!(notify.users.cache_ttl_secs, 60);
     assert_eq!(notify.welcome.template, "welcome");
     assert_eq!(notify.planning.default_locale, "en");
+    assert_eq!(notify.intake.max_batched_deliveries, 64);
     let workers: workers::Config = common::config::load(Some(&example("workers"))).unwrap();
     assert_eq!(workers.email.pool_size, 16);
     assert_eq!(workers.channels, vec![common::events::Channel::Email]);

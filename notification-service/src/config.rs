@@ -25,6 +25,8 @@ pub struct Config {
     pub welcome: WelcomeConfig,
     /// What each calling service may send (categories, privileged categories, high priority).
     pub permissions: crate::permissions::PermissionsConfig,
+    /// How accepted requests are written (group commit).
+    pub intake: crate::intake::IntakeConfig,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             welcome: WelcomeConfig::default(),
             permissions: Default::default(),
+            intake: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod fallback;
+pub mod intake;
 pub mod metrics;
 pub mod permissions;
 pub mod planning;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub permissions: Arc<permissions::PermissionsConfig>,
     /// This instance's Kafka consumers (readiness waits until they joined their groups).
     pub membership: common::kafka::Membership,
+    /// Writes accepted requests (group commit).
+    pub intake: intake::Intake,
 }
 
 pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
@@ -86,6 +89,7 @@ pub async fn run(
         metrics: Arc::new(metrics::Metrics::new(&registry)),
         permissions: Arc::new(cfg.permissions.clone()),
         membership: common::kafka::Membership::default(),
+        intake: intake::Intake::start(pool.clone(), &cfg.intake),
     };
     let events = common::kafka::runner::spawn(
         &cfg.kafka,

@@ -98,6 +98,29 @@ pub async fn complete(
     Ok(())
 }
 
+/// [`complete`] for several requests in one statement (group commit, `crate::intake`):
+/// (caller, key, notification id, response).
+pub async fn complete_many(
+    conn: &mut sqlx::PgConnection,
+    items: &[(&str, &str, Uuid, &serde_json::Value)],
+) -> sqlx::Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE idempotency_keys k SET state = 'done', notification_id = u.id, response = u.response
+         FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::jsonb[]) AS u(caller, key, id, response)
+         WHERE k.caller = u.caller AND k.key = u.key",
+    )
+    .bind(items.iter().map(|i| i.0).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.1).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.2).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.3).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Gives a claim back after the request failed, so a retry can proceed.
 pub async fn release(pool: &PgPool, caller: &str, key: &str) -> sqlx::Result<()> {
     sqlx::query(

@@ -90,32 +90,81 @@ impl NewNotification<'_> {
 /// many recipients. Call inside a transaction. Returns false (and writes nothing) when a
 /// notification with this id exists already.
 pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at,
-                                    localized, template, fallback)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(n.id)
-    .bind(n.created_by)
-    .bind(&n.request.category)
-    .bind(n.request.priority.as_str())
-    .bind(sqlx::types::Json(&n.request.content))
-    .bind(n.request.send_at)
-    .bind(n.request.ttl_seconds.map(|t| t as i32))
-    .bind(n.created_at)
-    .bind(n.request.localized.as_ref().map(sqlx::types::Json))
-    .bind(&n.request.template)
-    .bind(n.request.fallback.as_ref().map(sqlx::types::Json))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
+    let inserted = insert_notifications(conn, &[n], true).await? == 1;
     if !inserted {
         return Ok(false);
     }
     insert_deliveries(conn, n, None, n.created_at).await?;
     Ok(true)
+}
+
+/// Writes several new notifications (fresh ids) with their deliveries and outbox rows in the
+/// same three statements as one: what group commit writes for concurrent requests
+/// (`crate::intake`). Call inside a transaction.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    ns: &[&NewNotification<'_>],
+) -> anyhow::Result<()> {
+    insert_notifications(conn, ns, false).await?;
+    let all: Vec<(&NewNotification<'_>, Option<Uuid>, DateTime<Utc>)> =
+        ns.iter().map(|n| (*n, None, n.created_at)).collect();
+    write_deliveries(conn, &all).await
+}
+
+/// The notifications' rows; returns how many were written (`skip_existing`: an id that exists
+/// is left alone instead of failing the statement).
+async fn insert_notifications(
+    conn: &mut PgConnection,
+    ns: &[&NewNotification<'_>],
+    skip_existing: bool,
+) -> anyhow::Result<u64> {
+    let conflict = if skip_existing {
+        "ON CONFLICT (id) DO NOTHING"
+    } else {
+        ""
+    };
+    let written = sqlx::query(&format!(
+        "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at,
+                                    localized, template, fallback)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],
+                              $7::int[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::jsonb[])
+         {conflict}"
+    ))
+    .bind(ns.iter().map(|n| n.id).collect::<Vec<_>>())
+    .bind(ns.iter().map(|n| n.created_by).collect::<Vec<_>>())
+    .bind(ns.iter().map(|n| n.request.category.as_str()).collect::<Vec<_>>())
+    .bind(ns.iter().map(|n| n.request.priority.as_str()).collect::<Vec<_>>())
+    .bind(
+        ns.iter()
+            .map(|n| sqlx::types::Json(&n.request.content))
+            .collect::<Vec<_>>(),
+    )
+    .bind(ns.iter().map(|n| n.request.send_at).collect::<Vec<_>>())
+    .bind(
+        ns.iter()
+            .map(|n| n.request.ttl_seconds.map(|t| t as i32))
+            .collect::<Vec<_>>(),
+    )
+    .bind(ns.iter().map(|n| n.created_at).collect::<Vec<_>>())
+    .bind(
+        ns.iter()
+            .map(|n| n.request.localized.as_ref().map(sqlx::types::Json))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        ns.iter()
+            .map(|n| n.request.template.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        ns.iter()
+            .map(|n| n.request.fallback.as_ref().map(sqlx::types::Json))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(written)
 }
 
 /// Writes `n.deliveries` (of the existing notification `n.id`) and the outbox rows of those
@@ -126,34 +175,47 @@ pub async fn insert_deliveries(
     fallback_of: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let ds = n.deliveries;
+    write_deliveries(conn, &[(n, fallback_of, now)]).await
+}
+
+/// The deliveries of several notifications and their outbox rows: two statements.
+async fn write_deliveries(
+    conn: &mut PgConnection,
+    items: &[(&NewNotification<'_>, Option<Uuid>, DateTime<Utc>)],
+) -> anyhow::Result<()> {
+    let all = || {
+        items
+            .iter()
+            .flat_map(|(n, f, at)| n.deliveries.iter().map(move |d| (*n, *f, *at, d)))
+    };
     sqlx::query(
         "INSERT INTO deliveries (id, notification_id, channel, lane, user_id, recipient, address, status, reason,
                                  locale, created_at, updated_at, fallback_of)
-         SELECT id, $2, channel, lane, user_id, recipient, address, status, reason, locale, $3, $3, $12
-         FROM UNNEST($1::uuid[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[], $8::text[], $9::text[],
-                     $10::text[], $11::text[])
-              AS u(id, channel, lane, user_id, recipient, address, status, reason, locale)",
+         SELECT id, notification_id, channel, lane, user_id, recipient, address, status, reason, locale, at, at,
+                fallback_of
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::uuid[])
+              AS u(id, notification_id, at, channel, lane, user_id, recipient, address, status, reason, locale,
+                   fallback_of)",
     )
-    .bind(ds.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(n.id)
-    .bind(now)
-    .bind(ds.iter().map(|d| d.channel.as_str()).collect::<Vec<_>>())
-    .bind(ds.iter().map(|d| d.lane.as_str()).collect::<Vec<_>>())
-    .bind(ds.iter().map(|d| d.user_id).collect::<Vec<_>>())
-    .bind(ds.iter().map(|d| d.recipient.clone()).collect::<Vec<_>>())
-    .bind(ds.iter().map(|d| d.address.clone()).collect::<Vec<_>>())
-    .bind(ds.iter().map(|d| d.status.as_str()).collect::<Vec<_>>())
-    .bind(ds.iter().map(|d| d.reason).collect::<Vec<_>>())
-    .bind(ds.iter().map(|d| d.locale.clone()).collect::<Vec<_>>())
-    .bind(fallback_of)
+    .bind(all().map(|(_, _, _, d)| d.id).collect::<Vec<_>>())
+    .bind(all().map(|(n, _, _, _)| n.id).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, at, _)| at).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| d.channel.as_str()).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| d.lane.as_str()).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| d.user_id).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| &d.recipient).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| d.address.as_deref()).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| d.status.as_str()).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| d.reason).collect::<Vec<_>>())
+    .bind(all().map(|(_, _, _, d)| d.locale.as_deref()).collect::<Vec<_>>())
+    .bind(all().map(|(_, f, _, _)| f).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
 
-    let messages = ds
-        .iter()
-        .filter(|d| d.status != PlannedStatus::Suppressed)
-        .map(|d| {
+    let messages = all()
+        .filter(|(_, _, _, d)| d.status != PlannedStatus::Suppressed)
+        .map(|(n, _, _, d)| {
             let key = d
                 .user_id
                 .map(|u| u.to_string())

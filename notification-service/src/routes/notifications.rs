@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     db::idempotency::{self as idem, Claim},
-    db::notifications::{self as db, NewNotification},
+    db::notifications as db,
     planning,
     request::{Recipient, SendBody, SendRequest},
     views::NotificationView,
@@ -119,16 +119,17 @@ async fn accept(
 
     let deliveries = planning::plan(req, &profiles, &state.planning, now);
     let mut req = req.clone();
-    let mut tx = state.pool.begin().await?;
-    crate::templates::apply(
-        &mut tx,
-        &mut req,
-        &deliveries,
-        &state.planning.default_locale,
-    )
-    .await?;
-    let req = &req;
-    let planned = planning::planned_bytes(req, &deliveries);
+    if req.template.is_some() {
+        let mut conn = state.pool.acquire().await?;
+        crate::templates::apply(
+            &mut conn,
+            &mut req,
+            &deliveries,
+            &state.planning.default_locale,
+        )
+        .await?;
+    }
+    let planned = planning::planned_bytes(&req, &deliveries);
     if planned > planning::MAX_PLANNED_BYTES {
         return Err(ApiError::invalid_field(
             "recipients",
@@ -139,31 +140,25 @@ async fn accept(
             ),
         ));
     }
-    let notification = NewNotification {
+    let mut planned = crate::intake::Planned {
         id: Uuid::now_v7(),
-        created_by: principal.subject(),
+        created_by: principal.subject().to_owned(),
         request: req,
-        deliveries: &deliveries,
+        deliveries,
         created_at: now,
+        idempotency: None,
     };
-    tracing::Span::current().record("notification_id", tracing::field::display(notification.id));
+    tracing::Span::current().record("notification_id", tracing::field::display(planned.id));
     // Only services send: the answer (stored for replays too) shows what a service may see.
-    let view = notification.view().for_service();
-
-    db::insert(&mut tx, &notification).await?; // a fresh v7 id: always written
+    let view = planned.notification().view().for_service();
     if let Some(key) = key {
         let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-        idem::complete(
-            &mut tx,
-            principal.subject(),
-            key,
-            notification.id,
-            &response,
-        )
-        .await?;
+        planned.idempotency = Some((key.to_owned(), response));
     }
-    tx.commit().await?;
-    tracing::info!(deliveries = deliveries.len(), "notification accepted");
+    let deliveries = planned.deliveries.len();
+    // Committed (possibly together with concurrent requests) before this returns.
+    state.intake.write(planned).await?;
+    tracing::info!(deliveries, "notification accepted");
     Ok(view)
 }
 

@@ -219,8 +219,8 @@ fn section(r: &ScenarioResult) -> String {
     let lost_class = if d.lost == 0 { "ok" } else { "bad" };
     let _ = write!(
         s,
-        "<table><tr><th>accepted</th><th>refused</th><th>unanswered</th><th>skipped</th><th>accept p50 / p99 / max</th><th>deliveries expected</th><th>terminal</th><th>lost</th><th>sent / s (load; overall)</th><th>accept → sent p50 / p99 / max</th><th>settled after</th></tr>\
-         <tr><td>{} ({:.0}/s)</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} / {:.1} / {:.1} ms</td><td>{}</td><td>{}</td><td class=\"{lost_class}\">{}</td><td>{:.0}; {:.0}</td><td>{:.1} / {:.1} / {:.1} ms</td><td>{}</td></tr></table>",
+        "<table><tr><th>accepted</th><th>refused</th><th>unanswered</th><th>skipped</th><th>accept p50 / p99 / max</th><th>deliveries expected</th><th>terminal</th><th>lost</th><th>dispatched twice+</th><th>sent / s (load; overall)</th><th>accept → sent p50 / p99 / max</th><th>settled after</th></tr>\
+         <tr><td>{} ({:.0}/s)</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} / {:.1} / {:.1} ms</td><td>{}</td><td>{}</td><td class=\"{lost_class}\">{}</td><td>{}</td><td>{:.0}; {:.0}</td><td>{:.1} / {:.1} / {:.1} ms</td><td>{}</td></tr></table>",
         r.accepted,
         r.accepted_per_s,
         r.refused,
@@ -232,6 +232,7 @@ fn section(r: &ScenarioResult) -> String {
         d.expected,
         d.terminal,
         d.lost,
+        d.redispatched,
         r.sent_per_s_during_load,
         r.sent_per_s_overall,
         r.accept_to_sent_ms.p50,

@@ -137,6 +137,9 @@ pub struct Accounting {
     /// Of the lost: a row exists but is still open / no row at all.
     pub open: u64,
     pub missing: u64,
+    /// Deliveries that needed more than one dispatch (a retry, or a re-drive of a message the
+    /// stuck scan judged lost): with providers that never fail, each is a message Kafka lost.
+    pub redispatched: u64,
     /// Notifications with a lost delivery (at most 100).
     pub lost_notifications: Vec<String>,
     /// Seconds from the end of the load until everything was terminal (`None`: it was not).
@@ -390,6 +393,7 @@ async fn wait_terminal(
 struct Row {
     notification: Uuid,
     status: String,
+    attempt: i32,
     created: f64,
     sent: Option<f64>,
 }
@@ -397,8 +401,8 @@ struct Row {
 async fn read_rows(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<Vec<Row>> {
     let mut out = Vec::new();
     for chunk in ids.chunks(CHUNK) {
-        let rows: Vec<(Uuid, String, f64, Option<f64>)> = sqlx::query_as(
-            "SELECT notification_id, status, extract(epoch FROM created_at)::float8,
+        let rows: Vec<(Uuid, String, i32, f64, Option<f64>)> = sqlx::query_as(
+            "SELECT notification_id, status, current_attempt, extract(epoch FROM created_at)::float8,
                     extract(epoch FROM sent_at)::float8
              FROM deliveries WHERE notification_id = ANY($1)",
         )
@@ -407,9 +411,10 @@ async fn read_rows(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<Vec<Row>> {
         .await?;
         out.extend(
             rows.into_iter()
-                .map(|(notification, status, created, sent)| Row {
+                .map(|(notification, status, attempt, created, sent)| Row {
                     notification,
                     status,
+                    attempt,
                     created,
                     sent,
                 }),
@@ -430,6 +435,9 @@ fn account(ledger: &Ledger, rows: &[Row], settled: Option<f64>) -> Accounting {
     for r in rows {
         *a.by_status.entry(r.status.clone()).or_default() += 1;
         *rows_of.entry(r.notification).or_default() += 1;
+        if r.attempt > 1 {
+            a.redispatched += 1;
+        }
         if TERMINAL.contains(&r.status.as_str()) {
             a.terminal += 1;
             *terminal_of.entry(r.notification).or_default() += 1;
@@ -660,6 +668,7 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
         deliveries.lost += a.lost;
         deliveries.open += a.open;
         deliveries.missing += a.missing;
+        deliveries.redispatched += a.redispatched;
         for (k, v) in a.by_status {
             *deliveries.by_status.entry(k).or_default() += v;
         }
@@ -787,8 +796,8 @@ pub fn summary(r: &ScenarioResult) -> String {
     );
     let d = &r.deliveries;
     s += &format!(
-        "  deliveries: expected {}, terminal {}, LOST {} ({} open, {} missing); {:?}\n",
-        d.expected, d.terminal, d.lost, d.open, d.missing, d.by_status
+        "  deliveries: expected {}, terminal {}, LOST {} ({} open, {} missing), {} dispatched more than once; {:?}\n",
+        d.expected, d.terminal, d.lost, d.open, d.missing, d.redispatched, d.by_status
     );
     s += &format!(
         "  sent {:.0}/s during the load, {:.0}/s first accept → last send; accept → sent p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",

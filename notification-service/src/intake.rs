@@ -1,0 +1,196 @@
+//! Group commit: concurrent accepted requests written in one transaction.
+//!
+//! A request's notification, deliveries and outbox rows were one transaction each — five
+//! round trips to Postgres and a WAL flush per request, which is what bounded intake (the
+//! profile: notification-service's time went to sending statements and waiting for their
+//! answers, not to its own code). Here a small request, once planned, is handed to a writer;
+//! each writer takes what is waiting (nothing is held back to wait for company: an idle
+//! service writes a lone request at once) and writes the batch with the same three
+//! statements as one request, plus one for idempotency keys, in one transaction. Every
+//! request is answered only after that transaction committed, so `202` still means durable.
+//!
+//! A batch that fails is written again one request per transaction, so one request's problem
+//! is never another's; a request with many deliveries does not join a batch (it would make its
+//! companions wait for its large statements).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use common::problem::ApiError;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    db::{self, idempotency as idem, notifications::NewNotification},
+    planning::PlannedDelivery,
+    request::SendRequest,
+};
+
+/// How accepted requests are written (`[intake]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct IntakeConfig {
+    /// Write concurrent requests together (off: one transaction per request).
+    pub group_commit: bool,
+    /// Transactions in flight at once (each holds a pool connection while it writes).
+    pub writers: usize,
+    /// At most this many requests per transaction.
+    pub max_batch: usize,
+    /// A request with more deliveries than this is written on its own.
+    pub max_batched_deliveries: usize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            group_commit: true,
+            writers: 3,
+            max_batch: 128,
+            max_batched_deliveries: 64,
+        }
+    }
+}
+
+/// A planned request, ready to write.
+pub struct Planned {
+    pub id: Uuid,
+    pub created_by: String,
+    pub request: SendRequest,
+    pub deliveries: Vec<PlannedDelivery>,
+    pub created_at: DateTime<Utc>,
+    /// The Idempotency-Key claimed for it and the response to store with it.
+    pub idempotency: Option<(String, serde_json::Value)>,
+}
+
+impl Planned {
+    pub fn notification(&self) -> NewNotification<'_> {
+        NewNotification {
+            id: self.id,
+            created_by: &self.created_by,
+            request: &self.request,
+            deliveries: &self.deliveries,
+            created_at: self.created_at,
+        }
+    }
+}
+
+type Job = (Planned, oneshot::Sender<Result<(), ApiError>>);
+
+/// The writers; cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    /// `None`: group commit is off.
+    jobs: Option<mpsc::Sender<Job>>,
+    pool: PgPool,
+    max_batched_deliveries: usize,
+}
+
+impl Intake {
+    /// Starts the writers on `pool`. They stop when every `Intake` handle is dropped.
+    pub fn start(pool: PgPool, cfg: &IntakeConfig) -> Self {
+        if !cfg.group_commit {
+            return Self {
+                jobs: None,
+                pool,
+                max_batched_deliveries: 0,
+            };
+        }
+        let max_batch = cfg.max_batch.max(1);
+        let (jobs, rx) = mpsc::channel::<Job>(4 * max_batch);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..cfg.writers.max(1) {
+            let (rx, pool) = (rx.clone(), pool.clone());
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut rx = rx.lock().await;
+                        let Some(first) = rx.recv().await else { return };
+                        let mut batch = vec![first];
+                        while batch.len() < max_batch {
+                            match rx.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        batch
+                    };
+                    write_batch(&pool, batch).await;
+                }
+            });
+        }
+        Self {
+            jobs: Some(jobs),
+            pool,
+            max_batched_deliveries: cfg.max_batched_deliveries,
+        }
+    }
+
+    /// Writes `p` durably (with its idempotency key completed); returns once committed.
+    pub async fn write(&self, p: Planned) -> Result<(), ApiError> {
+        let jobs = match &self.jobs {
+            Some(jobs) if p.deliveries.len() <= self.max_batched_deliveries => jobs,
+            _ => return write_one(&self.pool, &p).await,
+        };
+        let (tx, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError((p, _))) = jobs.send((p, tx)).await {
+            // The writers are gone (shutting down): write it here.
+            return write_one(&self.pool, &p).await;
+        }
+        rx.await.map_err(|_| {
+            ApiError::from(anyhow::anyhow!(
+                "the intake writer stopped before answering"
+            ))
+        })?
+    }
+}
+
+/// One transaction for the whole batch; on failure, one per request.
+async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
+    if batch.len() > 1 {
+        let planned: Vec<&Planned> = batch.iter().map(|(p, _)| p).collect();
+        match write_together(pool, &planned).await {
+            Ok(()) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Ok(()));
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, requests = batch.len(),
+                "a group commit failed; writing its requests one by one"),
+        }
+    }
+    for (p, reply) in batch {
+        let _ = reply.send(write_one(pool, &p).await);
+    }
+}
+
+async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<()> {
+    let notifications: Vec<NewNotification<'_>> =
+        planned.iter().map(|p| p.notification()).collect();
+    let refs: Vec<&NewNotification<'_>> = notifications.iter().collect();
+    let mut tx = pool.begin().await?;
+    db::notifications::insert_many(&mut tx, &refs).await?;
+    let keyed: Vec<(&str, &str, Uuid, &serde_json::Value)> = planned
+        .iter()
+        .filter_map(|p| {
+            p.idempotency
+                .as_ref()
+                .map(|(k, r)| (p.created_by.as_str(), k.as_str(), p.id, r))
+        })
+        .collect();
+    idem::complete_many(&mut tx, &keyed).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The request in a transaction of its own.
+async fn write_one(pool: &PgPool, p: &Planned) -> Result<(), ApiError> {
+    let mut tx = pool.begin().await?;
+    db::notifications::insert(&mut tx, &p.notification()).await?; // a fresh v7 id: always written
+    if let Some((key, response)) = &p.idempotency {
+        idem::complete(&mut tx, &p.created_by, key, p.id, response).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
