@@ -268,6 +268,7 @@ impl Stack {
                 enabled_channels: opts.enabled_channels.clone(),
                 ..Default::default()
             },
+            intake: Default::default(),
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;

@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 60)]
     pub duration_secs: u64,
     /// Requests per second for the intake scenarios.
-    #[arg(long, default_value_t = 1_000.0)]
+    #[arg(long, default_value_t = 2_000.0)]
     pub intake_rate: f64,
     /// Requests per second for the single-recipient end-to-end scenarios.
     #[arg(long, default_value_t = 500.0)]

@@ -1,0 +1,113 @@
+//! Group commit (`notification_service::intake`): concurrent requests share a transaction,
+//! each is answered only once it is committed, and one request's failure is never another's.
+
+use std::collections::HashMap;
+
+use devkit::pg::TestDatabase;
+use notification_service::{
+    config::PlanningConfig,
+    intake::{Intake, IntakeConfig, Planned},
+    planning,
+    request::SendBody,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn planned(n: usize, created_by: &str) -> Planned {
+    let cfg = PlanningConfig::default();
+    let now = chrono::Utc::now();
+    let body: SendBody = serde_json::from_value(serde_json::json!({
+        "recipients": [{ "email": format!("r{n}@example.com") }, { "email": format!("s{n}@example.com") }],
+        "category": "orders",
+        "content": { "subject": "Shipped", "text": format!("order {n}") }
+    }))
+    .unwrap();
+    let request = body.validate(&cfg, now).unwrap();
+    let deliveries = planning::plan(&request, &HashMap::new(), &cfg, now);
+    Planned {
+        id: Uuid::now_v7(),
+        created_by: created_by.to_owned(),
+        request,
+        deliveries,
+        created_at: now,
+        idempotency: None,
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_commit_together_and_a_bad_one_fails_alone() {
+    let db = TestDatabase::create("group_commit").await.unwrap();
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    notification_service::MIGRATOR.run(&pool).await.unwrap();
+    // One writer: whatever is queued while it writes goes into its next transaction.
+    let intake = Intake::start(
+        pool.clone(),
+        &IntakeConfig {
+            writers: 1,
+            ..IntakeConfig::default()
+        },
+    );
+
+    // 60 good requests and one Postgres refuses (a NUL byte in a text column), all at once.
+    let mut handles = Vec::new();
+    for n in 0..61 {
+        let by = if n == 30 { "bad\u{0}caller" } else { "shop" };
+        let p = planned(n, by);
+        let id = p.id;
+        let intake = intake.clone();
+        handles.push(tokio::spawn(async move { (id, n, intake.write(p).await) }));
+    }
+    let mut ok = Vec::new();
+    for h in handles {
+        let (id, n, res) = h.await.unwrap();
+        if n == 30 {
+            assert!(res.is_err(), "the bad request must fail");
+        } else {
+            assert!(res.is_ok(), "request {n}: {res:?}");
+            ok.push(id);
+        }
+    }
+    // Every answered request is durable, with its deliveries and their outbox rows; the bad
+    // one left nothing behind.
+    assert_eq!(count(&pool, "SELECT count(*) FROM notifications").await, 60);
+    assert_eq!(count(&pool, "SELECT count(*) FROM deliveries").await, 120);
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 120);
+    let stored: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM notifications")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for id in &ok {
+        assert!(stored.contains(id));
+    }
+    // Each outbox row carries its own notification's content.
+    let mismatched = count(
+        &pool,
+        "SELECT count(*) FROM outbox o JOIN deliveries d ON d.id = (o.headers->>'delivery-id')::uuid
+         JOIN notifications n ON n.id = d.notification_id
+         WHERE o.payload->'content'->>'text' <> n.content->>'text'",
+    )
+    .await;
+    assert_eq!(mismatched, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_group_commit_off_each_request_is_its_own_transaction() {
+    let db = TestDatabase::create("group_commit_off").await.unwrap();
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    notification_service::MIGRATOR.run(&pool).await.unwrap();
+    let intake = Intake::start(
+        pool.clone(),
+        &IntakeConfig {
+            group_commit: false,
+            ..IntakeConfig::default()
+        },
+    );
+    intake.write(planned(1, "shop")).await.unwrap();
+    assert!(intake.write(planned(2, "bad\u{0}")).await.is_err());
+    assert_eq!(count(&pool, "SELECT count(*) FROM notifications").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 2);
+}
