@@ -61,9 +61,31 @@ pub struct Planned {
     pub created_at: DateTime<Utc>,
     /// The Idempotency-Key claimed for it and the response to store with it.
     pub idempotency: Option<(String, serde_json::Value)>,
+    /// Its dispatches' outbox rows, built in the request's own context (request id, trace).
+    pub outbox: Vec<common::outbox::OutboxMessage>,
 }
 
 impl Planned {
+    /// A planned request; its outbox rows are built here, so call it in the request's task.
+    pub fn new(
+        created_by: &str,
+        request: SendRequest,
+        deliveries: Vec<PlannedDelivery>,
+        created_at: DateTime<Utc>,
+    ) -> anyhow::Result<Self> {
+        let mut p = Self {
+            id: Uuid::now_v7(),
+            created_by: created_by.to_owned(),
+            request,
+            deliveries,
+            created_at,
+            idempotency: None,
+            outbox: Vec::new(),
+        };
+        p.outbox = db::notifications::dispatch_rows(&p.notification())?;
+        Ok(p)
+    }
+
     pub fn notification(&self) -> NewNotification<'_> {
         NewNotification {
             id: self.id,
@@ -169,8 +191,12 @@ async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<(
     let notifications: Vec<NewNotification<'_>> =
         planned.iter().map(|p| p.notification()).collect();
     let refs: Vec<&NewNotification<'_>> = notifications.iter().collect();
+    let rows: Vec<common::outbox::OutboxMessage> = planned
+        .iter()
+        .flat_map(|p| p.outbox.iter().cloned())
+        .collect();
     let mut tx = pool.begin().await?;
-    db::notifications::insert_many(&mut tx, &refs).await?;
+    db::notifications::insert_many(&mut tx, &refs, &rows).await?;
     let keyed: Vec<(&str, &str, Uuid, &serde_json::Value)> = planned
         .iter()
         .filter_map(|p| {
@@ -187,7 +213,7 @@ async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<(
 /// The request in a transaction of its own.
 async fn write_one(pool: &PgPool, p: &Planned) -> Result<(), ApiError> {
     let mut tx = pool.begin().await?;
-    db::notifications::insert(&mut tx, &p.notification()).await?; // a fresh v7 id: always written
+    db::notifications::insert_many(&mut tx, &[&p.notification()], &p.outbox).await?;
     if let Some((key, response)) = &p.idempotency {
         idem::complete(&mut tx, &p.created_by, key, p.id, response).await?;
     }

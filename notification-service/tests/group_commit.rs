@@ -24,14 +24,7 @@ fn planned(n: usize, created_by: &str) -> Planned {
     .unwrap();
     let request = body.validate(&cfg, now).unwrap();
     let deliveries = planning::plan(&request, &HashMap::new(), &cfg, now);
-    Planned {
-        id: Uuid::now_v7(),
-        created_by: created_by.to_owned(),
-        request,
-        deliveries,
-        created_at: now,
-        idempotency: None,
-    }
+    Planned::new(created_by, request, deliveries, now).unwrap()
 }
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
@@ -56,10 +49,16 @@ async fn concurrent_requests_commit_together_and_a_bad_one_fails_alone() {
     let mut handles = Vec::new();
     for n in 0..61 {
         let by = if n == 30 { "bad\u{0}caller" } else { "shop" };
-        let p = planned(n, by);
-        let id = p.id;
         let intake = intake.clone();
-        handles.push(tokio::spawn(async move { (id, n, intake.write(p).await) }));
+        // Each request in its own context: its outbox rows must carry its request id, even
+        // when another request's writer commits them.
+        let context =
+            common::telemetry::RequestContext::from_parts(Some(&format!("req-{n}")), None);
+        handles.push(tokio::spawn(context.scope(async move {
+            let p = planned(n, by);
+            let id = p.id;
+            (id, n, intake.write(p).await)
+        })));
     }
     let mut ok = Vec::new();
     for h in handles {
@@ -92,6 +91,24 @@ async fn concurrent_requests_commit_together_and_a_bad_one_fails_alone() {
     )
     .await;
     assert_eq!(mismatched, 0);
+    let wrong_request_id = count(
+        &pool,
+        "SELECT count(*) FROM outbox o JOIN deliveries d ON d.id = (o.headers->>'delivery-id')::uuid
+         JOIN notifications n ON n.id = d.notification_id
+         WHERE o.headers->>'x-request-id' <> 'req-' || substring(n.content->>'text' FROM 7)",
+    )
+    .await;
+    let sample: Vec<(serde_json::Value, String)> = sqlx::query_as(
+        "SELECT o.headers, n.content->>'text' FROM outbox o JOIN deliveries d ON d.id = (o.headers->>'delivery-id')::uuid
+         JOIN notifications n ON n.id = d.notification_id LIMIT 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        wrong_request_id, 0,
+        "each row keeps its own request's id: {sample:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

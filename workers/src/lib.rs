@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod provider;
 pub mod push;
 pub mod sms;
+pub mod smtp_pool;
 pub mod telegram;
 pub mod webhook;
 

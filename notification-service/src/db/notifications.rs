@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use common::{
     events::{Content, DispatchMessage, RecipientRef, SCHEMA},
-    outbox,
+    outbox::{self, OutboxMessage},
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -98,17 +98,36 @@ pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow:
     Ok(true)
 }
 
-/// Writes several new notifications (fresh ids) with their deliveries and outbox rows in the
-/// same three statements as one: what group commit writes for concurrent requests
-/// (`crate::intake`). Call inside a transaction.
+/// Writes several new notifications (fresh ids) with their deliveries and the outbox rows
+/// built for them ([`dispatch_rows`], in each request's own context so each row carries its
+/// request id and trace) in the same three statements as one: what group commit writes for
+/// concurrent requests (`crate::intake`). Call inside a transaction.
 pub async fn insert_many(
     conn: &mut PgConnection,
     ns: &[&NewNotification<'_>],
+    outbox_rows: &[OutboxMessage],
 ) -> anyhow::Result<()> {
     insert_notifications(conn, ns, false).await?;
     let all: Vec<(&NewNotification<'_>, Option<Uuid>, DateTime<Utc>)> =
         ns.iter().map(|n| (*n, None, n.created_at)).collect();
-    write_deliveries(conn, &all).await
+    write_deliveries(conn, &all, outbox_rows).await
+}
+
+/// The outbox rows of `n`'s deliveries to dispatch, with the current request's id and trace
+/// in their headers.
+pub fn dispatch_rows(n: &NewNotification<'_>) -> anyhow::Result<Vec<OutboxMessage>> {
+    n.deliveries
+        .iter()
+        .filter(|d| d.status != PlannedStatus::Suppressed)
+        .map(|d| {
+            let key = d
+                .user_id
+                .map(|u| u.to_string())
+                .or_else(|| d.address.clone())
+                .unwrap_or_default();
+            Ok(common::delivery::dispatch_row(&n.dispatch(d), key)?.available_at(d.available_at))
+        })
+        .collect()
 }
 
 /// The notifications' rows; returns how many were written (`skip_existing`: an id that exists
@@ -175,13 +194,15 @@ pub async fn insert_deliveries(
     fallback_of: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    write_deliveries(conn, &[(n, fallback_of, now)]).await
+    let rows = dispatch_rows(n)?;
+    write_deliveries(conn, &[(n, fallback_of, now)], &rows).await
 }
 
-/// The deliveries of several notifications and their outbox rows: two statements.
+/// The deliveries of several notifications, and the outbox rows: two statements.
 async fn write_deliveries(
     conn: &mut PgConnection,
     items: &[(&NewNotification<'_>, Option<Uuid>, DateTime<Utc>)],
+    outbox_rows: &[OutboxMessage],
 ) -> anyhow::Result<()> {
     let all = || {
         items
@@ -213,18 +234,7 @@ async fn write_deliveries(
     .execute(&mut *conn)
     .await?;
 
-    let messages = all()
-        .filter(|(_, _, _, d)| d.status != PlannedStatus::Suppressed)
-        .map(|(n, _, _, d)| {
-            let key = d
-                .user_id
-                .map(|u| u.to_string())
-                .or_else(|| d.address.clone())
-                .unwrap_or_default();
-            Ok(common::delivery::dispatch_row(&n.dispatch(d), key)?.available_at(d.available_at))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    outbox::enqueue(conn, &messages).await?;
+    outbox::enqueue(conn, outbox_rows).await?;
     Ok(())
 }
 

@@ -140,14 +140,7 @@ async fn accept(
             ),
         ));
     }
-    let mut planned = crate::intake::Planned {
-        id: Uuid::now_v7(),
-        created_by: principal.subject().to_owned(),
-        request: req,
-        deliveries,
-        created_at: now,
-        idempotency: None,
-    };
+    let mut planned = crate::intake::Planned::new(principal.subject(), req, deliveries, now)?;
     tracing::Span::current().record("notification_id", tracing::field::display(planned.id));
     // Only services send: the answer (stored for replays too) shows what a service may see.
     let view = planned.notification().view().for_service();
