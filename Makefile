@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR
 
 ## Build everything and run the platform until Ctrl-C.
 up: build
-	$(CARGO_TARGET_DIR)/debug/notifyctl up
+	$(CARGO_TARGET_DIR)/debug/notifyctl up $(UP_ARGS)
 
 build:
 	cargo build --workspace --bins

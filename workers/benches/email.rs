@@ -1,6 +1,8 @@
-//! Emails per second through the email provider (lettre, pooled) to the local SMTP sink, at
-//! concurrency 1 and 32. A benchmark, not a test: `cargo bench -p workers --bench email`
-//! (`EMAILS=n` sets how many per run, default 2000).
+//! Emails per second through the email provider (its `TCP_NODELAY` pool) to the local SMTP
+//! sink, at concurrency 1 and 32 — and, as the baseline in the same run, the same messages
+//! through lettre's own pooled transport (sockets with Nagle's algorithm, what the provider
+//! used before). A benchmark, not a test: `cargo bench -p workers --bench email` (`EMAILS=n`
+//! sets how many per run, default 2000).
 
 use std::{sync::Arc, time::Instant};
 
@@ -42,8 +44,9 @@ fn main() {
         .build()
         .unwrap();
     for concurrency in [1usize, 32] {
-        // One connection manages ~22 mails/s: a quarter of the emails is plenty at concurrency 1.
+        // A connection with Nagle manages ~22 mails/s: a quarter is plenty at concurrency 1.
         let n = if concurrency == 1 { (n / 4).max(1) } else { n };
+        baseline(&rt, concurrency, n);
         let sink = devkit::smtp::SmtpSink::start(0, None).unwrap();
         let cfg = EmailConfig {
             smtp_url: sink.url(),
@@ -72,4 +75,44 @@ fn main() {
             n as f64 / secs
         );
     }
+}
+
+/// The same kind of messages through lettre's `AsyncSmtpTransport` (its own sockets).
+fn baseline(rt: &tokio::runtime::Runtime, concurrency: usize, n: usize) {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let sink = devkit::smtp::SmtpSink::start(0, None).unwrap();
+    let (sent, secs) = rt.block_on(async {
+        let transport = Arc::new(
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(&sink.url())
+                .unwrap()
+                .pool_config(
+                    lettre::transport::smtp::PoolConfig::new().max_size(concurrency as u32),
+                )
+                .build(),
+        );
+        let started = Instant::now();
+        let sent = futures::stream::iter(0..n)
+            .map(|i| {
+                let transport = transport.clone();
+                async move {
+                    let email = Message::builder()
+                        .from("Notify <notify@localhost.localdomain>".parse().unwrap())
+                        .to(format!("bench{i}@example.com").parse().unwrap())
+                        .subject(format!("Bench {i}"))
+                        .body("A short notification body.".to_owned())
+                        .unwrap();
+                    transport.send(email).await.is_ok()
+                }
+            })
+            .buffer_unordered(concurrency)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
+        (sent, started.elapsed().as_secs_f64())
+    });
+    assert_eq!(sent, n, "every email accepted");
+    println!(
+        "baseline, lettre's transport, concurrency {concurrency:>2}: {n} emails in {secs:.2} s = {:.0} emails/s",
+        n as f64 / secs
+    );
 }

@@ -64,7 +64,7 @@ pub struct EmailConfig {
     pub from: String,
     /// Per-send timeout; a provider that hangs counts as a transient failure.
     pub timeout_ms: u64,
-    /// Pooled SMTP connections. One connection manages ~22 mails/s; sends run concurrently.
+    /// Pooled SMTP connections; sends run concurrently, one per connection.
     pub pool_size: u32,
     /// An extra root certificate (PEM) trusted for STARTTLS / TLS, e.g. an internal relay's
     /// private CA. Public CAs are trusted without it.

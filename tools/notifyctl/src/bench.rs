@@ -45,6 +45,12 @@ pub struct BenchArgs {
     pub pgbench_secs: u64,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pub postgres: String,
+    /// Partitions per topic of the stack's embedded Kafka. It keeps at most 5 MiB each (a
+    /// larger backlog loses messages from the log, re-driven by the stuck scan), but more
+    /// partitions cost the mock cluster, which shares the two cores, much more CPU: 12 made
+    /// every scenario slower (docs/benchmarks.md).
+    #[arg(long, default_value_t = 3)]
+    pub kafka_partitions: i32,
 }
 
 /// pgbench's figure, measured in the same run.
@@ -199,6 +205,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
         db_prefix: "bench_".into(),
         no_rate_limits: true,
         no_recording: true,
+        kafka_partitions: args.kafka_partitions,
         ..UpArgs::defaults()
     };
     eprintln!("bench: starting the stack (release build, rate limits off) …");

@@ -52,6 +52,11 @@ pub struct UpArgs {
     /// The sinks answer without writing each message to `<dir>/mail` and `<dir>/sinks`.
     #[arg(long)]
     pub no_recording: bool,
+    /// Partitions per topic in the embedded Kafka. Its brokers keep at most 5 MiB per
+    /// partition (librdkafka's mock, not configurable) and drop the oldest messages beyond
+    /// that, consumed or not: a large backlog needs more partitions (docs/benchmarks.md).
+    #[arg(long, default_value_t = 3)]
+    pub kafka_partitions: i32,
 }
 
 impl UpArgs {
@@ -393,8 +398,11 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&logs)?;
     std::fs::create_dir_all(&mail)?;
 
-    eprintln!("starting embedded Kafka (3 brokers) …");
-    let cluster = DevCluster::start(&all_topics(), 3)?;
+    eprintln!(
+        "starting embedded Kafka (3 brokers, {} partitions per topic) …",
+        args.kafka_partitions
+    );
+    let cluster = DevCluster::start(&all_topics(), args.kafka_partitions.max(1))?;
     let mail_dir = (!args.no_recording).then(|| mail.clone());
     let smtp = SmtpSink::start(args.smtp_port, mail_dir.clone())
         .or_else(|_| SmtpSink::start(0, mail_dir))
