@@ -235,7 +235,11 @@ fn recipient(channel: LoadChannel, stack: &StackFile, n: u64) -> serde_json::Val
         LoadChannel::Webhook => {
             serde_json::json!({ "webhook": { "url": format!("{}/{n}", stack.webhook_sink) } })
         }
-        LoadChannel::Sms => serde_json::json!({ "phone": format!("+1555{:07}", n % 10_000_000) }),
+        // Valid Berlin numbers (+49 30 and seven digits): planning refuses numbers outside the
+        // numbering plan (`suppressed`), which would measure nothing.
+        LoadChannel::Sms => {
+            serde_json::json!({ "phone": format!("+4930{}", 1_000_000 + n % 9_000_000) })
+        }
         LoadChannel::Push => {
             serde_json::json!({ "device": { "platform": "fcm", "token": format!("bench-token-{n}") } })
         }
@@ -830,4 +834,51 @@ pub fn summary(r: &ScenarioResult) -> String {
         .collect();
     s += &format!("  max RSS / mean CPU: {}\n", rss.join(", "));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack() -> StackFile {
+        serde_json::from_value(serde_json::json!({
+            "url": "http://127.0.0.1:1", "user_id": "",
+            "tokens": { "user": "", "service": "", "admin": "" },
+            "jwt": { "alg": "HS256", "secret": "", "iss": "", "aud": "" },
+            "webhook_sink": "http://127.0.0.1:2/webhook/hook"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_generated_recipient_is_one_planning_accepts_and_each_is_distinct() {
+        let stack = stack();
+        for n in [0u64, 1, 8_999_999, 9_000_000, 123_456_789] {
+            let phone = recipient(LoadChannel::Sms, &stack, n);
+            let phone = phone["phone"].as_str().unwrap();
+            assert!(
+                common::address::PhoneE164::parse(phone).is_ok(),
+                "{phone} would be suppressed"
+            );
+        }
+        for channel in [
+            LoadChannel::Email,
+            LoadChannel::Webhook,
+            LoadChannel::Sms,
+            LoadChannel::Push,
+        ] {
+            let body = body(channel, &stack, 3, 1_000, "normal");
+            let all: std::collections::HashSet<String> = body["recipients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            assert_eq!(
+                all.len(),
+                1_000,
+                "{channel:?}: identical recipients are planned once"
+            );
+        }
+    }
 }
