@@ -34,7 +34,7 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::load::{self, Outcome, Plan};
+use crate::load::{self, Plan};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChaosArgs {
@@ -545,23 +545,16 @@ async fn run_async(args: ChaosArgs) -> anyhow::Result<ChaosReport> {
             } else {
                 serde_json::json!({ "webhook": { "url": hook_url } })
             };
-            let resp = http
-                .post(format!("http://127.0.0.1:{bff_port}/v1/notifications"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({
+            load::post_notification(
+                &http,
+                &format!("http://127.0.0.1:{bff_port}/v1/notifications"),
+                &token,
+                &serde_json::json!({
                     "recipients": [recipient], "category": "chaos",
                     "content": { "subject": "chaos", "text": format!("message {n}") }
-                }))
-                .send()
-                .await;
-            match resp {
-                Ok(r) if r.status().as_u16() == 202 => match r.json::<serde_json::Value>().await {
-                    Ok(v) => Outcome::Accepted(v["id"].as_str().unwrap_or_default().to_owned()),
-                    Err(_) => Outcome::Failed,
-                },
-                Ok(r) => Outcome::Refused(r.status().as_u16()),
-                Err(_) => Outcome::Failed,
-            }
+                }),
+            )
+            .await
         }
     };
     let load_started = chrono::Utc::now();

@@ -38,6 +38,24 @@ pub enum Outcome {
     Failed,
 }
 
+/// Posts one notification request (`POST /v1/notifications`) and says what it came to: the
+/// outcome every load driver here counts.
+pub async fn post_notification(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> Outcome {
+    match http.post(url).bearer_auth(token).json(body).send().await {
+        Ok(r) if r.status().as_u16() == 202 => match r.json::<serde_json::Value>().await {
+            Ok(v) => Outcome::Accepted(v["id"].as_str().unwrap_or_default().to_owned()),
+            Err(_) => Outcome::Failed,
+        },
+        Ok(r) => Outcome::Refused(r.status().as_u16()),
+        Err(_) => Outcome::Failed,
+    }
+}
+
 /// One second of the run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Second {

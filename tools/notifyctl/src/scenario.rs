@@ -267,14 +267,7 @@ fn body(
 
 /// Posts one notification; the outcome the load generator counts.
 async fn post(http: &reqwest::Client, url: &str, token: &str, body: serde_json::Value) -> Outcome {
-    match http.post(url).bearer_auth(token).json(&body).send().await {
-        Ok(r) if r.status().as_u16() == 202 => match r.json::<serde_json::Value>().await {
-            Ok(v) => Outcome::Accepted(v["id"].as_str().unwrap_or_default().to_owned()),
-            Err(_) => Outcome::Failed,
-        },
-        Ok(r) => Outcome::Refused(r.status().as_u16()),
-        Err(_) => Outcome::Failed,
-    }
+    load::post_notification(http, url, token, &body).await
 }
 
 /// Processes to sample: everything in the stack file, the launcher (embedded Kafka and the
