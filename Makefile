@@ -38,7 +38,7 @@ smoke:
 	$(CARGO_TARGET_DIR)/debug/notifyctl smoke
 
 ## With `make up` running: one load scenario (see `notifyctl load --help`), e.g.
-## make load LOAD_ARGS="--scenario e2e --channel email --rate 100 --duration-secs 30"
+## make load LOAD_ARGS="--scenario e2e --channel email --rate 50 --duration-secs 30"
 ## writes .dev/load/<scenario>-<channel>.json and .dev/load/report.html.
 load:
 	$(CARGO_TARGET_DIR)/debug/notifyctl load $(LOAD_ARGS)
