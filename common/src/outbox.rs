@@ -260,6 +260,20 @@ struct Row {
     attempts: i32,
 }
 
+/// The relay's batch query, in two parts (with and without a priority filter between them).
+macro_rules! due_rows {
+    () => {
+        "SELECT id, topic, key, payload::text AS payload, headers, attempts
+         FROM outbox
+         WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()"
+    };
+}
+macro_rules! take_batch {
+    () => {
+        " ORDER BY priority, id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    };
+}
+
 /// Whether Kafka will never accept this record, whatever happens to the cluster.
 fn is_permanent(e: &KafkaError) -> bool {
     matches!(
@@ -311,27 +325,21 @@ impl Relay {
         let mut tx = self.pool.begin().await?;
         // Two statements rather than `$2 IS NULL OR …`: each gets a plan that walks the
         // (priority, id) index of due rows.
-        const DUE: &str = "SELECT id, topic, key, payload::text AS payload, headers, attempts
-             FROM outbox
-             WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()";
-        let rows: Vec<Row> =
-            match priority {
-                Some(p) => sqlx::query_as(&format!(
-                    "{DUE} AND priority = $2 ORDER BY priority, id LIMIT $1 FOR UPDATE SKIP LOCKED"
-                ))
-                .bind(self.cfg.batch_size)
-                .bind(p)
-                .fetch_all(&mut *tx)
-                .await?,
-                None => {
-                    sqlx::query_as(&format!(
-                        "{DUE} ORDER BY priority, id LIMIT $1 FOR UPDATE SKIP LOCKED"
-                    ))
+        let rows: Vec<Row> = match priority {
+            Some(p) => {
+                sqlx::query_as(concat!(due_rows!(), " AND priority = $2", take_batch!()))
+                    .bind(self.cfg.batch_size)
+                    .bind(p)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_as(concat!(due_rows!(), take_batch!()))
                     .bind(self.cfg.batch_size)
                     .fetch_all(&mut *tx)
                     .await?
-                }
-            };
+            }
+        };
         if rows.is_empty() {
             return Ok(0);
         }

@@ -205,18 +205,13 @@ async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<(
                 .map(|(k, r)| (p.created_by.as_str(), k.as_str(), p.id, r))
         })
         .collect();
-    idem::complete_many(&mut tx, &keyed).await?;
+    idem::complete(&mut tx, &keyed).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// The request in a transaction of its own.
+/// The request in a transaction of its own (a lost database connection still answers 503:
+/// `ApiError`'s conversion finds the `sqlx::Error` in the chain).
 async fn write_one(pool: &PgPool, p: &Planned) -> Result<(), ApiError> {
-    let mut tx = pool.begin().await?;
-    db::notifications::insert_many(&mut tx, &[&p.notification()], &p.outbox).await?;
-    if let Some((key, response)) = &p.idempotency {
-        idem::complete(&mut tx, &p.created_by, key, p.id, response).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    Ok(write_together(pool, &[p]).await?)
 }

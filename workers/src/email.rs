@@ -52,19 +52,20 @@ impl EmailProvider {
             .from
             .parse()
             .map_err(|e| anyhow::anyhow!("email.from `{}` is not a mailbox: {e}", cfg.from))?;
-        let mut lettre = AsyncSmtpTransport::<Tokio1Executor>::from_url(&cfg.smtp_url)
-            .map_err(|e| anyhow::anyhow!("email.smtp_url is invalid: {e}"))?;
         let ca_tls = match &cfg.tls_ca_path {
             Some(ca) => Some(tls_with_ca(&cfg.smtp_url, ca)?),
             None => None,
         };
-        if let Some(tls) = &ca_tls {
-            lettre = lettre.tls(tls.clone());
-        }
-        let url = url::Url::parse(&cfg.smtp_url)?;
+        let url = url::Url::parse(&cfg.smtp_url)
+            .map_err(|e| anyhow::anyhow!("email.smtp_url is invalid: {e}"))?;
         let transport = if url.scheme() == "smtp" {
             Transport::Nodelay(Box::new(nodelay_pool(&url, cfg, ca_tls)?))
         } else {
+            let mut lettre = AsyncSmtpTransport::<Tokio1Executor>::from_url(&cfg.smtp_url)
+                .map_err(|e| anyhow::anyhow!("email.smtp_url is invalid: {e}"))?;
+            if let Some(tls) = ca_tls {
+                lettre = lettre.tls(tls);
+            }
             Transport::Lettre(
                 lettre
                     .timeout(Some(Duration::from_millis(cfg.timeout_ms)))

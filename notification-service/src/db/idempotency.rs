@@ -77,30 +77,9 @@ pub async fn claim(pool: &PgPool, caller: &str, key: &str, hash: &str) -> sqlx::
     })
 }
 
-/// Completes a claim inside the transaction that wrote the notification.
+/// Completes claims inside the transaction that wrote their notifications, in one statement
+/// however many (group commit, `crate::intake`): (caller, key, notification id, response).
 pub async fn complete(
-    conn: &mut sqlx::PgConnection,
-    caller: &str,
-    key: &str,
-    notification_id: Uuid,
-    response: &serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', notification_id = $3, response = $4
-         WHERE caller = $1 AND key = $2",
-    )
-    .bind(caller)
-    .bind(key)
-    .bind(notification_id)
-    .bind(response)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// [`complete`] for several requests in one statement (group commit, `crate::intake`):
-/// (caller, key, notification id, response).
-pub async fn complete_many(
     conn: &mut sqlx::PgConnection,
     items: &[(&str, &str, Uuid, &serde_json::Value)],
 ) -> sqlx::Result<()> {

@@ -265,11 +265,6 @@ fn body(
     })
 }
 
-/// Posts one notification; the outcome the load generator counts.
-async fn post(http: &reqwest::Client, url: &str, token: &str, body: serde_json::Value) -> Outcome {
-    load::post_notification(http, url, token, &body).await
-}
-
 /// Processes to sample: everything in the stack file, the launcher (embedded Kafka and the
 /// sinks), and every Postgres process.
 fn targets(stack: &StackFile) -> Vec<(String, Target)> {
@@ -459,7 +454,7 @@ fn account(ledger: &Ledger, rows: &[Row], settled: Option<f64>) -> Accounting {
 }
 
 fn accept_to_sent<'a>(rows: impl Iterator<Item = &'a Row>) -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+    let mut h = load::histogram();
     for r in rows {
         if let Some(sent) = r.sent {
             let _ = h.record((((sent - r.created) * 1e6).max(1.0)) as u64);
@@ -552,7 +547,7 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
                 while n < requests {
                     let t = Instant::now();
                     let body = body(args.channel, &stack, 1_000_000 + n, per, "normal");
-                    match post(&http, &url, &token, body).await {
+                    match load::post_notification(&http, &url, &token, &body).await {
                         Outcome::Accepted(id) => ids.push(id),
                         other => eprintln!("  backlog request {n}: {other:?}"),
                     }
@@ -607,7 +602,7 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
         move |n: u64| {
             let (http, url, token) = (http.clone(), url.clone(), token.clone());
             let body = body(channel, &stack, n, recipients, priority);
-            async move { post(&http, &url, &token, body).await }
+            async move { load::post_notification(&http, &url, &token, &body).await }
         }
     };
     let duration = args.duration_secs;
@@ -684,10 +679,11 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
     let all_rows = rows.iter().chain(bulk_rows.iter());
     let mut sent_by_second: Vec<u64> = Vec::new();
     let (mut first_created, mut last_sent) = (f64::MAX, 0f64);
-    let mut during_load = 0u64;
+    let (mut during_load, mut sent_total) = (0u64, 0u64);
     for r in all_rows {
         first_created = first_created.min(r.created);
         if let Some(s) = r.sent {
+            sent_total += 1;
             last_sent = last_sent.max(s);
             if s >= started_at {
                 let i = (s - started_at) as usize;
@@ -701,11 +697,6 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
             }
         }
     }
-    let sent_total: u64 = rows
-        .iter()
-        .chain(bulk_rows.iter())
-        .filter(|r| r.sent.is_some())
-        .count() as u64;
     let mut p99_by_second: Vec<Histogram<u64>> = Vec::new();
     for r in &rows {
         if let Some(s) = r.sent
@@ -713,9 +704,7 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
         {
             let i = (r.created - started_at) as usize;
             while p99_by_second.len() <= i {
-                p99_by_second.push(
-                    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
-                );
+                p99_by_second.push(load::histogram());
             }
             let _ = p99_by_second[i].record((((s - r.created) * 1e6).max(1.0)) as u64);
         }
