@@ -31,6 +31,10 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// A request that takes longer is answered 503 so callers can retry elsewhere.
     pub request_timeout_ms: u64,
+    /// Requests handled at once; one more is answered 503 `overloaded` with `Retry-After`
+    /// at once instead of queueing (queued requests cost memory and only get slower).
+    /// Health and metrics endpoints are never refused.
+    pub max_in_flight: usize,
 }
 
 impl HttpConfig {
@@ -48,14 +52,16 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             body_limit_bytes: 256 * 1024,
             request_timeout_ms: 20_000,
+            max_in_flight: 1024,
         }
     }
 }
 
 /// Adds the shared layers to a service's router, outermost first: request context and trace
-/// span → timeout → body limit. Auth is per route (an extractor).
+/// span → in-flight limit → timeout → body limit. Auth is per route (an extractor).
 pub fn with_edge_layers(router: Router, cfg: &HttpConfig) -> Router {
     use tower_http::timeout::TimeoutLayer;
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1)));
     router
         .fallback(|| async { ApiError::not_found("no route matches this path") })
         .method_not_allowed_fallback(|| async {
@@ -72,8 +78,40 @@ pub fn with_edge_layers(router: Router, cfg: &HttpConfig) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             std::time::Duration::from_millis(cfg.request_timeout_ms),
         ))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| shed_overload(in_flight.clone(), req, next),
+        ))
         .layer(axum::middleware::from_fn(problems_only))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// Seconds a shed request is told to wait before trying again.
+const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
+
+/// Answers 503 `overloaded` when `max_in_flight` requests are already being handled.
+async fn shed_overload(
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let exempt = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let _permit = match in_flight.try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) if exempt => None,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the service is handling as many requests as it can; try again shortly",
+            )
+            .with_header(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(OVERLOADED_RETRY_AFTER_SECS),
+            )
+            .into_response();
+        }
+    };
+    next.run(req).await
 }
 
 /// A handler that panicked answers a 500 problem (and the panic is logged) instead of
@@ -442,6 +480,57 @@ mod mime_lite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Over `max_in_flight`, a request is answered 503 `overloaded` with `Retry-After` at
+    /// once; health is still answered; a finished request frees its place.
+    #[tokio::test]
+    async fn requests_over_the_in_flight_limit_are_shed_not_queued() {
+        use tower::ServiceExt;
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let entered = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (held, entering) = (release.clone(), entered.clone());
+        let router = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(move || {
+                    let (held, entering) = (held.clone(), entering.clone());
+                    async move {
+                        entering.notify_one();
+                        held.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .route("/healthz", axum::routing::get(healthz));
+        let cfg = HttpConfig {
+            max_in_flight: 1,
+            ..HttpConfig::default()
+        };
+        let app = with_edge_layers(router, &cfg);
+        let get = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let first = tokio::spawn(app.clone().oneshot(get("/slow")));
+        entered.notified().await; // the first request holds the only place
+        let shed = app.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(shed.into_body(), 4096).await.unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            problem["type"].as_str().unwrap().ends_with("overloaded"),
+            "{problem}"
+        );
+        let health = app.clone().oneshot(get("/healthz")).await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        release.notify_one();
+        let again = app.oneshot(get("/slow")).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+    }
 
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]

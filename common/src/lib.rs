@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod events;
+pub mod group_commit;
 pub mod http;
 pub mod idempotency;
 pub mod kafka;

@@ -13,12 +13,12 @@
 //! is never another's; a request with many deliveries does not join a batch (it would make its
 //! companions wait for its large statements).
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use common::problem::ApiError;
+use common::{
+    group_commit::{GroupCommit, Unanswered},
+    problem::ApiError,
+};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
@@ -97,13 +97,11 @@ impl Planned {
     }
 }
 
-type Job = (Planned, oneshot::Sender<Result<(), ApiError>>);
-
 /// The writers; cheap to clone.
 #[derive(Clone)]
 pub struct Intake {
     /// `None`: group commit is off.
-    jobs: Option<mpsc::Sender<Job>>,
+    writers: Option<GroupCommit<Planned, Result<(), ApiError>>>,
     pool: PgPool,
     max_batched_deliveries: usize,
 }
@@ -113,36 +111,18 @@ impl Intake {
     pub fn start(pool: PgPool, cfg: &IntakeConfig) -> Self {
         if !cfg.group_commit {
             return Self {
-                jobs: None,
+                writers: None,
                 pool,
                 max_batched_deliveries: 0,
             };
         }
-        let max_batch = cfg.max_batch.max(1);
-        let (jobs, rx) = mpsc::channel::<Job>(4 * max_batch);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..cfg.writers.max(1) {
-            let (rx, pool) = (rx.clone(), pool.clone());
-            tokio::spawn(async move {
-                loop {
-                    let batch = {
-                        let mut rx = rx.lock().await;
-                        let Some(first) = rx.recv().await else { return };
-                        let mut batch = vec![first];
-                        while batch.len() < max_batch {
-                            match rx.try_recv() {
-                                Ok(job) => batch.push(job),
-                                Err(_) => break,
-                            }
-                        }
-                        batch
-                    };
-                    write_batch(&pool, batch).await;
-                }
-            });
-        }
+        let batch_pool = pool.clone();
+        let writers = GroupCommit::start(cfg.writers, cfg.max_batch, move |batch| {
+            let pool = batch_pool.clone();
+            async move { write_batch(&pool, batch).await }
+        });
         Self {
-            jobs: Some(jobs),
+            writers: Some(writers),
             pool,
             max_batched_deliveries: cfg.max_batched_deliveries,
         }
@@ -150,41 +130,36 @@ impl Intake {
 
     /// Writes `p` durably (with its idempotency key completed); returns once committed.
     pub async fn write(&self, p: Planned) -> Result<(), ApiError> {
-        let jobs = match &self.jobs {
-            Some(jobs) if p.deliveries.len() <= self.max_batched_deliveries => jobs,
+        let writers = match &self.writers {
+            Some(writers) if p.deliveries.len() <= self.max_batched_deliveries => writers,
             _ => return write_one(&self.pool, &p).await,
         };
-        let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((p, _))) = jobs.send((p, tx)).await {
+        match writers.submit(p).await {
+            Ok(answer) => answer,
             // The writers are gone (shutting down): write it here.
-            return write_one(&self.pool, &p).await;
-        }
-        rx.await.map_err(|_| {
-            ApiError::from(anyhow::anyhow!(
+            Err(Unanswered::Closed(p)) => write_one(&self.pool, &p).await,
+            Err(Unanswered::WriterStopped) => Err(ApiError::from(anyhow::anyhow!(
                 "the intake writer stopped before answering"
-            ))
-        })?
+            ))),
+        }
     }
 }
 
 /// One transaction for the whole batch; on failure, one per request.
-async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
+async fn write_batch(pool: &PgPool, batch: Vec<Planned>) -> Vec<Result<(), ApiError>> {
     if batch.len() > 1 {
-        let planned: Vec<&Planned> = batch.iter().map(|(p, _)| p).collect();
+        let planned: Vec<&Planned> = batch.iter().collect();
         match write_together(pool, &planned).await {
-            Ok(()) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Ok(()));
-                }
-                return;
-            }
+            Ok(()) => return batch.iter().map(|_| Ok(())).collect(),
             Err(e) => tracing::warn!(error = %e, requests = batch.len(),
                 "a group commit failed; writing its requests one by one"),
         }
     }
-    for (p, reply) in batch {
-        let _ = reply.send(write_one(pool, &p).await);
+    let mut answers = Vec::with_capacity(batch.len());
+    for p in &batch {
+        answers.push(write_one(pool, p).await);
     }
+    answers
 }
 
 async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<()> {

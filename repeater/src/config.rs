@@ -15,6 +15,8 @@ pub struct Config {
     pub stuck: crate::stuck::StuckConfig,
     /// Status events handled at once.
     pub max_in_flight: usize,
+    /// How status events are written (group commit).
+    pub apply: crate::status::ApplyConfig,
 }
 
 impl Default for Config {
@@ -26,6 +28,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             stuck: crate::stuck::StuckConfig::default(),
             max_in_flight: 32,
+            apply: crate::status::ApplyConfig::default(),
         }
     }
 }

@@ -52,6 +52,7 @@ pub async fn run(
     let handler = Arc::new(status::StatusHandler::new(
         pool.clone(),
         cfg.retry.clone(),
+        &cfg.apply,
         metrics.clone(),
     ));
     let consuming = runner::spawn(

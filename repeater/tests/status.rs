@@ -15,7 +15,7 @@ use devkit::pg::TestDatabase;
 use repeater::{
     config::RetryConfig,
     metrics::Metrics,
-    status::{Applied, StatusHandler},
+    status::{Applied, ApplyConfig, StatusHandler},
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -39,7 +39,10 @@ async fn db() -> (PgPool, TestDatabase) {
 fn handler(pool: &PgPool, retry: RetryConfig) -> (StatusHandler, Registry) {
     let registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&registry));
-    (StatusHandler::new(pool.clone(), retry, metrics), registry)
+    (
+        StatusHandler::new(pool.clone(), retry, &ApplyConfig::default(), metrics),
+        registry,
+    )
 }
 
 /// The value of `line`'s metric (`name{labels}`) in `registry`, 0 when absent.
@@ -388,5 +391,101 @@ async fn a_status_for_an_older_attempt_after_a_redrive_is_recorded_as_stale() {
             .await
             .unwrap(),
         Applied::Sent
+    );
+}
+
+/// Events applied concurrently share transactions (group commit); each still gets its own
+/// answer and its delivery its own state: sent, retrying, a redelivered duplicate, an unknown
+/// delivery, and two attempts of one delivery in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_events_are_applied_together_each_with_its_own_outcome() {
+    let (pool, _db) = db().await;
+    let (handler, registry) = handler(&pool, fixed(&[5.0]));
+    let handler = Arc::new(handler);
+    let mut sent = Vec::new();
+    let mut failed = Vec::new();
+    for _ in 0..40 {
+        sent.push(delivery(&pool, Channel::Sms).await);
+        failed.push(delivery(&pool, Channel::Sms).await);
+    }
+    let twice = delivery(&pool, Channel::Sms).await;
+    let unknown = Uuid::now_v7();
+    let mut events: Vec<StatusEvent> = Vec::new();
+    events.extend(sent.iter().map(|&d| event(d, 1, Outcome::Sent, None)));
+    events.extend(
+        failed
+            .iter()
+            .map(|&d| event(d, 1, Outcome::TransientFailure, None)),
+    );
+    events.push(event(sent[0], 1, Outcome::Sent, None)); // redelivered
+    events.push(event(unknown, 1, Outcome::Sent, None));
+    events.push(event(twice, 1, Outcome::TransientFailure, None));
+    events.push(event(twice, 2, Outcome::Sent, None));
+    let tasks: Vec<_> = events
+        .iter()
+        .cloned()
+        .map(|ev| {
+            let h = handler.clone();
+            tokio::spawn(async move { (ev.delivery_id, h.apply(&ev).await.unwrap()) })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let count = |f: &dyn Fn(&(Uuid, Applied)) -> bool| answers.iter().filter(|a| f(a)).count();
+    assert_eq!(count(&|(d, a)| sent.contains(d) && *a == Applied::Sent), 40);
+    assert_eq!(
+        count(&|(d, a)| *d == sent[0] && *a == Applied::Duplicate),
+        1
+    );
+    assert_eq!(
+        count(&|(d, a)| failed.contains(d)
+            && matches!(
+                a,
+                Applied::Retrying {
+                    next_attempt: 2,
+                    ..
+                }
+            )),
+        40
+    );
+    assert_eq!(
+        count(&|(d, a)| *d == unknown && *a == Applied::UnknownDelivery),
+        1
+    );
+
+    let state = |d: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i32, Option<DateTime<Utc>>)>(
+                "SELECT status, attempts, sent_at FROM deliveries WHERE id = $1",
+            )
+            .bind(d)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    for &d in &sent {
+        let (status, attempts, sent_at) = state(d).await;
+        assert_eq!((status.as_str(), attempts), ("sent", 1), "delivery {d}");
+        assert!(sent_at.is_some());
+    }
+    for &d in &failed {
+        assert_eq!(state(d).await.0, "retrying", "delivery {d}");
+        assert_eq!(dispatches(&pool, d, 2).await.len(), 1, "delivery {d}");
+    }
+    // Whichever of its two events came first, the delivery ends sent with both attempts.
+    let (status, attempts, _) = state(twice).await;
+    assert_eq!((status.as_str(), attempts), ("sent", 2));
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 40 + 40 + 2);
+    assert_eq!(
+        metric(&registry, "notify_repeater_duplicate_status_events_total"),
+        1
     );
 }
