@@ -94,6 +94,75 @@ fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seconds between the bench's `VACUUM (ANALYZE)` rounds when the server's autovacuum is off.
+const VACUUM_EVERY: Duration = Duration::from_secs(10);
+
+/// Stands in for autovacuum on `dbs` while the server runs with `autovacuum = off` (this
+/// machine's Postgres does, for its tests; no production server does). Without it the bench's
+/// fresh tables are never analyzed, and the plans that prepared statements cached while they
+/// were nearly empty — sequential scans — are kept as they grow to hundreds of thousands of
+/// rows: measured with `pg_stat_statements`, the repeater's two statements per batch touched
+/// ~1,900 buffers each and took 87 % of Postgres' time (docs/benchmarks.md). An `ANALYZE`
+/// invalidates those plans, as autovacuum's does on a real server.
+async fn stand_in_for_autovacuum(
+    dbs: [&'static str; 2],
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let show = tokio::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-qAt",
+            "-d",
+            "postgres",
+            "-c",
+            "SHOW autovacuum",
+        ])
+        .output()
+        .await;
+    match show {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "off" => {
+            eprintln!(
+                "bench: the server's autovacuum is off; the bench runs VACUUM (ANALYZE) on its databases every {} s instead",
+                VACUUM_EVERY.as_secs()
+            );
+        }
+        _ => return,
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(VACUUM_EVERY) => {}
+        }
+        for db in dbs {
+            let out = tokio::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-qAt",
+                    "-d",
+                    db,
+                    "-c",
+                    "VACUUM (ANALYZE)",
+                ])
+                .output()
+                .await;
+            if let Ok(out) = out
+                && !out.status.success()
+            {
+                eprintln!(
+                    "  vacuum {db}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+    }
+}
+
 /// One ~300-byte jsonb row inserted per transaction, 8 clients on 2 threads.
 pub fn pgbench(secs: u64, dir: &std::path::Path) -> anyhow::Result<Baseline> {
     psql(
@@ -273,6 +342,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
         .enable_all()
         .build()?;
     let mut results = Vec::new();
+    let vacuum_stop = tokio_util::sync::CancellationToken::new();
+    let vacuuming = rt.spawn(stand_in_for_autovacuum(
+        ["bench_notify", "bench_users"],
+        vacuum_stop.clone(),
+    ));
     let outcome = rt.block_on(async {
         for name in &wanted {
             eprintln!("bench: {name}");
@@ -288,6 +362,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
         }
         Ok(())
     });
+    vacuum_stop.cancel();
+    let _ = rt.block_on(vacuuming);
     eprintln!("bench: stopping the stack …");
     running.stop();
     outcome?;
