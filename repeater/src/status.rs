@@ -340,8 +340,8 @@ async fn settle(
             set("dead", Some("invalid_address"))
                 .execute(&mut *conn)
                 .await?;
-            device_invalidated(conn, ev, &d).await?;
-            died(conn, &d, metrics, ev.at, "invalid_address").await?
+            device_invalidated(conn, ev, d).await?;
+            died(conn, d, metrics, ev.at, "invalid_address").await?
         }
         Outcome::PermanentFailure if ev.error.as_ref().is_some_and(|e| e.code == "expired") => {
             set("expired", Some("ttl_passed"))
@@ -353,7 +353,7 @@ async fn settle(
             set("dead", Some("permanent_failure"))
                 .execute(&mut *conn)
                 .await?;
-            died(conn, &d, metrics, ev.at, "permanent_failure").await?
+            died(conn, d, metrics, ev.at, "permanent_failure").await?
         }
         Outcome::TransientFailure => {
             let retry_after = ev.retry_after_ms.map(Duration::from_millis);
@@ -403,7 +403,7 @@ async fn settle(
                     set("dead", Some("attempts_exhausted"))
                         .execute(&mut *conn)
                         .await?;
-                    died(conn, &d, metrics, ev.at, "attempts_exhausted").await?
+                    died(conn, d, metrics, ev.at, "attempts_exhausted").await?
                 }
             }
         }
