@@ -65,7 +65,10 @@ async fn every_answer_conforms_to_the_openapi_document_and_none_is_a_server_erro
             .args(["--checks", CHECKS])
             .args(["--max-examples", "15", "--seed", "1"])
             .args(["--generation-database", "none"])
-            .args(["--workers", "2", "--request-timeout", "30"])
+            // One worker: with two threads Debian's Python 3.11 can crash inside Hypothesis
+            // ("AST constructor recursion depth mismatch", CPython gh-106905: `ast.parse` is
+            // not thread-safe there), a tool error that failed a CI run, not the API.
+            .args(["--workers", "1", "--request-timeout", "30"])
             .arg("--no-color")
             .current_dir(std::env::temp_dir())
             .env("SCHEMATHESIS_TELEMETRY", "false")

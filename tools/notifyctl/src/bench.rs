@@ -278,6 +278,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
         ..UpArgs::defaults()
     };
     eprintln!("bench: starting the stack (release build, rate limits off) …");
+    // An interrupted run's keys.
+    launcher::forget_redis_keys(&up.redis, &launcher::workers_redis_prefix(&up.db_prefix))?;
     let running = launcher::start(&up)?;
     eprintln!(
         "  up at {} ({} bff behind {})",
@@ -366,6 +368,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
     let _ = rt.block_on(vacuuming);
     eprintln!("bench: stopping the stack …");
     running.stop();
+    // Its workers' dedupe keys (two per delivery, kept 7 days) would fill the shared Redis.
+    if let Err(e) =
+        launcher::forget_redis_keys(&up.redis, &launcher::workers_redis_prefix(&up.db_prefix))
+    {
+        eprintln!("bench: {e:#}");
+    }
     outcome?;
     crate::report::write_dir(&out)?;
     let html = out.join("report.html");

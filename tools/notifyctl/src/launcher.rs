@@ -295,6 +295,32 @@ impl Running {
     }
 }
 
+/// The workers' Redis key prefix (their per-delivery dedupe keys, kept 7 days): `notify:dev:`
+/// for `make up`, one of its own for a stack with a database prefix, so a benchmark's millions
+/// of keys can be removed with it ([`forget_redis_keys`]) instead of filling the shared Redis.
+pub fn workers_redis_prefix(db_prefix: &str) -> String {
+    format!("notify:{db_prefix}dev:")
+}
+
+/// Deletes every key under `prefix` (SCAN + UNLINK in batches, without blocking Redis).
+pub fn forget_redis_keys(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "redis-cli -u \"$1\" --scan --pattern \"$2*\" | xargs -r -n 1000 redis-cli -u \"$1\" unlink >/dev/null",
+            "sh",
+            redis_url,
+            prefix,
+        ])
+        .status()
+        .context("running redis-cli")?;
+    anyhow::ensure!(
+        status.success(),
+        "deleting the Redis keys under {prefix} failed"
+    );
+    Ok(())
+}
+
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut running = start(&args)?;
     let url = running.stack.url.clone();
@@ -521,7 +547,10 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
     let mut workers_env = with(&[
         listen(workers_port),
         ("NOTIFY_EMAIL__SMTP_URL", smtp.url()),
-        ("NOTIFY_REDIS__KEY_PREFIX", "notify:dev:".into()),
+        (
+            "NOTIFY_REDIS__KEY_PREFIX",
+            workers_redis_prefix(&args.db_prefix),
+        ),
         ("NOTIFY_CHANNELS", ALL_CHANNELS.into()),
     ]);
     workers_env.extend(provider_env);
