@@ -13,7 +13,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod delivery;
 pub mod events;
 pub mod group_commit;
 pub mod http;

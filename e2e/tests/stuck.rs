@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use common::{
     db::DatabaseConfig,
-    delivery::LockedDelivery,
     events::all_topics,
     http::HttpConfig,
     kafka::KafkaConfig,
     outbox::{RelayConfig, spawn_relay},
     redis::RedisConfig,
 };
+use delivery::LockedDelivery;
 use devkit::{
     kafka::DevCluster, pg::TestDatabase, redis::TestPrefix, smtp::SmtpSink, tasks::TaskGroup,
 };

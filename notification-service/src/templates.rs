@@ -179,16 +179,8 @@ pub async fn apply(
     Ok(())
 }
 
-/// The content a delivery in `locale` gets: its rendering, else the default.
-pub fn content_for<'a>(
-    content: &'a Content,
-    localized: Option<&'a BTreeMap<String, Content>>,
-    locale: Option<&str>,
-) -> &'a Content {
-    localized
-        .and_then(|l| l.get(locale.unwrap_or_default()))
-        .unwrap_or(content)
-}
+/// The content a delivery in `locale` gets (one rule, kept with the dispatch message).
+pub use delivery::dispatch::content_for;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,6 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use common::{
-    delivery::LockedDelivery,
     events::{
         Channel, DomainEvent, EVENTS_TOPIC, Outcome, SCHEMA, StatusEvent, parse_push_address,
     },
@@ -19,6 +18,7 @@ use common::{
     kafka::runner::{HandleError, MessageHandler},
     outbox::{self, OutboxMessage},
 };
+use delivery::LockedDelivery;
 use rdkafka::{Message, message::OwnedMessage};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;

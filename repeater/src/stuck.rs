@@ -39,10 +39,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use common::{
-    delivery::{self, LockedDelivery, RedriveKind},
     events::{Channel, Lane, REPEATER_GROUP, STATUS_TOPIC, dispatch_topic, worker_group},
     kafka::KafkaConfig,
 };
+use delivery::{LockedDelivery, RedriveKind};
 use rdkafka::{
     Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},

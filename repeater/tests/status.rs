@@ -6,11 +6,9 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use common::events::{Channel, ErrorInfo, Outcome, SCHEMA, StatusEvent};
 use common::metrics::Registry;
-use common::{
-    delivery::{self, LockedDelivery, RedriveKind},
-    events::{Channel, ErrorInfo, Outcome, SCHEMA, StatusEvent},
-};
+use delivery::{LockedDelivery, RedriveKind};
 use devkit::pg::TestDatabase;
 use repeater::{
     config::RetryConfig,

@@ -1,6 +1,5 @@
 //! Queries on database `notify`. Each takes a connection or transaction from the caller.
 
-pub mod cancel;
 pub mod idempotency;
 pub mod notifications;
 pub mod templates;

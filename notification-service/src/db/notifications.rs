@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use common::{
-    events::{Content, DispatchMessage, RecipientRef, SCHEMA},
+    events::Content,
     outbox::{self, OutboxMessage},
 };
 use sqlx::PgConnection;
@@ -23,31 +23,23 @@ pub struct NewNotification<'a> {
     pub created_at: DateTime<Utc>,
 }
 
-impl NewNotification<'_> {
-    /// The dispatch message of a delivery's first attempt.
-    pub fn dispatch(&self, d: &PlannedDelivery) -> DispatchMessage {
-        DispatchMessage {
-            schema: SCHEMA,
+impl<'a> NewNotification<'a> {
+    /// What attempt 1 of `d`'s dispatch message is made of.
+    pub fn dispatch(&self, d: &'a PlannedDelivery) -> delivery::dispatch::DispatchParts<'a> {
+        delivery::dispatch::DispatchParts {
             delivery_id: d.id,
             notification_id: self.id,
             attempt: 1,
             channel: d.channel,
             lane: d.lane,
-            recipient: RecipientRef {
-                user_id: d.user_id,
-                address: d.address.clone().unwrap_or_default(),
-            },
-            content: crate::templates::content_for(
-                &self.request.content,
-                self.request.localized.as_ref(),
-                d.locale.as_deref(),
-            )
-            .clone(),
-            locale: d.locale.clone(),
-            not_after: self.request.ttl_seconds.map(|ttl| {
-                self.request.send_at.unwrap_or(self.created_at) + chrono::Duration::seconds(ttl)
-            }),
+            user_id: d.user_id,
+            address: d.address.as_deref(),
+            locale: d.locale.as_deref(),
+            content: &self.request.content,
+            localized: self.request.localized.as_ref(),
             created_at: self.created_at,
+            send_at: self.request.send_at,
+            ttl_seconds: self.request.ttl_seconds,
         }
     }
 
@@ -119,14 +111,7 @@ pub fn dispatch_rows(n: &NewNotification<'_>) -> anyhow::Result<Vec<OutboxMessag
     n.deliveries
         .iter()
         .filter(|d| d.status != PlannedStatus::Suppressed)
-        .map(|d| {
-            let key = d
-                .user_id
-                .map(|u| u.to_string())
-                .or_else(|| d.address.clone())
-                .unwrap_or_default();
-            Ok(common::delivery::dispatch_row(&n.dispatch(d), key)?.available_at(d.available_at))
-        })
+        .map(|d| Ok(n.dispatch(d).row()?.available_at(d.available_at)))
         .collect()
 }
 

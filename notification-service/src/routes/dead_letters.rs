@@ -4,7 +4,7 @@
 //!
 //! A re-drive gives the delivery a new attempt (`current_attempt + 1`, a fresh dispatch in the
 //! outbox, the whole retry schedule again) and writes who did it to `redrives`
-//! (`common::delivery::redrive`). Deliveries that are no longer dead are left alone and
+//! (`delivery::redrive`). Deliveries that are no longer dead are left alone and
 //! counted as skipped.
 
 use axum::{
@@ -15,11 +15,11 @@ use axum::{
 use chrono::{DateTime, Utc};
 use common::{
     auth::{Principal, Role},
-    delivery::{self, LockedDelivery, RedriveKind},
     events::Channel,
     http::AppJson,
     problem::{ApiError, FieldError},
 };
+use delivery::{LockedDelivery, RedriveKind};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;

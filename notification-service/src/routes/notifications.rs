@@ -202,9 +202,9 @@ async fn cancel(
         Some(owner) if principal.role() == Role::Admin || owner == principal.subject() => {}
         _ => return Err(ApiError::not_found("no notification has this id")),
     }
-    let outcome = match crate::db::cancel::cancel(&mut tx, id).await {
+    let outcome = match delivery::cancel::cancel(&mut tx, id).await {
         Ok(o) => o,
-        Err(e) if crate::db::cancel::is_lock_timeout(&e) => {
+        Err(e) if delivery::cancel::is_lock_timeout(&e) => {
             return Err(ApiError::conflict(
                 "dispatch_in_progress",
                 "a delivery of this notification is being handed to Kafka right now (slowly: Kafka may be unavailable); nothing was cancelled, retry",

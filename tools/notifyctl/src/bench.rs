@@ -72,6 +72,11 @@ const ALL: [&str; 8] = [
 ];
 
 fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
+    psql_output(db, sql).map(drop)
+}
+
+/// Runs `sql` in `db` as `postgres`; its output.
+fn psql_output(db: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .args([
             "-h",
@@ -91,7 +96,7 @@ fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
         "psql: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Seconds between the bench's `VACUUM (ANALYZE)` rounds when the server's autovacuum is off.
@@ -108,22 +113,11 @@ async fn stand_in_for_autovacuum(
     dbs: [&'static str; 2],
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let show = tokio::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-qAt",
-            "-d",
-            "postgres",
-            "-c",
-            "SHOW autovacuum",
-        ])
-        .output()
-        .await;
-    match show {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "off" => {
+    let run = |db: &'static str, sql: &'static str| {
+        tokio::task::spawn_blocking(move || psql_output(db, sql))
+    };
+    match run("postgres", "SHOW autovacuum").await {
+        Ok(Ok(setting)) if setting == "off" => {
             eprintln!(
                 "bench: the server's autovacuum is off; the bench runs VACUUM (ANALYZE) on its databases every {} s instead",
                 VACUUM_EVERY.as_secs()
@@ -137,27 +131,8 @@ async fn stand_in_for_autovacuum(
             _ = tokio::time::sleep(VACUUM_EVERY) => {}
         }
         for db in dbs {
-            let out = tokio::process::Command::new("psql")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-qAt",
-                    "-d",
-                    db,
-                    "-c",
-                    "VACUUM (ANALYZE)",
-                ])
-                .output()
-                .await;
-            if let Ok(out) = out
-                && !out.status.success()
-            {
-                eprintln!(
-                    "  vacuum {db}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+            if let Ok(Err(e)) = run(db, "VACUUM (ANALYZE)").await {
+                eprintln!("  vacuum {db}: {e:#}");
             }
         }
     }

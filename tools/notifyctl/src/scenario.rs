@@ -204,8 +204,6 @@ pub struct Backlog {
 /// Recipients per request of the `urgent-under-bulk` backlog.
 const BACKLOG_RECIPIENTS: usize = 1_000;
 
-const TERMINAL: [&str; 5] = ["sent", "dead", "suppressed", "cancelled", "expired"];
-
 impl LoadArgs {
     fn recipients(&self) -> usize {
         self.recipients.unwrap_or(match self.scenario {
@@ -347,7 +345,7 @@ async fn wait_terminal(
                  FROM deliveries WHERE notification_id = ANY($1) GROUP BY notification_id",
             )
             .bind(chunk)
-            .bind(&TERMINAL[..])
+            .bind(delivery::status::terminal_names())
             .fetch_all(pool)
             .await?;
             let done: HashMap<Uuid, i64> = rows.into_iter().collect();
@@ -430,7 +428,7 @@ fn account(ledger: &Ledger, rows: &[Row], settled: Option<f64>) -> Accounting {
         if r.attempt > 1 {
             a.redispatched += 1;
         }
-        if TERMINAL.contains(&r.status.as_str()) {
+        if delivery::Status::parse(&r.status).is_some_and(delivery::Status::is_terminal) {
             a.terminal += 1;
             *terminal_of.entry(r.notification).or_default() += 1;
         }

@@ -13,6 +13,8 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::Status;
+
 /// What a cancel did.
 #[derive(Debug, Default)]
 pub struct Cancelled {
@@ -21,9 +23,6 @@ pub struct Cancelled {
     /// Deliveries already handed to Kafka (or finished): `(id, status)`.
     pub dispatched: Vec<(Uuid, String)>,
 }
-
-/// Statuses with nothing left to cancel or send.
-const SETTLED: [&str; 5] = ["suppressed", "cancelled", "expired", "dead", "sent"];
 
 /// How long a cancel waits for a row lock (the relay's, while Kafka is slow or away) before
 /// giving up with "in progress, retry" instead of hanging the request.
@@ -47,7 +46,7 @@ pub async fn cancel(conn: &mut PgConnection, notification_id: Uuid) -> sqlx::Res
             .await?;
     let open: Vec<String> = deliveries
         .iter()
-        .filter(|(_, s)| !SETTLED.contains(&s.as_str()))
+        .filter(|(_, s)| !Status::parse(s).is_some_and(Status::is_terminal))
         .map(|(id, _)| id.to_string())
         .collect();
     let deleted: Vec<String> = sqlx::query_scalar(
@@ -59,18 +58,22 @@ pub async fn cancel(conn: &mut PgConnection, notification_id: Uuid) -> sqlx::Res
     .await?;
     let cancelled: Vec<Uuid> = deleted.iter().filter_map(|id| id.parse().ok()).collect();
     sqlx::query(
-        "UPDATE deliveries SET status = 'cancelled', reason = 'cancelled_by_caller', next_attempt_at = NULL,
+        "UPDATE deliveries SET status = $2, reason = 'cancelled_by_caller', next_attempt_at = NULL,
                                updated_at = now()
          WHERE id = ANY($1)",
     )
     .bind(&cancelled)
+    .bind(Status::Cancelled.as_str())
     .execute(&mut *conn)
     .await?;
     let dispatched = deliveries
         .into_iter()
         .filter(|(id, status)| {
             !cancelled.contains(id)
-                && !matches!(status.as_str(), "suppressed" | "cancelled" | "expired")
+                && !matches!(
+                    Status::parse(status),
+                    Some(Status::Suppressed | Status::Cancelled | Status::Expired)
+                )
         })
         .collect();
     Ok(Cancelled {

@@ -1,0 +1,91 @@
+//! A delivery's status: the one list of them (the `deliveries_status_check` constraint of
+//! migration notify/0001 holds the same names; decision 0006 says what each means).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Planned, waiting for its time (`send_at`, quiet hours).
+    Pending,
+    /// Its dispatch message is in the outbox or in Kafka.
+    Queued,
+    Sending,
+    Sent,
+    /// A transient failure; the next attempt is scheduled.
+    Retrying,
+    /// Failed for good (a dead letter an admin can re-drive).
+    Dead,
+    /// Not sent on purpose (preferences, quiet hours, a suppressed address).
+    Suppressed,
+    Cancelled,
+    /// Its time to live passed before it could be sent.
+    Expired,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Pending,
+        Status::Queued,
+        Status::Sending,
+        Status::Sent,
+        Status::Retrying,
+        Status::Dead,
+        Status::Suppressed,
+        Status::Cancelled,
+        Status::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Retrying => "retrying",
+            Status::Dead => "dead",
+            Status::Suppressed => "suppressed",
+            Status::Cancelled => "cancelled",
+            Status::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// After these only a re-drive changes a delivery.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Sent | Status::Dead | Status::Suppressed | Status::Cancelled | Status::Expired
+        )
+    }
+}
+
+/// The terminal statuses' names, for SQL (`status = ANY($1)`).
+pub fn terminal_names() -> Vec<&'static str> {
+    Status::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(Status::as_str)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_round_trips_and_serialises_as_its_name() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(Status::parse("delivered"), None);
+        assert_eq!(
+            terminal_names(),
+            ["sent", "dead", "suppressed", "cancelled", "expired"]
+        );
+    }
+}
