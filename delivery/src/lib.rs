@@ -1,12 +1,15 @@
 //! The delivery lifecycle of database `notify` (issue 14, in progress): what a delivery's
 //! status can be ([`Status`]), its dispatch message and outbox row ([`dispatch_row`],
-//! [`LockedDelivery`]), the next attempt ([`redrive`]) and cancel ([`cancel`]). Both services
+//! [`LockedDelivery`]), the next attempt ([`redrive`], the retry schedule in [`retry`]), applying status events
+//! ([`apply`]) and cancel ([`cancel`]). Both services
 //! that move deliveries — notification-service and the repeater — call this crate; docs/next.md
 //! lists what still writes delivery state elsewhere.
 
+pub mod apply;
 pub mod cancel;
 pub mod dispatch;
 pub mod redrive;
+pub mod retry;
 pub mod status;
 
 pub use dispatch::{LockedDelivery, dispatch_row};

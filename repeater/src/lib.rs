@@ -8,7 +8,6 @@
 
 pub mod config;
 pub mod metrics;
-pub mod retry;
 pub mod status;
 pub mod stuck;
 

@@ -98,3 +98,27 @@ pub fn channel(c: &str) -> ChannelLabel {
         channel: c.to_owned(),
     }
 }
+
+/// The delivery lifecycle tells the repeater's counters what it did.
+impl delivery::apply::Observer for Metrics {
+    fn duplicate(&self) {
+        self.duplicates.inc();
+    }
+
+    fn retrying(&self, ch: &str) {
+        self.retries.get_or_create(&channel(ch)).inc();
+    }
+
+    fn dead(&self, ch: &str, reason: &'static str) {
+        self.dead
+            .get_or_create(&DeadLabel {
+                channel: ch.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    fn fallback(&self, ch: &str) {
+        self.fallbacks.get_or_create(&channel(ch)).inc();
+    }
+}

@@ -471,7 +471,7 @@ impl StuckScan {
             .bind(last_error)
             .execute(&mut *tx)
             .await?;
-            crate::status::died(&mut tx, &d, &self.metrics, d.db_now, "undeliverable").await?;
+            delivery::apply::died(&mut tx, &d, &*self.metrics, d.db_now, "undeliverable").await?;
             tx.commit().await?;
             tracing::error!(delivery_id = %d.id, attempt, "dispatch refused by Kafka: delivery is dead (undeliverable)");
             report.undeliverable.push(d.id);

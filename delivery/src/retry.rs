@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use common::events::Channel;
 use rand::Rng;
+use serde::Deserialize;
 
 /// The delay before the attempt after `failed_attempt` (1-based within the current retry run),
 /// or `None` when `schedule` is exhausted.
@@ -29,12 +31,43 @@ pub fn next_delay(
     })
 }
 
+/// When transient failures are tried again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// Delay before attempt n+1 after attempt n failed; its length is the number of retries.
+    pub schedule_secs: Vec<f64>,
+    /// ± fraction of random jitter on each delay.
+    pub jitter: f64,
+    /// A schedule per channel that replaces `schedule_secs` for it (`[retry.channels]
+    /// sms = [10, 60]`).
+    pub channels: std::collections::BTreeMap<Channel, Vec<f64>>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            schedule_secs: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0],
+            jitter: 0.2,
+            channels: Default::default(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The schedule of `channel` (its own, or the default one).
+    pub fn schedule(&self, channel: &str) -> &[f64] {
+        Channel::parse(channel)
+            .and_then(|c| self.channels.get(&c))
+            .unwrap_or(&self.schedule_secs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{SeedableRng, rngs::StdRng};
 
     use super::*;
-    use crate::config::RetryConfig;
 
     #[test]
     fn follows_the_schedule_with_bounded_jitter_then_gives_up() {
