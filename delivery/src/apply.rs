@@ -336,8 +336,8 @@ async fn device_invalidated(
 
 /// A delivery ended `dead`: counted, and when its notification asked for `fallback` the
 /// `delivery.dead` event goes out in this transaction so notification-service plans the next
-/// channel. (Also used by the stuck scan for dispatches Kafka refused.)
-pub async fn died(
+/// channel. (Also for dispatches Kafka refused: [`undeliverable`].)
+pub(crate) async fn died(
     conn: &mut PgConnection,
     d: &LockedDelivery,
     obs: &dyn Observer,
@@ -363,4 +363,42 @@ pub async fn died(
         obs.fallback(&d.channel);
     }
     Ok(Applied::Dead { reason })
+}
+
+/// Deliveries whose time to live passed before they could be (re-)sent → `expired`
+/// (`ttl_passed`). Call with the rows locked.
+pub async fn expire_many(conn: &mut PgConnection, ids: &[Uuid]) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, reason = 'ttl_passed', next_attempt_at = NULL,
+                updated_at = now()
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(Status::Expired.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A delivery whose dispatch message Kafka refused for good → `dead` (`undeliverable`),
+/// `message` saying why; falls back like any dead letter. Call with the row locked.
+pub async fn undeliverable(
+    conn: &mut PgConnection,
+    d: &LockedDelivery,
+    message: &str,
+    obs: &dyn Observer,
+) -> anyhow::Result<Applied> {
+    let last_error = serde_json::json!({ "code": "undeliverable", "message": message });
+    sqlx::query(
+        "UPDATE deliveries
+         SET status = $3, reason = 'undeliverable', last_error = $2,
+             next_attempt_at = NULL, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(d.id)
+    .bind(last_error)
+    .bind(Status::Dead.as_str())
+    .execute(&mut *conn)
+    .await?;
+    died(conn, d, obs, d.db_now, "undeliverable").await
 }

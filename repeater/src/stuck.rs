@@ -406,14 +406,8 @@ impl StuckScan {
                 redrive.push((d, l.why.clone()));
             }
         }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'expired', reason = 'ttl_passed', next_attempt_at = NULL,
-                    updated_at = now()
-             WHERE id = ANY($1)",
-        )
-        .bind(expire.iter().map(|d| d.id).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        let expired: Vec<Uuid> = expire.iter().map(|d| d.id).collect();
+        delivery::apply::expire_many(&mut tx, &expired).await?;
         delivery::redrive_many(&mut tx, &redrive, RedriveKind::Lost, "repeater").await?;
         tx.commit().await?;
         for d in expire {
@@ -457,21 +451,8 @@ impl StuckScan {
             if d.is_terminal() || d.current_attempt != attempt {
                 continue;
             }
-            let last_error = serde_json::json!({
-                "code": "undeliverable",
-                "message": error.unwrap_or_else(|| "Kafka refused the dispatch message".into()),
-            });
-            sqlx::query(
-                "UPDATE deliveries
-                 SET status = 'dead', reason = 'undeliverable', last_error = $2,
-                     next_attempt_at = NULL, updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(d.id)
-            .bind(last_error)
-            .execute(&mut *tx)
-            .await?;
-            delivery::apply::died(&mut tx, &d, &*self.metrics, d.db_now, "undeliverable").await?;
+            let message = error.unwrap_or_else(|| "Kafka refused the dispatch message".into());
+            delivery::apply::undeliverable(&mut tx, &d, &message, &*self.metrics).await?;
             tx.commit().await?;
             tracing::error!(delivery_id = %d.id, attempt, "dispatch refused by Kafka: delivery is dead (undeliverable)");
             report.undeliverable.push(d.id);
