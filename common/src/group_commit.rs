@@ -92,6 +92,32 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     }
 }
 
+/// A batch of `count` items written in one go by `together`, which answers every item; if that
+/// fails (or there is a single item), each item `i` is written with `alone(i)`, so one item's
+/// problem is never another's. `what` names the items in the log line of a failed batch.
+pub async fn together_or_alone<R, Fut>(
+    count: usize,
+    what: &str,
+    together: impl Future<Output = anyhow::Result<Vec<R>>>,
+    alone: impl Fn(usize) -> Fut,
+) -> Vec<R>
+where
+    Fut: Future<Output = R>,
+{
+    if count > 1 {
+        match together.await {
+            Ok(answers) => return answers,
+            Err(e) => tracing::warn!(error = %e, count,
+                "a group commit of {what} failed; writing them one by one"),
+        }
+    }
+    let mut answers = Vec::with_capacity(count);
+    for i in 0..count {
+        answers.push(alone(i).await);
+    }
+    answers
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -131,5 +157,21 @@ mod tests {
         assert!(matches!(gc.submit(1).await, Err(Unanswered::WriterStopped)));
         // The writer survived: the next item is taken too (and answered the same way).
         assert!(matches!(gc.submit(2).await, Err(Unanswered::WriterStopped)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_written_again_one_item_at_a_time() {
+        let items = [1u32, 2, 3];
+        let together = async { anyhow::bail!("one item is bad") };
+        let answers = together_or_alone(items.len(), "numbers", together, |i| async move {
+            if items[i] == 2 { Err(()) } else { Ok(items[i]) }
+        })
+        .await;
+        assert_eq!(answers, [Ok(1), Err(()), Ok(3)]);
+        let whole = together_or_alone(2, "numbers", async { Ok(vec![Ok(7), Ok(8)]) }, |_| async {
+            Err::<u32, ()>(())
+        })
+        .await;
+        assert_eq!(whole, [Ok(7), Ok(8)]);
     }
 }

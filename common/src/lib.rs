@@ -5,7 +5,8 @@
 //! ([`telemetry`]), the problem+json error ([`problem`]), the HTTP edge helpers ([`http`]),
 //! JWT verification ([`auth`]), the Postgres pool and database bootstrap ([`db`]), Kafka
 //! client setup with the settings that do not lose messages ([`kafka`]), the transactional
-//! outbox and its relay ([`outbox`]), the wire types that travel over Kafka ([`events`]) and
+//! outbox and its relay ([`outbox`]), group commit for concurrent writers ([`group_commit`]),
+//! the wire types that travel over Kafka ([`events`]) and
 //! the shutdown signal ([`shutdown`]).
 
 pub mod address;

@@ -15,7 +15,7 @@
 
 use chrono::{DateTime, Utc};
 use common::{
-    group_commit::{GroupCommit, Unanswered},
+    group_commit::{GroupCommit, Unanswered, together_or_alone},
     problem::ApiError,
 };
 use sqlx::PgPool;
@@ -147,19 +147,15 @@ impl Intake {
 
 /// One transaction for the whole batch; on failure, one per request.
 async fn write_batch(pool: &PgPool, batch: Vec<Planned>) -> Vec<Result<(), ApiError>> {
-    if batch.len() > 1 {
+    let together = async {
         let planned: Vec<&Planned> = batch.iter().collect();
-        match write_together(pool, &planned).await {
-            Ok(()) => return batch.iter().map(|_| Ok(())).collect(),
-            Err(e) => tracing::warn!(error = %e, requests = batch.len(),
-                "a group commit failed; writing its requests one by one"),
-        }
-    }
-    let mut answers = Vec::with_capacity(batch.len());
-    for p in &batch {
-        answers.push(write_one(pool, p).await);
-    }
-    answers
+        write_together(pool, &planned).await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
+    };
+    together_or_alone(batch.len(), "requests", together, |i| {
+        write_one(pool, &batch[i])
+    })
+    .await
 }
 
 async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::{
     events::StatusEvent,
-    group_commit::{GroupCommit, Unanswered},
+    group_commit::{GroupCommit, Unanswered, together_or_alone},
     kafka::runner::{HandleError, MessageHandler},
 };
 use delivery::apply::apply_many;
@@ -107,24 +107,16 @@ impl Inner {
     /// One transaction for the batch; if it fails, one per event (so one event's trouble is
     /// never another's).
     async fn apply_batch(&self, events: Vec<StatusEvent>) -> Vec<anyhow::Result<Applied>> {
-        if events.len() > 1 {
-            let together = async {
-                let mut tx = self.pool.begin().await?;
-                let applied = apply_many(&mut tx, &events, &self.retry, &*self.metrics).await?;
-                tx.commit().await?;
-                anyhow::Ok(applied)
-            };
-            match together.await {
-                Ok(applied) => return applied.into_iter().map(Ok).collect(),
-                Err(e) => tracing::warn!(error = %e, events = events.len(),
-                    "a batch of status events failed; applying them one by one"),
-            }
-        }
-        let mut answers = Vec::with_capacity(events.len());
-        for ev in &events {
-            answers.push(self.apply_alone(ev).await);
-        }
-        answers
+        let together = async {
+            let mut tx = self.pool.begin().await?;
+            let applied = apply_many(&mut tx, &events, &self.retry, &*self.metrics).await?;
+            tx.commit().await?;
+            Ok(applied.into_iter().map(Ok).collect())
+        };
+        together_or_alone(events.len(), "status events", together, |i| {
+            self.apply_alone(&events[i])
+        })
+        .await
     }
 }
 
