@@ -1,6 +1,9 @@
-//! Syntax of channel addresses (RFC 5322 email addr-spec, E.164 phone numbers) and language
-//! tags. Protocol
-//! syntax, not business rules: every service that accepts an address parses it the same way.
+//! Syntax of the values that cross process boundaries: channel addresses (RFC 5322 email
+//! addr-spec, E.164 phone numbers, Telegram chat ids, push addresses), language tags, and the
+//! names callers choose (categories, templates). Syntax, not business rules: each kind of
+//! value has one parser here, and every service that accepts one uses it.
+
+use crate::events::Platform;
 
 /// An email address: RFC 5322 addr-spec, domain lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +78,62 @@ pub fn parse_locale(raw: &str) -> Result<String, String> {
     }
 }
 
+/// What a category or template name may look like.
+pub const NAME_RULE: &str = "must be 1-64 characters of a-z, 0-9, '_', '.', '-'";
+
+/// A name callers choose: a category (`billing`, `security.otp`) or a template name.
+pub fn parse_name(raw: &str) -> Result<&str, &'static str> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok { Ok(raw) } else { Err(NAME_RULE) }
+}
+
+/// A Telegram chat id: numeric, negative for groups.
+pub fn parse_telegram_chat_id(raw: &str) -> Result<String, String> {
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    let ok = !digits.is_empty() && raw.len() <= 32 && digits.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("must be a numeric Telegram chat id".to_owned())
+    }
+}
+
+/// A push device token as a provider takes it: printable ASCII, at most 4 KiB.
+pub fn is_push_token(token: &str) -> bool {
+    !token.is_empty() && token.len() <= 4096 && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A push delivery's address: the platform and the device token, written `fcm:<token>` /
+/// `apns:<token>` into `deliveries.address` and the dispatch message. Planning writes it
+/// with [`PushAddress::to_string`]; the worker and the repeater read it with
+/// [`PushAddress::parse`]; nothing else builds or splits the string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushAddress {
+    pub platform: Platform,
+    pub token: String,
+}
+
+impl PushAddress {
+    pub fn parse(address: &str) -> Option<Self> {
+        let (platform, token) = address.split_once(':')?;
+        let platform = Platform::parse(platform)?;
+        (!token.is_empty()).then(|| Self {
+            platform,
+            token: token.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for PushAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.platform.as_str(), self.token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +160,32 @@ mod tests {
         );
         for bad in ["030 1234567", "+0123456789", "+12ab5678901", "+123"] {
             assert!(PhoneE164::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn push_addresses_carry_their_platform_and_round_trip() {
+        let a = PushAddress::parse("fcm:abc").unwrap();
+        assert_eq!((a.platform, a.token.as_str()), (Platform::Fcm, "abc"));
+        assert_eq!(a.to_string(), "fcm:abc");
+        assert_eq!(
+            PushAddress::parse("apns:0a1b").unwrap().platform,
+            Platform::Apns
+        );
+        for bad in ["apns:", "gcm:abc", "abc"] {
+            assert_eq!(PushAddress::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_chat_ids_have_one_rule_each() {
+        assert!(parse_name("security.otp").is_ok());
+        for bad in ["", "Billing", "a b", &"x".repeat(65)] {
+            assert!(parse_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_telegram_chat_id("-100123").unwrap(), "-100123");
+        for bad in ["", "-", "12a", "--1", &"1".repeat(33)] {
+            assert!(parse_telegram_chat_id(bad).is_err(), "{bad}");
         }
     }
 }

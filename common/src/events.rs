@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The version written into every message's `schema` field.
@@ -15,7 +16,9 @@ pub const STATUS_TOPIC: &str = "notify.status";
 pub const EVENTS_TOPIC: &str = "notify.events";
 
 /// A delivery channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Email,
@@ -72,6 +75,46 @@ impl Lane {
         Self::ALL.into_iter().find(|l| l.as_str() == s)
     }
 }
+
+/// A notification's priority: `high` takes the urgent lane and ignores quiet hours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// `TryFrom<String>` through each vocabulary's one parser, so a database column read with
+/// `#[sqlx(try_from = "String")]` arrives typed.
+macro_rules! parsed_from_string {
+    ($($t:ty => $what:literal),* $(,)?) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(&s).ok_or_else(|| format!(concat!("unknown ", $what, " {:?}"), s))
+            }
+        }
+    )*};
+}
+parsed_from_string!(Channel => "channel", Lane => "lane", Priority => "priority");
 
 /// `notify.dispatch.<channel>.<lane>`.
 pub fn dispatch_topic(channel: Channel, lane: Lane) -> String {
@@ -234,32 +277,8 @@ pub fn worker_group(channel: Channel, lane: Lane) -> String {
 /// The repeater's consumer group on [`STATUS_TOPIC`] (unprefixed).
 pub const REPEATER_GROUP: &str = "repeater";
 
-/// Splits a push delivery's address (`fcm:<token>` / `apns:<token>`, as planning writes it)
-/// into its platform and device token.
-pub fn parse_push_address(address: &str) -> Option<(Platform, &str)> {
-    let (platform, token) = address.split_once(':')?;
-    let platform = Platform::parse(platform)?;
-    (!token.is_empty()).then_some((platform, token))
-}
-
-/// A user's delivery profile as users-service serves it to notification-service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryProfile {
-    pub user_id: Uuid,
-    pub locale: String,
-    pub timezone: String,
-    pub contacts: Contacts,
-    #[serde(default)]
-    pub devices: Vec<Device>,
-    #[serde(default)]
-    pub preferences: Preferences,
-    /// Categories whose notifications ignore opt-outs (users-service's configuration).
-    #[serde(default)]
-    pub mandatory_categories: Vec<String>,
-}
-
 /// A push platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     Fcm,
@@ -283,74 +302,9 @@ impl Platform {
     }
 }
 
-/// A registered push device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    pub id: Uuid,
-    pub platform: Platform,
-    pub token: String,
-    pub created_at: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-}
-
-/// How a user wants to be reached. A channel or category × channel that is absent is on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Preferences {
-    #[serde(default)]
-    pub channels: std::collections::BTreeMap<Channel, bool>,
-    #[serde(default)]
-    pub categories: std::collections::BTreeMap<String, std::collections::BTreeMap<Channel, bool>>,
-    #[serde(default)]
-    pub quiet_hours: Option<QuietHours>,
-}
-
-impl Preferences {
-    /// Whether the user accepts `category` on `channel` (mandatory categories aside).
-    pub fn allows(&self, category: &str, channel: Channel) -> bool {
-        self.channels.get(&channel).copied().unwrap_or(true)
-            && self
-                .categories
-                .get(category)
-                .and_then(|c| c.get(&channel))
-                .copied()
-                .unwrap_or(true)
-    }
-}
-
-/// A daily do-not-disturb window in the user's zone; `start > end` crosses midnight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuietHours {
-    /// `HH:MM`, 24 h.
-    pub start: String,
-    /// `HH:MM`, 24 h.
-    pub end: String,
-    /// IANA zone, e.g. `Europe/Berlin`.
-    pub timezone: String,
-}
-
-/// A user's addresses, normalised.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Contacts {
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub telegram_chat_id: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn push_addresses_carry_their_platform() {
-        assert_eq!(parse_push_address("fcm:abc"), Some((Platform::Fcm, "abc")));
-        assert_eq!(
-            parse_push_address("apns:0a1b"),
-            Some((Platform::Apns, "0a1b"))
-        );
-        assert_eq!(parse_push_address("apns:"), None);
-        assert_eq!(parse_push_address("gcm:abc"), None);
-        assert_eq!(parse_push_address("abc"), None);
-    }
 
     #[test]
     fn topics_are_named_as_in_the_architecture() {

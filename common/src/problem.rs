@@ -17,9 +17,10 @@ use crate::telemetry::RequestContext;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One invalid input field.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON path of the field, e.g. `recipients[0].email`.
+    #[schema(example = "recipients[0].email")]
     pub field: String,
     pub message: String,
 }
@@ -33,10 +34,12 @@ impl FieldError {
     }
 }
 
-/// The serialised body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An RFC 9457 problem: the body of every error of the API.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// Stable snake_case; clients branch on it.
     #[serde(rename = "type")]
+    #[schema(example = "validation_failed")]
     pub kind: String,
     pub title: String,
     pub status: u16,

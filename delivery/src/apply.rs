@@ -10,9 +10,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use common::{
-    events::{
-        Channel, DomainEvent, EVENTS_TOPIC, Outcome, SCHEMA, StatusEvent, parse_push_address,
-    },
+    events::{Channel, DomainEvent, EVENTS_TOPIC, Outcome, SCHEMA, StatusEvent},
     outbox::{self, OutboxMessage},
 };
 use sqlx::PgConnection;
@@ -252,7 +250,7 @@ async fn settle(
             let retry_after = ev.retry_after_ms.map(Duration::from_millis);
             let in_run = (ev.attempt as i32 - d.retry_base).max(1) as u32;
             let delay = crate::retry::next_delay(
-                cfg.schedule(&d.channel),
+                cfg.schedule(d.channel.as_str()),
                 cfg.jitter,
                 in_run,
                 retry_after,
@@ -284,7 +282,7 @@ async fn settle(
                     .execute(&mut *conn)
                     .await?;
                     d.enqueue_attempt(conn, next_attempt, Some(at)).await?;
-                    obs.retrying(&d.channel);
+                    obs.retrying(d.channel.as_str());
                     Applied::Retrying {
                         next_attempt,
                         delay,
@@ -309,17 +307,21 @@ async fn device_invalidated(
     ev: &StatusEvent,
     d: &LockedDelivery,
 ) -> anyhow::Result<()> {
-    let Some((platform, token)) = d.address.as_deref().and_then(parse_push_address) else {
+    let Some(common::address::PushAddress { platform, token }) = d
+        .address
+        .as_deref()
+        .and_then(common::address::PushAddress::parse)
+    else {
         return Ok(());
     };
-    if d.channel != Channel::Push.as_str() {
+    if d.channel != Channel::Push {
         return Ok(());
     }
     let event = DomainEvent::DeviceInvalidated {
         schema: SCHEMA,
         user_id: d.user_id,
         platform,
-        token: token.to_owned(),
+        token: token.clone(),
         delivery_id: ev.delivery_id,
         reason: ev
             .error
@@ -327,9 +329,7 @@ async fn device_invalidated(
             .map_or_else(|| "invalid_address".to_owned(), |e| e.code.clone()),
         at: ev.at,
     };
-    let key = d
-        .user_id
-        .map_or_else(|| token.to_owned(), |u| u.to_string());
+    let key = d.user_id.map_or_else(|| token.clone(), |u| u.to_string());
     outbox::enqueue(conn, &[OutboxMessage::new(EVENTS_TOPIC, key, &event)?]).await?;
     Ok(())
 }
@@ -344,12 +344,13 @@ pub(crate) async fn died(
     at: chrono::DateTime<chrono::Utc>,
     reason: &'static str,
 ) -> anyhow::Result<Applied> {
-    obs.dead(&d.channel, reason);
+    obs.dead(d.channel.as_str(), reason);
     let wants_fallback = d
         .fallback
         .as_ref()
-        .is_some_and(|f| f.0.iter().any(|c| c != &d.channel));
-    if let (true, Some(channel)) = (wants_fallback, Channel::parse(&d.channel)) {
+        .is_some_and(|f| f.0.iter().any(|c| *c != d.channel));
+    if wants_fallback {
+        let channel = d.channel;
         let event = DomainEvent::DeliveryDead {
             schema: SCHEMA,
             delivery_id: d.id,
@@ -360,7 +361,7 @@ pub(crate) async fn died(
             at,
         };
         outbox::enqueue(conn, &[OutboxMessage::new(EVENTS_TOPIC, d.key(), &event)?]).await?;
-        obs.fallback(&d.channel);
+        obs.fallback(d.channel.as_str());
     }
     Ok(Applied::Dead { reason })
 }

@@ -8,7 +8,9 @@ use crate::status::Status;
 use uuid::Uuid;
 
 use common::{
-    events::{Channel, Content, DispatchMessage, Lane, RecipientRef, SCHEMA, dispatch_topic},
+    events::{
+        Channel, Content, DispatchMessage, Lane, Priority, RecipientRef, SCHEMA, dispatch_topic,
+    },
     outbox::{self, OutboxMessage},
 };
 
@@ -110,12 +112,15 @@ pub fn recipient_key(user_id: Option<Uuid>, address: Option<&str>) -> String {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LockedDelivery {
     pub id: Uuid,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: Status,
     pub current_attempt: i32,
     pub retry_base: i32,
     pub notification_id: Uuid,
-    pub channel: String,
-    pub lane: String,
+    #[sqlx(try_from = "String")]
+    pub channel: Channel,
+    #[sqlx(try_from = "String")]
+    pub lane: Lane,
     pub user_id: Option<Uuid>,
     pub address: Option<String>,
     pub locale: Option<String>,
@@ -126,7 +131,12 @@ pub struct LockedDelivery {
     pub send_at: Option<DateTime<Utc>>,
     pub ttl_seconds: Option<i32>,
     /// The notification's fallback channel order, if it asked for one.
-    pub fallback: Option<sqlx::types::Json<Vec<String>>>,
+    pub fallback: Option<sqlx::types::Json<Vec<Channel>>>,
+    pub category: String,
+    #[sqlx(try_from = "String")]
+    pub priority: Priority,
+    pub template: Option<String>,
+    pub created_by: String,
     /// The locking transaction's `now()`: the database's clock, which the relay compares
     /// `available_at` with and which stamps `attempts.recorded_at`. Schedules computed from it
     /// mean the same on every host, however far an application server's clock drifts.
@@ -140,10 +150,27 @@ impl LockedDelivery {
         sqlx::query_as(
             "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel, d.lane,
                     d.user_id, d.address, d.locale, n.content, n.localized, n.created_at, n.send_at,
-                    n.ttl_seconds, n.fallback, now() AS db_now
+                    n.ttl_seconds, n.fallback, n.category, n.priority, n.template, n.created_by,
+                    now() AS db_now
              FROM deliveries d JOIN notifications n ON n.id = d.notification_id
              WHERE d.id = $1
              FOR NO KEY UPDATE OF d",
+        )
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+    }
+
+    /// Reads the delivery with its notification without locking it (what fallback plans
+    /// from before it locks the row with [`crate::fallback::claim`]).
+    pub async fn read(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Self>> {
+        sqlx::query_as(
+            "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel, d.lane,
+                    d.user_id, d.address, d.locale, n.content, n.localized, n.created_at, n.send_at,
+                    n.ttl_seconds, n.fallback, n.category, n.priority, n.template, n.created_by,
+                    now() AS db_now
+             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.id = $1",
         )
         .bind(id)
         .fetch_optional(conn)
@@ -156,7 +183,8 @@ impl LockedDelivery {
         sqlx::query_as(
             "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel, d.lane,
                     d.user_id, d.address, d.locale, n.content, n.localized, n.created_at, n.send_at,
-                    n.ttl_seconds, n.fallback, now() AS db_now
+                    n.ttl_seconds, n.fallback, n.category, n.priority, n.template, n.created_by,
+                    now() AS db_now
              FROM deliveries d JOIN notifications n ON n.id = d.notification_id
              WHERE d.id = ANY($1)
              ORDER BY d.id
@@ -168,7 +196,7 @@ impl LockedDelivery {
     }
 
     pub fn is_terminal(&self) -> bool {
-        Status::parse(&self.status).is_some_and(Status::is_terminal)
+        self.status.is_terminal()
     }
 
     /// The instant after which the notification must not be sent any more (its TTL).
@@ -195,10 +223,8 @@ impl LockedDelivery {
             delivery_id: self.id,
             notification_id: self.notification_id,
             attempt,
-            channel: Channel::parse(&self.channel)
-                .ok_or_else(|| anyhow::anyhow!("unknown channel {}", self.channel))?,
-            lane: Lane::parse(&self.lane)
-                .ok_or_else(|| anyhow::anyhow!("unknown lane {}", self.lane))?,
+            channel: self.channel,
+            lane: self.lane,
             user_id: self.user_id,
             address: self.address.as_deref(),
             locale: self.locale.as_deref(),

@@ -8,6 +8,9 @@
 pub mod apply;
 pub mod cancel;
 pub mod dispatch;
+pub mod fallback;
+pub mod insert;
+pub mod lost;
 pub mod redrive;
 pub mod retry;
 pub mod status;

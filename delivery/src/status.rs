@@ -63,6 +63,13 @@ impl Status {
     }
 }
 
+impl TryFrom<String> for Status {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown delivery status {s:?}"))
+    }
+}
+
 /// The terminal statuses' names, for SQL (`status = ANY($1)`).
 pub fn terminal_names() -> Vec<&'static str> {
     Status::ALL
@@ -72,9 +79,47 @@ pub fn terminal_names() -> Vec<&'static str> {
         .collect()
 }
 
+/// A notification's status, derived from its deliveries' statuses: `scheduled` (all open
+/// ones wait for their time), `in_progress`, `completed`, `failed`, `partially_failed`,
+/// `cancelled`.
+pub fn notification_status<'a>(statuses: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let (mut total, mut open, mut pending, mut ok, mut failed, mut cancelled) = (0, 0, 0, 0, 0, 0);
+    for s in statuses {
+        total += 1;
+        match Status::parse(s) {
+            Some(Status::Pending) => {
+                open += 1;
+                pending += 1
+            }
+            Some(Status::Queued | Status::Sending | Status::Retrying) | None => open += 1,
+            Some(Status::Sent | Status::Suppressed) => ok += 1,
+            Some(Status::Dead | Status::Expired) => failed += 1,
+            Some(Status::Cancelled) => cancelled += 1,
+        }
+    }
+    match () {
+        _ if total > 0 && cancelled == total => "cancelled",
+        _ if open > 0 && pending == open && ok + failed == 0 => "scheduled",
+        _ if open > 0 => "in_progress",
+        _ if failed == 0 => "completed",
+        _ if ok == 0 => "failed",
+        _ => "partially_failed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_status() {
+        assert_eq!(notification_status(["queued", "sent"]), "in_progress");
+        assert_eq!(notification_status(["pending", "pending"]), "scheduled");
+        assert_eq!(notification_status(["sent", "suppressed"]), "completed");
+        assert_eq!(notification_status(["dead", "sent"]), "partially_failed");
+        assert_eq!(notification_status(["dead", "expired"]), "failed");
+        assert_eq!(notification_status(["cancelled"]), "cancelled");
+    }
 
     #[test]
     fn every_status_round_trips_and_serialises_as_its_name() {

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
+use api::profiles::DeliveryProfile;
 use chrono::{DateTime, Utc};
-use common::events::{Channel, DeliveryProfile, Lane};
+use common::events::{Channel, Lane};
 use uuid::Uuid;
 
 use crate::{
@@ -19,26 +20,8 @@ use crate::{
     request::{Priority, Recipient, SendRequest},
 };
 
-/// A delivery's status (the `deliveries.status` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlannedStatus {
-    /// Waiting for `send_at`.
-    Pending,
-    /// Handed to the outbox for dispatch now.
-    Queued,
-    /// Not sent, for `reason`.
-    Suppressed,
-}
-
-impl PlannedStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PlannedStatus::Pending => "pending",
-            PlannedStatus::Queued => "queued",
-            PlannedStatus::Suppressed => "suppressed",
-        }
-    }
-}
+/// The status a delivery is planned in (the lifecycle crate's).
+pub use delivery::insert::Start as PlannedStatus;
 
 /// One planned delivery.
 #[derive(Debug, Clone)]
@@ -142,8 +125,11 @@ pub fn plan(
                         // Push fans out to every registered device (none: `no_contact`).
                         if c == Channel::Push && !profile.devices.is_empty() {
                             for device in &profile.devices {
-                                let address =
-                                    format!("{}:{}", device.platform.as_str(), device.token);
+                                let address = common::address::PushAddress {
+                                    platform: device.platform,
+                                    token: device.token.clone(),
+                                }
+                                .to_string();
                                 let reason = opted_out.then_some("opted_out");
                                 out.push(delivery(
                                     c,
@@ -196,7 +182,8 @@ pub fn planned_bytes(req: &SendRequest, deliveries: &[PlannedDelivery]) -> usize
 
 #[cfg(test)]
 mod tests {
-    use common::events::{Contacts, Content, Preferences, QuietHours};
+    use api::profiles::{Contacts, Preferences, QuietHours};
+    use common::events::Content;
 
     use super::*;
 
@@ -219,7 +206,7 @@ mod tests {
     fn push_fans_out_to_every_device_and_respects_opt_outs() {
         let cfg = PlanningConfig::default();
         let id = Uuid::new_v4();
-        let device = |platform, token: &str| common::events::Device {
+        let device = |platform, token: &str| api::profiles::Device {
             id: Uuid::new_v4(),
             platform,
             token: token.into(),

@@ -5,9 +5,9 @@
 //! midnight. An end time that does not exist that day (spring forward) ends at the first
 //! local time after the gap; one that exists twice (fall back) ends at its first occurrence.
 
+use api::profiles::QuietHours;
 use chrono::{DateTime, Duration, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use common::events::QuietHours;
 
 fn clock(s: &str) -> Option<NaiveTime> {
     NaiveTime::parse_from_str(s, "%H:%M").ok()

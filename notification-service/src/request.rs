@@ -7,66 +7,29 @@ use common::{
     events::{Channel, Content, Platform},
     problem::{ApiError, FieldError},
 };
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::config::PlanningConfig;
 
-/// Most recipients in one request.
-pub const MAX_RECIPIENTS: usize = 1000;
+pub use api::notifications::{ContentBody, MAX_RECIPIENTS, RecipientBody, SendBody};
+pub use common::events::Priority;
 
-/// The body as sent.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendBody {
-    pub recipients: Vec<RecipientBody>,
-    pub category: String,
-    #[serde(default)]
-    pub priority: Priority,
-    pub channels: Option<Vec<String>>,
-    pub template: Option<String>,
-    pub data: Option<serde_json::Value>,
-    pub content: Option<ContentBody>,
-    pub send_at: Option<DateTime<Utc>>,
-    pub ttl_seconds: Option<i64>,
-    pub fallback: Option<Vec<String>>,
-}
-
-/// Exactly one of the fields must be set.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecipientBody {
-    pub user_id: Option<Uuid>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub device: Option<serde_json::Value>,
-    pub webhook: Option<serde_json::Value>,
-    pub telegram: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContentBody {
-    pub subject: Option<String>,
-    pub text: String,
-    pub html: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    High,
-    #[default]
-    Normal,
-    Low,
-}
-
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
+impl SendRequest {
+    /// The request a stored notification was accepted as, for one of its users: what channel
+    /// fallback plans the next channel with.
+    pub fn stored(d: &delivery::LockedDelivery, user_id: Uuid) -> Self {
+        SendRequest {
+            recipients: vec![Recipient::User(user_id)],
+            category: d.category.clone(),
+            priority: d.priority,
+            channels: None,
+            content: d.content.0.clone(),
+            send_at: d.send_at,
+            ttl_seconds: d.ttl_seconds.map(i64::from),
+            template: d.template.clone(),
+            data: None,
+            localized: d.localized.as_ref().map(|l| l.0.clone()),
+            fallback: d.fallback.as_ref().map(|f| f.0.clone()),
         }
     }
 }
@@ -148,9 +111,7 @@ fn parse_raw(r: &RecipientBody) -> Result<Recipient, (&'static str, String)> {
         let Some(platform) = Platform::parse(platform) else {
             return Err(("device.platform", "must be fcm or apns".into()));
         };
-        let usable =
-            !token.is_empty() && token.len() <= 4096 && token.bytes().all(|b| b.is_ascii_graphic());
-        return Ok(if usable {
+        return Ok(if common::address::is_push_token(token) {
             Recipient::Device {
                 platform,
                 token: token.to_owned(),
@@ -178,20 +139,16 @@ fn parse_raw(r: &RecipientBody) -> Result<Recipient, (&'static str, String)> {
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => return Err(("telegram", "must be {chat_id}".into())),
         };
-        let usable = !chat.is_empty()
-            && chat.len() <= 32
-            && chat
-                .trim_start_matches('-')
-                .bytes()
-                .all(|b| b.is_ascii_digit());
-        return Ok(if usable {
-            Recipient::Telegram(chat)
-        } else {
-            invalid(
-                Channel::Telegram,
-                serde_json::json!({ "telegram": telegram }),
-            )
-        });
+        return Ok(
+            if let Ok(chat) = common::address::parse_telegram_chat_id(&chat) {
+                Recipient::Telegram(chat)
+            } else {
+                invalid(
+                    Channel::Telegram,
+                    serde_json::json!({ "telegram": telegram }),
+                )
+            },
+        );
     }
     Err((
         "",
@@ -218,37 +175,28 @@ pub struct SendRequest {
     pub fallback: Option<Vec<Channel>>,
 }
 
-impl SendBody {
-    /// Checks every rule and reports every broken field at once (422).
-    pub fn validate(
-        self,
-        cfg: &PlanningConfig,
-        now: DateTime<Utc>,
-    ) -> Result<SendRequest, ApiError> {
+/// Checks every rule of a send request and reports every broken field at once (422).
+pub fn validate(
+    body: SendBody,
+    cfg: &PlanningConfig,
+    now: DateTime<Utc>,
+) -> Result<SendRequest, ApiError> {
+    {
         let mut errors = Vec::new();
         let mut err = |field: String, msg: &str| errors.push(FieldError::new(field, msg));
 
-        if self.recipients.is_empty() || self.recipients.len() > MAX_RECIPIENTS {
+        if body.recipients.is_empty() || body.recipients.len() > MAX_RECIPIENTS {
             err(
                 "recipients".into(),
                 "must hold between 1 and 1000 recipients",
             );
         }
-        let category_ok = !self.category.is_empty()
-            && self.category.len() <= 64
-            && self
-                .category
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
-        if !category_ok {
-            err(
-                "category".into(),
-                "must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
-            );
+        if let Err(rule) = common::address::parse_name(&body.category) {
+            err("category".into(), rule);
         }
 
         let mut channels = None;
-        if let Some(names) = &self.channels {
+        if let Some(names) = &body.channels {
             let mut parsed = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 match Channel::parse(name) {
@@ -273,8 +221,8 @@ impl SendBody {
             channels = Some(parsed);
         }
 
-        let mut recipients = Vec::with_capacity(self.recipients.len());
-        for (i, r) in self.recipients.iter().enumerate() {
+        let mut recipients = Vec::with_capacity(body.recipients.len());
+        for (i, r) in body.recipients.iter().enumerate() {
             let set = [
                 r.user_id.is_some(),
                 r.email.is_some(),
@@ -317,7 +265,7 @@ impl SendBody {
                             channel.as_str()
                         ),
                     );
-                } else if self
+                } else if body
                     .channels
                     .as_ref()
                     .is_some_and(|chs| !chs.iter().any(|c| c == channel.as_str()))
@@ -336,27 +284,23 @@ impl SendBody {
             }
         }
 
-        let template = self.template.clone();
+        let template = body.template.clone();
         if let Some(t) = &template {
-            let ok = !t.is_empty()
-                && t.len() <= 64
-                && t.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
-            if !ok {
+            if common::address::parse_name(t).is_err() {
                 err("template".into(), "is not a template name");
             }
-            if self.content.is_some() {
+            if body.content.is_some() {
                 err(
                     "content".into(),
                     "send either `template` (with `data`) or `content`, not both",
                 );
             }
         }
-        if self.data.as_ref().is_some_and(|d| !d.is_object()) {
+        if body.data.as_ref().is_some_and(|d| !d.is_object()) {
             err("data".into(), "must be an object");
         }
         let mut fallback = None;
-        if let Some(names) = &self.fallback {
+        if let Some(names) = &body.fallback {
             let mut parsed = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 match Channel::parse(name) {
@@ -382,13 +326,13 @@ impl SendBody {
             }
             fallback = Some(parsed);
         }
-        let content = match &self.content {
+        let content = match &body.content {
             // Rendered from the template at intake (templates::apply).
             None if template.is_some() => Some(Content {
                 subject: None,
                 text: String::new(),
                 html: None,
-                data: self.data.clone(),
+                data: body.data.clone(),
             }),
             None => {
                 err("content".into(), "is required (or name a `template`)");
@@ -414,11 +358,11 @@ impl SendBody {
                     subject: c.subject.clone(),
                     text: c.text.clone(),
                     html: c.html.clone(),
-                    data: self.data.clone(),
+                    data: body.data.clone(),
                 })
             }
         };
-        if self
+        if body
             .ttl_seconds
             .is_some_and(|ttl| !(1..=30 * 86_400).contains(&ttl))
         {
@@ -427,7 +371,7 @@ impl SendBody {
                 "must be between 1 and 2592000 (30 days)",
             );
         }
-        if self
+        if body
             .send_at
             .is_some_and(|at| at > now + chrono::Duration::days(365))
         {
@@ -439,14 +383,14 @@ impl SendBody {
         }
         Ok(SendRequest {
             recipients,
-            category: self.category,
-            priority: self.priority,
+            category: body.category,
+            priority: body.priority,
             channels,
             content: content.expect("checked above"),
-            send_at: self.send_at.filter(|at| *at > now),
-            ttl_seconds: self.ttl_seconds,
+            send_at: body.send_at.filter(|at| *at > now),
+            ttl_seconds: body.ttl_seconds,
             template,
-            data: self.data,
+            data: body.data,
             localized: None,
             fallback,
         })

@@ -7,19 +7,9 @@ use std::collections::BTreeMap;
 
 use common::events::Content;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
-use serde::{Deserialize, Serialize};
 
-/// One locale's variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Variant {
-    pub subject: Option<String>,
-    pub text: String,
-    pub html: Option<String>,
-}
-
-/// A template: its variants by locale.
-pub type Locales = BTreeMap<String, Variant>;
+/// A template's variants by locale, as the admin API carries them.
+pub use api::admin::{Locales, TemplateVariant as Variant};
 
 /// The most work one rendering may do (minijinja fuel, roughly one unit per instruction): a
 /// template looping a million times stops here with an error instead of holding the request.

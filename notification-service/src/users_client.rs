@@ -3,16 +3,15 @@
 
 use std::time::Duration;
 
+use api::profiles::{DeliveryProfile, ProfilesResponse};
 use common::{
     auth::{JwtConfig, Role},
-    events::DeliveryProfile,
     problem::ApiError,
     redis::RedisConfig,
     telemetry::RequestContext,
 };
 use redis::AsyncCommands;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::config::UsersClientConfig;
@@ -23,11 +22,6 @@ pub struct UsersClient {
     cache: Option<(redis::aio::ConnectionManager, RedisConfig, u64)>,
     service_token: Option<String>,
     jwt: JwtConfig,
-}
-
-#[derive(Deserialize)]
-struct ProfilesResponse {
-    profiles: Vec<DeliveryProfile>,
 }
 
 /// Ids per call (users-service's limit).

@@ -22,7 +22,7 @@ fn planned(n: usize, created_by: &str) -> Planned {
         "content": { "subject": "Shipped", "text": format!("order {n}") }
     }))
     .unwrap();
-    let request = body.validate(&cfg, now).unwrap();
+    let request = notification_service::request::validate(body, &cfg, now).unwrap();
     let deliveries = planning::plan(&request, &HashMap::new(), &cfg, now);
     Planned::new(created_by, request, deliveries, now).unwrap()
 }

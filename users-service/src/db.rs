@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
+use api::profiles::{Contacts, DeliveryProfile, Device, Preferences};
 use chrono::{DateTime, Utc};
-use common::events::{Contacts, DeliveryProfile, Device, Platform, Preferences};
+use common::events::Platform;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -132,9 +133,8 @@ pub async fn profiles(
 }
 
 /// A user's own record.
-#[derive(Debug, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, sqlx::FromRow)]
 pub struct UserRow {
-    #[serde(rename = "user_id")]
     pub id: Uuid,
     pub locale: String,
     pub timezone: String,

@@ -2,7 +2,10 @@
 //! (`fcm:<token>` / `apns:<token>`, as planning writes it); this provider routes it to
 //! [`fcm`](crate::fcm) or [`apns`](crate::apns), whichever is configured.
 
-use common::events::{DispatchMessage, Outcome, Platform, parse_push_address as parse_address};
+use common::{
+    address::PushAddress,
+    events::{DispatchMessage, Outcome, Platform},
+};
 use serde::Deserialize;
 
 use crate::{
@@ -52,21 +55,27 @@ impl Provider for PushProvider {
     }
 
     fn provider_for(&self, msg: &DispatchMessage) -> &'static str {
-        match parse_address(&msg.recipient.address) {
-            Some((Platform::Fcm, _)) => "fcm",
-            Some((Platform::Apns, _)) => "apns",
+        match PushAddress::parse(&msg.recipient.address).map(|a| a.platform) {
+            Some(Platform::Fcm) => "fcm",
+            Some(Platform::Apns) => "apns",
             None => "push",
         }
     }
 
     async fn send(&self, msg: &DispatchMessage) -> ProviderResult {
-        match parse_address(&msg.recipient.address) {
-            Some((Platform::Fcm, token)) => match &self.fcm {
-                Some(fcm) => fcm.send(msg, token).await,
+        match PushAddress::parse(&msg.recipient.address) {
+            Some(PushAddress {
+                platform: Platform::Fcm,
+                token,
+            }) => match &self.fcm {
+                Some(fcm) => fcm.send(msg, &token).await,
                 None => not_configured("FCM"),
             },
-            Some((Platform::Apns, token)) => match &self.apns {
-                Some(apns) => apns.send(msg, token).await,
+            Some(PushAddress {
+                platform: Platform::Apns,
+                token,
+            }) => match &self.apns {
+                Some(apns) => apns.send(msg, &token).await,
                 None => not_configured("APNs"),
             },
             None => ProviderResult::failed(

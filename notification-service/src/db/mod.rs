@@ -1,5 +1,7 @@
 //! Queries on database `notify`. Each takes a connection or transaction from the caller.
 
+pub mod admin;
+pub mod dead_letters;
 pub mod idempotency;
 pub mod notifications;
 pub mod templates;

@@ -1,17 +1,15 @@
 //! Writing a planned notification and reading it back.
 
+use api::notifications::{AttemptView, ChannelStatus, DeliveryView, HistoryItem, NotificationView};
 use chrono::{DateTime, Utc};
-use common::{
-    events::Content,
-    outbox::{self, OutboxMessage},
-};
+use common::{events::Content, outbox::OutboxMessage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
     planning::{PlannedDelivery, PlannedStatus},
     request::SendRequest,
-    views::{AttemptView, DeliveryView, NotificationView, notification_status},
+    views::notification_status,
 };
 
 /// A notification as planned, ready to write.
@@ -189,38 +187,36 @@ async fn write_deliveries(
     items: &[(&NewNotification<'_>, Option<Uuid>, DateTime<Utc>)],
     outbox_rows: &[OutboxMessage],
 ) -> anyhow::Result<()> {
-    let all = || {
-        items
-            .iter()
-            .flat_map(|(n, f, at)| n.deliveries.iter().map(move |d| (*n, *f, *at, d)))
-    };
-    sqlx::query(
-        "INSERT INTO deliveries (id, notification_id, channel, lane, user_id, recipient, address, status, reason,
-                                 locale, created_at, updated_at, fallback_of)
-         SELECT id, notification_id, channel, lane, user_id, recipient, address, status, reason, locale, at, at,
-                fallback_of
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::uuid[])
-              AS u(id, notification_id, at, channel, lane, user_id, recipient, address, status, reason, locale,
-                   fallback_of)",
-    )
-    .bind(all().map(|(_, _, _, d)| d.id).collect::<Vec<_>>())
-    .bind(all().map(|(n, _, _, _)| n.id).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, at, _)| at).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| d.channel.as_str()).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| d.lane.as_str()).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| d.user_id).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| &d.recipient).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| d.address.as_deref()).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| d.status.as_str()).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| d.reason).collect::<Vec<_>>())
-    .bind(all().map(|(_, _, _, d)| d.locale.as_deref()).collect::<Vec<_>>())
-    .bind(all().map(|(_, f, _, _)| f).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
+    let deliveries: Vec<delivery::insert::NewDelivery<'_>> = items
+        .iter()
+        .flat_map(|(n, fallback_of, at)| {
+            n.deliveries
+                .iter()
+                .map(move |d| delivery::insert::NewDelivery {
+                    id: d.id,
+                    notification_id: n.id,
+                    channel: d.channel,
+                    lane: d.lane,
+                    user_id: d.user_id,
+                    recipient: &d.recipient,
+                    address: d.address.as_deref(),
+                    start: d.status,
+                    reason: d.reason,
+                    locale: d.locale.as_deref(),
+                    created_at: *at,
+                    fallback_of: *fallback_of,
+                })
+        })
+        .collect();
+    delivery::insert::insert(conn, &deliveries, outbox_rows).await
+}
 
-    outbox::enqueue(conn, outbox_rows).await?;
-    Ok(())
+/// The service that sent notification `id`.
+pub async fn owner(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT created_by FROM notifications WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 #[derive(sqlx::FromRow)]
@@ -376,22 +372,6 @@ struct HistoryRow {
     created_at: DateTime<Utc>,
     channels: Vec<String>,
     statuses: Vec<String>,
-}
-
-/// One notification in a user's history.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct HistoryItem {
-    pub id: Uuid,
-    pub category: String,
-    pub status: String,
-    pub created_at: DateTime<Utc>,
-    pub deliveries: Vec<ChannelStatus>,
-}
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct ChannelStatus {
-    pub channel: String,
-    pub status: String,
 }
 
 /// A user's notifications, newest first, `limit` of them after `before` (keyset pagination on

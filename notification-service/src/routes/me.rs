@@ -1,5 +1,6 @@
 //! `GET /v1/me/notifications`: a user's own history (user tokens; the user is the `sub`).
 
+use api::notifications::{HistoryPage, HistoryQuery};
 use axum::{
     Json, Router,
     extract::{Query, State},
@@ -9,29 +10,12 @@ use common::{
     auth::{Principal, Role},
     problem::ApiError,
 };
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{
-    AppState,
-    db::notifications::{self as db, HistoryItem},
-};
+use crate::{AppState, db::notifications as db};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/me/notifications", get(history))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct HistoryQuery {
-    pub limit: Option<String>,
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HistoryPage {
-    pub items: Vec<HistoryItem>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 async fn history(

@@ -53,7 +53,7 @@ async fn send(
     let body: SendBody = common::http::parse_json(&bytes)?;
     let now = chrono::Utc::now();
     // Invalid requests are refused before the key is claimed: nothing is remembered for them.
-    let req = body.validate(&state.planning, now)?;
+    let req = crate::request::validate(body, &state.planning, now)?;
     state.permissions.check(principal.subject(), &req)?;
 
     let caller = principal.subject();
@@ -143,7 +143,7 @@ async fn accept(
     let mut planned = crate::intake::Planned::new(principal.subject(), req, deliveries, now)?;
     tracing::Span::current().record("notification_id", tracing::field::display(planned.id));
     // Only services send: the answer (stored for replays too) shows what a service may see.
-    let view = planned.notification().view().for_service();
+    let view = crate::views::for_service(planned.notification().view());
     if let Some(key) = key {
         let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
         planned.idempotency = Some((key.to_owned(), response));
@@ -176,7 +176,9 @@ async fn show(
     let mut conn = state.pool.acquire().await?;
     match db::fetch(&mut conn, id).await? {
         Some((_, view)) if principal.role() == Role::Admin => Ok(Json(view)),
-        Some((owner, view)) if owner == principal.subject() => Ok(Json(view.for_service())),
+        Some((owner, view)) if owner == principal.subject() => {
+            Ok(Json(crate::views::for_service(view)))
+        }
         _ => Err(ApiError::not_found("no notification has this id")),
     }
 }
@@ -193,11 +195,7 @@ async fn cancel(
     let id =
         Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no notification has this id"))?;
     let mut tx = state.pool.begin().await?;
-    let owner: Option<String> =
-        sqlx::query_scalar("SELECT created_by FROM notifications WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let owner = crate::db::notifications::owner(&mut tx, id).await?;
     match owner {
         Some(owner) if principal.role() == Role::Admin || owner == principal.subject() => {}
         _ => return Err(ApiError::not_found("no notification has this id")),
@@ -246,6 +244,6 @@ async fn cancel(
         .ok_or_else(|| ApiError::not_found("no notification has this id"))?;
     Ok(Json(match principal.role() {
         Role::Admin => view,
-        _ => view.for_service(),
+        _ => crate::views::for_service(view),
     }))
 }

@@ -1,5 +1,6 @@
 //! `PUT/GET/DELETE /v1/admin/templates/{name}` (admin).
 
+use api::admin::{TemplateBody, TemplateView};
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -11,13 +12,8 @@ use common::{
     http::AppJson,
     problem::{ApiError, FieldError},
 };
-use serde::{Deserialize, Serialize};
 
-use crate::{
-    AppState,
-    db::templates as db,
-    templates::{self, Locales},
-};
+use crate::{AppState, db::templates as db, templates};
 
 pub fn router() -> Router<AppState> {
     Router::new().route(
@@ -26,33 +22,10 @@ pub fn router() -> Router<AppState> {
     )
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateBody {
-    /// Variants by locale (`en`, `de-AT`, …).
-    pub locales: Locales,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TemplateView {
-    pub name: String,
-    pub locales: Locales,
-}
-
 fn valid_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field(
-            "name",
-            "must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
-        ))
-    }
+    common::address::parse_name(name)
+        .map(drop)
+        .map_err(|rule| ApiError::invalid_field("name", rule))
 }
 
 /// Replaces the template; every variant must compile.

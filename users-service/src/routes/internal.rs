@@ -1,14 +1,12 @@
 //! Internal endpoints for notification-service (not routed by nginx or the bff).
 
+use api::profiles::{ProfilesRequest, ProfilesResponse};
 use axum::{Json, Router, extract::State, routing::post};
 use common::{
     auth::{Principal, Role},
-    events::DeliveryProfile,
     http::AppJson,
     problem::ApiError,
 };
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::{AppState, db};
 
@@ -17,17 +15,6 @@ pub const MAX_BATCH: usize = 1000;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/internal/v1/profiles/batch", post(profiles))
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ProfilesRequest {
-    pub user_ids: Vec<Uuid>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ProfilesResponse {
-    /// Profiles of the users that exist; unknown ids are left out.
-    pub profiles: Vec<DeliveryProfile>,
 }
 
 /// Delivery profiles of up to 1,000 users in one call (one query).

@@ -7,6 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use api::{
+    profiles::{Contacts, Device, Preferences, QuietHours},
+    users::{ContactsBody, DeviceBody, DeviceList, PreferencesBody, PreferencesView, Profile},
+};
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -14,16 +18,13 @@ use axum::{
     routing::{delete, get},
 };
 use common::{
+    address::{parse_name, parse_telegram_chat_id},
     auth::{Principal, Role},
-    events::{
-        Channel, Contacts, Device, DomainEvent, EVENTS_TOPIC, Platform, Preferences, QuietHours,
-        SCHEMA,
-    },
+    events::{Channel, DomainEvent, EVENTS_TOPIC, Platform, SCHEMA},
     http::AppJson,
     outbox::{self, OutboxMessage},
     problem::{ApiError, FieldError},
 };
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -81,10 +82,16 @@ pub(crate) async fn changed(conn: &mut PgConnection, user_id: Uuid) -> Result<()
 async fn profile(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<Json<db::UserRow>, ApiError> {
+) -> Result<Json<Profile>, ApiError> {
     let id = me(&principal)?;
     let mut conn = state.pool.acquire().await?;
-    Ok(Json(existing(&mut conn, id).await?))
+    let user = existing(&mut conn, id).await?;
+    Ok(Json(Profile {
+        user_id: user.id,
+        locale: user.locale,
+        timezone: user.timezone,
+        created_at: user.created_at,
+    }))
 }
 
 async fn get_contacts(
@@ -95,29 +102,6 @@ async fn get_contacts(
     let mut conn = state.pool.acquire().await?;
     existing(&mut conn, id).await?;
     Ok(Json(db::contacts(&mut conn, id).await?))
-}
-
-/// The whole contact set; an absent field is cleared.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContactsBody {
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub telegram_chat_id: Option<String>,
-}
-
-/// Validates a Telegram chat id (numeric, groups are negative).
-pub fn parse_telegram(v: &str) -> Result<String, String> {
-    let ok = !v.is_empty()
-        && v.len() <= 32
-        && v.trim_start_matches('-')
-            .bytes()
-            .all(|b| b.is_ascii_digit());
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err("must be a numeric Telegram chat id".to_owned())
-    }
 }
 
 async fn put_contacts(
@@ -137,7 +121,7 @@ async fn put_contacts(
         telegram_chat_id: errors.check(
             "telegram_chat_id",
             body.telegram_chat_id.as_deref(),
-            parse_telegram,
+            parse_telegram_chat_id,
         ),
     };
     if !errors.0.is_empty() {
@@ -149,17 +133,6 @@ async fn put_contacts(
     changed(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(contacts))
-}
-
-/// Preferences as the API shows them.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PreferencesView {
-    pub channels: BTreeMap<Channel, bool>,
-    pub categories: BTreeMap<String, BTreeMap<Channel, bool>>,
-    pub quiet_hours: Option<QuietHours>,
-    pub locale: String,
-    /// Categories delivered whatever the opt-outs say (security alerts, OTP).
-    pub mandatory_categories: Vec<String>,
 }
 
 async fn preferences_view(
@@ -187,36 +160,9 @@ async fn get_preferences(
     Ok(Json(preferences_view(&mut conn, &state, id).await?))
 }
 
-/// The whole preference document; absent switches mean "on", absent `quiet_hours` means none,
-/// absent `locale` keeps the current one.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreferencesBody {
-    #[serde(default)]
-    pub channels: BTreeMap<String, bool>,
-    #[serde(default)]
-    pub categories: BTreeMap<String, BTreeMap<String, bool>>,
-    pub quiet_hours: Option<QuietHoursBody>,
-    pub locale: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuietHoursBody {
-    pub start: String,
-    pub end: String,
-    pub timezone: String,
-}
-
-fn valid_category(c: &str) -> bool {
-    !c.is_empty()
-        && c.len() <= 64
-        && c.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-}
-
-impl PreferencesBody {
-    fn validate(self) -> Result<(Preferences, Option<String>), ApiError> {
+/// Checks the whole document; every broken field at once (422).
+fn validate_preferences(body: PreferencesBody) -> Result<(Preferences, Option<String>), ApiError> {
+    {
         let mut errors = Vec::new();
         let mut channel = |field: String, name: &str| {
             let c = Channel::parse(name);
@@ -228,13 +174,13 @@ impl PreferencesBody {
             }
             c
         };
-        let channels: BTreeMap<Channel, bool> = self
+        let channels: BTreeMap<Channel, bool> = body
             .channels
             .iter()
             .filter_map(|(name, on)| channel(format!("channels.{name}"), name).map(|c| (c, *on)))
             .collect();
         let mut categories = BTreeMap::new();
-        for (cat, switches) in &self.categories {
+        for (cat, switches) in &body.categories {
             let parsed: BTreeMap<Channel, bool> = switches
                 .iter()
                 .filter_map(|(name, on)| {
@@ -243,13 +189,13 @@ impl PreferencesBody {
                 .collect();
             categories.insert(cat.clone(), parsed);
         }
-        for cat in self.categories.keys().filter(|c| !valid_category(c)) {
+        for cat in body.categories.keys().filter(|c| parse_name(c).is_err()) {
             errors.push(FieldError::new(
                 format!("categories.{cat}"),
-                "must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
+                common::address::NAME_RULE,
             ));
         }
-        let quiet_hours = self.quiet_hours.and_then(|q| {
+        let quiet_hours = body.quiet_hours.and_then(|q| {
             let start = parse_clock(&q.start)
                 .map_err(|m| errors.push(FieldError::new("quiet_hours.start", m)))
                 .ok();
@@ -268,7 +214,7 @@ impl PreferencesBody {
                 timezone: tz?,
             })
         });
-        let locale = match self.locale.as_deref().map(parse_locale) {
+        let locale = match body.locale.as_deref().map(parse_locale) {
             Some(Err(m)) => {
                 errors.push(FieldError::new("locale", m));
                 None
@@ -296,7 +242,7 @@ async fn put_preferences(
     AppJson(body): AppJson<PreferencesBody>,
 ) -> Result<Json<PreferencesView>, ApiError> {
     let id = me(&principal)?;
-    let (prefs, locale) = body.validate()?;
+    let (prefs, locale) = validate_preferences(body)?;
     let mut tx = state.pool.begin().await?;
     existing(&mut tx, id).await?;
     db::replace_preferences(&mut tx, id, &prefs).await?;
@@ -309,11 +255,6 @@ async fn put_preferences(
     Ok(Json(view))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeviceList {
-    pub items: Vec<Device>,
-}
-
 async fn list_devices(
     State(state): State<AppState>,
     principal: Principal,
@@ -324,13 +265,6 @@ async fn list_devices(
     Ok(Json(DeviceList {
         items: db::devices(&mut conn, id).await?,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceBody {
-    pub platform: String,
-    pub token: String,
 }
 
 /// Most push devices one user may have: each gets a copy of every push notification.

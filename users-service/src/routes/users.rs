@@ -1,14 +1,17 @@
 //! `POST /v1/users`: registration by a service or an admin.
 
+use api::{
+    profiles::Contacts,
+    users::{RegisterUser, Registered},
+};
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use common::{
     auth::{Principal, Role},
-    events::{Contacts, DomainEvent, EVENTS_TOPIC, SCHEMA},
+    events::{DomainEvent, EVENTS_TOPIC, SCHEMA},
     http::AppJson,
     outbox::{self, OutboxMessage},
     problem::ApiError,
 };
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
@@ -18,22 +21,6 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/users", post(register))
-}
-
-/// Registration body; every field optional.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterUser {
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub telegram_chat_id: Option<String>,
-    pub locale: Option<String>,
-    pub timezone: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Registered {
-    pub user_id: Uuid,
 }
 
 #[tracing::instrument(skip_all, fields(caller = %principal.subject()))]
@@ -51,7 +38,7 @@ async fn register(
     let telegram = errors.check(
         "telegram_chat_id",
         body.telegram_chat_id.as_deref(),
-        super::me::parse_telegram,
+        common::address::parse_telegram_chat_id,
     );
     if !errors.0.is_empty() {
         return Err(ApiError::validation(errors.0));

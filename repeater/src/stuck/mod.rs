@@ -35,18 +35,19 @@
 //! sent as it is, so it ends `dead` with reason `undeliverable` and the relay's error — visible
 //! in the dead letters, re-drivable once the cause is fixed, and handed to channel fallback.
 
+mod kafka;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use anyhow::Context;
 use common::{
-    events::{Channel, Lane, REPEATER_GROUP, STATUS_TOPIC, dispatch_topic, worker_group},
+    events::{REPEATER_GROUP, STATUS_TOPIC},
     kafka::KafkaConfig,
 };
-use delivery::{LockedDelivery, RedriveKind};
-use rdkafka::{
-    Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+use delivery::{
+    LockedDelivery, RedriveKind,
+    lost::{Lost, Position},
 };
+use rdkafka::consumer::BaseConsumer;
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -56,8 +57,6 @@ use crate::metrics::{self, Metrics};
 
 /// The advisory lock key of the scan (any constant unique within database `notify`).
 const LOCK_KEY: i64 = 0x6e6f_7469_6679_0001;
-
-const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stuck-scan settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,26 +117,6 @@ struct Snapshot {
 /// Snapshots kept while waiting for the repeater to catch up (a round every
 /// `interval_secs`: with the default 30 s, about ten minutes).
 const SNAPSHOTS: usize = 20;
-
-/// Where one partition of a topic stands for the group that consumes it.
-#[derive(Debug, Clone)]
-struct Position {
-    /// Unprefixed topic.
-    topic: String,
-    partition: i32,
-    /// The group's committed offset (next to consume); -1 when it never committed.
-    committed: i64,
-    low: i64,
-    high: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct Lost {
-    id: Uuid,
-    /// The attempt whose message was lost.
-    current_attempt: i32,
-    why: String,
-}
 
 pub struct StuckScan {
     pool: PgPool,
@@ -201,11 +180,7 @@ impl StuckScan {
     /// One scan, if no other instance is running one.
     pub async fn scan(&self) -> anyhow::Result<ScanReport> {
         let mut lock_conn = self.pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LOCK_KEY)
-            .fetch_one(&mut *lock_conn)
-            .await?;
-        if !locked {
+        if !common::db::try_advisory_lock(&mut lock_conn, LOCK_KEY).await? {
             return Ok(ScanReport {
                 skipped_locked: true,
                 ..ScanReport::default()
@@ -214,9 +189,7 @@ impl StuckScan {
         let result = self.scan_locked().await;
         // A session lock: release it before the connection goes back to the pool (if this
         // fails the connection is closed instead, which releases it too).
-        if sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(LOCK_KEY)
-            .execute(&mut *lock_conn)
+        if common::db::advisory_unlock(&mut lock_conn, LOCK_KEY)
             .await
             .is_err()
         {
@@ -233,9 +206,7 @@ impl StuckScan {
 
         // Order matters: the database's clock, the workers' positions, then the status log's
         // end, then the repeater's progress on it.
-        let db_time: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(&self.pool)
-            .await?;
+        let db_time = common::db::clock(&self.pool).await?;
         let dispatch = self.dispatch_positions().await?;
         let status = self
             .positions(REPEATER_GROUP, vec![STATUS_TOPIC.to_owned()])
@@ -298,75 +269,20 @@ impl StuckScan {
 
     /// Open deliveries whose current dispatch `snapshot` shows lost (see the module docs).
     async fn lost(&self, snapshot: &Snapshot) -> anyhow::Result<Vec<Lost>> {
-        let p = &snapshot.dispatch;
-        Ok(sqlx::query_as(
-            "WITH pos AS (
-                 SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[])
-                     AS p(topic, part, committed, low, high)
-             ), dispatched AS (
-                 SELECT d.id, d.current_attempt, 'notify.dispatch.' || d.channel || '.' || d.lane AS topic,
-                        COALESCE(o.kafka_partition, r.part) AS part,
-                        COALESCE(o.kafka_offset, r.off) AS off,
-                        COALESCE(o.published_at, r.at) AS published_at
-                 FROM deliveries d
-                 LEFT JOIN outbox o ON o.headers ->> 'delivery-id' = d.id::text
-                                   AND o.headers ->> 'attempt' = d.current_attempt::text
-                                   AND o.published_at IS NOT NULL
-                 LEFT JOIN LATERAL (
-                     SELECT d.dispatch_partition AS part, d.dispatch_offset AS off, d.dispatched_at AS at
-                     WHERE d.dispatch_attempt = d.current_attempt
-                 ) r ON true
-                 WHERE d.status IN ('pending', 'queued', 'sending', 'retrying')
-             )
-             SELECT x.id, x.current_attempt,
-                    CASE WHEN x.off >= pos.high THEN 'log shorter than the message''s offset (wiped or replaced cluster)'
-                         WHEN x.off < pos.low THEN 'message no longer in the log (retention or deleted)'
-                         ELSE 'workers committed past the message without a status' END AS why
-             FROM dispatched x
-             JOIN pos ON pos.topic = x.topic AND pos.part = x.part
-             WHERE x.published_at < $6
-               AND x.published_at < now() - make_interval(secs => $7)
-               AND (x.off < pos.committed OR x.off < pos.low OR x.off >= pos.high)
-               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = x.id AND a.attempt = x.current_attempt)
-             ORDER BY x.published_at
-             LIMIT $8",
+        Ok(delivery::lost::lost(
+            &self.pool,
+            &snapshot.dispatch,
+            snapshot.db_time,
+            self.cfg.visibility_timeout_secs,
+            self.cfg.batch_size,
         )
-        .bind(p.iter().map(|p| p.topic.clone()).collect::<Vec<_>>())
-        .bind(p.iter().map(|p| p.partition).collect::<Vec<_>>())
-        .bind(p.iter().map(|p| p.committed).collect::<Vec<_>>())
-        .bind(p.iter().map(|p| p.low).collect::<Vec<_>>())
-        .bind(p.iter().map(|p| p.high).collect::<Vec<_>>())
-        .bind(snapshot.db_time)
-        .bind(self.cfg.visibility_timeout_secs)
-        .bind(self.cfg.batch_size)
-        .fetch_all(&self.pool)
         .await?)
     }
 
     /// Copies the current dispatch's Kafka position onto deliveries still open
     /// `remember_after_secs` after it was published, before the outbox row can be purged.
     async fn remember_positions(&self) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE deliveries d
-             SET dispatch_attempt = d.current_attempt, dispatch_partition = o.kafka_partition,
-                 dispatch_offset = o.kafka_offset, dispatched_at = o.published_at
-             FROM outbox o
-             WHERE d.id IN (
-                     SELECT d2.id FROM deliveries d2
-                     JOIN outbox o2 ON o2.headers ->> 'delivery-id' = d2.id::text
-                                   AND o2.headers ->> 'attempt' = d2.current_attempt::text
-                     WHERE d2.status IN ('pending', 'queued', 'sending', 'retrying')
-                       AND d2.dispatch_attempt IS DISTINCT FROM d2.current_attempt
-                       AND o2.published_at < now() - make_interval(secs => $1)
-                     LIMIT 5000)
-               AND o.headers ->> 'delivery-id' = d.id::text
-               AND o.headers ->> 'attempt' = d.current_attempt::text
-               AND o.published_at IS NOT NULL",
-        )
-        .bind(self.cfg.remember_after_secs)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Ok(delivery::lost::remember_positions(&self.pool, self.cfg.remember_after_secs).await?)
     }
 
     /// Re-drives (or expires) a batch of lost deliveries in one transaction, re-checking each
@@ -379,17 +295,7 @@ impl StuckScan {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = lost.iter().map(|l| l.id).collect();
         let locked = LockedDelivery::lock_many(&mut tx, &ids).await?;
-        let attempted: std::collections::HashSet<Uuid> = sqlx::query_scalar(
-            "SELECT a.delivery_id FROM attempts a
-             JOIN UNNEST($1::uuid[], $2::int[]) AS c(id, attempt)
-               ON a.delivery_id = c.id AND a.attempt = c.attempt",
-        )
-        .bind(locked.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(locked.iter().map(|d| d.current_attempt).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let attempted = delivery::lost::attempted(&mut tx, &locked).await?;
         let judged: HashMap<Uuid, &Lost> = lost.iter().map(|l| (l.id, l)).collect();
         let (mut expire, mut redrive) = (Vec::new(), Vec::new());
         for d in &locked {
@@ -413,7 +319,7 @@ impl StuckScan {
         for d in expire {
             self.metrics
                 .stuck_expired
-                .get_or_create(&metrics::channel(&d.channel))
+                .get_or_create(&metrics::channel(d.channel.as_str()))
                 .inc();
             report.expired.push(d.id);
         }
@@ -421,7 +327,7 @@ impl StuckScan {
             tracing::warn!(delivery_id = %d.id, attempt = d.current_attempt + 1, %why, "re-drove a lost dispatch");
             self.metrics
                 .stuck_redriven
-                .get_or_create(&metrics::channel(&d.channel))
+                .get_or_create(&metrics::channel(d.channel.as_str()))
                 .inc();
             report.redriven.push(d.id);
         }
@@ -431,18 +337,7 @@ impl StuckScan {
     /// Deliveries whose current attempt's dispatch row the relay set aside → `dead`
     /// (`undeliverable`), each re-checked under its row lock.
     async fn settle_refused(&self, report: &mut ScanReport) -> anyhow::Result<()> {
-        let refused: Vec<(Uuid, i32, Option<String>)> = sqlx::query_as(
-            "SELECT d.id, d.current_attempt, o.last_error
-             FROM outbox o
-             JOIN deliveries d ON o.headers ->> 'delivery-id' = d.id::text
-                              AND o.headers ->> 'attempt' = d.current_attempt::text
-             WHERE o.failed_at IS NOT NULL
-               AND d.status IN ('pending', 'queued', 'sending', 'retrying')
-             LIMIT $1",
-        )
-        .bind(self.cfg.batch_size)
-        .fetch_all(&self.pool)
-        .await?;
+        let refused = delivery::lost::refused(&self.pool, self.cfg.batch_size).await?;
         for (id, attempt, error) in refused {
             let mut tx = self.pool.begin().await?;
             let Some(d) = LockedDelivery::lock(&mut tx, id).await? else {
@@ -462,106 +357,14 @@ impl StuckScan {
 
     /// Deliveries not yet terminal, by status, into the backlog gauge.
     async fn refresh_backlog(&self) -> anyhow::Result<()> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, count(*) FROM deliveries
-             WHERE status IN ('pending', 'queued', 'sending', 'retrying') GROUP BY status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for status in ["pending", "queued", "sending", "retrying"] {
-            let n = rows
-                .iter()
-                .find(|(s, _)| s == status)
-                .map_or(0, |(_, n)| *n);
+        for (status, n) in delivery::lost::backlog(&self.pool).await? {
             self.metrics
                 .backlog
-                .get_or_create(&metrics::StatusLabel { status })
+                .get_or_create(&metrics::StatusLabel {
+                    status: status.as_str(),
+                })
                 .set(n);
         }
         Ok(())
-    }
-
-    /// Every dispatch topic's partitions, for the workers' group of that channel and lane.
-    async fn dispatch_positions(&self) -> anyhow::Result<Vec<Position>> {
-        let mut out = Vec::new();
-        for channel in Channel::ALL {
-            for lane in Lane::ALL {
-                out.extend(
-                    self.positions(
-                        &worker_group(channel, lane),
-                        vec![dispatch_topic(channel, lane)],
-                    )
-                    .await?,
-                );
-            }
-        }
-        Ok(out)
-    }
-
-    fn consumer(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
-        let mut consumers = self.consumers.lock().expect("consumers lock poisoned");
-        if let Some(c) = consumers.get(group) {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(
-            common::kafka::offsets_reader(
-                &self.kafka,
-                &self.kafka.topic(group),
-                "repeater-stuck-scan",
-            )
-            .context("stuck-scan consumer")?,
-        );
-        consumers.insert(group.to_owned(), c.clone());
-        Ok(c)
-    }
-
-    /// The committed offset of `group` and the watermarks of every partition of `topics`.
-    async fn positions(&self, group: &str, topics: Vec<String>) -> anyhow::Result<Vec<Position>> {
-        let consumer = self.consumer(group)?;
-        let kafka = self.kafka.clone();
-        tokio::task::spawn_blocking(move || {
-            // Never subscribed, so this returns no message; it serves the client's queued
-            // events (logs, errors), which would otherwise pile up between scans.
-            let _ = consumer.poll(Duration::ZERO);
-            let mut tpl = TopicPartitionList::new();
-            let mut wanted = Vec::new();
-            for topic in &topics {
-                let name = kafka.topic(topic);
-                let md = consumer
-                    .fetch_metadata(Some(&name), KAFKA_TIMEOUT)
-                    .with_context(|| format!("metadata of {name}"))?;
-                for t in md.topics() {
-                    for p in t.partitions() {
-                        tpl.add_partition(&name, p.id());
-                        wanted.push((topic.clone(), name.clone(), p.id()));
-                    }
-                }
-            }
-            let committed = consumer
-                .committed_offsets(tpl, KAFKA_TIMEOUT)
-                .context("committed offsets")?;
-            let mut out = Vec::with_capacity(wanted.len());
-            for (topic, name, partition) in wanted {
-                let (low, high) = consumer
-                    .fetch_watermarks(&name, partition, KAFKA_TIMEOUT)
-                    .with_context(|| format!("watermarks of {name}/{partition}"))?;
-                let committed = match committed
-                    .find_partition(&name, partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) => o,
-                    _ => -1,
-                };
-                out.push(Position {
-                    topic,
-                    partition,
-                    committed,
-                    low,
-                    high,
-                });
-            }
-            Ok(out)
-        })
-        .await?
     }
 }

@@ -1,0 +1,193 @@
+//! `/v1/admin/…`: notification search, one delivery's history, stats, dead letters and their
+//! re-drive, templates.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::notifications::{AttemptView, DeliveryView, NotificationView};
+
+/// Most ids in one re-drive request.
+pub const MAX_REDRIVE_IDS: usize = 1000;
+
+/// `GET /v1/admin/notifications`: every filter given must match.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationQuery {
+    /// A delivery status: notifications with at least one delivery in it.
+    pub status: Option<String>,
+    /// A channel.
+    pub channel: Option<String>,
+    /// A category.
+    pub category: Option<String>,
+    /// A user id or an address.
+    pub recipient: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of notifications.
+pub type NotificationPage = crate::Page<NotificationView>;
+/// A page of deliveries (dead letters).
+pub type DeliveryPage = crate::Page<DeliveryView>;
+
+/// A delivery (every field of `Delivery`) with every attempt and re-drive.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: DeliveryView,
+    /// Every attempt, oldest first.
+    pub attempt_log: Vec<AttemptView>,
+    /// Every re-drive (admin or stuck scan), oldest first.
+    pub redrives: Vec<RedriveView>,
+}
+
+/// Who re-drove a delivery and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Redrive)]
+pub struct RedriveView {
+    pub from_attempt: i32,
+    pub to_attempt: i32,
+    /// `dead_letter` (an admin) or `lost` (the repeater's stuck scan).
+    #[schema(example = "dead_letter")]
+    pub kind: String,
+    pub actor: String,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /v1/admin/stats`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// `30s`, `15m`, `1h`, `7d` (default `1h`, at most `31d`).
+    pub window: Option<String>,
+}
+
+/// Counts per channel × status and accept → sent latency over a window.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    pub window_secs: i64,
+    /// `{channel: {status: count}}` of deliveries created in the window.
+    #[schema(example = json!({"email": {"sent": 120, "dead": 2}}))]
+    pub counts: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Accept → sent latency of deliveries sent in the window, in milliseconds.
+    pub latency_ms: Latency,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// Which dead letters: every field given must match; `{}` matches all of them.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RedriveFilter)]
+pub struct DeadLetterFilter {
+    /// A channel.
+    pub channel: Option<String>,
+    /// `last_error.code`, e.g. `smtp_550`, `fcm_unregistered`.
+    #[schema(min_length = 1, max_length = 200)]
+    pub error_code: Option<String>,
+    /// The provider of the last attempt (`smtp`, `twilio`, `fcm`, `apns`, ...).
+    #[schema(min_length = 1, max_length = 200)]
+    pub provider: Option<String>,
+    /// Died at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Died before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// `GET /v1/admin/dead-letters`: the filter's fields and a page.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterQuery {
+    /// A channel.
+    pub channel: Option<String>,
+    /// The last error's code, e.g. `smtp_550`.
+    pub error_code: Option<String>,
+    /// The last attempt's provider, e.g. `twilio`.
+    pub provider: Option<String>,
+    /// Died at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Died before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl DeadLetterQuery {
+    pub fn filter(&self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            channel: self.channel.clone(),
+            error_code: self.error_code.clone(),
+            provider: self.provider.clone(),
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
+/// Exactly one of `ids` (1..=1000) and `filter`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RedriveRequest)]
+pub struct RedriveBody {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub ids: Option<Vec<Uuid>>,
+    pub filter: Option<DeadLetterFilter>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Redriven {
+    /// Dead letters given a new attempt.
+    pub redriven: u64,
+    /// Ids given that were not (or no longer) dead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Uuid>,
+}
+
+/// One locale of a template (minijinja; HTML auto-escaped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateVariant {
+    #[schema(example = "Your invoice {{ number }}")]
+    pub subject: Option<String>,
+    #[schema(example = "Invoice {{ number }} is ready.")]
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// A template's variants by locale (`en`, `de-AT`, …).
+pub type Locales = BTreeMap<String, TemplateVariant>;
+
+/// `PUT /v1/admin/templates/{name}`: every variant must compile.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    /// At least one locale.
+    pub locales: Locales,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Template)]
+pub struct TemplateView {
+    pub name: String,
+    pub locales: Locales,
+}

@@ -1,0 +1,30 @@
+//! The HTTP wire contract, one definition per body.
+//!
+//! Services deserialise requests into these types and serialise these types as answers; the
+//! bff builds its OpenAPI document from the same types (`utoipa::ToSchema`), so the document
+//! cannot describe a body the service does not accept. Validation beyond the shape (address
+//! syntax, ranges the schema cannot say) stays in the service that owns the data, with the
+//! value parsers of `common::address`.
+//!
+//! - [`notifications`]: sending, reading and cancelling notifications, a user's history;
+//! - [`admin`]: admin searches, stats, dead letters, templates;
+//! - [`users`]: registration, contacts, preferences, devices, `GET /v1/me`;
+//! - [`profiles`]: users-service's internal contract with notification-service (delivery
+//!   profiles, with the rule "may this user get this category on this channel").
+
+pub mod admin;
+pub mod notifications;
+pub mod profiles;
+pub mod users;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One page of a keyset-paginated list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,161 @@
+//! `POST /v1/notifications`, `GET /v1/notifications/{id}`, `POST …/cancel`, and a user's
+//! history (`GET /v1/me/notifications`).
+
+use chrono::{DateTime, Utc};
+use common::events::Priority;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Most recipients in one request.
+pub const MAX_RECIPIENTS: usize = 1000;
+
+/// A notification to send: to 1..=1000 recipients, either `content` or a `template` rendered
+/// with `data`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub recipients: Vec<RecipientBody>,
+    /// 1-64 characters of a-z, 0-9, `_`, `.`, `-`.
+    #[schema(example = "billing", pattern = "^[a-z0-9_.-]{1,64}$")]
+    pub category: String,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Only these channels (default: every channel the user's preferences allow).
+    #[schema(example = json!(["email"]), min_items = 1)]
+    pub channels: Option<Vec<String>>,
+    /// A template name (instead of `content`).
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
+    pub template: Option<String>,
+    /// The template's variables (an object).
+    pub data: Option<serde_json::Value>,
+    pub content: Option<ContentBody>,
+    /// Not before this instant (RFC 3339).
+    pub send_at: Option<DateTime<Utc>>,
+    /// Not after `send_at` (or acceptance) plus this many seconds.
+    #[schema(minimum = 1)]
+    pub ttl_seconds: Option<i64>,
+    /// When a user's delivery ends `dead`, the next channel of this list is planned for them
+    /// (2 to 5 channels, in order).
+    #[schema(example = json!(["push", "sms"]), min_items = 2, max_items = 5)]
+    pub fallback: Option<Vec<String>>,
+}
+
+/// Exactly one of the fields must be set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientBody {
+    pub user_id: Option<Uuid>,
+    pub email: Option<String>,
+    /// E.164.
+    pub phone: Option<String>,
+    /// `{platform: fcm | apns, token}`.
+    pub device: Option<serde_json::Value>,
+    /// `{url}`.
+    pub webhook: Option<serde_json::Value>,
+    /// `{chat_id}`.
+    pub telegram: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentBody {
+    /// One line (email only).
+    pub subject: Option<String>,
+    /// Must not be blank.
+    #[schema(min_length = 1)]
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// A notification with every delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Notification)]
+pub struct NotificationView {
+    pub id: Uuid,
+    /// Derived from its deliveries' statuses.
+    #[schema(example = "in_progress")]
+    pub status: String,
+    pub category: String,
+    pub priority: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<DateTime<Utc>>,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// One recipient × channel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Delivery)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub notification_id: Uuid,
+    pub channel: String,
+    pub lane: String,
+    pub recipient: serde_json::Value,
+    pub address: Option<String>,
+    #[schema(example = "sent")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Provider attempts recorded so far.
+    pub attempts: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<serde_json::Value>,
+    /// The most recent attempt, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<AttemptView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The dead delivery this one replaces (channel fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_of: Option<Uuid>,
+}
+
+/// One provider attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Attempt)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub outcome: String,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
+    pub duration_ms: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /v1/me/notifications`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// 1..=100, default 20.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One notification in a user's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryItem {
+    pub id: Uuid,
+    pub category: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub deliveries: Vec<ChannelStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelStatus {
+    pub channel: String,
+    pub status: String,
+}
+
+/// A page of a user's history.
+pub type HistoryPage = crate::Page<HistoryItem>;

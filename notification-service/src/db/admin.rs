@@ -1,0 +1,166 @@
+//! The admin API's reads: notification search, one delivery's attempts and re-drives, stats.
+
+use std::collections::BTreeMap;
+
+use api::{
+    admin::{Latency, NotificationQuery, RedriveView},
+    notifications::AttemptView,
+};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// Ids of the notifications matching every filter of `q`, newest first, after `cursor`, at
+/// most `limit`. The SQL holds only the filters given, so each combination gets a plan on its
+/// own index.
+pub async fn search(
+    conn: &mut PgConnection,
+    q: &NotificationQuery,
+    cursor: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    let mut sql: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT n.id FROM notifications n WHERE true");
+    if let Some(c) = &q.category {
+        sql.push(" AND n.category = ").push_bind(c.clone());
+    }
+    if let Some(s) = q.since {
+        sql.push(" AND n.created_at >= ").push_bind(s);
+    }
+    if let Some(u) = q.until {
+        sql.push(" AND n.created_at < ").push_bind(u);
+    }
+    if let Some((at, id)) = cursor {
+        sql.push(" AND (n.created_at, n.id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    if q.status.is_some() || q.channel.is_some() || q.recipient.is_some() {
+        sql.push(" AND EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id");
+        if let Some(s) = &q.status {
+            sql.push(" AND d.status = ").push_bind(s.clone());
+        }
+        if let Some(c) = &q.channel {
+            sql.push(" AND d.channel = ").push_bind(c.clone());
+        }
+        if let Some(r) = &q.recipient {
+            match Uuid::parse_str(r) {
+                Ok(user) => sql.push(" AND d.user_id = ").push_bind(user),
+                Err(_) => sql.push(" AND d.address = ").push_bind(r.clone()),
+            };
+        }
+        sql.push(")");
+    }
+    sql.push(" ORDER BY n.created_at DESC, n.id DESC LIMIT ")
+        .push_bind(limit);
+    sql.build_query_scalar().fetch_all(conn).await
+}
+
+/// The notification a delivery belongs to.
+pub async fn notification_of(
+    conn: &mut PgConnection,
+    delivery: Uuid,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT notification_id FROM deliveries WHERE id = $1")
+        .bind(delivery)
+        .fetch_optional(conn)
+        .await
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt: i32,
+    outcome: String,
+    provider: String,
+    provider_message_id: Option<String>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    duration_ms: i64,
+    at: DateTime<Utc>,
+}
+
+/// Every attempt of a delivery, oldest first.
+pub async fn attempts(conn: &mut PgConnection, delivery: Uuid) -> sqlx::Result<Vec<AttemptView>> {
+    let rows: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT attempt, outcome, provider, provider_message_id, error_code, error_message, duration_ms, at
+         FROM attempts WHERE delivery_id = $1 ORDER BY attempt",
+    )
+    .bind(delivery)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AttemptView {
+            attempt: r.attempt,
+            outcome: r.outcome,
+            provider: r.provider,
+            provider_message_id: r.provider_message_id,
+            error: r
+                .error_code
+                .map(|code| serde_json::json!({ "code": code, "message": r.error_message })),
+            duration_ms: r.duration_ms,
+            at: r.at,
+        })
+        .collect())
+}
+
+/// Every re-drive of a delivery, oldest first.
+pub async fn redrives(conn: &mut PgConnection, delivery: Uuid) -> sqlx::Result<Vec<RedriveView>> {
+    let rows: Vec<(i32, i32, String, String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT from_attempt, to_attempt, kind, actor, detail, at FROM redrives
+         WHERE delivery_id = $1 ORDER BY at, id",
+    )
+    .bind(delivery)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(from_attempt, to_attempt, kind, actor, detail, at)| RedriveView {
+                from_attempt,
+                to_attempt,
+                kind,
+                actor,
+                detail,
+                at,
+            },
+        )
+        .collect())
+}
+
+/// `{channel: {status: count}}` of the deliveries created in the last `window_secs`.
+pub async fn counts(
+    conn: &mut PgConnection,
+    window_secs: i64,
+) -> sqlx::Result<BTreeMap<String, BTreeMap<String, i64>>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT channel, status, count(*) FROM deliveries
+         WHERE created_at >= now() - make_interval(secs => $1)
+         GROUP BY channel, status",
+    )
+    .bind(window_secs as f64)
+    .fetch_all(conn)
+    .await?;
+    let mut counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (channel, status, n) in rows {
+        counts.entry(channel).or_default().insert(status, n);
+    }
+    Ok(counts)
+}
+
+/// Accept → sent latency percentiles (ms) of the deliveries sent in the last `window_secs`.
+pub async fn latency(conn: &mut PgConnection, window_secs: i64) -> sqlx::Result<Latency> {
+    let (p50, p95, p99): (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+         FROM (SELECT (extract(epoch FROM (sent_at - created_at)) * 1000)::float8 AS ms FROM deliveries
+               WHERE status = $2 AND created_at >= now() - make_interval(secs => $1)) s",
+    )
+    .bind(window_secs as f64)
+    .bind(delivery::Status::Sent.as_str())
+    .fetch_one(conn)
+    .await?;
+    Ok(Latency { p50, p95, p99 })
+}
