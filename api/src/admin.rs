@@ -36,10 +36,14 @@ pub struct NotificationQuery {
     pub cursor: Option<String>,
 }
 
-/// A page of notifications.
-pub type NotificationPage = crate::Page<NotificationView>;
-/// A page of deliveries (dead letters).
-pub type DeliveryPage = crate::Page<DeliveryView>;
+crate::page!(
+    /// A page of notifications.
+    NotificationPage of NotificationView
+);
+crate::page!(
+    /// A page of deliveries (dead letters).
+    DeliveryPage of DeliveryView
+);
 
 /// A delivery (every field of `Delivery`) with every attempt and re-drive.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -182,12 +186,12 @@ pub type Locales = BTreeMap<String, TemplateVariant>;
 #[serde(deny_unknown_fields)]
 pub struct TemplateBody {
     /// At least one locale.
-    pub locales: Locales,
+    pub locales: BTreeMap<String, TemplateVariant>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Template)]
 pub struct TemplateView {
     pub name: String,
-    pub locales: Locales,
+    pub locales: BTreeMap<String, TemplateVariant>,
 }

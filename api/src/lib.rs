@@ -12,19 +12,23 @@
 //! - [`profiles`]: users-service's internal contract with notification-service (delivery
 //!   profiles, with the rule "may this user get this category on this channel").
 
+/// One page of a keyset-paginated list of `$item`: a concrete type per list, so the OpenAPI
+/// document names each one.
+macro_rules! page {
+    ($(#[$doc:meta])* $name:ident of $item:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` for the next page; absent on the last one.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+pub(crate) use page;
+
 pub mod admin;
 pub mod notifications;
 pub mod profiles;
 pub mod users;
-
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-/// One page of a keyset-paginated list.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}

@@ -157,5 +157,7 @@ pub struct ChannelStatus {
     pub status: String,
 }
 
-/// A page of a user's history.
-pub type HistoryPage = crate::Page<HistoryItem>;
+crate::page!(
+    /// A page of a user's history.
+    HistoryPage of HistoryItem
+);

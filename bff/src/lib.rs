@@ -3,9 +3,10 @@
 //! Every request is authenticated here (JWT, pinned algorithm), rate limited per principal
 //! ([`rate_limit`], Redis, shared by all instances) and authorised per route (roles), then
 //! forwarded with the caller's token to the service that owns the data, which verifies it
-//! again ([`upstream`]). `GET /v1/me` aggregates four users-service reads into one response.
-//! The OpenAPI 3.1 document is generated from the handlers' annotations ([`openapi`]) and
-//! served at `/openapi.json`, browsable at `/docs`.
+//! again ([`upstream`]). The routes are one table ([`routes::ROUTES`]: method, path, roles,
+//! upstream, checks, documentation) that both registers them and builds the OpenAPI 3.1
+//! document ([`openapi`], schemas from the `api` crate's types), served at `/openapi.json`
+//! and browsable at `/docs`.
 
 pub mod config;
 pub mod idempotency;
@@ -35,9 +36,9 @@ pub struct AppState {
 
 /// Every route, with the OpenAPI document built from the same handlers.
 pub fn router(state: AppState, cfg: &Config) -> Router {
-    let (api, mut doc) = openapi::api_router().with_state(state).split_for_parts();
-    openapi::document_problems(&mut doc);
-    let api = api.merge(openapi::docs_router(doc));
+    let api = routes::router()
+        .with_state(state)
+        .merge(openapi::docs_router(openapi::document()));
     common::http::with_edge_layers(api, &cfg.http)
 }
 

@@ -3,14 +3,11 @@ use axum::{Json, extract::State, response::Response};
 use crate::{AppState, upstream::Service};
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Both services behind the bff answer.
-#[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "ready"), (status = 503, description = "a dependency is down")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     common::http::readiness(vec![
         ("users-service", state.upstream.ping(Service::Users).await),

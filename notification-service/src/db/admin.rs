@@ -106,9 +106,19 @@ pub async fn attempts(conn: &mut PgConnection, delivery: Uuid) -> sqlx::Result<V
         .collect())
 }
 
+#[derive(sqlx::FromRow)]
+struct RedriveRow {
+    from_attempt: i32,
+    to_attempt: i32,
+    kind: String,
+    actor: String,
+    detail: Option<String>,
+    at: DateTime<Utc>,
+}
+
 /// Every re-drive of a delivery, oldest first.
 pub async fn redrives(conn: &mut PgConnection, delivery: Uuid) -> sqlx::Result<Vec<RedriveView>> {
-    let rows: Vec<(i32, i32, String, String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<RedriveRow> = sqlx::query_as(
         "SELECT from_attempt, to_attempt, kind, actor, detail, at FROM redrives
          WHERE delivery_id = $1 ORDER BY at, id",
     )
@@ -117,16 +127,14 @@ pub async fn redrives(conn: &mut PgConnection, delivery: Uuid) -> sqlx::Result<V
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(from_attempt, to_attempt, kind, actor, detail, at)| RedriveView {
-                from_attempt,
-                to_attempt,
-                kind,
-                actor,
-                detail,
-                at,
-            },
-        )
+        .map(|r| RedriveView {
+            from_attempt: r.from_attempt,
+            to_attempt: r.to_attempt,
+            kind: r.kind,
+            actor: r.actor,
+            detail: r.detail,
+            at: r.at,
+        })
         .collect())
 }
 

@@ -1,11 +1,7 @@
 //! Admin reads: `GET /v1/admin/notifications` (filters, keyset pagination),
 //! `GET /v1/admin/deliveries/{id}` (every attempt and re-drive), `GET /v1/admin/stats?window=`.
 
-use api::{
-    Page,
-    admin::{DeliveryDetail, NotificationQuery, Stats, StatsQuery},
-    notifications::NotificationView,
-};
+use api::admin::{DeliveryDetail, NotificationPage, NotificationQuery, Stats, StatsQuery};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -73,7 +69,7 @@ async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Query(q): Query<NotificationQuery>,
-) -> Result<Json<Page<NotificationView>>, ApiError> {
+) -> Result<Json<NotificationPage>, ApiError> {
     principal.require(&[Role::Admin])?;
     let mut errors = Vec::new();
     if q.status
@@ -113,7 +109,7 @@ async fn list(
     } else {
         None
     };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(NotificationPage { items, next_cursor }))
 }
 
 async fn delivery(

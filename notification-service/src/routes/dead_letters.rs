@@ -7,10 +7,8 @@
 //! (`delivery::redrive`). Deliveries that are no longer dead are left alone and
 //! counted as skipped.
 
-use api::{
-    Page,
-    admin::{DeadLetterFilter, DeadLetterQuery, MAX_REDRIVE_IDS, RedriveBody, Redriven},
-    notifications::DeliveryView,
+use api::admin::{
+    DeadLetterFilter, DeadLetterQuery, DeliveryPage, MAX_REDRIVE_IDS, RedriveBody, Redriven,
 };
 use axum::{
     Json, Router,
@@ -78,7 +76,7 @@ async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Query(q): Query<DeadLetterQuery>,
-) -> Result<Json<Page<DeliveryView>>, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     principal.require(&[Role::Admin])?;
     let filter = q.filter();
     let mut errors = Vec::new();
@@ -100,7 +98,7 @@ async fn list(
     } else {
         None
     };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(DeliveryPage { items, next_cursor }))
 }
 
 async fn redrive(

@@ -1,0 +1,69 @@
+//! `POST /v1/notifications`: forwarded like any route, and an `Idempotency-Key` request that
+//! completed (202) is answered again from Redis without reaching notification-service
+//! (which keeps its own record in Postgres for requests that reach it: decision 0004).
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use common::{auth::Role, http::RawBody, idempotency, problem::ApiError};
+
+use crate::{AppState, rate_limit::Caller, upstream::Service};
+
+const PATH: &str = "/v1/notifications";
+
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Service])?;
+    let key_header = headers
+        .get(idempotency::HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let key = idempotency::parse_key(key_header)?;
+    let forward = |body| {
+        state.upstream.forward(
+            Service::Notifications,
+            Method::POST,
+            PATH,
+            &caller.0,
+            &headers,
+            body,
+        )
+    };
+    let (Some(key), Some(cache)) = (key, state.idempotency.as_ref()) else {
+        return forward(body).await;
+    };
+    let sub = caller.0.subject().to_owned();
+    let hash = idempotency::body_hash(&body);
+    if let Some(entry) = cache.get(&sub, &key).await {
+        if entry.hash != hash {
+            return Err(ApiError::invalid_field(
+                "Idempotency-Key",
+                "was already used with a different request body",
+            ));
+        }
+        let mut resp = (StatusCode::ACCEPTED, Json(entry.body)).into_response();
+        resp.headers_mut()
+            .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
+        return Ok(resp);
+    }
+    let resp = forward(body).await?;
+    if resp.status() != StatusCode::ACCEPTED {
+        return Ok(resp);
+    }
+    let (parts, upstream_body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(upstream_body, 16 * 1024 * 1024)
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("reading the upstream answer: {e}")))?;
+    if let Ok(json) = serde_json::from_slice(&bytes) {
+        cache
+            .put(&sub, &key, &crate::idempotency::Entry { hash, body: json })
+            .await;
+    }
+    Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+}

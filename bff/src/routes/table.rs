@@ -1,0 +1,386 @@
+//! The route table. Each row's `doc` is its documentation's summary (first line) and
+//! description; `answers` lists its own answers — the errors every route can give (400, 401,
+//! 403, 404 where the path has an id, 413/415 where it takes a body, 422, 429, 503, 504) are
+//! added to each operation by `crate::openapi`.
+
+use api::{
+    admin::{
+        DeadLetterQuery, DeliveryDetail, DeliveryPage, NotificationPage, NotificationQuery,
+        RedriveBody, Redriven, Stats, StatsQuery, TemplateBody, TemplateView,
+    },
+    notifications::{HistoryPage, HistoryQuery, NotificationView, SendBody},
+    users::{
+        ContactsBody, DeviceBody, DeviceList, Me, PreferencesBody, PreferencesView, RegisterUser,
+        Registered,
+    },
+};
+use common::{auth::Role, problem::Problem};
+
+use super::{Answer, Handler, Limit, Param, QueryRule, Route, Verb, query, schema};
+use crate::upstream::Service;
+
+const ADMIN: &[Role] = &[Role::Admin];
+const USER: &[Role] = &[Role::User];
+const SERVICE: &[Role] = &[Role::Service];
+const SERVICE_OR_ADMIN: &[Role] = &[Role::Service, Role::Admin];
+
+/// Admin searches: filters with timestamps, addresses and cursors.
+const ADMIN_QUERY: QueryRule = QueryRule {
+    extra: b"=&-_%.@+:",
+    max_len: 1024,
+};
+/// A user's history: a limit and a cursor.
+const PAGE_QUERY: QueryRule = QueryRule {
+    extra: b"=&-_%.",
+    max_len: 512,
+};
+
+const fn ok(status: u16, description: &'static str, body: super::SchemaFn) -> Answer {
+    Answer {
+        status,
+        description,
+        body: Some(body),
+    }
+}
+
+const fn empty(status: u16, description: &'static str) -> Answer {
+    Answer {
+        status,
+        description,
+        body: None,
+    }
+}
+
+const fn problem(status: u16, description: &'static str) -> Answer {
+    ok(status, description, schema::<Problem>)
+}
+
+/// A row with the defaults of a forwarded, authenticated route.
+const fn route(
+    method: Verb,
+    path: &'static str,
+    roles: &'static [Role],
+    upstream: Service,
+    tag: &'static str,
+    doc: &'static str,
+    answers: &'static [Answer],
+) -> Route {
+    Route {
+        method,
+        path,
+        roles,
+        upstream: Some(upstream),
+        handler: Handler::Forward,
+        limit: Limit::Principal,
+        param: None,
+        query: None,
+        tag,
+        doc,
+        request: None,
+        query_params: None,
+        answers,
+    }
+}
+
+pub static ROUTES: [Route; 22] = [
+    Route {
+        handler: Handler::Send,
+        request: Some(schema::<SendBody>),
+        ..route(
+            Verb::Post,
+            "/v1/notifications",
+            SERVICE,
+            Service::Notifications,
+            "notifications",
+            "Send a notification (service)\n\n202 only after it is committed. With an \
+             `Idempotency-Key`: the same key and body within 24 h get the original answer \
+             again; a different body 422; while the first is still running, 409.",
+            &[
+                ok(
+                    202,
+                    "Accepted: planned and committed",
+                    schema::<NotificationView>,
+                ),
+                problem(
+                    409,
+                    "The first request with this Idempotency-Key is still running",
+                ),
+            ],
+        )
+    },
+    Route {
+        param: Some(Param::Id("notification")),
+        ..route(
+            Verb::Get,
+            "/v1/notifications/{id}",
+            SERVICE_OR_ADMIN,
+            Service::Notifications,
+            "notifications",
+            "A notification with every delivery (owning service, admin)",
+            &[ok(200, "The notification", schema::<NotificationView>)],
+        )
+    },
+    Route {
+        param: Some(Param::Id("notification")),
+        ..route(
+            Verb::Post,
+            "/v1/notifications/{id}/cancel",
+            SERVICE_OR_ADMIN,
+            Service::Notifications,
+            "notifications",
+            "Cancel every delivery not yet dispatched (owning service, admin)\n\n409 names \
+             the deliveries that were already dispatched (the rest are cancelled).",
+            &[
+                ok(200, "Cancelled", schema::<NotificationView>),
+                problem(409, "Some deliveries were already dispatched"),
+            ],
+        )
+    },
+    Route {
+        request: Some(schema::<RegisterUser>),
+        ..route(
+            Verb::Post,
+            "/v1/users",
+            SERVICE_OR_ADMIN,
+            Service::Users,
+            "users",
+            "Register a user (service, admin)\n\nEmits `user.registered`; the user gets the \
+             `welcome` notification on the channels they have.",
+            &[ok(201, "Registered", schema::<Registered>)],
+        )
+    },
+    Route {
+        handler: Handler::Me,
+        ..route(
+            Verb::Get,
+            "/v1/me",
+            USER,
+            Service::Users,
+            "me",
+            "Profile, contacts, devices and preferences in one response",
+            &[
+                ok(200, "The user", schema::<Me>),
+                problem(404, "The token's user does not exist"),
+            ],
+        )
+    },
+    Route {
+        request: Some(schema::<ContactsBody>),
+        ..route(
+            Verb::Put,
+            "/v1/me/contacts",
+            USER,
+            Service::Users,
+            "me",
+            "Replace the contact set (absent fields are cleared)",
+            &[ok(200, "The contacts", schema::<api::profiles::Contacts>)],
+        )
+    },
+    route(
+        Verb::Get,
+        "/v1/me/preferences",
+        USER,
+        Service::Users,
+        "me",
+        "Channel switches, category × channel switches, quiet hours, locale",
+        &[ok(200, "The preferences", schema::<PreferencesView>)],
+    ),
+    Route {
+        request: Some(schema::<PreferencesBody>),
+        ..route(
+            Verb::Put,
+            "/v1/me/preferences",
+            USER,
+            Service::Users,
+            "me",
+            "Replace the preference document",
+            &[ok(200, "The preferences", schema::<PreferencesView>)],
+        )
+    },
+    route(
+        Verb::Get,
+        "/v1/me/devices",
+        USER,
+        Service::Users,
+        "me",
+        "The user's push devices",
+        &[ok(200, "The devices", schema::<DeviceList>)],
+    ),
+    Route {
+        request: Some(schema::<DeviceBody>),
+        ..route(
+            Verb::Post,
+            "/v1/me/devices",
+            USER,
+            Service::Users,
+            "me",
+            "Register a push token\n\n201 when new to this user, 200 when already theirs; \
+             409 past the most devices a user may have.",
+            &[
+                ok(201, "Registered", schema::<api::profiles::Device>),
+                ok(200, "Already registered", schema::<api::profiles::Device>),
+                problem(409, "Too many devices"),
+            ],
+        )
+    },
+    Route {
+        param: Some(Param::Id("device")),
+        ..route(
+            Verb::Delete,
+            "/v1/me/devices/{id}",
+            USER,
+            Service::Users,
+            "me",
+            "Remove one of the user's devices",
+            &[empty(204, "Removed")],
+        )
+    },
+    Route {
+        query: Some(PAGE_QUERY),
+        query_params: Some(query::<HistoryQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/me/notifications",
+            USER,
+            Service::Notifications,
+            "me",
+            "The user's own notification history, newest first, cursor-paginated",
+            &[ok(200, "A page of history", schema::<HistoryPage>)],
+        )
+    },
+    Route {
+        param: Some(Param::Name),
+        request: Some(schema::<TemplateBody>),
+        ..route(
+            Verb::Put,
+            "/v1/admin/templates/{name}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Create or replace a template (all its locales); every variant must compile",
+            &[ok(200, "The template", schema::<TemplateView>)],
+        )
+    },
+    Route {
+        param: Some(Param::Name),
+        ..route(
+            Verb::Get,
+            "/v1/admin/templates/{name}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "A template with every locale",
+            &[ok(200, "The template", schema::<TemplateView>)],
+        )
+    },
+    Route {
+        param: Some(Param::Name),
+        ..route(
+            Verb::Delete,
+            "/v1/admin/templates/{name}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Delete a template",
+            &[empty(204, "Deleted")],
+        )
+    },
+    Route {
+        query: Some(ADMIN_QUERY),
+        query_params: Some(query::<NotificationQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/admin/notifications",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Notifications by filters, newest first, keyset-paginated",
+            &[ok(
+                200,
+                "A page of notifications",
+                schema::<NotificationPage>,
+            )],
+        )
+    },
+    Route {
+        param: Some(Param::Id("delivery")),
+        ..route(
+            Verb::Get,
+            "/v1/admin/deliveries/{id}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "One delivery with every attempt (provider, outcome, error, duration) and re-drive",
+            &[ok(200, "The delivery", schema::<DeliveryDetail>)],
+        )
+    },
+    Route {
+        query: Some(ADMIN_QUERY),
+        query_params: Some(query::<StatsQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/admin/stats",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Counts per channel × status and accept → sent latency percentiles over a window",
+            &[ok(200, "The stats", schema::<Stats>)],
+        )
+    },
+    Route {
+        query: Some(ADMIN_QUERY),
+        query_params: Some(query::<DeadLetterQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/admin/dead-letters",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Deliveries that ended `dead`, newest first, keyset-paginated",
+            &[ok(200, "A page of dead letters", schema::<DeliveryPage>)],
+        )
+    },
+    Route {
+        request: Some(schema::<RedriveBody>),
+        ..route(
+            Verb::Post,
+            "/v1/admin/dead-letters/redrive",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Re-drive dead letters by ids or by filter\n\nEach gets a new attempt with the \
+             whole retry schedule, audited with the admin's subject.",
+            &[ok(200, "What was re-driven", schema::<Redriven>)],
+        )
+    },
+    Route {
+        method: Verb::Get,
+        path: "/healthz",
+        roles: &[],
+        upstream: None,
+        handler: Handler::Healthz,
+        limit: Limit::None,
+        param: None,
+        query: None,
+        tag: "health",
+        doc: "The process is alive",
+        request: None,
+        query_params: None,
+        answers: &[empty(200, "alive")],
+    },
+    Route {
+        method: Verb::Get,
+        path: "/readyz",
+        roles: &[],
+        upstream: None,
+        handler: Handler::Readyz,
+        limit: Limit::None,
+        param: None,
+        query: None,
+        tag: "health",
+        doc: "Both services behind the bff answer",
+        request: None,
+        query_params: None,
+        answers: &[empty(200, "ready"), empty(503, "a dependency is down")],
+    },
+];
