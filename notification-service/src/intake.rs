@@ -82,7 +82,7 @@ impl Planned {
             idempotency: None,
             outbox: Vec::new(),
         };
-        p.outbox = db::notifications::dispatch_rows(&p.notification())?;
+        p.outbox = crate::planned::dispatch_rows(&p.notification())?;
         Ok(p)
     }
 

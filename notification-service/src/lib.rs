@@ -14,6 +14,7 @@ pub mod fallback;
 pub mod intake;
 pub mod metrics;
 pub mod permissions;
+pub mod planned;
 pub mod planning;
 pub mod quiet_hours;
 pub mod request;

@@ -2,7 +2,7 @@
 
 use sqlx::PgConnection;
 
-use crate::templates::{Locales, Variant};
+use api::admin::{Locales, TemplateVariant as Variant};
 
 /// Every locale of `name`, or `None` if there is no such template.
 pub async fn get(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Locales>> {

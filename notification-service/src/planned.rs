@@ -1,0 +1,87 @@
+//! A notification as planned, before it is written: what its deliveries' first dispatch
+//! messages are made of, and the answer to `POST /v1/notifications` without a second read.
+
+use api::notifications::{DeliveryView, NotificationView};
+use chrono::{DateTime, Utc};
+use common::outbox::OutboxMessage;
+use uuid::Uuid;
+
+use crate::{
+    planning::{PlannedDelivery, PlannedStatus},
+    request::SendRequest,
+    views::notification_status,
+};
+
+/// A notification as planned, ready to write.
+pub struct NewNotification<'a> {
+    pub id: Uuid,
+    pub created_by: &'a str,
+    pub request: &'a SendRequest,
+    pub deliveries: &'a [PlannedDelivery],
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'a> NewNotification<'a> {
+    /// What attempt 1 of `d`'s dispatch message is made of.
+    pub fn dispatch(&self, d: &'a PlannedDelivery) -> delivery::dispatch::DispatchParts<'a> {
+        delivery::dispatch::DispatchParts {
+            delivery_id: d.id,
+            notification_id: self.id,
+            attempt: 1,
+            channel: d.channel,
+            lane: d.lane,
+            user_id: d.user_id,
+            address: d.address.as_deref(),
+            locale: d.locale.as_deref(),
+            content: &self.request.content,
+            localized: self.request.localized.as_ref(),
+            created_at: self.created_at,
+            send_at: self.request.send_at,
+            ttl_seconds: self.request.ttl_seconds,
+        }
+    }
+
+    /// The response body of `POST /v1/notifications`, without a second read.
+    pub fn view(&self) -> NotificationView {
+        let deliveries: Vec<DeliveryView> = self
+            .deliveries
+            .iter()
+            .map(|d| DeliveryView {
+                id: d.id,
+                notification_id: self.id,
+                channel: d.channel.as_str().into(),
+                lane: d.lane.as_str().into(),
+                recipient: d.recipient.clone(),
+                address: d.address.clone(),
+                status: d.status.as_str().into(),
+                reason: d.reason.map(Into::into),
+                attempts: 0,
+                last_error: None,
+                last_attempt: None,
+                created_at: self.created_at,
+                updated_at: self.created_at,
+                sent_at: None,
+                fallback_of: None,
+            })
+            .collect();
+        NotificationView {
+            id: self.id,
+            status: notification_status(deliveries.iter().map(|d| d.status.as_str())).into(),
+            category: self.request.category.clone(),
+            priority: self.request.priority.as_str().into(),
+            created_at: self.created_at,
+            send_at: self.request.send_at,
+            deliveries,
+        }
+    }
+}
+
+/// The outbox rows of `n`'s deliveries to dispatch, with the current request's id and trace
+/// in their headers.
+pub fn dispatch_rows(n: &NewNotification<'_>) -> anyhow::Result<Vec<OutboxMessage>> {
+    n.deliveries
+        .iter()
+        .filter(|d| d.status != PlannedStatus::Suppressed)
+        .map(|d| Ok(n.dispatch(d).row()?.available_at(d.available_at)))
+        .collect()
+}
