@@ -6,8 +6,10 @@
 //! JWT verification ([`auth`]), the Postgres pool and database bootstrap ([`db`]), Kafka
 //! client setup with the settings that do not lose messages ([`kafka`]), the transactional
 //! outbox and its relay ([`outbox`]), group commit for concurrent writers ([`group_commit`]),
-//! the wire types that travel over Kafka ([`events`]) and
-//! the shutdown signal ([`shutdown`]).
+//! the wire types that travel over Kafka ([`events`]), the syntax of values that cross
+//! process boundaries — addresses, names, language tags, one parser each ([`address`]) — and
+//! the shutdown signal ([`shutdown`]). HTTP bodies are the `api` crate's; the delivery
+//! lifecycle is the `delivery` crate's.
 
 pub mod address;
 pub mod auth;

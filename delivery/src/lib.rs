@@ -1,9 +1,19 @@
-//! The delivery lifecycle of database `notify` (issue 14, in progress): what a delivery's
-//! status can be ([`Status`]), its dispatch message and outbox row ([`dispatch_row`],
-//! [`LockedDelivery`]), the next attempt ([`redrive`], the retry schedule in [`retry`]), applying status events
-//! ([`apply`]) and cancel ([`cancel`]). Both services
-//! that move deliveries — notification-service and the repeater — call this crate; docs/next.md
-//! lists what still writes delivery state elsewhere.
+//! The delivery lifecycle of database `notify`, and its only writer (docs/architecture.md,
+//! decision 0019). It alone knows what a delivery's status can be ([`Status`]) and moves it:
+//!
+//! - [`insert`]: new deliveries in their first status (intake, fallback);
+//! - [`dispatch`]: the one builder of the dispatch message and its outbox row
+//!   ([`DispatchParts`](dispatch::DispatchParts), [`LockedDelivery`]);
+//! - [`apply`]: status events (attempts, retries on the schedule of [`retry`], dead letters,
+//!   dead push tokens, the `delivery.dead` event for fallback), expiry, undeliverable;
+//! - [`redrive`]: the next attempt (admin re-drive, the stuck scan);
+//! - [`cancel`]: what has not been dispatched yet;
+//! - [`fallback`]: which channel a dead delivery's user is tried on next, claimed once;
+//! - [`lost`]: the stuck scan's queries (the repeater holds its Kafka side).
+//!
+//! notification-service and the repeater call this crate and never write delivery state
+//! themselves; `tests/ownership.rs` fails on a status write, a status literal in SQL, or a
+//! query outside a `db` module anywhere else in the workspace.
 
 pub mod apply;
 pub mod cancel;
