@@ -20,23 +20,27 @@
 //!   stack takes them, then urgent (`priority: high`) notifications at `--rate`, measuring
 //!   their accept → sent latency while the backlog drains.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod accounting;
+mod inputs;
+mod output;
+mod result;
+
+use accounting::{Ledger, accept_to_sent, account, cdf, read_rows, wait_terminal};
+use inputs::{body, sample_backlogs, signal, targets};
+pub use output::{summary, write};
+pub use result::{Accounting, Backlog, Percentiles, ScenarioResult};
+
 use crate::{
     load::{self, Outcome, Plan},
-    procs::{self, ProcessSeries, Target},
+    procs::{self},
     stack::StackFile,
 };
 
@@ -96,111 +100,6 @@ pub struct LoadArgs {
     pub out: PathBuf,
 }
 
-/// Latency percentiles, milliseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Self {
-            count: h.len(),
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: h.max() as f64 / 1000.0,
-        }
-    }
-}
-
-/// The deliveries of the accepted notifications, as the platform recorded them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Accounting {
-    /// Recipients × accepted requests.
-    pub expected: u64,
-    /// In a terminal status (sent, dead, suppressed, cancelled, expired).
-    pub terminal: u64,
-    pub by_status: BTreeMap<String, u64>,
-    /// expected − terminal: planned but never terminal, or never planned at all.
-    pub lost: u64,
-    /// Of the lost: a row exists but is still open / no row at all.
-    pub open: u64,
-    pub missing: u64,
-    /// Deliveries that needed more than one dispatch (a retry, or a re-drive of a message the
-    /// stuck scan judged lost): with providers that never fail, each is a message Kafka lost.
-    pub redispatched: u64,
-    /// Notifications with a lost delivery (at most 100).
-    pub lost_notifications: Vec<String>,
-    /// Seconds from the end of the load until everything was terminal (`None`: it was not).
-    pub settled_after_s: Option<f64>,
-}
-
-/// One scenario's result (`<out>/<name>.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScenarioResult {
-    pub name: String,
-    pub scenario: Scenario,
-    pub channel: LoadChannel,
-    /// Requests per second asked for.
-    pub rate: f64,
-    pub duration_s: u64,
-    pub recipients_per_request: usize,
-    pub pause_workers: bool,
-    /// Unix time the load started.
-    pub started_at: f64,
-    pub accepted: u64,
-    pub refused: u64,
-    pub unanswered: u64,
-    pub skipped: u64,
-    /// Accepted requests per second of the load, and their accept latency.
-    pub accepted_per_s: f64,
-    pub accept_ms: Percentiles,
-    pub accepted_by_second: Vec<u64>,
-    pub accept_p50_by_second: Vec<f64>,
-    pub accept_p99_by_second: Vec<f64>,
-    pub deliveries: Accounting,
-    /// Deliveries sent per second: over the load, and from the first accept to the last send.
-    pub sent_per_s_during_load: f64,
-    pub sent_per_s_overall: f64,
-    /// Per second since the load started, by `sent_at`.
-    pub sent_by_second: Vec<u64>,
-    /// Accept → sent of the measured deliveries (the urgent ones in `urgent-under-bulk`).
-    pub accept_to_sent_ms: Percentiles,
-    /// (quantile, ms) points of the accept → sent distribution.
-    pub accept_to_sent_cdf: Vec<(f64, f64)>,
-    /// Accept → sent p99 of the deliveries accepted in each second.
-    pub accept_to_sent_p99_by_second: Vec<f64>,
-    /// `urgent-under-bulk`: the backlog.
-    pub backlog: Option<Backlog>,
-    /// Once a second: unpublished outbox rows, open (not terminal) deliveries.
-    pub outbox_unpublished_by_second: Vec<i64>,
-    pub open_deliveries_by_second: Vec<i64>,
-    pub processes: BTreeMap<String, ProcessSeries>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Backlog {
-    pub deliveries: u64,
-    /// Seconds to get the backlog accepted.
-    pub accepted_in_s: f64,
-    /// The slowest 1,000-recipient request of the backlog, ms.
-    pub max_request_ms: f64,
-    /// Seconds from the first backlog request until its last delivery was sent.
-    pub drained_in_s: Option<f64>,
-    pub accept_to_sent_ms: Percentiles,
-}
-
 /// Recipients per request of the `urgent-under-bulk` backlog.
 const BACKLOG_RECIPIENTS: usize = 1_000;
 
@@ -223,255 +122,6 @@ impl LoadArgs {
             )
         })
     }
-}
-
-/// A recipient on `channel` that the stack's providers accept at once.
-fn recipient(channel: LoadChannel, stack: &StackFile, n: u64) -> serde_json::Value {
-    match channel {
-        LoadChannel::Email => serde_json::json!({ "email": format!("load{n}@bench.test") }),
-        // Distinct URLs: identical recipients of one request are planned once.
-        LoadChannel::Webhook => {
-            serde_json::json!({ "webhook": { "url": format!("{}/{n}", stack.webhook_sink) } })
-        }
-        // Valid Berlin numbers (+49 30 and seven digits): planning refuses numbers outside the
-        // numbering plan (`suppressed`), which would measure nothing.
-        LoadChannel::Sms => {
-            serde_json::json!({ "phone": format!("+4930{}", 1_000_000 + n % 9_000_000) })
-        }
-        LoadChannel::Push => {
-            serde_json::json!({ "device": { "platform": "fcm", "token": format!("bench-token-{n}") } })
-        }
-    }
-}
-
-fn body(
-    channel: LoadChannel,
-    stack: &StackFile,
-    n: u64,
-    recipients: usize,
-    priority: &str,
-) -> serde_json::Value {
-    let first = n * recipients as u64;
-    let recipients: Vec<_> = (0..recipients as u64)
-        .map(|i| recipient(channel, stack, first + i))
-        .collect();
-    serde_json::json!({
-        "recipients": recipients,
-        "category": "bench",
-        "priority": priority,
-        "content": { "subject": "Your order has shipped", "text": format!("Order {n} is on its way.") }
-    })
-}
-
-/// Processes to sample: everything in the stack file, the launcher (embedded Kafka and the
-/// sinks), and every Postgres process.
-fn targets(stack: &StackFile) -> Vec<(String, Target)> {
-    let mut t: Vec<(String, Target)> = stack
-        .processes
-        .iter()
-        .map(|(n, p)| (n.clone(), Target::Pid(*p)))
-        .collect();
-    t.push(("postgres".into(), Target::Comm("postgres".into())));
-    t.push(("notifyctl load".into(), Target::Pid(std::process::id())));
-    t
-}
-
-/// Unpublished outbox rows and open deliveries, once a second until `stop`.
-async fn sample_backlogs(pool: PgPool, stop: CancellationToken) -> (Vec<i64>, Vec<i64>) {
-    let (mut outbox, mut open) = (Vec::new(), Vec::new());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return (outbox, open),
-            _ = tick.tick() => {}
-        }
-        let row: Result<(i64, i64), _> = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL AND failed_at IS NULL),
-                    (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'queued', 'sending', 'retrying'))",
-        )
-        .fetch_one(&pool)
-        .await;
-        let (o, d) = row.unwrap_or((-1, -1));
-        outbox.push(o);
-        open.push(d);
-    }
-}
-
-/// Sends SIG`name` to `pid` (the workers named in the stack file).
-fn signal(pid: u32, name: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
-}
-
-/// Accepted notifications to account for: id → recipients.
-#[derive(Default)]
-struct Ledger {
-    expected: HashMap<Uuid, u64>,
-}
-
-impl Ledger {
-    fn add(&mut self, ids: impl IntoIterator<Item = String>, recipients: u64) {
-        for id in ids {
-            if let Ok(id) = id.parse() {
-                self.expected.insert(id, recipients);
-            }
-        }
-    }
-
-    fn expected(&self) -> u64 {
-        self.expected.values().sum()
-    }
-}
-
-const CHUNK: usize = 5_000;
-
-/// Waits until every delivery in `ledger` is terminal or `timeout` passes; returns the
-/// notifications still open.
-async fn wait_terminal(
-    pool: &PgPool,
-    ledger: &Ledger,
-    timeout: Duration,
-    quiet: bool,
-) -> anyhow::Result<(Vec<Uuid>, Option<f64>)> {
-    let start = Instant::now();
-    let mut open: Vec<Uuid> = ledger.expected.keys().copied().collect();
-    loop {
-        let mut still = Vec::new();
-        for chunk in open.chunks(CHUNK) {
-            let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-                "SELECT notification_id, count(*) FILTER (WHERE status = ANY($2))
-                 FROM deliveries WHERE notification_id = ANY($1) GROUP BY notification_id",
-            )
-            .bind(chunk)
-            .bind(delivery::status::terminal_names())
-            .fetch_all(pool)
-            .await?;
-            let done: HashMap<Uuid, i64> = rows.into_iter().collect();
-            still.extend(
-                chunk
-                    .iter()
-                    .filter(|id| done.get(id).copied().unwrap_or(0) < ledger.expected[id] as i64),
-            );
-        }
-        open = still;
-        if !quiet {
-            eprint!(
-                "\r  settling: {} notifications not terminal yet, {:>4.0} s   ",
-                open.len(),
-                start.elapsed().as_secs_f64()
-            );
-        }
-        if open.is_empty() {
-            if !quiet {
-                eprintln!();
-            }
-            return Ok((open, Some(start.elapsed().as_secs_f64())));
-        }
-        if start.elapsed() >= timeout {
-            if !quiet {
-                eprintln!();
-            }
-            return Ok((open, None));
-        }
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-    }
-}
-
-/// One delivery as the accounting reads it.
-struct Row {
-    notification: Uuid,
-    status: String,
-    attempt: i32,
-    created: f64,
-    sent: Option<f64>,
-}
-
-async fn read_rows(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<Vec<Row>> {
-    let mut out = Vec::new();
-    for chunk in ids.chunks(CHUNK) {
-        let rows: Vec<(Uuid, String, i32, f64, Option<f64>)> = sqlx::query_as(
-            "SELECT notification_id, status, current_attempt, extract(epoch FROM created_at)::float8,
-                    extract(epoch FROM sent_at)::float8
-             FROM deliveries WHERE notification_id = ANY($1)",
-        )
-        .bind(chunk)
-        .fetch_all(pool)
-        .await?;
-        out.extend(
-            rows.into_iter()
-                .map(|(notification, status, attempt, created, sent)| Row {
-                    notification,
-                    status,
-                    attempt,
-                    created,
-                    sent,
-                }),
-        );
-    }
-    Ok(out)
-}
-
-/// Counts `rows` against `ledger`.
-fn account(ledger: &Ledger, rows: &[Row], settled: Option<f64>) -> Accounting {
-    let mut a = Accounting {
-        expected: ledger.expected(),
-        settled_after_s: settled,
-        ..Accounting::default()
-    };
-    let mut terminal_of: HashMap<Uuid, u64> = HashMap::new();
-    let mut rows_of: HashMap<Uuid, u64> = HashMap::new();
-    for r in rows {
-        *a.by_status.entry(r.status.clone()).or_default() += 1;
-        *rows_of.entry(r.notification).or_default() += 1;
-        if r.attempt > 1 {
-            a.redispatched += 1;
-        }
-        if delivery::Status::parse(&r.status).is_some_and(delivery::Status::is_terminal) {
-            a.terminal += 1;
-            *terminal_of.entry(r.notification).or_default() += 1;
-        }
-    }
-    let mut lost: Vec<(Uuid, u64, u64)> = Vec::new();
-    for (id, expected) in &ledger.expected {
-        let have = rows_of.get(id).copied().unwrap_or(0);
-        let terminal = terminal_of.get(id).copied().unwrap_or(0);
-        if terminal < *expected {
-            // Open rows count once each; recipients with no row at all are missing.
-            let open = have.saturating_sub(terminal).min(expected - terminal);
-            lost.push((*id, open, expected - terminal - open));
-        }
-    }
-    lost.sort();
-    a.open = lost.iter().map(|l| l.1).sum();
-    a.missing = lost.iter().map(|l| l.2).sum();
-    a.lost = a.open + a.missing;
-    a.lost_notifications = lost.iter().take(100).map(|l| l.0.to_string()).collect();
-    a
-}
-
-fn accept_to_sent<'a>(rows: impl Iterator<Item = &'a Row>) -> Histogram<u64> {
-    let mut h = load::histogram();
-    for r in rows {
-        if let Some(sent) = r.sent {
-            let _ = h.record((((sent - r.created) * 1e6).max(1.0)) as u64);
-        }
-    }
-    h
-}
-
-fn cdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
-    if h.is_empty() {
-        return Vec::new();
-    }
-    [
-        0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.995,
-        0.999, 0.9999, 1.0,
-    ]
-    .iter()
-    .map(|q| (*q, h.value_at_quantile(*q) as f64 / 1000.0))
-    .collect()
 }
 
 /// Runs one scenario against the stack described by `args.stack`; writes its JSON and
@@ -754,71 +404,9 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
     Ok(result)
 }
 
-/// Writes `<out>/<name>.json` and rebuilds `<out>/report.html` from every result there.
-pub fn write(out: &Path, result: &ScenarioResult) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join(format!("{}.json", result.name)),
-        serde_json::to_vec_pretty(result)?,
-    )?;
-    crate::report::write_dir(out)?;
-    Ok(())
-}
-
-/// The lines printed after a run.
-pub fn summary(r: &ScenarioResult) -> String {
-    let mut s = format!(
-        "{}: {} accepted ({:.0}/s), {} refused, {} unanswered, {} skipped; accept p50 {:.1} ms, p99 {:.1} ms\n",
-        r.name,
-        r.accepted,
-        r.accepted_per_s,
-        r.refused,
-        r.unanswered,
-        r.skipped,
-        r.accept_ms.p50,
-        r.accept_ms.p99
-    );
-    let d = &r.deliveries;
-    s += &format!(
-        "  deliveries: expected {}, terminal {}, LOST {} ({} open, {} missing), {} dispatched more than once; {:?}\n",
-        d.expected, d.terminal, d.lost, d.open, d.missing, d.redispatched, d.by_status
-    );
-    s += &format!(
-        "  sent {:.0}/s during the load, {:.0}/s first accept → last send; accept → sent p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
-        r.sent_per_s_during_load,
-        r.sent_per_s_overall,
-        r.accept_to_sent_ms.p50,
-        r.accept_to_sent_ms.p99,
-        r.accept_to_sent_ms.max
-    );
-    if let Some(b) = &r.backlog {
-        s += &format!(
-            "  backlog: {} bulk deliveries accepted in {:.1} s (slowest request {:.0} ms), drained in {}\n",
-            b.deliveries,
-            b.accepted_in_s,
-            b.max_request_ms,
-            b.drained_in_s
-                .map_or("—".to_owned(), |d| format!("{d:.1} s"))
-        );
-    }
-    let rss: Vec<String> = r
-        .processes
-        .iter()
-        .map(|(n, p)| {
-            format!(
-                "{n} {:.0} MiB/{:.0} %",
-                p.max_rss_mib(),
-                p.mean_cpu_percent()
-            )
-        })
-        .collect();
-    s += &format!("  max RSS / mean CPU: {}\n", rss.join(", "));
-    s
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{inputs::recipient, *};
 
     fn stack() -> StackFile {
         serde_json::from_value(serde_json::json!({
