@@ -10,10 +10,8 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
-    net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -21,6 +19,15 @@ use anyhow::Context;
 use common::{auth::Role, events::all_topics};
 use devkit::{http_sink::HttpSink, kafka::DevCluster, nginx::Nginx, smtp::SmtpSink};
 use rand::Rng;
+
+mod children;
+mod providers;
+
+pub(crate) use children::binary;
+pub use children::kafka_only;
+use children::{Children, host_port, reachable, spawn, wait_for_signal};
+use providers::{ALL_CHANNELS, fake_providers};
+pub use providers::{forget_redis_keys, workers_redis_prefix};
 
 use crate::stack::{JwtInfo, StackFile, Tokens};
 
@@ -72,187 +79,6 @@ impl UpArgs {
     }
 }
 
-/// Every child process; all are stopped when this is dropped.
-struct Children {
-    procs: Vec<(String, Child)>,
-}
-
-impl Children {
-    fn stop_all(&mut self) {
-        for (_, c) in &self.procs {
-            // SIGTERM: each service drains and exits on its own.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for (name, c) in &mut self.procs {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
-                    _ => {
-                        eprintln!("  {name} did not stop in time; killing it");
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                }
-            }
-        }
-        self.procs.clear();
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        self.procs
-            .iter_mut()
-            .find_map(|(name, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| name.clone()))
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-fn reachable(addr: &str) -> bool {
-    addr.parse::<SocketAddr>()
-        .ok()
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-}
-
-fn host_port(url: &str, default_port: u16) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let rest = rest.rsplit('@').next().unwrap_or(rest);
-    let hp = rest.split('/').next().unwrap_or(rest);
-    if hp.contains(':') {
-        hp.to_owned()
-    } else {
-        format!("{hp}:{default_port}")
-    }
-}
-
-pub(crate) fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::current_exe()?
-        .parent()
-        .context("no exe dir")?
-        .to_path_buf();
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.is_file(),
-        "{} is missing: build first (`cargo build --workspace --bins`, which `make up` does)",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// Starts `bin` as `name` (its log file is `<logs>/<name>.log`).
-fn spawn(
-    name: &str,
-    bin: &str,
-    args: &[&str],
-    env: &[(String, String)],
-    logs: &Path,
-) -> anyhow::Result<Child> {
-    let log = File::create(logs.join(format!("{name}.log")))?;
-    let mut cmd = Command::new(binary(bin)?);
-    devkit::die_with_parent(&mut cmd);
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    cmd.spawn().with_context(|| format!("starting {name}"))
-}
-
-/// `notifyctl kafka`: only the embedded Kafka, until Ctrl-C.
-pub fn kafka_only(prefix: &str) -> anyhow::Result<()> {
-    let topics: Vec<String> = all_topics()
-        .iter()
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
-    let cluster = DevCluster::start(&topics, 3)?;
-    println!("{}", cluster.bootstrap_servers());
-    eprintln!(
-        "embedded Kafka up: 3 brokers, {} topics × 3 partitions × replication 3; Ctrl-C stops it",
-        topics.len()
-    );
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(wait_for_signal());
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
-/// Every channel runs on the local stack; HTTP providers are the sink.
-const ALL_CHANNELS: &str = "[email,sms,push,telegram,webhook]";
-
-/// Worker settings pointing every HTTP provider at the sink, with dev credentials (the FCM
-/// service account and the APNs key are the repository's test keys, written under `dir`).
-fn fake_providers(dir: &Path, sink: &HttpSink) -> anyhow::Result<Vec<(String, String)>> {
-    let config = std::path::absolute(dir.join("config"))?;
-    std::fs::create_dir_all(&config)?;
-    let fcm_key = config.join("fcm-service-account.json");
-    std::fs::write(
-        &fcm_key,
-        serde_json::to_vec_pretty(&serde_json::json!({
-            "type": "service_account",
-            "project_id": "notify-dev",
-            "private_key": devkit::fixtures::RSA_PRIVATE_PEM,
-            "client_email": "dev@notify-dev.iam.gserviceaccount.com",
-            "token_uri": format!("{}/token", sink.url("fcm")),
-        }))?,
-    )?;
-    let apns_key = config.join("apns-dev.p8");
-    std::fs::write(&apns_key, devkit::fixtures::EC_P256_PRIVATE_PEM)?;
-    let webhook_secret = {
-        use base64::Engine as _;
-        let bytes: [u8; 24] = rand::rng().random();
-        format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        )
-    };
-    let env = [
-        ("NOTIFY_SMS__BASE_URL", sink.url("sms")),
-        ("NOTIFY_SMS__ACCOUNT_SID", "ACdev".into()),
-        ("NOTIFY_SMS__AUTH_TOKEN", "dev".into()),
-        // Quoted: figment reads an unquoted `+1500…` from the environment as a number.
-        ("NOTIFY_SMS__FROM", "\"+15005550006\"".into()),
-        ("NOTIFY_TELEGRAM__BASE_URL", sink.url("telegram")),
-        ("NOTIFY_TELEGRAM__BOT_TOKEN", "dev".into()),
-        ("NOTIFY_PUSH__FCM__BASE_URL", sink.url("fcm")),
-        (
-            "NOTIFY_PUSH__FCM__SERVICE_ACCOUNT_PATH",
-            fcm_key.display().to_string(),
-        ),
-        ("NOTIFY_PUSH__APNS__BASE_URL", sink.url("apns")),
-        ("NOTIFY_PUSH__APNS__TOPIC", "dev.notify.app".into()),
-        ("NOTIFY_PUSH__APNS__KEY_ID", "DEVKEY0001".into()),
-        ("NOTIFY_PUSH__APNS__TEAM_ID", "DEVTEAM001".into()),
-        (
-            "NOTIFY_PUSH__APNS__KEY_PATH",
-            apns_key.display().to_string(),
-        ),
-        ("NOTIFY_WEBHOOK__SECRET", webhook_secret),
-        ("NOTIFY_WEBHOOK__ALLOW_LOOPBACK", "true".into()),
-    ];
-    Ok(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-}
-
 /// A fresh random HS256 secret (hex) and the JWT settings that use it: every stack this tool
 /// starts signs its tokens with its own.
 pub(crate) fn dev_signing_key() -> (String, common::auth::JwtConfig) {
@@ -293,32 +119,6 @@ impl Running {
         self.children.stop_all();
         let _ = std::fs::remove_file(&self.stack_path);
     }
-}
-
-/// The workers' Redis key prefix (their per-delivery dedupe keys, kept 7 days): `notify:dev:`
-/// for `make up`, one of its own for a stack with a database prefix, so a benchmark's millions
-/// of keys can be removed with it ([`forget_redis_keys`]) instead of filling the shared Redis.
-pub fn workers_redis_prefix(db_prefix: &str) -> String {
-    format!("notify:{db_prefix}dev:")
-}
-
-/// Deletes every key under `prefix` (SCAN + UNLINK in batches, without blocking Redis).
-pub fn forget_redis_keys(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "redis-cli -u \"$1\" --scan --pattern \"$2*\" | xargs -r -n 1000 redis-cli -u \"$1\" unlink >/dev/null",
-            "sh",
-            redis_url,
-            prefix,
-        ])
-        .status()
-        .context("running redis-cli")?;
-    anyhow::ensure!(
-        status.success(),
-        "deleting the Redis keys under {prefix} failed"
-    );
-    Ok(())
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
