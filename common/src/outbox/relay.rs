@@ -143,7 +143,7 @@ impl Relay {
         }
         // `clock_timestamp()`, not the transaction's start: the acknowledgement came before
         // this instant, so a reader comparing Kafka positions read after it with this row's
-        // offset sees the message already in the log (repeater/src/stuck.rs relies on it).
+        // offset sees the message already in the log (repeater/src/stuck/ relies on it).
         sqlx::query(
             "UPDATE outbox o
              SET published_at = clock_timestamp(), kafka_partition = u.partition, kafka_offset = u.kafka_offset
