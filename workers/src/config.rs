@@ -27,6 +27,8 @@ pub struct Config {
     pub telegram: TelegramConfig,
     pub webhook: WebhookConfig,
     pub lanes: LaneConfig,
+    /// Circuit breakers of channels with several providers.
+    pub breaker: crate::breaker::BreakerConfig,
     /// How long a handled dispatch is remembered (a redelivery within it is not sent again).
     pub dedupe_ttl_secs: u64,
     /// How long a worker's claim on a send lasts. Longer than any provider's timeout; a
@@ -47,6 +49,7 @@ impl Default for Config {
             telegram: TelegramConfig::default(),
             webhook: WebhookConfig::default(),
             lanes: LaneConfig::default(),
+            breaker: crate::breaker::BreakerConfig::default(),
             dedupe_ttl_secs: 7 * 86_400,
             claim_ttl_secs: 60,
         }

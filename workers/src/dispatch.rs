@@ -194,7 +194,10 @@ impl<P: Provider> Dispatcher<P> {
             attempt: msg.attempt,
             channel: msg.channel,
             outcome: result.outcome,
-            provider: self.provider.provider_for(msg).to_owned(),
+            provider: result
+                .provider
+                .unwrap_or_else(|| self.provider.provider_for(msg))
+                .to_owned(),
             provider_message_id: result.provider_message_id,
             error: result.error,
             retry_after_ms: result.retry_after_ms,

@@ -7,9 +7,11 @@
 //! separate consumers and concurrency limits so a bulk backlog never delays urgent traffic.
 
 pub mod apns;
+pub mod breaker;
 pub mod config;
 pub mod dispatch;
 pub mod email;
+pub mod failover;
 pub mod fcm;
 pub mod http_provider;
 pub mod metrics;
@@ -18,6 +20,7 @@ pub mod push;
 pub mod sms;
 pub mod smtp_pool;
 pub mod telegram;
+pub mod vonage;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -130,7 +133,12 @@ pub async fn run(
                 &shared,
             )?,
             Channel::Sms => start_channel(
-                Arc::new(sms::SmsProvider::new(&cfg.sms)?),
+                Arc::new(failover::Failover::new(
+                    Channel::Sms,
+                    sms::SmsGateway::all(&cfg.sms)?,
+                    breaker::Breakers::new(redis.clone(), cfg.redis.clone(), cfg.breaker.clone()),
+                    metrics.clone(),
+                )?),
                 *channel,
                 &shared,
             )?,

@@ -20,6 +20,13 @@ struct Provider {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabel {
+    channel: &'static str,
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabel {
     channel: &'static str,
 }
@@ -32,6 +39,8 @@ pub struct Metrics {
     resends_avoided: Family<ChannelLabel, Counter>,
     /// Outcomes this process holds because Redis could not take their record.
     pub unrecorded: Gauge,
+    breakers: Family<Provider, Gauge>,
+    failovers: Family<FailoverLabel, Counter>,
 }
 
 impl Metrics {
@@ -43,6 +52,8 @@ impl Metrics {
             claims_unavailable: Family::default(),
             resends_avoided: Family::default(),
             unrecorded: Gauge::default(),
+            breakers: Family::default(),
+            failovers: Family::default(),
         };
         registry.register(
             "notify_worker_sends",
@@ -69,7 +80,38 @@ impl Metrics {
             "Re-driven attempts not sent because an earlier attempt of the delivery was sent (its status had been lost)",
             m.resends_avoided.clone(),
         );
+        registry.register(
+            "notify_worker_breaker_state",
+            "Each provider's circuit breaker as this instance last saw it: 0 closed, 1 open, 2 half-open",
+            m.breakers.clone(),
+        );
+        registry.register(
+            "notify_worker_failovers",
+            "Messages moved to the next provider of their channel after a transient failure",
+            m.failovers.clone(),
+        );
         m
+    }
+
+    /// What `provider`'s breaker was seen in.
+    pub fn breaker_state(&self, channel: Channel, provider: &str, state: crate::breaker::State) {
+        self.breakers
+            .get_or_create(&Provider {
+                channel: channel.as_str(),
+                provider: provider.to_owned(),
+            })
+            .set(state as i64);
+    }
+
+    /// Counts a message moved from one provider to the next.
+    pub fn failover(&self, channel: Channel, from: &'static str, to: &'static str) {
+        self.failovers
+            .get_or_create(&FailoverLabel {
+                channel: channel.as_str(),
+                from,
+                to,
+            })
+            .inc();
     }
 
     /// Counts an attempt reported as sent without sending: an earlier one was.

@@ -12,6 +12,9 @@ pub struct ProviderResult {
     pub error: Option<ErrorInfo>,
     /// The provider's `Retry-After`, if it sent one.
     pub retry_after_ms: Option<u64>,
+    /// Which provider answered, when a channel has several (failover); otherwise the
+    /// channel's [`Provider::provider_for`].
+    pub provider: Option<&'static str>,
 }
 
 impl ProviderResult {
@@ -21,7 +24,14 @@ impl ProviderResult {
             provider_message_id,
             error: None,
             retry_after_ms: None,
+            provider: None,
         }
+    }
+
+    /// This result, as answered by `provider`.
+    pub fn answered_by(mut self, provider: &'static str) -> Self {
+        self.provider = Some(provider);
+        self
     }
 
     pub fn failed(outcome: Outcome, code: impl Into<String>, message: impl Into<String>) -> Self {
@@ -33,6 +43,7 @@ impl ProviderResult {
                 message: message.into(),
             }),
             retry_after_ms: None,
+            provider: None,
         }
     }
 }

@@ -26,6 +26,11 @@ pub struct SmsConfig {
     /// Sender number (E.164) or alphanumeric sender id.
     pub from: String,
     pub timeout_ms: u64,
+    /// A second gateway (Vonage's SMS API), tried when this one fails transiently or its
+    /// circuit breaker is open. Either gateway alone is enough to run the channel.
+    pub vonage: Option<crate::vonage::VonageConfig>,
+    /// The order to try them in (`twilio`, `vonage`); a gateway without settings is left out.
+    pub order: Vec<String>,
 }
 
 impl Default for SmsConfig {
@@ -36,6 +41,58 @@ impl Default for SmsConfig {
             auth_token: SecretString::from(""),
             from: String::new(),
             timeout_ms: 10_000,
+            vonage: None,
+            order: vec!["twilio".into(), "vonage".into()],
+        }
+    }
+}
+
+/// One SMS gateway.
+pub enum SmsGateway {
+    Twilio(SmsProvider),
+    Vonage(crate::vonage::VonageProvider),
+}
+
+impl SmsGateway {
+    /// The configured gateways in `cfg.order`.
+    pub fn all(cfg: &SmsConfig) -> anyhow::Result<Vec<Self>> {
+        let mut out = Vec::new();
+        for name in &cfg.order {
+            match name.as_str() {
+                "twilio" if !cfg.account_sid.is_empty() => {
+                    out.push(Self::Twilio(SmsProvider::new(cfg)?))
+                }
+                "vonage" => {
+                    if let Some(v) = &cfg.vonage {
+                        out.push(Self::Vonage(crate::vonage::VonageProvider::new(v)?));
+                    }
+                }
+                "twilio" => {}
+                other => {
+                    anyhow::bail!("sms.order names an unknown gateway `{other}` (twilio, vonage)")
+                }
+            }
+        }
+        anyhow::ensure!(
+            !out.is_empty(),
+            "the sms channel needs a gateway: set sms.account_sid (Twilio) or [sms.vonage]"
+        );
+        Ok(out)
+    }
+}
+
+impl Provider for SmsGateway {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Twilio(p) => p.name(),
+            Self::Vonage(p) => p.name(),
+        }
+    }
+
+    async fn send(&self, msg: &DispatchMessage) -> ProviderResult {
+        match self {
+            Self::Twilio(p) => p.send(msg).await,
+            Self::Vonage(p) => p.send(msg).await,
         }
     }
 }

@@ -57,6 +57,7 @@ fn sms_config(server: &MockServer) -> SmsConfig {
         auth_token: SecretString::from("secret"),
         from: "+15005550006".into(),
         timeout_ms: 5_000,
+        ..Default::default()
     }
 }
 

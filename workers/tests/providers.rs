@@ -44,6 +44,7 @@ fn sms(server: &MockServer) -> SmsProvider {
         auth_token: SecretString::from("secret"),
         from: "+15005550006".into(),
         timeout_ms: 2_000,
+        ..Default::default()
     })
     .unwrap()
 }

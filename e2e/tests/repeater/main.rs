@@ -29,6 +29,7 @@ fn sms_options(gateway: &MockServer) -> Options {
                 auth_token: "secret".to_owned().into(),
                 from: "+15550000000".into(),
                 timeout_ms: 2_000,
+                ..Default::default()
             },
             ..Default::default()
         },
