@@ -161,3 +161,12 @@ crate::page!(
     /// A page of a user's history.
     HistoryPage of HistoryItem
 );
+
+/// What a delivery receipt did (`POST /v1/receipts/…`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptAnswer {
+    /// `applied` (the delivery moved), `ignored` (it was not `sent`: re-driven or settled),
+    /// `unmatched` (no attempt has this message id yet; applied once it has).
+    pub outcome: String,
+    pub delivery_id: Option<Uuid>,
+}

@@ -61,7 +61,7 @@ pub fn document() -> OpenApi {
         .paths(paths)
         .components(Some(components.build()))
         .tags(Some(
-            ["notifications", "users", "me", "admin", "health"]
+            ["notifications", "users", "me", "admin", "receipts", "health"]
                 .into_iter()
                 .map(Tag::new)
                 .collect::<Vec<_>>(),

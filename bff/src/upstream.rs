@@ -25,8 +25,12 @@ pub struct Upstreams {
     notifications: String,
 }
 
-/// Request headers the services need besides auth and tracing.
-const PASSED_REQUEST_HEADERS: [header::HeaderName; 1] = [header::CONTENT_TYPE];
+/// Request headers the services need besides auth and tracing (a provider's signature of a
+/// receipt is verified by the service that owns the key).
+const PASSED_REQUEST_HEADERS: [header::HeaderName; 2] = [
+    header::CONTENT_TYPE,
+    header::HeaderName::from_static("x-twilio-signature"),
+];
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Response headers passed back to the caller.
 const PASSED_RESPONSE_HEADERS: [header::HeaderName; 4] = [
@@ -95,7 +99,8 @@ impl Upstreams {
         Ok((status, json))
     }
 
-    /// Forwards `method path_and_query` with `body` and returns the upstream's answer.
+    /// Forwards `method path_and_query` with `body` and the caller's token, and returns the
+    /// upstream's answer.
     pub async fn forward(
         &self,
         service: Service,
@@ -105,12 +110,49 @@ impl Upstreams {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response, ApiError> {
+        self.forward_as(
+            service,
+            method,
+            path_and_query,
+            Some(principal),
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// [`Self::forward`] without a token: for callers that prove themselves to the service
+    /// some other way (a provider's signed receipt).
+    pub async fn forward_anonymous(
+        &self,
+        service: Service,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        self.forward_as(service, method, path_and_query, None, headers, body)
+            .await
+    }
+
+    async fn forward_as(
+        &self,
+        service: Service,
+        method: Method,
+        path_and_query: &str,
+        principal: Option<&Principal>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
         let ctx = RequestContext::current_or_new();
         let writes = method != Method::GET && method != Method::HEAD;
         let mut req = self
             .http
-            .request(method, format!("{}{path_and_query}", self.base(service)))
-            .bearer_auth(&principal.token)
+            .request(method, format!("{}{path_and_query}", self.base(service)));
+        if let Some(principal) = principal {
+            req = req.bearer_auth(&principal.token);
+        }
+        req = req
             .header(common::telemetry::REQUEST_ID, &ctx.request_id)
             .header(common::telemetry::TRACEPARENT, &ctx.traceparent);
         for name in PASSED_REQUEST_HEADERS

@@ -10,6 +10,10 @@ use uuid::Uuid;
 /// The version written into every message's `schema` field.
 pub const SCHEMA: u32 = 1;
 
+/// The provider name the Twilio-style SMS gateway reports in status events (and the attempt
+/// log): the workers write it, receipts look attempts up by it.
+pub const SMS_GATEWAY_PROVIDER: &str = "sms_gateway";
+
 /// Status events from every worker.
 pub const STATUS_TOPIC: &str = "notify.status";
 /// Domain events (user registered, preferences changed).

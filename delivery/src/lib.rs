@@ -9,6 +9,7 @@
 //! - [`redrive`]: the next attempt (admin re-drive, the stuck scan);
 //! - [`cancel`]: what has not been dispatched yet;
 //! - [`fallback`]: which channel a dead delivery's user is tried on next, claimed once;
+//! - [`receipts`]: a provider's delivery receipt moves `sent` to `delivered` / `undelivered`;
 //! - [`lost`]: the stuck scan's queries (the repeater holds its Kafka side).
 //!
 //! notification-service and the repeater call this crate and never write delivery state
@@ -21,6 +22,7 @@ pub mod dispatch;
 pub mod fallback;
 pub mod insert;
 pub mod lost;
+pub mod receipts;
 pub mod redrive;
 pub mod retry;
 pub mod status;

@@ -21,10 +21,15 @@ pub enum Status {
     Cancelled,
     /// Its time to live passed before it could be sent.
     Expired,
+    /// Sent, and the provider's delivery receipt says it reached the device (SMS).
+    Delivered,
+    /// Sent, but the provider's delivery receipt says it never arrived (SMS: `undelivered`
+    /// or `failed`). Terminal: the provider had accepted it, so it is not retried.
+    Undelivered,
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 11] = [
         Status::Pending,
         Status::Queued,
         Status::Sending,
@@ -34,6 +39,8 @@ impl Status {
         Status::Suppressed,
         Status::Cancelled,
         Status::Expired,
+        Status::Delivered,
+        Status::Undelivered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +54,8 @@ impl Status {
             Status::Suppressed => "suppressed",
             Status::Cancelled => "cancelled",
             Status::Expired => "expired",
+            Status::Delivered => "delivered",
+            Status::Undelivered => "undelivered",
         }
     }
 
@@ -58,7 +67,13 @@ impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Status::Sent | Status::Dead | Status::Suppressed | Status::Cancelled | Status::Expired
+            Status::Sent
+                | Status::Dead
+                | Status::Suppressed
+                | Status::Cancelled
+                | Status::Expired
+                | Status::Delivered
+                | Status::Undelivered
         )
     }
 }
@@ -92,8 +107,8 @@ pub fn notification_status<'a>(statuses: impl IntoIterator<Item = &'a str>) -> &
                 pending += 1
             }
             Some(Status::Queued | Status::Sending | Status::Retrying) | None => open += 1,
-            Some(Status::Sent | Status::Suppressed) => ok += 1,
-            Some(Status::Dead | Status::Expired) => failed += 1,
+            Some(Status::Sent | Status::Suppressed | Status::Delivered) => ok += 1,
+            Some(Status::Dead | Status::Expired | Status::Undelivered) => failed += 1,
             Some(Status::Cancelled) => cancelled += 1,
         }
     }
@@ -119,6 +134,11 @@ mod tests {
         assert_eq!(notification_status(["dead", "sent"]), "partially_failed");
         assert_eq!(notification_status(["dead", "expired"]), "failed");
         assert_eq!(notification_status(["cancelled"]), "cancelled");
+        assert_eq!(notification_status(["delivered", "sent"]), "completed");
+        assert_eq!(
+            notification_status(["delivered", "undelivered"]),
+            "partially_failed"
+        );
     }
 
     #[test]
@@ -127,10 +147,18 @@ mod tests {
             assert_eq!(Status::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-        assert_eq!(Status::parse("delivered"), None);
+        assert_eq!(Status::parse("bounced"), None);
         assert_eq!(
             terminal_names(),
-            ["sent", "dead", "suppressed", "cancelled", "expired"]
+            [
+                "sent",
+                "dead",
+                "suppressed",
+                "cancelled",
+                "expired",
+                "delivered",
+                "undelivered"
+            ]
         );
     }
 }

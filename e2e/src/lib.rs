@@ -81,6 +81,8 @@ pub struct Options {
     /// What each service may send (default here: everything, for every subject — tests that
     /// are about permissions set their own).
     pub permissions: notification_service::permissions::PermissionsConfig,
+    /// notification-service's delivery receipts (default: none taken).
+    pub receipts: notification_service::routes::receipts::ReceiptsConfig,
 }
 
 impl Default for Options {
@@ -123,6 +125,7 @@ impl Default for Options {
                 default: notification_service::permissions::Grant::everything(),
                 ..Default::default()
             },
+            receipts: Default::default(),
         }
     }
 }
@@ -267,6 +270,7 @@ impl Stack {
                 ..Default::default()
             },
             intake: Default::default(),
+            receipts: opts.receipts.clone(),
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;

@@ -27,6 +27,8 @@ pub struct Config {
     pub permissions: crate::permissions::PermissionsConfig,
     /// How accepted requests are written (group commit).
     pub intake: crate::intake::IntakeConfig,
+    /// Delivery receipts from providers (Twilio status callbacks).
+    pub receipts: crate::routes::receipts::ReceiptsConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             welcome: WelcomeConfig::default(),
             permissions: Default::default(),
             intake: Default::default(),
+            receipts: Default::default(),
         }
     }
 }

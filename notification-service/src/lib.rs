@@ -51,6 +51,8 @@ pub struct AppState {
     pub membership: common::kafka::Membership,
     /// Writes accepted requests (group commit).
     pub intake: intake::Intake,
+    /// Which providers' receipts are taken, and their keys.
+    pub receipts: Arc<routes::receipts::ReceiptsConfig>,
 }
 
 pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
@@ -60,6 +62,7 @@ pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Confi
         .merge(routes::templates::router())
         .merge(routes::admin::router())
         .merge(routes::dead_letters::router())
+        .merge(routes::receipts::router())
         .merge(common::http::health())
         .route("/metrics", registry.endpoint())
         .with_state(state);
@@ -91,6 +94,7 @@ pub async fn run(
         permissions: Arc::new(cfg.permissions.clone()),
         membership: common::kafka::Membership::default(),
         intake: intake::Intake::start(pool.clone(), &cfg.intake),
+        receipts: Arc::new(cfg.receipts.clone()),
     };
     let events = common::kafka::runner::spawn(
         &cfg.kafka,

@@ -11,6 +11,13 @@ pub struct ChannelLabel {
 pub struct Metrics {
     pub dead_letters_redriven: Counter,
     pub fallbacks_planned: Family<ChannelLabel, Counter>,
+    receipts: Family<ReceiptLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiptLabel {
+    provider: &'static str,
+    outcome: &'static str,
 }
 
 impl Metrics {
@@ -19,6 +26,7 @@ impl Metrics {
         let m = Self {
             dead_letters_redriven: Counter::default(),
             fallbacks_planned: Family::default(),
+            receipts: Family::default(),
         };
         registry.register(
             "notify_dead_letters_redriven",
@@ -30,6 +38,18 @@ impl Metrics {
             "Fallback deliveries planned after a dead one, by the fallback channel",
             m.fallbacks_planned.clone(),
         );
+        registry.register(
+            "notify_receipts",
+            "Delivery receipts by provider and outcome (applied, ignored, unmatched, replayed, invalid_signature)",
+            m.receipts.clone(),
+        );
         m
+    }
+
+    /// Counts one receipt.
+    pub fn receipt(&self, provider: &'static str, outcome: &'static str) {
+        self.receipts
+            .get_or_create(&ReceiptLabel { provider, outcome })
+            .inc();
     }
 }

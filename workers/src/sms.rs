@@ -31,6 +31,9 @@ pub struct SmsConfig {
     pub vonage: Option<crate::vonage::VonageConfig>,
     /// The order to try them in (`twilio`, `vonage`); a gateway without settings is left out.
     pub order: Vec<String>,
+    /// Sent as Twilio's `StatusCallback`: where Twilio posts delivery receipts (the public
+    /// `/v1/receipts/twilio`; notification-service's `receipts.twilio.url`).
+    pub status_callback_url: Option<String>,
 }
 
 impl Default for SmsConfig {
@@ -43,6 +46,7 @@ impl Default for SmsConfig {
             timeout_ms: 10_000,
             vonage: None,
             order: vec!["twilio".into(), "vonage".into()],
+            status_callback_url: None,
         }
     }
 }
@@ -133,15 +137,18 @@ impl SmsProvider {
 
 impl Provider for SmsProvider {
     fn name(&self) -> &'static str {
-        "sms_gateway"
+        common::events::SMS_GATEWAY_PROVIDER
     }
 
     async fn send(&self, msg: &DispatchMessage) -> ProviderResult {
-        let form = [
+        let mut form = vec![
             ("To", msg.recipient.address.as_str()),
             ("From", self.cfg.from.as_str()),
             ("Body", msg.content.text.as_str()),
         ];
+        if let Some(url) = &self.cfg.status_callback_url {
+            form.push(("StatusCallback", url.as_str()));
+        }
         let resp = match self
             .http
             .post(&self.url)

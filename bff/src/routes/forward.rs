@@ -27,6 +27,25 @@ pub fn method(route: &'static Route) -> MethodRouter<AppState> {
     )
 }
 
+/// The method router of a route whose caller has no token (a provider's signed receipt): the
+/// body and headers go to the service as they came, which verifies the signature.
+pub fn anonymous(route: &'static Route) -> MethodRouter<AppState> {
+    on(
+        route.filter(),
+        move |State(state): State<AppState>, req: Request| async move {
+            let headers = req.headers().clone();
+            let RawBody(body) = RawBody::from_request(req, &state).await?;
+            let service = route
+                .upstream
+                .expect("a forwarded route names its upstream service");
+            state
+                .upstream
+                .forward_anonymous(service, route.method.method(), route.path, &headers, body)
+                .await
+        },
+    )
+}
+
 async fn forward(
     route: &'static Route,
     state: &AppState,

@@ -56,6 +56,9 @@ pub enum Handler {
     Send,
     /// `GET /v1/me`: profile, contacts, devices and preferences in one answer.
     Me,
+    /// A provider's delivery receipt: no token (the provider signs it; the service verifies
+    /// the signature), forwarded as it came.
+    Receipt,
     Healthz,
     Readyz,
 }
@@ -155,6 +158,7 @@ pub fn router() -> Router<AppState> {
             Handler::Forward => forward::method(route),
             Handler::Send => on(route.filter(), send::send),
             Handler::Me => on(route.filter(), me::get_me),
+            Handler::Receipt => forward::anonymous(route),
             Handler::Healthz => on(route.filter(), health::healthz),
             Handler::Readyz => on(route.filter(), health::readyz),
         };

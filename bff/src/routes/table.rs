@@ -8,7 +8,7 @@ use api::{
         DeadLetterQuery, DeliveryDetail, DeliveryPage, NotificationPage, NotificationQuery,
         RedriveBody, Redriven, Stats, StatsQuery, TemplateBody, TemplateView,
     },
-    notifications::{HistoryPage, HistoryQuery, NotificationView, SendBody},
+    notifications::{HistoryPage, HistoryQuery, NotificationView, ReceiptAnswer, SendBody},
     users::{
         ContactsBody, DeviceBody, DeviceList, Me, PreferencesBody, PreferencesView, RegisterUser,
         Registered,
@@ -82,7 +82,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 22] = [
+pub static ROUTES: [Route; 23] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -352,6 +352,39 @@ pub static ROUTES: [Route; 22] = [
              whole retry schedule, audited with the admin's subject.",
             &[ok(200, "What was re-driven", schema::<Redriven>)],
         )
+    },
+    Route {
+        method: Verb::Post,
+        path: "/v1/receipts/twilio",
+        roles: &[],
+        upstream: Some(Service::Notifications),
+        handler: Handler::Receipt,
+        limit: Limit::None,
+        param: None,
+        query: None,
+        tag: "receipts",
+        doc: "A Twilio status callback (delivery receipt)\n\nNo token: the request must carry \
+              a valid `X-Twilio-Signature` (HMAC-SHA1 with the account's auth token over the \
+              callback URL and the form parameters). `delivered` moves a sent SMS to \
+              `delivered`; `undelivered` and `failed` to `undelivered`; other statuses are \
+              acknowledged with 204 and change nothing.",
+        request: None,
+        query_params: None,
+        answers: &[
+            ok(
+                200,
+                "Recorded (applied, ignored or kept until its attempt is known)",
+                schema::<ReceiptAnswer>,
+            ),
+            empty(204, "An intermediate status: nothing to record"),
+            problem(403, "The signature is missing or does not match"),
+            problem(404, "This deployment takes no Twilio receipts"),
+            problem(409, "This receipt was received before; nothing changed"),
+            problem(413, "The body is too large"),
+            problem(422, "MessageSid or MessageStatus is missing"),
+            problem(503, "notification-service is unreachable"),
+            problem(504, "notification-service did not answer in time"),
+        ],
     },
     Route {
         method: Verb::Get,

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod dead_letters;
 pub mod me;
 pub mod notifications;
+pub mod receipts;
 pub mod templates;

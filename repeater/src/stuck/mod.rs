@@ -102,6 +102,8 @@ pub struct ScanReport {
     pub expired: Vec<Uuid>,
     /// Deliveries whose dispatch Kafka refused, now `dead` (`undeliverable`).
     pub undeliverable: Vec<Uuid>,
+    /// Delivery receipts that arrived before their attempt was recorded, applied now.
+    pub receipts_matched: u64,
 }
 
 /// What one round read of Kafka: the workers' positions, then the end of `notify.status`.
@@ -201,6 +203,9 @@ impl StuckScan {
     async fn scan_locked(&self) -> anyhow::Result<ScanReport> {
         let mut report = ScanReport::default();
         self.settle_refused(&mut report).await?;
+        // Receipts that came before their `sent` status event was applied.
+        report.receipts_matched =
+            delivery::receipts::reconcile(&self.pool, self.cfg.batch_size).await?;
         self.refresh_backlog().await?;
         self.remember_positions().await?;
 
