@@ -195,3 +195,37 @@ pub struct TemplateView {
     pub name: String,
     pub locales: BTreeMap<String, TemplateVariant>,
 }
+
+/// An address that is not sent to any more.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Suppression {
+    pub id: Uuid,
+    #[schema(example = "email")]
+    pub channel: String,
+    pub address: String,
+    /// `hard_bounce`, `complaint` or `soft_bounces`.
+    #[schema(example = "hard_bounce")]
+    pub reason: String,
+    pub detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+crate::page!(
+    /// A page of suppressions.
+    SuppressionPage of Suppression
+);
+
+/// `GET /v1/admin/suppressions`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SuppressionQuery {
+    /// A channel.
+    pub channel: Option<String>,
+    /// One address (as stored: an email's domain lower-cased).
+    pub address: Option<String>,
+    /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}

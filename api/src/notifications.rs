@@ -170,3 +170,29 @@ pub struct ReceiptAnswer {
     pub outcome: String,
     pub delivery_id: Option<Uuid>,
 }
+
+/// A bounce or complaint report (`POST /v1/bounces`), signed per Standard Webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BounceReport {
+    /// `hard_bounce` (suppressed at once), `soft_bounce` (counted; suppressed at the
+    /// threshold) or `complaint` (suppressed at once).
+    #[schema(
+        example = "hard_bounce",
+        pattern = "^(hard_bounce|soft_bounce|complaint)$"
+    )]
+    pub r#type: String,
+    /// The address that bounced.
+    pub email: String,
+    /// What the mail system said (`550 5.1.1 user unknown`).
+    pub detail: Option<String>,
+}
+
+/// What a bounce report did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BounceAnswer {
+    /// Whether the address is suppressed now.
+    pub suppressed: bool,
+    /// Soft bounces counted so far for the address (soft bounces only).
+    pub soft_bounces: Option<i32>,
+}

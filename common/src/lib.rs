@@ -26,4 +26,5 @@ pub mod outbox;
 pub mod problem;
 pub mod redis;
 pub mod shutdown;
+pub mod signing;
 pub mod telemetry;

@@ -83,6 +83,8 @@ pub struct Options {
     pub permissions: notification_service::permissions::PermissionsConfig,
     /// notification-service's delivery receipts (default: none taken).
     pub receipts: notification_service::routes::receipts::ReceiptsConfig,
+    /// notification-service's bounce reports (default: none taken).
+    pub bounces: notification_service::routes::bounces::BouncesConfig,
 }
 
 impl Default for Options {
@@ -126,6 +128,7 @@ impl Default for Options {
                 ..Default::default()
             },
             receipts: Default::default(),
+            bounces: Default::default(),
         }
     }
 }
@@ -271,6 +274,7 @@ impl Stack {
             },
             intake: Default::default(),
             receipts: opts.receipts.clone(),
+            bounces: opts.bounces.clone(),
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;

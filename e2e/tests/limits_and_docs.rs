@@ -243,6 +243,9 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "get /v1/admin/dead-letters",
         "post /v1/admin/dead-letters/redrive",
         "post /v1/receipts/twilio",
+        "post /v1/bounces",
+        "get /v1/admin/suppressions",
+        "delete /v1/admin/suppressions/{id}",
         "get /healthz",
         "get /readyz",
     ];

@@ -29,6 +29,8 @@ pub struct Config {
     pub intake: crate::intake::IntakeConfig,
     /// Delivery receipts from providers (Twilio status callbacks).
     pub receipts: crate::routes::receipts::ReceiptsConfig,
+    /// Bounce and complaint reports that fill the suppression list.
+    pub bounces: crate::routes::bounces::BouncesConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             permissions: Default::default(),
             intake: Default::default(),
             receipts: Default::default(),
+            bounces: Default::default(),
         }
     }
 }

@@ -71,10 +71,11 @@ impl EventsHandler {
             fallback: None,
         };
         // Only the channels the user has: no suppressed rows for contacts they never gave.
-        let deliveries: Vec<_> = planning::plan(&req, &profiles, &self.state.planning, now)
+        let mut deliveries: Vec<_> = planning::plan(&req, &profiles, &self.state.planning, now)
             .into_iter()
             .filter(|d| d.reason != Some("no_contact"))
             .collect();
+        crate::suppression::apply(&self.state.pool, &mut deliveries).await?;
         if deliveries.is_empty() {
             tracing::info!(%user_id, "new user has no reachable channel; no welcome");
             return Ok(());

@@ -66,7 +66,8 @@ pub async fn on_dead(state: &AppState, delivery_id: Uuid) -> anyhow::Result<Fall
     let mut chosen = None;
     for channel in candidates {
         req.channels = Some(vec![channel]);
-        let ds = planning::plan(&req, &profiles, &state.planning, now);
+        let mut ds = planning::plan(&req, &profiles, &state.planning, now);
+        crate::suppression::apply(&state.pool, &mut ds).await?;
         let deliverable = ds.iter().any(|p| p.status != PlannedStatus::Suppressed);
         planned.extend(ds);
         chosen = Some(channel);

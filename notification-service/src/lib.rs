@@ -19,6 +19,7 @@ pub mod planning;
 pub mod quiet_hours;
 pub mod request;
 pub mod routes;
+pub mod suppression;
 pub mod templates;
 pub mod users_client;
 pub mod views;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub intake: intake::Intake,
     /// Which providers' receipts are taken, and their keys.
     pub receipts: Arc<routes::receipts::ReceiptsConfig>,
+    /// Bounce and complaint reports (the suppression list).
+    pub bounces: Arc<routes::bounces::BouncesConfig>,
 }
 
 pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
@@ -63,6 +66,8 @@ pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Confi
         .merge(routes::admin::router())
         .merge(routes::dead_letters::router())
         .merge(routes::receipts::router())
+        .merge(routes::bounces::router())
+        .merge(routes::suppressions::router())
         .merge(common::http::health())
         .route("/metrics", registry.endpoint())
         .with_state(state);
@@ -95,6 +100,7 @@ pub async fn run(
         membership: common::kafka::Membership::default(),
         intake: intake::Intake::start(pool.clone(), &cfg.intake),
         receipts: Arc::new(cfg.receipts.clone()),
+        bounces: Arc::new(cfg.bounces.clone()),
     };
     let events = common::kafka::runner::spawn(
         &cfg.kafka,

@@ -19,12 +19,9 @@ use std::{
     time::Duration,
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use common::events::{DispatchMessage, Outcome};
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::{
     http_provider,
@@ -159,23 +156,14 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 pub struct WebhookProvider {
     http: reqwest::Client,
-    key: Vec<u8>,
+    key: common::signing::SigningKey,
     allow_loopback: bool,
 }
 
 impl WebhookProvider {
     pub fn new(cfg: &WebhookConfig) -> anyhow::Result<Self> {
-        let secret = cfg.secret.expose_secret();
-        let encoded = secret
-            .strip_prefix("whsec_")
-            .ok_or_else(|| anyhow::anyhow!("webhook.secret must be a `whsec_<base64>` secret"))?;
-        let key = STANDARD
-            .decode(encoded)
-            .map_err(|e| anyhow::anyhow!("webhook.secret is not base64: {e}"))?;
-        anyhow::ensure!(
-            key.len() >= 24,
-            "webhook.secret must hold at least 24 bytes"
-        );
+        let key = common::signing::SigningKey::from_secret(cfg.secret.expose_secret())
+            .map_err(|e| anyhow::anyhow!("webhook.secret: {e}"))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .dns_resolver(Arc::new(GuardedResolver::new(cfg.allow_loopback)))
@@ -188,12 +176,9 @@ impl WebhookProvider {
         })
     }
 
-    /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
+    /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>` (`common::signing`).
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(format!("{id}.{timestamp}.").as_bytes());
-        mac.update(body);
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        self.key.sign(id, timestamp, body)
     }
 }
 

@@ -56,9 +56,9 @@ pub enum Handler {
     Send,
     /// `GET /v1/me`: profile, contacts, devices and preferences in one answer.
     Me,
-    /// A provider's delivery receipt: no token (the provider signs it; the service verifies
-    /// the signature), forwarded as it came.
-    Receipt,
+    /// A provider's signed callback (a delivery receipt, a bounce report): no token — the
+    /// service verifies the signature — forwarded as it came.
+    Signed,
     Healthz,
     Readyz,
 }
@@ -158,7 +158,7 @@ pub fn router() -> Router<AppState> {
             Handler::Forward => forward::method(route),
             Handler::Send => on(route.filter(), send::send),
             Handler::Me => on(route.filter(), me::get_me),
-            Handler::Receipt => forward::anonymous(route),
+            Handler::Signed => forward::anonymous(route),
             Handler::Healthz => on(route.filter(), health::healthz),
             Handler::Readyz => on(route.filter(), health::readyz),
         };

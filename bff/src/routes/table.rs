@@ -6,9 +6,13 @@
 use api::{
     admin::{
         DeadLetterQuery, DeliveryDetail, DeliveryPage, NotificationPage, NotificationQuery,
-        RedriveBody, Redriven, Stats, StatsQuery, TemplateBody, TemplateView,
+        RedriveBody, Redriven, Stats, StatsQuery, SuppressionPage, SuppressionQuery, TemplateBody,
+        TemplateView,
     },
-    notifications::{HistoryPage, HistoryQuery, NotificationView, ReceiptAnswer, SendBody},
+    notifications::{
+        BounceAnswer, BounceReport, HistoryPage, HistoryQuery, NotificationView, ReceiptAnswer,
+        SendBody,
+    },
     users::{
         ContactsBody, DeviceBody, DeviceList, Me, PreferencesBody, PreferencesView, RegisterUser,
         Registered,
@@ -82,7 +86,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 23] = [
+pub static ROUTES: [Route; 26] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -358,7 +362,7 @@ pub static ROUTES: [Route; 23] = [
         path: "/v1/receipts/twilio",
         roles: &[],
         upstream: Some(Service::Notifications),
-        handler: Handler::Receipt,
+        handler: Handler::Signed,
         limit: Limit::None,
         param: None,
         query: None,
@@ -385,6 +389,63 @@ pub static ROUTES: [Route; 23] = [
             problem(503, "notification-service is unreachable"),
             problem(504, "notification-service did not answer in time"),
         ],
+    },
+    Route {
+        method: Verb::Post,
+        path: "/v1/bounces",
+        roles: &[],
+        upstream: Some(Service::Notifications),
+        handler: Handler::Signed,
+        limit: Limit::None,
+        param: None,
+        query: None,
+        tag: "receipts",
+        doc: "A bounce or complaint report from a mail system\n\nNo token: signed per Standard \
+              Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`) with the \
+              deployment's `bounces.secret`. A hard bounce or a complaint suppresses the \
+              address; soft bounces are counted and suppress it at the threshold.",
+        request: Some(schema::<BounceReport>),
+        query_params: None,
+        answers: &[
+            ok(200, "Taken", schema::<BounceAnswer>),
+            problem(400, "The body is not JSON"),
+            problem(403, "Unsigned, wrongly signed, or too old"),
+            problem(404, "This deployment takes no bounce reports"),
+            problem(
+                409,
+                "A report with this webhook-id was taken before; nothing changed",
+            ),
+            problem(413, "The body is too large"),
+            problem(415, "The body is not `application/json`"),
+            problem(422, "A field is invalid; `errors` names each"),
+            problem(503, "notification-service is unreachable"),
+            problem(504, "notification-service did not answer in time"),
+        ],
+    },
+    Route {
+        query: Some(ADMIN_QUERY),
+        query_params: Some(query::<SuppressionQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/admin/suppressions",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Suppressed addresses (bounced, complained), newest first, keyset-paginated",
+            &[ok(200, "A page of suppressions", schema::<SuppressionPage>)],
+        )
+    },
+    Route {
+        param: Some(Param::Id("suppression")),
+        ..route(
+            Verb::Delete,
+            "/v1/admin/suppressions/{id}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Remove a suppression: the address is sent to again",
+            &[empty(204, "Removed")],
+        )
     },
     Route {
         method: Verb::Get,

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod dead_letters;
 pub mod idempotency;
 pub mod notifications;
+pub mod suppressions;
 pub mod templates;

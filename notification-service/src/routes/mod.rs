@@ -1,8 +1,10 @@
 //! HTTP routes, one module per resource.
 
 pub mod admin;
+pub mod bounces;
 pub mod dead_letters;
 pub mod me;
 pub mod notifications;
 pub mod receipts;
+pub mod suppressions;
 pub mod templates;

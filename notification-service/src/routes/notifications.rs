@@ -117,7 +117,8 @@ async fn accept(
             .collect()
     };
 
-    let deliveries = planning::plan(req, &profiles, &state.planning, now);
+    let mut deliveries = planning::plan(req, &profiles, &state.planning, now);
+    crate::suppression::apply(&state.pool, &mut deliveries).await?;
     let mut req = req.clone();
     if req.template.is_some() {
         let mut conn = state.pool.acquire().await?;

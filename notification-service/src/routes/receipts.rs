@@ -79,7 +79,8 @@ async fn twilio(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let expected = twilio_signature(cfg.auth_token.expose_secret(), &cfg.url, &params);
-    if given.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    if given.is_empty() || !common::signing::constant_time_eq(given.as_bytes(), expected.as_bytes())
+    {
         state.metrics.receipt("twilio", "invalid_signature");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -132,10 +133,6 @@ async fn twilio(
         delivery_id,
     })
     .into_response())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
