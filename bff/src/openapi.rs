@@ -152,6 +152,38 @@ fn operation(
         }
         op = op.response(answer.status.to_string(), response.build());
     }
+    // A signed callback (no token) is still forwarded: what forwarding can answer.
+    if route.limit == Limit::None && route.upstream.is_some() {
+        let mut built = op.build();
+        for (status, description) in [
+            ("400", "Malformed request"),
+            ("413", "The body is too large"),
+            (
+                "503",
+                "The service behind the bff is unreachable; nothing was done",
+            ),
+            ("504", "The service behind the bff did not answer in time"),
+        ] {
+            built
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                common::problem::PROBLEM_JSON,
+                                ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                });
+        }
+        return built;
+    }
     op.build()
 }
 

@@ -217,6 +217,21 @@ impl Stack {
         Ok(view)
     }
 
+    /// Sends `body` as the service `billing` and waits until the notification is settled; its
+    /// view as an admin sees it.
+    pub async fn send_settled(&self, body: Value) -> anyhow::Result<Value> {
+        let view = self
+            .send(&self.token(Role::Service, "billing"), body)
+            .await?;
+        let id = view["id"].as_str().unwrap_or_default().to_owned();
+        self.wait_settled(
+            &id,
+            &self.token(Role::Admin, "ops"),
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
     /// Waits until notification-service no longer holds `user`'s profile in its Redis cache
     /// (after a change users-service announced): the next send reads the profile afresh.
     pub async fn wait_profile_evicted(

@@ -68,6 +68,19 @@ pub(crate) async fn counting_proxy(
     Ok(())
 }
 
+/// SMS settings for a fake Twilio-style gateway at `base_url` (wiremock): account `AC0123`,
+/// so messages go to `/2010-04-01/Accounts/AC0123/Messages.json`.
+pub fn sms_config(base_url: &str) -> workers::sms::SmsConfig {
+    workers::sms::SmsConfig {
+        base_url: base_url.to_owned(),
+        account_sid: "AC0123".into(),
+        auth_token: "secret".to_owned().into(),
+        from: "+15550000000".into(),
+        timeout_ms: 2_000,
+        ..Default::default()
+    }
+}
+
 /// FCM settings for a fake FCM at `base_url` (wiremock): project `notify-e2e`, a service
 /// account signed with the repository's test RSA key, the OAuth token endpoint at
 /// `<base_url>/token`.

@@ -37,7 +37,7 @@ mod calls;
 mod fixtures;
 
 use fixtures::counting_proxy;
-pub use fixtures::{alg_none_token, base64url, fcm_config};
+pub use fixtures::{alg_none_token, base64url, fcm_config, sms_config};
 
 /// How long [`Stack::start`] waits for every service to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -4,8 +4,6 @@
 //! replayed reports change nothing; an admin lists the list and removes an entry, after which
 //! the address is sent to again.
 
-use std::time::Duration;
-
 use common::{auth::Role, signing::SigningKey};
 use e2e::{Options, Stack};
 use notification_service::routes::bounces::BouncesConfig;
@@ -28,26 +26,10 @@ fn options() -> Options {
 
 /// Sends one email and waits until it is settled; its delivery.
 async fn email(stack: &Stack, to: &str) -> Value {
-    let token = stack.token(Role::Service, "billing");
-    let (status, resp) = stack
-        .call(
-            Method::POST,
-            "/v1/notifications",
-            Some(&token),
-            Some(
-                json!({ "recipients": [{ "email": to }], "category": "billing",
-                         "content": { "subject": "Invoice", "text": "Your invoice" } }),
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{resp}");
-    let admin = stack.token(Role::Admin, "ops");
     let view = stack
-        .wait_settled(
-            resp["id"].as_str().unwrap(),
-            &admin,
-            Duration::from_secs(20),
+        .send_settled(
+            json!({ "recipients": [{ "email": to }], "category": "billing",
+                              "content": { "subject": "Invoice", "text": "Your invoice" } }),
         )
         .await
         .unwrap();

@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use common::{auth::Role, events::Channel};
+use common::events::Channel;
 use e2e::{Options, Service, Stack};
-use reqwest::Method;
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
@@ -26,11 +25,6 @@ fn options(twilio: &MockServer, vonage: &MockServer) -> Options {
         workers: workers::Config {
             channels: vec![Channel::Sms],
             sms: workers::sms::SmsConfig {
-                base_url: twilio.uri(),
-                account_sid: "AC0123".into(),
-                auth_token: "secret".to_owned().into(),
-                from: "+15550000000".into(),
-                timeout_ms: 2_000,
                 vonage: Some(workers::vonage::VonageConfig {
                     base_url: vonage.uri(),
                     api_key: "key".into(),
@@ -38,7 +32,7 @@ fn options(twilio: &MockServer, vonage: &MockServer) -> Options {
                     from: "Notify".into(),
                     timeout_ms: 2_000,
                 }),
-                ..Default::default()
+                ..e2e::sms_config(&twilio.uri())
             },
             breaker: workers::breaker::BreakerConfig {
                 consecutive_failures: 3,
@@ -80,26 +74,10 @@ async fn requests(server: &MockServer) -> usize {
 /// Sends one SMS and waits until it is settled; returns its delivery as the admin sees it
 /// (status, last attempt's provider).
 async fn sms(stack: &Stack, phone: &str) -> Value {
-    let token = stack.token(Role::Service, "billing");
-    let (status, resp) = stack
-        .call(
-            Method::POST,
-            "/v1/notifications",
-            Some(&token),
-            Some(
-                json!({ "recipients": [{ "phone": phone }], "category": "billing",
-                         "content": { "text": "Your code is 1234" } }),
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{resp}");
-    let admin = stack.token(Role::Admin, "ops");
     let view = stack
-        .wait_settled(
-            resp["id"].as_str().unwrap(),
-            &admin,
-            Duration::from_secs(20),
+        .send_settled(
+            json!({ "recipients": [{ "phone": phone }], "category": "billing",
+                              "content": { "text": "Your code is 1234" } }),
         )
         .await
         .unwrap();

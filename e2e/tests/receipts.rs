@@ -28,13 +28,9 @@ fn options(gateway: &MockServer) -> Options {
         workers: workers::Config {
             channels: vec![Channel::Sms],
             sms: workers::sms::SmsConfig {
-                base_url: gateway.uri(),
-                account_sid: "AC0123".into(),
                 auth_token: TOKEN.to_owned().into(),
-                from: "+15550000000".into(),
-                timeout_ms: 2_000,
                 status_callback_url: Some(CALLBACK.into()),
-                ..Default::default()
+                ..e2e::sms_config(&gateway.uri())
             },
             ..Default::default()
         },
@@ -69,21 +65,15 @@ async fn gateway() -> MockServer {
 }
 
 async fn send_sms(stack: &Stack, phone: &str) -> String {
-    let token = stack.token(Role::Service, "billing");
-    let (status, resp) = stack
-        .call(
-            Method::POST,
-            "/v1/notifications",
-            Some(&token),
-            Some(
-                json!({ "recipients": [{ "phone": phone }], "category": "billing",
-                         "content": { "text": "Your parcel is on its way" } }),
-            ),
+    let view = stack
+        .send(
+            &stack.token(Role::Service, "billing"),
+            json!({ "recipients": [{ "phone": phone }], "category": "billing",
+                    "content": { "text": "Your parcel is on its way" } }),
         )
         .await
         .unwrap();
-    assert_eq!(status, 202, "{resp}");
-    resp["id"].as_str().unwrap().to_owned()
+    view["id"].as_str().unwrap().to_owned()
 }
 
 async fn delivery_status(stack: &Stack, notification: &str) -> String {

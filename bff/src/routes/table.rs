@@ -384,10 +384,7 @@ pub static ROUTES: [Route; 26] = [
             problem(403, "The signature is missing or does not match"),
             problem(404, "This deployment takes no Twilio receipts"),
             problem(409, "This receipt was received before; nothing changed"),
-            problem(413, "The body is too large"),
             problem(422, "MessageSid or MessageStatus is missing"),
-            problem(503, "notification-service is unreachable"),
-            problem(504, "notification-service did not answer in time"),
         ],
     },
     Route {
@@ -408,18 +405,14 @@ pub static ROUTES: [Route; 26] = [
         query_params: None,
         answers: &[
             ok(200, "Taken", schema::<BounceAnswer>),
-            problem(400, "The body is not JSON"),
             problem(403, "Unsigned, wrongly signed, or too old"),
             problem(404, "This deployment takes no bounce reports"),
             problem(
                 409,
                 "A report with this webhook-id was taken before; nothing changed",
             ),
-            problem(413, "The body is too large"),
             problem(415, "The body is not `application/json`"),
             problem(422, "A field is invalid; `errors` names each"),
-            problem(503, "notification-service is unreachable"),
-            problem(504, "notification-service did not answer in time"),
         ],
     },
     Route {

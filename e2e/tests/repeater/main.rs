@@ -23,14 +23,7 @@ fn sms_options(gateway: &MockServer) -> Options {
         enabled_channels: vec![Channel::Sms],
         workers: workers::Config {
             channels: vec![Channel::Sms],
-            sms: workers::sms::SmsConfig {
-                base_url: gateway.uri(),
-                account_sid: "AC0123".into(),
-                auth_token: "secret".to_owned().into(),
-                from: "+15550000000".into(),
-                timeout_ms: 2_000,
-                ..Default::default()
-            },
+            sms: e2e::sms_config(&gateway.uri()),
             ..Default::default()
         },
         ..Options::default()
