@@ -123,3 +123,14 @@ pub struct Profile {
     pub timezone: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// A one-time code that links a Telegram chat to the user (`POST /v1/me/telegram/link`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TelegramLink {
+    /// Send `/start <code>` to the bot, or open `deep_link`.
+    pub code: String,
+    /// `https://t.me/<bot>?start=<code>`.
+    pub deep_link: String,
+    /// The code works once, until then.
+    pub expires_at: DateTime<Utc>,
+}

@@ -27,12 +27,13 @@ pub struct Upstreams {
 
 /// Request headers the services need besides auth and tracing (a provider's signature of a
 /// receipt is verified by the service that owns the key).
-const PASSED_REQUEST_HEADERS: [header::HeaderName; 5] = [
+const PASSED_REQUEST_HEADERS: [header::HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::HeaderName::from_static("x-twilio-signature"),
     header::HeaderName::from_static("webhook-id"),
     header::HeaderName::from_static("webhook-timestamp"),
     header::HeaderName::from_static("webhook-signature"),
+    header::HeaderName::from_static("x-telegram-bot-api-secret-token"),
 ];
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Response headers passed back to the caller.

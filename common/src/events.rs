@@ -227,6 +227,19 @@ pub struct StatusEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum DomainEvent {
+    /// Someone wrote to the platform's Telegram bot (not a command it handles itself):
+    /// users-service publishes it for whichever service answers such messages (seed 000).
+    #[serde(rename = "telegram.message")]
+    TelegramMessage {
+        schema: u32,
+        chat_id: String,
+        /// The linked user, when the chat is linked to one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<Uuid>,
+        message_id: i64,
+        text: String,
+        at: DateTime<Utc>,
+    },
     /// A user was registered; notification-service sends the `welcome` notification.
     #[serde(rename = "user.registered")]
     UserRegistered {

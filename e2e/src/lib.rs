@@ -85,6 +85,8 @@ pub struct Options {
     pub receipts: notification_service::routes::receipts::ReceiptsConfig,
     /// notification-service's bounce reports (default: none taken).
     pub bounces: notification_service::routes::bounces::BouncesConfig,
+    /// users-service's Telegram bot (default: none).
+    pub telegram: users_service::routes::telegram::TelegramConfig,
 }
 
 impl Default for Options {
@@ -129,6 +131,7 @@ impl Default for Options {
             },
             receipts: Default::default(),
             bounces: Default::default(),
+            telegram: Default::default(),
         }
     }
 }
@@ -232,6 +235,7 @@ impl Stack {
             database: users_db,
             jwt: jwt.clone(),
             kafka: kafka_cfg.clone(),
+            telegram: opts.telegram.clone(),
             ..Default::default()
         };
         users_service::migrate(&users_cfg).await?;

@@ -234,6 +234,8 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "post /v1/me/devices",
         "delete /v1/me/devices/{id}",
         "get /v1/me/notifications",
+        "post /v1/me/telegram/link",
+        "post /v1/telegram/webhook",
         "put /v1/admin/templates/{name}",
         "get /v1/admin/templates/{name}",
         "delete /v1/admin/templates/{name}",

@@ -120,7 +120,7 @@ impl MessageHandler for EventsHandler {
                 Ok(())
             }
             // users-service removes the device and then says `preferences.updated`.
-            DomainEvent::DeviceInvalidated { .. } => Ok(()),
+            DomainEvent::DeviceInvalidated { .. } | DomainEvent::TelegramMessage { .. } => Ok(()),
             DomainEvent::PreferencesUpdated { user_id, .. } => self
                 .state
                 .users

@@ -20,6 +20,8 @@ pub struct Config {
     /// The JWT subjects (service role) that may call `/internal/v1/*` — the delivery profiles
     /// carry every user's contacts. Only notification-service, by default.
     pub internal_callers: Vec<String>,
+    /// The Telegram bot: linking chats to users, `/stop`, incoming messages.
+    pub telegram: crate::routes::telegram::TelegramConfig,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             mandatory_categories: vec!["security".into()],
             internal_callers: vec!["notification-service".into()],
+            telegram: Default::default(),
         }
     }
 }

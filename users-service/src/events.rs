@@ -51,7 +51,8 @@ impl MessageHandler for EventsHandler {
             }
             DomainEvent::UserRegistered { .. }
             | DomainEvent::PreferencesUpdated { .. }
-            | DomainEvent::DeliveryDead { .. } => Ok(()),
+            | DomainEvent::DeliveryDead { .. }
+            | DomainEvent::TelegramMessage { .. } => Ok(()),
         }
     }
 }

@@ -36,6 +36,11 @@ pub struct AppState {
     /// Who may call `/internal/v1/*`.
     #[from_ref(skip)]
     pub internal_callers: Arc<Vec<String>>,
+    /// The Telegram bot's settings and its replies.
+    #[from_ref(skip)]
+    pub telegram: Arc<routes::telegram::TelegramConfig>,
+    #[from_ref(skip)]
+    pub telegram_replies: Arc<routes::telegram::Replies>,
 }
 
 /// Every route of the service.
@@ -44,6 +49,7 @@ pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Confi
         .merge(routes::users::router())
         .merge(routes::internal::router())
         .merge(routes::me::router())
+        .merge(routes::telegram::router())
         .merge(common::http::health())
         .route("/metrics", registry.endpoint())
         .with_state(state);
@@ -70,6 +76,8 @@ pub async fn run(
         mandatory_categories: Arc::new(cfg.mandatory_categories.clone()),
         membership: common::kafka::Membership::default(),
         internal_callers: Arc::new(cfg.internal_callers.clone()),
+        telegram: Arc::new(cfg.telegram.clone()),
+        telegram_replies: Arc::new(routes::telegram::Replies::new(&cfg.telegram)?),
     };
     let relay = common::outbox::spawn_relay(
         &pool,

@@ -15,7 +15,7 @@ use api::{
     },
     users::{
         ContactsBody, DeviceBody, DeviceList, Me, PreferencesBody, PreferencesView, RegisterUser,
-        Registered,
+        Registered, TelegramLink,
     },
 };
 use common::{auth::Role, problem::Problem};
@@ -86,7 +86,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 26] = [
+pub static ROUTES: [Route; 28] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -385,6 +385,43 @@ pub static ROUTES: [Route; 26] = [
             problem(404, "This deployment takes no Twilio receipts"),
             problem(409, "This receipt was received before; nothing changed"),
             problem(422, "MessageSid or MessageStatus is missing"),
+        ],
+    },
+    route(
+        Verb::Post,
+        "/v1/me/telegram/link",
+        USER,
+        Service::Users,
+        "me",
+        "A one-time code that links a Telegram chat to the user\n\nSend `/start <code>` to \
+         the bot (or open the deep link) before it expires; it works once.",
+        &[ok(
+            201,
+            "The code and its deep link",
+            schema::<TelegramLink>,
+        )],
+    ),
+    Route {
+        method: Verb::Post,
+        path: "/v1/telegram/webhook",
+        roles: &[],
+        upstream: Some(Service::Users),
+        handler: Handler::Signed,
+        limit: Limit::None,
+        param: None,
+        query: None,
+        tag: "receipts",
+        doc: "The Telegram bot's webhook (a Bot API `Update`)\n\nNo token: the request must \
+              carry `X-Telegram-Bot-Api-Secret-Token`. `/start <code>` links the chat, `/stop` \
+              opts the user out of Telegram, other messages are published as \
+              `telegram.message` events.",
+        request: None,
+        query_params: None,
+        answers: &[
+            empty(200, "Taken (or taken before)"),
+            problem(403, "The secret token is missing or wrong"),
+            problem(404, "This deployment has no Telegram bot"),
+            problem(422, "The body is not a Bot API update"),
         ],
     },
     Route {

@@ -46,14 +46,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The caller's user id: `user` tokens only, `sub` must be a user id.
-fn me(principal: &Principal) -> Result<Uuid, ApiError> {
+pub(crate) fn me(principal: &Principal) -> Result<Uuid, ApiError> {
     principal.require(&[Role::User])?;
     Uuid::parse_str(principal.subject())
         .map_err(|_| ApiError::forbidden("this token's subject is not a user id"))
 }
 
 /// 404 unless the user exists.
-async fn existing(conn: &mut PgConnection, id: Uuid) -> Result<db::UserRow, ApiError> {
+pub(crate) async fn existing(conn: &mut PgConnection, id: Uuid) -> Result<db::UserRow, ApiError> {
     db::user(conn, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))

@@ -2,4 +2,5 @@
 
 pub mod internal;
 pub mod me;
+pub mod telegram;
 pub mod users;

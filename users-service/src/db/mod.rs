@@ -301,3 +301,4 @@ pub async fn delete_device(conn: &mut PgConnection, user: Uuid, id: Uuid) -> sql
         .await?;
     Ok(res.rows_affected() == 1)
 }
+pub mod telegram;
