@@ -191,3 +191,53 @@ async fn an_outage_of_the_first_gateway_moves_traffic_to_the_second_and_back() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_smtp_relay_hands_mail_to_the_secondary() {
+    let secondary = devkit::smtp::SmtpSink::start(0, None).unwrap();
+    let stack = Stack::start(Options {
+        welcome: false,
+        workers: workers::Config {
+            email: workers::config::EmailConfig {
+                secondary_smtp_url: Some(secondary.url()),
+                ..Default::default()
+            },
+            breaker: workers::breaker::BreakerConfig {
+                consecutive_failures: 3,
+                open_secs: 30.0,
+                probe_timeout_secs: 5.0,
+            },
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    // The primary relay (the stack's catcher) answers 451 to everything.
+    stack
+        .smtp
+        .set_mode(devkit::smtp::Mode::FailTransient(u32::MAX));
+    for i in 0..5 {
+        let view = stack
+            .send_settled(
+                json!({ "recipients": [{ "email": format!("r{i}@example.test") }],
+                                  "category": "billing",
+                                  "content": { "subject": "Invoice", "text": "Your invoice" } }),
+            )
+            .await
+            .unwrap();
+        let d = &view["deliveries"][0];
+        assert_eq!(
+            (d["status"].as_str(), provider(d)),
+            (Some("sent"), "smtp_secondary"),
+            "{d}"
+        );
+    }
+    assert_eq!(secondary.mails().len(), 5);
+    assert!(stack.smtp.mails().is_empty());
+    assert_eq!(
+        stack.smtp.attempts(),
+        3,
+        "the open breaker still let mail through to the primary"
+    );
+}

@@ -72,6 +72,9 @@ pub struct EmailConfig {
     /// An extra root certificate (PEM) trusted for STARTTLS / TLS, e.g. an internal relay's
     /// private CA. Public CAs are trusted without it.
     pub tls_ca_path: Option<std::path::PathBuf>,
+    /// A second relay (same settings otherwise), tried when the first fails transiently or
+    /// its circuit breaker is open (`[breaker]`); attempts it answers record `smtp_secondary`.
+    pub secondary_smtp_url: Option<String>,
 }
 
 impl Default for EmailConfig {
@@ -82,6 +85,7 @@ impl Default for EmailConfig {
             timeout_ms: 10_000,
             pool_size: 16,
             tls_ca_path: None,
+            secondary_smtp_url: None,
         }
     }
 }

@@ -38,6 +38,8 @@ enum Transport {
 }
 
 pub struct EmailProvider {
+    /// `smtp`, or `smtp_secondary` for the second relay.
+    name: &'static str,
     transport: Transport,
     /// Hard limit on one send, beyond lettre's socket timeouts: a server that stalls
     /// mid-session must not hold a delivery (and its consumer slot) forever.
@@ -47,6 +49,22 @@ pub struct EmailProvider {
 }
 
 impl EmailProvider {
+    /// The configured relays in order: `smtp_url`, then `secondary_smtp_url` if set.
+    pub fn relays(cfg: &EmailConfig) -> anyhow::Result<Vec<Self>> {
+        let mut relays = vec![Self::new(cfg)?];
+        if let Some(url) = &cfg.secondary_smtp_url {
+            let secondary = EmailConfig {
+                smtp_url: url.clone(),
+                ..cfg.clone()
+            };
+            relays.push(Self {
+                name: "smtp_secondary",
+                ..Self::new(&secondary)?
+            });
+        }
+        Ok(relays)
+    }
+
     pub fn new(cfg: &EmailConfig) -> anyhow::Result<Self> {
         let from: Mailbox = cfg
             .from
@@ -75,6 +93,7 @@ impl EmailProvider {
         };
         let domain = from.email.domain().to_owned();
         Ok(Self {
+            name: "smtp",
             transport,
             from,
             domain,
@@ -249,7 +268,7 @@ impl Header for ListUnsubscribePost {
 
 impl Provider for EmailProvider {
     fn name(&self) -> &'static str {
-        "smtp"
+        self.name
     }
 
     async fn send(&self, msg: &DispatchMessage) -> ProviderResult {

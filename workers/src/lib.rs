@@ -128,7 +128,12 @@ pub async fn run(
     for channel in &cfg.channels {
         let started = match channel {
             Channel::Email => start_channel(
-                Arc::new(email::EmailProvider::new(&cfg.email)?),
+                Arc::new(failover::Failover::new(
+                    Channel::Email,
+                    email::EmailProvider::relays(&cfg.email)?,
+                    breaker::Breakers::new(redis.clone(), cfg.redis.clone(), cfg.breaker.clone()),
+                    metrics.clone(),
+                )?),
                 *channel,
                 &shared,
             )?,

@@ -38,6 +38,7 @@ fn provider(smtp_url: String, tls_ca_path: Option<PathBuf>) -> EmailProvider {
         timeout_ms: 5_000,
         pool_size: 2,
         tls_ca_path,
+        ..EmailConfig::default()
     })
     .unwrap()
 }
