@@ -124,6 +124,8 @@ pub async fn run(
         membership: &membership,
         shutdown: &shutdown,
     };
+    // One set of circuit breakers for every channel with several providers (keys per provider).
+    let breakers = breaker::Breakers::new(redis.clone(), cfg.redis.clone(), cfg.breaker.clone());
     let mut consumers = Vec::new();
     for channel in &cfg.channels {
         let started = match channel {
@@ -131,7 +133,7 @@ pub async fn run(
                 Arc::new(failover::Failover::new(
                     Channel::Email,
                     email::EmailProvider::relays(&cfg.email)?,
-                    breaker::Breakers::new(redis.clone(), cfg.redis.clone(), cfg.breaker.clone()),
+                    breakers.clone(),
                     metrics.clone(),
                 )?),
                 *channel,
@@ -141,7 +143,7 @@ pub async fn run(
                 Arc::new(failover::Failover::new(
                     Channel::Sms,
                     sms::SmsGateway::all(&cfg.sms)?,
-                    breaker::Breakers::new(redis.clone(), cfg.redis.clone(), cfg.breaker.clone()),
+                    breakers.clone(),
                     metrics.clone(),
                 )?),
                 *channel,
