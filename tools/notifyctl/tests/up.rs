@@ -24,6 +24,17 @@ impl Drop for TempDir {
     }
 }
 
+/// Deletes the Redis keys under its prefix when dropped.
+struct ForgetKeys(String);
+
+impl Drop for ForgetKeys {
+    fn drop(&mut self) {
+        if let Err(e) = notifyctl::launcher::forget_redis_keys("redis://127.0.0.1:6379", &self.0) {
+            eprintln!("could not delete the Redis keys under {}: {e:#}", self.0);
+        }
+    }
+}
+
 /// Waits for `notifyctl up`'s stack file, failing at once if the launcher exits.
 fn wait_for_stack(up: &mut Guarded, dir: &std::path::Path) -> StackFile {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -69,6 +80,8 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
         TestDatabase::adopt(&format!("{db_prefix}users")),
         TestDatabase::adopt(&format!("{db_prefix}notify")),
     ];
+    // So are the workers' dedupe keys (kept 7 days otherwise: every run would leave some).
+    let _redis_keys = ForgetKeys(notifyctl::launcher::workers_redis_prefix(&db_prefix));
     // Reserved for this test process: no other test or tool can take it meanwhile.
     let port = devkit::free_port();
     let log = std::fs::File::create(dir.0.join("up.log")).unwrap();
