@@ -109,11 +109,20 @@ pub fn recipient_key(user_id: Option<Uuid>, address: Option<&str>) -> String {
 }
 
 /// A delivery with its notification: every column [`LockedDelivery`] reads.
-const SELECT: &str =
-    "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel,
-        d.lane, d.user_id, d.address, d.locale, n.content, n.localized, n.created_at, n.send_at,
-        n.ttl_seconds, n.fallback, n.category, n.priority, n.template, n.created_by, now() AS db_now
-    FROM deliveries d JOIN notifications n ON n.id = d.notification_id";
+/// (A macro so each query is one `&'static str`, put together at compile time: the status
+/// batches lock with it on the hot path.)
+macro_rules! select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT d.id, d.status, d.current_attempt, d.retry_base, d.notification_id, d.channel,
+                d.lane, d.user_id, d.address, d.locale, n.content, n.localized, n.created_at,
+                n.send_at, n.ttl_seconds, n.fallback, n.category, n.priority, n.template,
+                n.created_by, now() AS db_now
+             FROM deliveries d JOIN notifications n ON n.id = d.notification_id ",
+            $rest
+        )
+    };
+}
 
 /// A delivery with what its dispatch message needs, read under a row lock.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -154,7 +163,7 @@ impl LockedDelivery {
     /// Locks the delivery row (`FOR NO KEY UPDATE`: attempt rows referencing it can still be
     /// inserted) and reads it with its notification.
     pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Self>> {
-        sqlx::query_as(&format!("{SELECT} WHERE d.id = $1 FOR NO KEY UPDATE OF d"))
+        sqlx::query_as(select!("WHERE d.id = $1 FOR NO KEY UPDATE OF d"))
             .bind(id)
             .fetch_optional(conn)
             .await
@@ -163,7 +172,7 @@ impl LockedDelivery {
     /// Reads the delivery with its notification without locking it (what fallback plans
     /// from before it locks the row with [`crate::fallback::claim`]).
     pub async fn read(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Self>> {
-        sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
+        sqlx::query_as(select!("WHERE d.id = $1"))
             .bind(id)
             .fetch_optional(conn)
             .await
@@ -172,8 +181,8 @@ impl LockedDelivery {
     /// Locks every delivery of `ids` that exists (in id order, like a cancel, so the two
     /// cannot deadlock) and reads each with its notification.
     pub async fn lock_many(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Self>> {
-        sqlx::query_as(&format!(
-            "{SELECT} WHERE d.id = ANY($1) ORDER BY d.id FOR NO KEY UPDATE OF d"
+        sqlx::query_as(select!(
+            "WHERE d.id = ANY($1) ORDER BY d.id FOR NO KEY UPDATE OF d"
         ))
         .bind(ids)
         .fetch_all(conn)

@@ -56,6 +56,8 @@ pub struct AppState {
     pub receipts: Arc<routes::receipts::ReceiptsConfig>,
     /// Bounce and complaint reports (the suppression list).
     pub bounces: Arc<routes::bounces::BouncesConfig>,
+    /// `bounces.secret`, parsed once (a malformed secret stops the service at start).
+    pub bounce_key: Option<common::signing::SigningKey>,
 }
 
 pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
@@ -101,6 +103,7 @@ pub async fn run(
         intake: intake::Intake::start(pool.clone(), &cfg.intake),
         receipts: Arc::new(cfg.receipts.clone()),
         bounces: Arc::new(cfg.bounces.clone()),
+        bounce_key: cfg.bounces.key()?,
     };
     let events = common::kafka::runner::spawn(
         &cfg.kafka,

@@ -50,6 +50,19 @@ impl Default for BouncesConfig {
     }
 }
 
+impl BouncesConfig {
+    /// The signing key, checked at start (`None`: no reports are taken).
+    pub fn key(&self) -> anyhow::Result<Option<SigningKey>> {
+        let secret = self.secret.expose_secret();
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        SigningKey::from_secret(secret)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("bounces.secret: {e}"))
+    }
+}
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/bounces", post(report))
 }
@@ -60,12 +73,11 @@ async fn report(
     body: Bytes,
 ) -> Result<Json<BounceAnswer>, ApiError> {
     let cfg = &state.bounces;
-    if cfg.secret.expose_secret().is_empty() {
+    let Some(key) = &state.bounce_key else {
         return Err(ApiError::not_found(
             "this deployment takes no bounce reports (bounces.secret is not set)",
         ));
-    }
-    let key = SigningKey::from_secret(cfg.secret.expose_secret()).map_err(ApiError::internal)?;
+    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let id = header("webhook-id");
     if let Err(why) = key.verify(
