@@ -6,9 +6,11 @@
 //! again ([`upstream`]). The routes are one table ([`routes::ROUTES`]: method, path, roles,
 //! upstream, checks, documentation) that both registers them and builds the OpenAPI 3.1
 //! document ([`openapi`], schemas from the `api` crate's types), served at `/openapi.json`
-//! and browsable at `/docs`.
+//! and browsable at `/docs`. The gRPC API ([`grpc`], `notify.v1`) is served on the same port
+//! and carried out by the same routes.
 
 pub mod config;
+pub mod grpc;
 pub mod idempotency;
 pub mod openapi;
 pub mod rate_limit;
@@ -34,12 +36,13 @@ pub struct AppState {
     pub idempotency: Option<Arc<idempotency::IdempotencyCache>>,
 }
 
-/// Every route, with the OpenAPI document built from the same handlers.
+/// Every route, with the OpenAPI document built from the same handlers, and the gRPC API.
 pub fn router(state: AppState, cfg: &Config) -> Router {
     let api = routes::router()
-        .with_state(state)
+        .with_state(state.clone())
         .merge(openapi::docs_router(openapi::document()));
-    common::http::with_edge_layers(api, &cfg.http)
+    let rest = common::http::with_edge_layers(api, &cfg.http);
+    grpc::mount(rest, state, cfg.http.body_limit_bytes)
 }
 
 /// Serves the public API until `shutdown`; in-flight requests finish first.

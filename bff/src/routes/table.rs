@@ -86,7 +86,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 28] = [
+pub static ROUTES: [Route; 29] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -110,6 +110,26 @@ pub static ROUTES: [Route; 28] = [
                     "The first request with this Idempotency-Key is still running",
                 ),
             ],
+        )
+    },
+    Route {
+        query: Some(ADMIN_QUERY),
+        query_params: Some(query::<NotificationQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/notifications",
+            SERVICE_OR_ADMIN,
+            Service::Notifications,
+            "notifications",
+            "Notifications you sent, by filters, newest first (service, admin)\n\nA service \
+             sees its own notifications (the addresses of registered users hidden, as in \
+             `GET /v1/notifications/{id}`); an admin sees everyone's, as \
+             `GET /v1/admin/notifications`. Keyset-paginated.",
+            &[ok(
+                200,
+                "A page of notifications",
+                schema::<NotificationPage>,
+            )],
         )
     },
     Route {

@@ -10,17 +10,21 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// Ids of the notifications matching every filter of `q`, newest first, after `cursor`, at
-/// most `limit`. The SQL holds only the filters given, so each combination gets a plan on its
+/// Ids of the notifications matching every filter of `q` (and sent by `owner`, when given),
+/// newest first, after `cursor`, at most `limit`. The SQL holds only the filters given, so each combination gets a plan on its
 /// own index.
 pub async fn search(
     conn: &mut PgConnection,
     q: &NotificationQuery,
+    owner: Option<&str>,
     cursor: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     let mut sql: QueryBuilder<Postgres> =
         QueryBuilder::new("SELECT n.id FROM notifications n WHERE true");
+    if let Some(o) = owner {
+        sql.push(" AND n.created_by = ").push_bind(o.to_owned());
+    }
     if let Some(c) = &q.category {
         sql.push(" AND n.category = ").push_bind(c.clone());
     }

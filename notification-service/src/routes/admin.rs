@@ -1,4 +1,5 @@
-//! Admin reads: `GET /v1/admin/notifications` (filters, keyset pagination),
+//! Admin reads: `GET /v1/admin/notifications` (filters, keyset pagination; the same search
+//! answers a service's `GET /v1/notifications` with its own notifications),
 //! `GET /v1/admin/deliveries/{id}` (every attempt and re-drive), `GET /v1/admin/stats?window=`.
 
 use api::admin::{DeliveryDetail, NotificationPage, NotificationQuery, Stats, StatsQuery};
@@ -63,14 +64,24 @@ pub(crate) fn page_args(
     (limit, cursor)
 }
 
-/// Notifications matching every given filter, newest first. The SQL holds only the filters
-/// given, so each combination gets a plan on its own index.
+/// `GET /v1/admin/notifications`: every sender's notifications.
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Query(q): Query<NotificationQuery>,
 ) -> Result<Json<NotificationPage>, ApiError> {
     principal.require(&[Role::Admin])?;
+    search(&state, &q, None).await.map(Json)
+}
+
+/// Notifications matching every given filter (and sent by `owner`, when given), newest
+/// first. The SQL holds only the filters given, so each combination gets a plan on its own
+/// index.
+pub(crate) async fn search(
+    state: &AppState,
+    q: &NotificationQuery,
+    owner: Option<&str>,
+) -> Result<NotificationPage, ApiError> {
     let mut errors = Vec::new();
     if q.status
         .as_deref()
@@ -96,7 +107,7 @@ async fn list(
     }
 
     let mut conn = state.pool.acquire().await?;
-    let ids = crate::db::admin::search(&mut conn, &q, cursor, limit + 1).await?;
+    let ids = crate::db::admin::search(&mut conn, q, owner, cursor, limit + 1).await?;
     let more = ids.len() as i64 > limit;
     let mut items = Vec::with_capacity(ids.len());
     for id in ids.into_iter().take(limit as usize) {
@@ -109,7 +120,7 @@ async fn list(
     } else {
         None
     };
-    Ok(Json(NotificationPage { items, next_cursor }))
+    Ok(NotificationPage { items, next_cursor })
 }
 
 async fn delivery(

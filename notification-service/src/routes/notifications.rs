@@ -1,10 +1,12 @@
-//! `POST /v1/notifications` (send) and `GET /v1/notifications/{id}`.
+//! `POST /v1/notifications` (send), `GET /v1/notifications` (a service's own, filtered),
+//! `GET /v1/notifications/{id}` and `POST /v1/notifications/{id}/cancel`.
 
 use std::collections::HashMap;
 
+use api::admin::{NotificationPage, NotificationQuery};
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     routing::{get, post},
 };
@@ -31,7 +33,7 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/notifications", post(send))
+        .route("/v1/notifications", post(send).get(list))
         .route("/v1/notifications/{id}", get(show))
         .route("/v1/notifications/{id}/cancel", post(cancel))
 }
@@ -162,6 +164,26 @@ fn replayed(response: serde_json::Value) -> Response {
     resp.headers_mut()
         .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
     resp
+}
+
+/// `GET /v1/notifications`: a service's own notifications (addresses of users hidden, as in
+/// [`show`]); an admin's, everyone's — the admin search's filters and pages.
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<NotificationQuery>,
+) -> Result<Json<NotificationPage>, ApiError> {
+    principal.require(&[Role::Service, Role::Admin])?;
+    if principal.role() == Role::Admin {
+        return super::admin::search(&state, &q, None).await.map(Json);
+    }
+    let mut page = super::admin::search(&state, &q, Some(principal.subject())).await?;
+    page.items = page
+        .items
+        .into_iter()
+        .map(crate::views::for_service)
+        .collect();
+    Ok(Json(page))
 }
 
 /// The notification with every delivery. The owning service and admins only; anyone else

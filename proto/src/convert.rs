@@ -1,0 +1,361 @@
+//! `notify.v1` messages to and from the `api` crate's REST bodies. A request converts into
+//! the body its REST twin takes (only what the message's types cannot say is checked here: a
+//! user id that is not a UUID, a timestamp out of range, an unknown enum number — with the
+//! REST API's field paths); everything else is validated by the service, once, for both.
+
+use api::{
+    admin::NotificationPage,
+    notifications::{
+        AttemptView, ContentBody, DeliveryView, NotificationView, RecipientBody, SendBody,
+    },
+};
+use common::{events::Priority, problem::FieldError};
+use serde_json::json;
+
+use crate::{
+    v1::{self, recipient::To},
+    wkt,
+};
+
+/// The REST body of a `Send`.
+pub fn send_body(req: v1::SendRequest) -> Result<SendBody, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let recipients = req
+        .recipients
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| recipient_body(i, r, &mut errors))
+        .collect();
+    let priority = match v1::Priority::try_from(req.priority) {
+        Ok(p) => priority_from(p),
+        Err(_) => {
+            errors.push(FieldError::new("priority", "is not a Priority value"));
+            Priority::Normal
+        }
+    };
+    let send_at = req.send_at.as_ref().and_then(|ts| {
+        let at = wkt::datetime(ts);
+        if at.is_none() {
+            errors.push(FieldError::new("send_at", "is not a valid timestamp"));
+        }
+        at
+    });
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(SendBody {
+        recipients,
+        category: req.category,
+        priority,
+        channels: non_empty(req.channels),
+        template: req.template,
+        data: req.data.map(wkt::struct_to_json),
+        content: req.content.map(|c| ContentBody {
+            subject: c.subject,
+            text: c.text,
+            html: c.html,
+        }),
+        send_at,
+        ttl_seconds: req.ttl_seconds,
+        fallback: non_empty(req.fallback),
+    })
+}
+
+fn recipient_body(i: usize, r: v1::Recipient, errors: &mut Vec<FieldError>) -> RecipientBody {
+    let mut body = RecipientBody::default();
+    match r.to {
+        // Left empty: the service answers "must have exactly one of ...", as over REST.
+        None => {}
+        Some(To::UserId(id)) => match uuid::Uuid::parse_str(&id) {
+            Ok(id) => body.user_id = Some(id),
+            Err(_) => errors.push(FieldError::new(
+                format!("recipients[{i}].user_id"),
+                "is not a UUID",
+            )),
+        },
+        Some(To::Email(e)) => body.email = Some(e),
+        Some(To::Phone(p)) => body.phone = Some(p),
+        Some(To::Device(d)) => {
+            body.device = Some(json!({ "platform": d.platform, "token": d.token }))
+        }
+        Some(To::Webhook(w)) => body.webhook = Some(json!({ "url": w.url })),
+        Some(To::Telegram(t)) => body.telegram = Some(json!({ "chat_id": t.chat_id })),
+    }
+    body
+}
+
+fn non_empty(v: Vec<String>) -> Option<Vec<String>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn priority_from(p: v1::Priority) -> Priority {
+    match p {
+        v1::Priority::High => Priority::High,
+        v1::Priority::Unspecified | v1::Priority::Normal => Priority::Normal,
+        v1::Priority::Low => Priority::Low,
+    }
+}
+
+fn priority_to(p: &str) -> v1::Priority {
+    match Priority::parse(p) {
+        Some(Priority::High) => v1::Priority::High,
+        Some(Priority::Normal) => v1::Priority::Normal,
+        Some(Priority::Low) => v1::Priority::Low,
+        None => v1::Priority::Unspecified,
+    }
+}
+
+/// The query string of a `List` (`GET /v1/notifications?…`).
+pub fn list_query(req: &v1::ListRequest) -> Result<String, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [
+        ("status", &req.status),
+        ("channel", &req.channel),
+        ("category", &req.category),
+        ("recipient", &req.recipient),
+        ("cursor", &req.cursor),
+    ] {
+        if let Some(v) = value {
+            q.append_pair(name, v);
+        }
+    }
+    for (name, value) in [("since", &req.since), ("until", &req.until)] {
+        if let Some(ts) = value {
+            match wkt::datetime(ts) {
+                Some(at) => {
+                    q.append_pair(
+                        name,
+                        &at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    );
+                }
+                None => errors.push(FieldError::new(name, "is not a valid timestamp")),
+            }
+        }
+    }
+    if req.limit != 0 {
+        q.append_pair("limit", &req.limit.to_string());
+    }
+    if errors.is_empty() {
+        Ok(q.finish())
+    } else {
+        Err(errors)
+    }
+}
+
+pub fn notification(n: NotificationView) -> v1::Notification {
+    v1::Notification {
+        id: n.id.to_string(),
+        status: n.status,
+        category: n.category,
+        priority: priority_to(&n.priority).into(),
+        created_at: Some(wkt::timestamp(n.created_at)),
+        send_at: n.send_at.map(wkt::timestamp),
+        deliveries: n.deliveries.into_iter().map(delivery).collect(),
+    }
+}
+
+pub fn list_response(page: NotificationPage) -> v1::ListResponse {
+    v1::ListResponse {
+        items: page.items.into_iter().map(notification).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+fn delivery(d: DeliveryView) -> v1::Delivery {
+    v1::Delivery {
+        id: d.id.to_string(),
+        notification_id: d.notification_id.to_string(),
+        channel: d.channel,
+        lane: d.lane,
+        recipient: Some(recipient(&d.recipient)),
+        address: d.address,
+        status: d.status,
+        reason: d.reason,
+        attempts: d.attempts,
+        last_error: d.last_error.as_ref().map(error),
+        last_attempt: d.last_attempt.map(attempt),
+        created_at: Some(wkt::timestamp(d.created_at)),
+        updated_at: Some(wkt::timestamp(d.updated_at)),
+        sent_at: d.sent_at.map(wkt::timestamp),
+        fallback_of: d.fallback_of.map(|id| id.to_string()),
+    }
+}
+
+/// A delivery's recipient as the service stores it (`{"email": …}`, `{"device": {…}}`, …).
+fn recipient(r: &serde_json::Value) -> v1::Recipient {
+    let text = |v: &serde_json::Value, key: &str| match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let to = if let Some(id) = r.get("user_id") {
+        Some(To::UserId(id.as_str().unwrap_or_default().to_owned()))
+    } else if let Some(e) = r.get("email") {
+        Some(To::Email(e.as_str().unwrap_or_default().to_owned()))
+    } else if let Some(p) = r.get("phone") {
+        Some(To::Phone(p.as_str().unwrap_or_default().to_owned()))
+    } else if let Some(d) = r.get("device") {
+        Some(To::Device(v1::Device {
+            platform: text(d, "platform"),
+            token: text(d, "token"),
+        }))
+    } else if let Some(w) = r.get("webhook") {
+        Some(To::Webhook(v1::Webhook {
+            url: text(w, "url"),
+        }))
+    } else {
+        r.get("telegram").map(|t| {
+            To::Telegram(v1::Telegram {
+                chat_id: text(t, "chat_id"),
+            })
+        })
+    };
+    v1::Recipient { to }
+}
+
+/// `{"code", "message"}`.
+fn error(e: &serde_json::Value) -> v1::Error {
+    v1::Error {
+        code: e
+            .get("code")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        message: e.get("message").and_then(|m| m.as_str()).map(str::to_owned),
+    }
+}
+
+fn attempt(a: AttemptView) -> v1::Attempt {
+    v1::Attempt {
+        attempt: a.attempt,
+        outcome: a.outcome,
+        provider: a.provider,
+        provider_message_id: a.provider_message_id,
+        error: a.error.as_ref().map(error),
+        duration_ms: a.duration_ms,
+        at: Some(wkt::timestamp(a.at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email(e: &str) -> v1::Recipient {
+        v1::Recipient {
+            to: Some(To::Email(e.into())),
+        }
+    }
+
+    #[test]
+    fn a_send_request_becomes_the_rest_body_its_twin_takes() {
+        let req = v1::SendRequest {
+            recipients: vec![
+                email("a@example.com"),
+                v1::Recipient {
+                    to: Some(To::Device(v1::Device {
+                        platform: "fcm".into(),
+                        token: "tok".into(),
+                    })),
+                },
+                v1::Recipient { to: None },
+            ],
+            category: "billing".into(),
+            priority: v1::Priority::High.into(),
+            channels: vec![],
+            content: Some(v1::Content {
+                subject: Some("Hi".into()),
+                text: "Hello".into(),
+                html: None,
+            }),
+            fallback: vec!["push".into(), "sms".into()],
+            ..Default::default()
+        };
+        let body = serde_json::to_value(send_body(req).unwrap()).unwrap();
+        assert_eq!(
+            body["recipients"],
+            json!([
+                {"user_id": null, "email": "a@example.com", "phone": null, "device": null, "webhook": null, "telegram": null},
+                {"user_id": null, "email": null, "phone": null, "device": {"platform": "fcm", "token": "tok"}, "webhook": null, "telegram": null},
+                {"user_id": null, "email": null, "phone": null, "device": null, "webhook": null, "telegram": null},
+            ])
+        );
+        assert_eq!(body["priority"], "high");
+        assert_eq!(
+            body["channels"],
+            serde_json::Value::Null,
+            "empty means every channel"
+        );
+        assert_eq!(body["fallback"], json!(["push", "sms"]));
+        assert_eq!(body["content"]["subject"], "Hi");
+    }
+
+    #[test]
+    fn what_the_types_cannot_say_is_refused_with_rest_field_paths() {
+        let req = v1::SendRequest {
+            recipients: vec![
+                email("a@example.com"),
+                v1::Recipient {
+                    to: Some(To::UserId("not-a-uuid".into())),
+                },
+            ],
+            priority: 42,
+            send_at: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -5,
+            }),
+            ..Default::default()
+        };
+        let fields: Vec<String> = send_body(req)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["recipients[1].user_id", "priority", "send_at"]);
+    }
+
+    #[test]
+    fn a_list_request_becomes_an_encoded_query_string() {
+        let req = v1::ListRequest {
+            status: Some("dead".into()),
+            recipient: Some("a+b@example.com".into()),
+            since: Some(prost_types::Timestamp {
+                seconds: 1_764_547_200,
+                nanos: 0,
+            }),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            list_query(&req).unwrap(),
+            "status=dead&recipient=a%2Bb%40example.com&since=2025-12-01T00%3A00%3A00Z&limit=10"
+        );
+        assert_eq!(list_query(&v1::ListRequest::default()).unwrap(), "");
+    }
+
+    #[test]
+    fn stored_recipients_come_back_as_the_oneof() {
+        for (stored, expected) in [
+            (
+                json!({"email": "a@example.com"}),
+                To::Email("a@example.com".into()),
+            ),
+            (
+                json!({"telegram": {"chat_id": "-100"}}),
+                To::Telegram(v1::Telegram {
+                    chat_id: "-100".into(),
+                }),
+            ),
+            (
+                json!({"webhook": {"url": "https://x.test/h"}}),
+                To::Webhook(v1::Webhook {
+                    url: "https://x.test/h".into(),
+                }),
+            ),
+        ] {
+            assert_eq!(recipient(&stored).to, Some(expected));
+        }
+        assert_eq!(recipient(&json!({})).to, None);
+    }
+}
