@@ -125,6 +125,15 @@ impl Stack {
         }
     }
 
+    /// The public gRPC endpoint (`notify.v1`): nginx's gRPC port when running, else the first
+    /// bff (which serves gRPC on its REST port).
+    pub fn grpc_url(&self) -> String {
+        match &self.nginx {
+            Some(n) => format!("http://{}", n.grpc_addr),
+            None => format!("http://{}", self.bffs[0].addr),
+        }
+    }
+
     pub fn token(&self, role: Role, sub: &str) -> String {
         let now = chrono::Utc::now().timestamp();
         self.sign(&common::auth::Claims {

@@ -27,7 +27,7 @@ use proto::{
     },
 };
 use serde::de::DeserializeOwned;
-use tonic::{Request, Response, Status, metadata::MetadataMap, server::NamedService};
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap, server::NamedService};
 use tower::ServiceExt;
 
 use crate::{AppState, rate_limit::Caller, routes::ROUTES};
@@ -44,12 +44,18 @@ const RETURNED_HEADERS: [&str; 2] = [common::telemetry::REQUEST_ID, common::idem
 
 /// Adds the gRPC services to `rest` (the bff's complete REST router, edge layers included),
 /// which also carries their calls out.
-pub fn mount(rest: Router, state: AppState, max_message_bytes: usize) -> Router {
+///
+/// The REST body limit (`body_limit_bytes`) applies to each call's JSON twin, so an oversized
+/// message gets the REST API's `payload_too_large` (RESOURCE_EXHAUSTED with its ErrorInfo).
+/// tonic refuses to decode a message four times that size, which bounds the memory one call
+/// can take before its twin is built; that refusal (tonic's OUT_OF_RANGE) is answered as
+/// the same `payload_too_large`.
+pub fn mount(rest: Router, state: AppState, body_limit_bytes: usize) -> Router {
     let api = NotificationsServer::new(Grpc {
         rest: rest.clone(),
         state,
     })
-    .max_decoding_message_size(max_message_bytes);
+    .max_decoding_message_size(body_limit_bytes.saturating_mul(4));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -58,13 +64,37 @@ pub fn mount(rest: Router, state: AppState, max_message_bytes: usize) -> Router 
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the descriptor set compiled by build.rs is valid");
-    rest.route_service(&path_of(&api), adapt(api))
+    let path = path_of(&api);
+    let api = adapt(api).map_response(move |resp| too_large_as_problem(resp, body_limit_bytes));
+    rest.route_service(&path, api)
         .route_service(&path_of(&reflection), adapt(reflection))
         .route_service(&path_of(&reflection_alpha), adapt(reflection_alpha))
 }
 
 fn path_of<S: NamedService>(_: &S) -> String {
     format!("/{}/{{*rest}}", S::NAME)
+}
+
+/// tonic's own refusal of a message over its decoding limit (the only OUT_OF_RANGE this API
+/// answers: no REST problem maps to it) as the REST API's `payload_too_large`.
+fn too_large_as_problem(
+    resp: http::Response<tonic::body::Body>,
+    body_limit_bytes: usize,
+) -> http::Response<tonic::body::Body> {
+    let out_of_range = (Code::OutOfRange as i32).to_string();
+    if resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        != Some(&out_of_range)
+    {
+        return resp;
+    }
+    status::from_error(
+        common::problem::ApiError::payload_too_large(body_limit_bytes),
+        &MetadataMap::new(),
+    )
+    .into_http()
 }
 
 /// A tonic service as an axum route service.

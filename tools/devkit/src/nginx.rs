@@ -48,10 +48,17 @@ impl Default for PerIpLimit {
     }
 }
 
-/// Renders the template: `{{listen}}`, `{{upstreams}}`, `{{prefix}}`, `{{per_ip_rate}}`,
-/// `{{per_ip_burst}}`.
+/// Where nginx listens: the REST API and the gRPC API (HTTP/2 without TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+/// Renders the template: `{{listen}}`, `{{grpc_listen}}`, `{{upstreams}}`, `{{prefix}}`,
+/// `{{per_ip_rate}}`, `{{per_ip_burst}}`.
 pub fn render(
-    listen: SocketAddr,
+    listen: Listen,
     upstreams: &[SocketAddr],
     prefix: &Path,
     per_ip: PerIpLimit,
@@ -61,7 +68,8 @@ pub fn render(
         .map(|a| format!("        server {a} max_fails=1 fail_timeout=10s;\n"))
         .collect();
     TEMPLATE
-        .replace("{{listen}}", &listen.to_string())
+        .replace("{{listen}}", &listen.http.to_string())
+        .replace("{{grpc_listen}}", &listen.grpc.to_string())
         .replace("{{upstreams}}", servers.trim_end())
         .replace("{{prefix}}", &prefix.display().to_string())
         .replace("{{per_ip_rate}}", &per_ip.rate.to_string())
@@ -71,7 +79,10 @@ pub fn render(
 /// A running nginx; stopped (and waited for) when dropped.
 pub struct Nginx {
     process: Guarded,
+    /// The REST API.
     pub addr: SocketAddr,
+    /// The gRPC API.
+    pub grpc_addr: SocketAddr,
     /// Holds `nginx.conf` and `logs/`.
     pub prefix: PathBuf,
 }
@@ -79,17 +90,13 @@ pub struct Nginx {
 impl Nginx {
     /// Writes the rendered config under `prefix` and starts nginx in the foreground on
     /// `listen`, with the production per-IP limit.
-    pub fn start(
-        listen: SocketAddr,
-        upstreams: &[SocketAddr],
-        prefix: &Path,
-    ) -> anyhow::Result<Self> {
+    pub fn start(listen: Listen, upstreams: &[SocketAddr], prefix: &Path) -> anyhow::Result<Self> {
         Self::start_with(listen, upstreams, prefix, PerIpLimit::default())
     }
 
     /// [`start`](Self::start) with another per-IP limit (tests that exercise it).
     pub fn start_with(
-        listen: SocketAddr,
+        listen: Listen,
         upstreams: &[SocketAddr],
         prefix: &Path,
         per_ip: PerIpLimit,
@@ -121,15 +128,16 @@ impl Nginx {
         let process = Guarded::spawn("nginx", cmd)?;
         let mut me = Self {
             process,
-            addr: listen,
+            addr: listen.http,
+            grpc_addr: listen.grpc,
             prefix: prefix.to_path_buf(),
         };
         me.wait_ready(Duration::from_secs(10))?;
         Ok(me)
     }
 
-    /// Starts on a reserved loopback port ([`crate::ports`]), trying another if nginx cannot
-    /// bind the first (something outside the reservation scheme took it).
+    /// Starts on reserved loopback ports ([`crate::ports`]), trying others if nginx cannot
+    /// bind the first (something outside the reservation scheme took one).
     pub fn start_on_free_port(
         upstreams: &[SocketAddr],
         prefix: &Path,
@@ -137,7 +145,16 @@ impl Nginx {
     ) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..3 {
-            let listen = SocketAddr::from(([127, 0, 0, 1], crate::ports::try_reserve()?));
+            let port = || -> anyhow::Result<SocketAddr> {
+                Ok(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    crate::ports::try_reserve()?,
+                )))
+            };
+            let listen = Listen {
+                http: port()?,
+                grpc: port()?,
+            };
             match Self::start_with(listen, upstreams, prefix, per_ip) {
                 Ok(n) => return Ok(n),
                 Err(e) => last = Some(e),
@@ -154,7 +171,9 @@ impl Nginx {
                     std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default();
                 anyhow::bail!("nginx exited at start: {status}\n{log}");
             }
-            if std::net::TcpStream::connect(self.addr).is_ok() {
+            if std::net::TcpStream::connect(self.addr).is_ok()
+                && std::net::TcpStream::connect(self.grpc_addr).is_ok()
+            {
                 return Ok(());
             }
             anyhow::ensure!(
@@ -189,7 +208,10 @@ mod tests {
     #[test]
     fn every_placeholder_is_filled() {
         let conf = render(
-            "127.0.0.1:8080".parse().unwrap(),
+            Listen {
+                http: "127.0.0.1:8080".parse().unwrap(),
+                grpc: "127.0.0.1:8443".parse().unwrap(),
+            },
             &["127.0.0.1:9001".parse().unwrap()],
             Path::new("/tmp/x"),
             PerIpLimit { rate: 7, burst: 3 },
@@ -197,5 +219,6 @@ mod tests {
         assert!(!conf.contains("{{"), "{conf}");
         assert!(conf.contains("rate=7r/s"), "{conf}");
         assert!(conf.contains("burst=3 "), "{conf}");
+        assert!(conf.contains("listen 127.0.0.1:8443 http2;"), "{conf}");
     }
 }

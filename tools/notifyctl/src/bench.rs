@@ -243,6 +243,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
     }
     let up = UpArgs {
         port: devkit::free_port(),
+        grpc_port: devkit::free_port(),
         dir: out.join("stack"),
         postgres: args.postgres.clone(),
         smtp_port: 0,

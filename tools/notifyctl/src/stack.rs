@@ -23,6 +23,9 @@ pub struct Tokens {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackFile {
     pub url: String,
+    /// The gRPC API (`notify.v1`): nginx's gRPC port, or the single bff's public port.
+    #[serde(default)]
+    pub grpc_url: String,
     pub tokens: Tokens,
     pub user_id: String,
     pub jwt: JwtInfo,

@@ -93,6 +93,7 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
     std::fs::create_dir_all(&dir).unwrap();
     let stack = StackFile {
         url: format!("http://{addr}"),
+        grpc_url: String::new(),
         tokens: Tokens {
             user: "u".into(),
             service: "s".into(),

@@ -84,12 +84,15 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
     let _redis_keys = ForgetKeys(notifyctl::launcher::workers_redis_prefix(&db_prefix));
     // Reserved for this test process: no other test or tool can take it meanwhile.
     let port = devkit::free_port();
+    let grpc_port = devkit::free_port();
     let log = std::fs::File::create(dir.0.join("up.log")).unwrap();
     let mut cmd = Command::new(&bin);
     cmd.args([
         "up",
         "--port",
         &port.to_string(),
+        "--grpc-port",
+        &grpc_port.to_string(),
         "--smtp-port",
         "0",
         "--db-prefix",
@@ -106,6 +109,7 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
         .with_grace(Duration::from_secs(30));
     let stack = wait_for_stack(&mut up, &dir.0);
     assert_eq!(stack.url, format!("http://127.0.0.1:{port}"));
+    assert_eq!(stack.grpc_url, format!("http://127.0.0.1:{grpc_port}"));
     assert_eq!(stack.jwt.alg, "HS256");
     let names: Vec<&str> = stack.processes.keys().map(String::as_str).collect();
     assert_eq!(

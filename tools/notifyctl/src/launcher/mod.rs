@@ -36,6 +36,10 @@ pub struct UpArgs {
     /// The public port (nginx, or the single bff without nginx).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// nginx's gRPC port (`notify.v1`, HTTP/2 without TLS). Without nginx the single bff
+    /// serves gRPC on the public port.
+    #[arg(long, default_value_t = 9090)]
+    pub grpc_port: u16,
     /// Where logs, mail and stack.json go.
     #[arg(long, default_value = ".dev")]
     pub dir: PathBuf,
@@ -141,6 +145,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         } else {
             "no load balancer"
         }
+    );
+    println!(
+        "gRPC (notify.v1, reflection on): {}",
+        stack.grpc_url.trim_start_matches("http://")
     );
     println!();
     println!(
@@ -386,7 +394,11 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
                 .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
                 .collect();
             let dir = std::path::absolute(args.dir.join("nginx"))?;
-            let n = Nginx::start(public, &upstreams, &dir).context("starting nginx")?;
+            let listen = devkit::nginx::Listen {
+                http: public,
+                grpc: SocketAddr::from(([127, 0, 0, 1], args.grpc_port)),
+            };
+            let n = Nginx::start(listen, &upstreams, &dir).context("starting nginx")?;
             pids.insert("nginx".into(), n.pid());
             nginx = Some(n);
         }
@@ -396,6 +408,10 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
         None => {}
     }
     let url = format!("http://{public}");
+    let grpc_url = match &nginx {
+        Some(n) => format!("http://{}", n.grpc_addr),
+        None => url.clone(),
+    };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -443,6 +459,7 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
 
     let stack = StackFile {
         url: url.clone(),
+        grpc_url,
         tokens: Tokens {
             user,
             service: service.clone(),

@@ -1,0 +1,471 @@
+//! The gRPC API (`notify.v1.Notifications`) through Debian's nginx (`grpc_pass`, HTTP/2) to
+//! two bff instances, with a tonic client: a send is delivered and readable over REST; Get,
+//! List and Cancel answer what their REST twins do; the token, roles, idempotency key,
+//! validation and rate limits are the REST API's, their problems gRPC statuses with details;
+//! reflection lists the service.
+
+use std::time::Duration;
+
+use common::auth::Role;
+use e2e::{Options, Stack};
+use proto::v1::{
+    CancelRequest, Content, GetRequest, ListRequest, Recipient, SendRequest,
+    notifications_client::NotificationsClient, recipient::To,
+};
+use reqwest::Method;
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+async fn client(stack: &Stack) -> NotificationsClient<Channel> {
+    let channel = Channel::from_shared(stack.grpc_url())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    NotificationsClient::new(channel)
+}
+
+/// `message` with `authorization: Bearer token` (none when `token` is empty) and the extra
+/// metadata.
+fn request<T>(message: T, token: &str, meta: &[(&'static str, &str)]) -> Request<T> {
+    let mut req = Request::new(message);
+    if !token.is_empty() {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    for (k, v) in meta {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    req
+}
+
+fn email_send(to: &str, text: &str) -> SendRequest {
+    SendRequest {
+        recipients: vec![Recipient {
+            to: Some(To::Email(to.into())),
+        }],
+        category: "orders".into(),
+        content: Some(Content {
+            subject: Some("Your order".into()),
+            text: text.into(),
+            html: None,
+        }),
+        ..SendRequest::default()
+    }
+}
+
+/// The ErrorInfo reason (the REST problem type) of `status`; panics when it has none.
+fn reason(status: &Status) -> String {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "notify");
+    info.reason
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_send_through_nginx_is_delivered_readable_over_rest_and_cancellable() {
+    let stack = Stack::start(Options {
+        bff_instances: 2,
+        nginx: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let (billing, shop, admin) = (
+        stack.token(Role::Service, "billing"),
+        stack.token(Role::Service, "shop"),
+        stack.token(Role::Admin, "ops"),
+    );
+    let mut grpc = client(&stack).await;
+
+    // Send, with an idempotency key and the caller's request id.
+    let sent = grpc
+        .send(request(
+            email_send("ada@example.com", "shipped over gRPC"),
+            &billing,
+            &[
+                ("idempotency-key", "order-7"),
+                ("x-request-id", "grpc-req-1"),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.metadata().get("x-request-id").unwrap(),
+        "grpc-req-1",
+        "nginx and the bff keep the caller's request id"
+    );
+    assert!(sent.metadata().get("idempotent-replayed").is_none());
+    let sent = sent.into_inner();
+    assert_eq!(sent.category, "orders");
+    assert_eq!(sent.deliveries.len(), 1);
+    assert_eq!(sent.deliveries[0].channel, "email");
+    assert_eq!(sent.deliveries[0].status, "queued");
+    assert!(sent.created_at.is_some());
+
+    // Delivered: the SMTP server has it, and REST shows it sent.
+    let mails = stack.smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1, "the mail never arrived");
+    assert_eq!(mails[0].to, vec!["ada@example.com".to_owned()]);
+    assert!(mails[0].text().contains("shipped over gRPC"));
+    let rest = stack
+        .wait_settled(&sent.id, &billing, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(rest["deliveries"][0]["status"], "sent", "{rest}");
+
+    // Get answers what REST does.
+    let got = grpc
+        .get(request(
+            GetRequest {
+                id: sent.id.clone(),
+            },
+            &billing,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.id, sent.id);
+    assert_eq!(got.status, rest["status"].as_str().unwrap());
+    let d = &got.deliveries[0];
+    assert_eq!(d.status, "sent");
+    assert_eq!(d.attempts, 1);
+    let attempt = d.last_attempt.as_ref().expect("the attempt is recorded");
+    assert_eq!(attempt.outcome, "sent");
+    assert!(!attempt.provider.is_empty());
+    assert!(d.sent_at.is_some());
+    // Another service cannot read it (as over REST: 404, nothing about its existence).
+    let err = grpc
+        .get(request(
+            GetRequest {
+                id: sent.id.clone(),
+            },
+            &shop,
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(reason(&err), "not_found");
+
+    // The same key and request: the first answer again, marked as a replay.
+    let again = grpc
+        .send(request(
+            email_send("ada@example.com", "shipped over gRPC"),
+            &billing,
+            &[("idempotency-key", "order-7")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.into_inner().id, sent.id);
+    // The same key with another request: refused, naming the key.
+    let err = grpc
+        .send(request(
+            email_send("ada@example.com", "something else"),
+            &billing,
+            &[("idempotency-key", "order-7")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let fields = err
+        .get_details_bad_request()
+        .expect("a BadRequest")
+        .field_violations;
+    assert_eq!(fields[0].field, "Idempotency-Key", "{fields:?}");
+    assert_eq!(stack.smtp.mails().len(), 1, "no second mail was sent");
+
+    // List: a service sees its own, another service none, an admin every one.
+    let list = |token: &str, filter: ListRequest| request(filter, token, &[]);
+    let mine = grpc
+        .list(list(&billing, ListRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.items.len(), 1);
+    assert_eq!(mine.items[0].id, sent.id);
+    let theirs = grpc
+        .list(list(&shop, ListRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(theirs.items.is_empty(), "{theirs:?}");
+    let by_recipient = grpc
+        .list(list(
+            &admin,
+            ListRequest {
+                recipient: Some("ada@example.com".into()),
+                status: Some("sent".into()),
+                ..ListRequest::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_recipient.items.len(), 1);
+    assert_eq!(
+        by_recipient.items[0].deliveries[0].address.as_deref(),
+        Some("ada@example.com"),
+        "an admin sees addresses"
+    );
+    let none = grpc
+        .list(list(
+            &admin,
+            ListRequest {
+                status: Some("dead".into()),
+                ..ListRequest::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.items.is_empty(), "{none:?}");
+
+    // Cancel after it was sent: FAILED_PRECONDITION naming the dispatched delivery.
+    let err = grpc
+        .cancel(request(
+            CancelRequest {
+                id: sent.id.clone(),
+            },
+            &billing,
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "already_dispatched");
+    let violations = err
+        .get_details_precondition_failure()
+        .expect("a PreconditionFailure")
+        .violations;
+    assert_eq!(
+        violations[0].subject,
+        format!("deliveries.{}", sent.deliveries[0].id)
+    );
+
+    // Cancel before send_at: every delivery cancelled, nothing sent.
+    let mut later = email_send("bob@example.com", "not yet");
+    later.send_at = Some(proto::wkt::timestamp(
+        chrono::Utc::now() + chrono::Duration::hours(1),
+    ));
+    let scheduled = grpc
+        .send(request(later, &billing, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scheduled.status, "scheduled");
+    assert_eq!(scheduled.deliveries[0].status, "pending");
+    let cancelled = grpc
+        .cancel(request(
+            CancelRequest {
+                id: scheduled.id.clone(),
+            },
+            &billing,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.deliveries[0].status, "cancelled");
+    let (status, rest) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{}", scheduled.id),
+            Some(&billing),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(rest["deliveries"][0]["status"], "cancelled", "{rest}");
+
+    // Reflection lists the service (what `grpcurl list` asks).
+    let services = reflected_services(&stack).await;
+    assert!(services.iter().any(|s| s == proto::SERVICE), "{services:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_errors_are_the_rest_problems_as_statuses_with_details() {
+    let mut stack = Stack::start(Options {
+        bff_instances: 1,
+        nginx: true,
+        rate_limits: bff::config::RateLimitConfig {
+            user: bff::config::Limit {
+                requests: 2,
+                period_secs: 3600,
+            },
+            ..bff::config::RateLimitConfig::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let billing = stack.token(Role::Service, "billing");
+    let user = stack.token(Role::User, &uuid::Uuid::now_v7().to_string());
+    let mut grpc = client(&stack).await;
+
+    // No token.
+    let err = grpc
+        .send(request(
+            email_send("a@example.com", "x"),
+            "",
+            &[("x-request-id", "no-token")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert_eq!(reason(&err), "unauthorized");
+    assert_eq!(
+        err.get_details_request_info()
+            .expect("a RequestInfo")
+            .request_id,
+        "no-token"
+    );
+
+    // A user may not send — even with a message that does not convert (roles come first).
+    let err = grpc
+        .send(request(email_send("a@example.com", "x"), &user, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(reason(&err), "forbidden");
+    let unconvertible = SendRequest {
+        recipients: vec![Recipient { to: None }],
+        ..email_send("a@example.com", "x")
+    };
+    let err = grpc
+        .send(request(unconvertible.clone(), &user, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // The user's limit (2 per hour) is spent: RESOURCE_EXHAUSTED with when to retry.
+    let err = grpc
+        .send(request(email_send("a@example.com", "x"), &user, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(reason(&err), "rate_limited");
+    let retry = err.get_details_retry_info().expect("a RetryInfo");
+    assert!(retry.retry_delay.is_some_and(|d| d > Duration::ZERO));
+
+    // Validation: the fields named as over REST.
+    let err = grpc
+        .send(request(unconvertible, &billing, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(reason(&err), "validation_failed");
+    let fields = err.get_details_bad_request().unwrap().field_violations;
+    assert!(fields[0].field.starts_with("recipients[0]"), "{fields:?}");
+    let err = grpc
+        .send(request(
+            SendRequest {
+                recipients: vec![],
+                category: "Not A Category".into(),
+                ..email_send("a@example.com", "x")
+            },
+            &billing,
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let fields: Vec<String> = err
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|f| f.field)
+        .collect();
+    assert!(fields.contains(&"recipients".to_owned()), "{fields:?}");
+    assert!(fields.contains(&"category".to_owned()), "{fields:?}");
+    let err = grpc
+        .list(request(
+            ListRequest {
+                limit: 5000,
+                ..ListRequest::default()
+            },
+            &billing,
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // Unknown ids, and ids that are not one path segment, are not found.
+    for id in [
+        uuid::Uuid::now_v7().to_string(),
+        "not-an-id".into(),
+        "x/cancel".into(),
+        "../users".into(),
+    ] {
+        let err = grpc
+            .get(request(GetRequest { id: id.clone() }, &billing, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{id}: {err:?}");
+        let err = grpc
+            .cancel(request(CancelRequest { id: id.clone() }, &billing, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{id}: {err:?}");
+    }
+    // Messages over the body limit (256 KiB for the REST twin; tonic's decoding limit, four
+    // times that) are refused as REST refuses an oversized body.
+    for size in [300 * 1024, 2 * 1024 * 1024] {
+        let err = grpc
+            .send(request(
+                email_send("a@example.com", &"x".repeat(size)),
+                &billing,
+                &[],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{size} bytes: {err:?}");
+        assert_eq!(reason(&err), "payload_too_large");
+    }
+    assert!(stack.smtp.mails().is_empty(), "nothing refused was sent");
+
+    // No bff answering: nginx's own UNAVAILABLE, never a hang.
+    stack.stop_bff(0).await;
+    let err = grpc
+        .send(request(email_send("a@example.com", "x"), &billing, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
+/// The services the reflection API (v1) lists.
+async fn reflected_services(stack: &Stack) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let channel = Channel::from_shared(stack.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("one answer");
+    match answer.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("not a service list: {other:?}"),
+    }
+}
