@@ -3,10 +3,10 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
 export CARGO_TARGET_DIR
 
-.PHONY: up test schemathesis build fmt lint check smoke load bench chaos bench-outbox token clean-test-dbs
+.PHONY: up test deps schemathesis build fmt lint check smoke load bench chaos bench-outbox token clean-test-dbs
 
 ## Build everything and run the platform until Ctrl-C.
-up: build
+up: deps build
 	$(CARGO_TARGET_DIR)/debug/notifyctl up $(UP_ARGS)
 
 build:
@@ -14,11 +14,16 @@ build:
 
 ## Formatting check, clippy with warnings denied, the binaries (the launcher test runs them),
 ## the whole test suite.
-test: schemathesis
+test: deps schemathesis
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --workspace --bins
 	cargo nextest run --workspace --no-fail-fast
+
+## Debian packages the stack and the tests run (nginx, promtool, redis-server): installed
+## when missing and running as root, otherwise the command to run is printed.
+deps:
+	@bash tools/deps.sh
 
 ## The API fuzzer e2e/tests/schemathesis.rs runs (PyPI), in a virtualenv of its own.
 VENV ?= $(HOME)/.cache/notify-venv

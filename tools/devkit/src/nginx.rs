@@ -55,11 +55,11 @@ pub struct Listen {
     pub grpc: SocketAddr,
 }
 
-/// Renders the template: `{{listen}}`, `{{grpc_listen}}`, `{{upstreams}}`, `{{prefix}}`,
-/// `{{per_ip_rate}}`, `{{per_ip_burst}}`.
+/// Renders the template: `{{listen}}`, `{{grpc_listen}}`, `{{upstreams}}` (addresses or
+/// `host:port`, as in docker-compose.yml), `{{prefix}}`, `{{per_ip_rate}}`, `{{per_ip_burst}}`.
 pub fn render(
     listen: Listen,
-    upstreams: &[SocketAddr],
+    upstreams: &[impl std::fmt::Display],
     prefix: &Path,
     per_ip: PerIpLimit,
 ) -> String {
@@ -74,6 +74,35 @@ pub fn render(
         .replace("{{prefix}}", &prefix.display().to_string())
         .replace("{{per_ip_rate}}", &per_ip.rate.to_string())
         .replace("{{per_ip_burst}}", &per_ip.burst.to_string())
+}
+
+/// `nginx -t` on `conf` (a rendered config) with `prefix` holding its logs and temp files:
+/// the error nginx prints when the config does not pass.
+pub fn check(conf: &str, prefix: &Path) -> anyhow::Result<()> {
+    let bin = find_binary().context(
+        "nginx is not installed: `apt-get install -y nginx-light` (Debian's package) is what the stack expects",
+    )?;
+    std::fs::create_dir_all(prefix.join("logs"))?;
+    std::fs::create_dir_all(prefix.join("tmp"))?;
+    let path = prefix.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let out = Command::new(bin)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(prefix)
+        .arg("-e")
+        .arg(prefix.join("logs/error.log"))
+        .stdin(Stdio::null())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nginx -t refused {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// A running nginx; stopped (and waited for) when dropped.
@@ -212,7 +241,7 @@ mod tests {
                 http: "127.0.0.1:8080".parse().unwrap(),
                 grpc: "127.0.0.1:8443".parse().unwrap(),
             },
-            &["127.0.0.1:9001".parse().unwrap()],
+            &["127.0.0.1:9001"],
             Path::new("/tmp/x"),
             PerIpLimit { rate: 7, burst: 3 },
         );
