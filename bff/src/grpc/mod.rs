@@ -81,13 +81,11 @@ fn too_large_as_problem(
     resp: http::Response<tonic::body::Body>,
     body_limit_bytes: usize,
 ) -> http::Response<tonic::body::Body> {
-    let out_of_range = (Code::OutOfRange as i32).to_string();
-    if resp
+    let code = resp
         .headers()
         .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        != Some(&out_of_range)
-    {
+        .map(|v| Code::from_bytes(v.as_bytes()));
+    if code != Some(Code::OutOfRange) {
         return resp;
     }
     status::from_error(
