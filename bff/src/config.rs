@@ -12,11 +12,14 @@ pub struct Config {
     /// Shared by every bff instance: rate-limit state.
     pub redis: RedisConfig,
     pub rate_limits: RateLimitConfig,
+    /// Trace export over OTLP (off unless `otlp_endpoint` is set).
+    pub telemetry: common::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            telemetry: Default::default(),
             http: HttpConfig {
                 request_timeout_ms: 30_000,
                 ..HttpConfig::with_port(8080)

@@ -37,11 +37,13 @@ pub struct AppState {
 }
 
 /// Every route, with the OpenAPI document built from the same handlers, and the gRPC API.
-pub fn router(state: AppState, cfg: &Config) -> Router {
+/// Requests are counted in `registry`; set `http.metrics_listen` so `/metrics` is not served
+/// on the public port (nginx refuses `/metrics` from outside either way).
+pub fn router(state: AppState, cfg: &Config, registry: &common::metrics::Registry) -> Router {
     let api = routes::router()
         .with_state(state.clone())
         .merge(openapi::docs_router(openapi::document()));
-    let rest = common::http::with_edge_layers(api, &cfg.http);
+    let rest = common::http::with_edge_layers(api, &cfg.http, registry);
     grpc::mount(rest, state, cfg.http.body_limit_bytes)
 }
 
@@ -69,13 +71,19 @@ pub async fn run(
         limiter,
         idempotency,
     };
+    let registry = common::metrics::Registry::default();
+    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "bff listening");
-    common::http::serve(listener, router(state, &cfg), shutdown).await?;
+    common::http::serve(listener, router(state, &cfg, &registry), shutdown).await?;
     Ok(())
 }
 
 impl common::cli::Service for Config {
     const NAME: &'static str = "bff";
+
+    fn telemetry(&self) -> &common::telemetry::TelemetryConfig {
+        &self.telemetry
+    }
 
     fn listen(&self) -> std::net::SocketAddr {
         self.http.listen

@@ -66,6 +66,8 @@ pub trait Service: DeserializeOwned + Send + 'static {
 
     /// Where `serve` listens (and `healthcheck` knocks).
     fn listen(&self) -> SocketAddr;
+    /// Trace export settings (`[telemetry]`).
+    fn telemetry(&self) -> &crate::telemetry::TelemetryConfig;
 
     /// `migrate`: create the database if needed and apply migrations.
     fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -82,14 +84,21 @@ pub trait Service: DeserializeOwned + Send + 'static {
 /// config (a bad value exits 2 naming the key), run the subcommand.
 pub async fn main<S: Service>() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init(S::NAME);
-    let cfg: S = match crate::config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: {e:#}", S::NAME);
-            return ExitCode::from(2);
-        }
-    };
+    let cfg: S =
+        match crate::telemetry::while_starting(|| crate::config::load(cli.config.as_deref())) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: {e:#}", S::NAME);
+                return ExitCode::from(2);
+            }
+        };
+    // Only a serving process exports spans; `migrate` and `healthcheck` just log.
+    if !matches!(cli.command(), Command::Serve) {
+        crate::telemetry::init(S::NAME);
+    } else if let Err(e) = crate::telemetry::init_exporting(S::NAME, cfg.telemetry()) {
+        eprintln!("{}: {e:#}", S::NAME);
+        return ExitCode::from(2);
+    }
     let res = match cli.command() {
         Command::Healthcheck => return healthcheck(cfg.listen()).await,
         Command::Migrate => cfg.migrate().await,
@@ -98,6 +107,7 @@ pub async fn main<S: Service>() -> ExitCode {
             Err(e) => Err(anyhow::anyhow!("binding {}: {e}", cfg.listen())),
         },
     };
+    crate::telemetry::flush();
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -186,6 +186,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Sent,
+        Outcome::TransientFailure,
+        Outcome::PermanentFailure,
+        Outcome::InvalidAddress,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Sent => "sent",

@@ -1,43 +1,191 @@
-//! Logging and the per-request context.
+//! Logging, traces and the per-request context.
 //!
 //! Logs are JSON lines by default (`NOTIFY_LOG_FORMAT=pretty` for humans); `RUST_LOG`
 //! overrides the level. Every request and every consumed Kafka message runs inside a
 //! [`RequestContext`] that carries its `x-request-id` and W3C `traceparent`; the outbox copies
 //! both into Kafka headers and consumers restore them, so one id follows a notification from
 //! the edge to the provider.
+//!
+//! With `telemetry.otlp_endpoint` set ([`init_exporting`]), each of those units of work is also an
+//! OpenTelemetry span exported over OTLP/HTTP: an HTTP request's span is the child of the
+//! caller's `traceparent`, and the `traceparent` the unit passes on (to an upstream, into an
+//! outbox row, into a Kafka message) names its own span, so one notification is one trace from
+//! the bff through notification-service, the outbox and Kafka to the worker's provider call
+//! and the repeater (decision 0024).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use rand::Rng;
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, Registry, filter::LevelFilter, fmt, layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
+
+/// OpenTelemetry trace export (`[telemetry]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// An OTLP/HTTP endpoint (`http://otel-collector:4318`): spans go to
+    /// `<endpoint>/v1/traces` as protobuf. Unset, nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded, 0 to 1. A request arriving with a `traceparent` follows
+    /// its caller's decision.
+    pub sample_ratio: f64,
+    /// Finished spans are sent at least this often.
+    pub export_interval_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            export_interval_ms: 5_000,
+        }
+    }
+}
 
 /// Header names carried from HTTP into Kafka and back.
 pub const REQUEST_ID: &str = "x-request-id";
 /// W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// Installs the global subscriber. Safe to call twice (the second call does nothing), so tests
-/// that start several apps in one process can all call it.
-pub fn init(service: &str) {
+type OtelLayer =
+    tracing_opentelemetry::OpenTelemetryLayer<Registry, opentelemetry_sdk::trace::SdkTracer>;
+
+/// The exporting provider, once [`init_exporting`] installed one (flushed by [`flush`]).
+static OTEL: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
+
+/// The logging subscriber, with the OpenTelemetry layer when given one. The log level filters
+/// the logs only: spans are exported at `info` whatever `RUST_LOG` says.
+fn subscriber(otel: Option<OtelLayer>) -> Box<dyn tracing::Subscriber + Send + Sync> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn"));
     let pretty = std::env::var("NOTIFY_LOG_FORMAT").is_ok_and(|v| v == "pretty");
-    let registry = tracing_subscriber::registry().with(filter);
-    let res = if pretty {
-        registry.with(fmt::layer().with_target(false)).try_init()
+    let registry = tracing_subscriber::registry().with(otel.with_filter(LevelFilter::INFO));
+    if pretty {
+        Box::new(registry.with(fmt::layer().with_target(false).with_filter(filter)))
     } else {
-        registry
-            .with(
+        Box::new(
+            registry.with(
                 fmt::layer()
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init()
-    };
-    if res.is_ok() {
+                    .with_span_list(false)
+                    .with_filter(filter),
+            ),
+        )
+    }
+}
+
+/// Installs the global subscriber (logs only). Safe to call twice (the second call does
+/// nothing), so tests that start several apps in one process can all call it.
+pub fn init(service: &str) {
+    if subscriber(None).try_init().is_ok() {
         tracing::info!(service, "telemetry initialised");
+    }
+}
+
+/// Runs `f` (loading the config, before [`init_exporting`] can be called) with the logging
+/// subscriber as the current one, so what it logs is not lost.
+pub fn while_starting<T>(f: impl FnOnce() -> T) -> T {
+    tracing::subscriber::with_default(subscriber(None), f)
+}
+
+/// Installs the global subscriber with span export as `cfg` says (none when `otlp_endpoint`
+/// is unset), tagged with `service` as `service.name`.
+pub fn init_exporting(service: &str, cfg: &TelemetryConfig) -> anyhow::Result<()> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler};
+    let Some(endpoint) = &cfg.otlp_endpoint else {
+        init(service);
+        return Ok(());
+    };
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&cfg.sample_ratio),
+        "telemetry.sample_ratio must be between 0 and 1"
+    );
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(&url)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint {endpoint}: {e}"))?;
+    let batch = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_scheduled_delay(Duration::from_millis(cfg.export_interval_ms.max(10)))
+                .build(),
+        )
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            cfg.sample_ratio,
+        ))))
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
+        .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("notify"));
+    subscriber(Some(layer))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the trace exporter: {e}"))?;
+    let _ = OTEL.set(provider);
+    tracing::info!(service, endpoint = %url, sample_ratio = cfg.sample_ratio, "telemetry initialised, exporting traces");
+    Ok(())
+}
+
+/// Whether spans are being exported.
+pub fn exporting() -> bool {
+    OTEL.get().is_some()
+}
+
+/// Sends the spans not yet exported (at shutdown).
+pub fn flush() {
+    if let Some(p) = OTEL.get() {
+        let _ = p.force_flush();
+    }
+}
+
+/// Makes `span` the unit of work `ctx` describes: its parent is `incoming` (the caller's
+/// `traceparent`, when it sent a valid one), and `ctx.traceparent` becomes `span`'s own, so
+/// what this work passes on is its child. Does nothing while no spans are exported.
+pub fn adopt(span: &tracing::Span, incoming: Option<&str>, ctx: &mut RequestContext) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !exporting() {
+        return;
+    }
+    if let Some(tp) = incoming.filter(|tp| valid_traceparent(tp)) {
+        let part = |i: usize| tp.split('-').nth(i).unwrap_or_default();
+        let parent = SpanContext::new(
+            TraceId::from_hex(part(1)).unwrap_or(TraceId::INVALID),
+            SpanId::from_hex(part(2)).unwrap_or(SpanId::INVALID),
+            TraceFlags::new(u8::from_str_radix(part(3), 16).unwrap_or(1)),
+            true,
+            TraceState::default(),
+        );
+        if parent.is_valid() {
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+        }
+    }
+    let own = span.context().span().span_context().clone();
+    if own.is_valid() {
+        ctx.traceparent = format!(
+            "00-{}-{}-{:02x}",
+            own.trace_id(),
+            own.span_id(),
+            own.trace_flags().to_u8()
+        );
     }
 }
 

@@ -18,13 +18,21 @@ use uuid::Uuid;
 
 use crate::{LockedDelivery, Status, retry::RetryConfig};
 
+/// Every `reason` a delivery can end `dead` with (what [`Observer::dead`] is told).
+pub const DEAD_REASONS: [&str; 4] = [
+    "invalid_address",
+    "permanent_failure",
+    "attempts_exhausted",
+    "undeliverable",
+];
+
 /// What the service applying events counts (its metrics), told in the transaction.
 pub trait Observer: Send + Sync {
     /// An attempt that was already recorded.
     fn duplicate(&self);
     /// A retry scheduled on `channel`.
     fn retrying(&self, channel: &str);
-    /// A delivery on `channel` ended dead.
+    /// A delivery on `channel` ended dead, `reason` one of [`DEAD_REASONS`].
     fn dead(&self, channel: &str, reason: &'static str);
     /// A dead delivery on `channel` asked for the next channel.
     fn fallback(&self, channel: &str);
@@ -232,7 +240,7 @@ async fn settle(
                 .execute(&mut *conn)
                 .await?;
             device_invalidated(conn, ev, d).await?;
-            died(conn, d, obs, ev.at, "invalid_address").await?
+            died(conn, d, obs, ev.at, DEAD_REASONS[0]).await?
         }
         Outcome::PermanentFailure if ev.error.as_ref().is_some_and(|e| e.code == "expired") => {
             set(Status::Expired, Some("ttl_passed"))
@@ -244,7 +252,7 @@ async fn settle(
             set(Status::Dead, Some("permanent_failure"))
                 .execute(&mut *conn)
                 .await?;
-            died(conn, d, obs, ev.at, "permanent_failure").await?
+            died(conn, d, obs, ev.at, DEAD_REASONS[1]).await?
         }
         Outcome::TransientFailure => {
             let retry_after = ev.retry_after_ms.map(Duration::from_millis);
@@ -292,7 +300,7 @@ async fn settle(
                     set(Status::Dead, Some("attempts_exhausted"))
                         .execute(&mut *conn)
                         .await?;
-                    died(conn, d, obs, ev.at, "attempts_exhausted").await?
+                    died(conn, d, obs, ev.at, DEAD_REASONS[2]).await?
                 }
             }
         }
@@ -401,5 +409,5 @@ pub async fn undeliverable(
     .bind(Status::Dead.as_str())
     .execute(&mut *conn)
     .await?;
-    died(conn, d, obs, d.db_now, "undeliverable").await
+    died(conn, d, obs, d.db_now, DEAD_REASONS[3]).await
 }

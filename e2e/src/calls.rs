@@ -17,8 +17,12 @@ impl Stack {
             .expect("the cluster lives as long as the stack")
     }
 
-    /// Where `service` listens (health, readiness, metrics; the API for users/notifications).
+    /// Where `service` listens (health, readiness, metrics; the API for users/notifications;
+    /// for the bff, its metrics port).
     pub fn addr(&self, service: Service) -> SocketAddr {
+        if service == Service::Bff {
+            return self.bffs[0].metrics_addr;
+        }
         self.addrs
             .iter()
             .find(|(s, _)| *s == service)

@@ -139,6 +139,8 @@ impl Default for Options {
 /// One bff instance.
 pub struct Bff {
     pub addr: SocketAddr,
+    /// Its `/metrics` (`http.metrics_listen`: never on the public port).
+    pub metrics_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -150,6 +152,8 @@ pub enum Service {
     Notifications,
     Workers,
     Repeater,
+    /// The first bff instance (its metrics port; its API is [`Stack::url`]).
+    Bff,
 }
 
 /// A running platform.
@@ -279,6 +283,7 @@ impl Stack {
             intake: Default::default(),
             receipts: opts.receipts.clone(),
             bounces: opts.bounces.clone(),
+            telemetry: Default::default(),
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;
@@ -322,8 +327,12 @@ impl Stack {
         let mut bffs = Vec::new();
         for _ in 0..opts.bff_instances.max(1) {
             let (l, addr) = listener().await;
+            let metrics_addr = SocketAddr::from(([127, 0, 0, 1], devkit::free_port()));
             let cfg = bff::Config {
-                http: http_cfg(addr),
+                http: HttpConfig {
+                    metrics_listen: Some(metrics_addr),
+                    ..http_cfg(addr)
+                },
                 jwt: jwt.clone(),
                 upstreams: bff::config::UpstreamsConfig {
                     users_url: format!("http://{users_addr}"),
@@ -332,12 +341,14 @@ impl Stack {
                 },
                 redis: redis.clone(),
                 rate_limits: opts.rate_limits.clone(),
+                telemetry: Default::default(),
             };
             // A child of the services' token: an early return (or the drop) stops it too.
             let token = shutdown.child_token();
             let task = tokio::spawn(bff::run(cfg, l, token.clone()));
             bffs.push(Bff {
                 addr,
+                metrics_addr,
                 shutdown: token,
                 task: Some(task),
             });

@@ -356,3 +356,58 @@ fn prometheus_config_and_alert_rules_pass_promtool_and_each_alert_fires() {
         );
     }
 }
+
+/// Prometheus scrapes each process that serves the API where its `/metrics` is: a compose
+/// service, on the port of its `http.metrics_listen` (or `http.listen` without one); and every
+/// service running one of the platform's binaries is scraped.
+#[test]
+fn prometheus_scrapes_every_service_where_its_metrics_are() {
+    let services = services(&compose());
+    let config: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo("deploy/prometheus/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    let mut scraped = BTreeSet::new();
+    for job in config["scrape_configs"].as_sequence().unwrap() {
+        let name = job["job_name"].as_str().unwrap();
+        if !name.starts_with("notify-") {
+            continue;
+        }
+        for target in job["static_configs"][0]["targets"].as_sequence().unwrap() {
+            let target = target.as_str().unwrap();
+            let (host, port) = target.rsplit_once(':').unwrap();
+            let svc = services
+                .get(host)
+                .unwrap_or_else(|| panic!("{name} scrapes {target}: no such compose service"));
+            let env = environment(svc);
+            let metrics_at = env
+                .get("NOTIFY_HTTP__METRICS_LISTEN")
+                .or_else(|| env.get("NOTIFY_HTTP__LISTEN"))
+                .unwrap_or_else(|| panic!("{host} sets no NOTIFY_HTTP__LISTEN"));
+            assert!(
+                metrics_at.ends_with(&format!(":{port}")),
+                "{name} scrapes {target}, but {host} serves /metrics on {metrics_at}"
+            );
+            scraped.insert(host.to_owned());
+        }
+    }
+    for (name, svc) in &services {
+        let binary = svc["command"][0].as_str().unwrap_or_default();
+        let serves = svc["command"][1].as_str() == Some("serve");
+        if serves
+            && [
+                "bff",
+                "users-service",
+                "notification-service",
+                "workers",
+                "repeater",
+            ]
+            .contains(&binary)
+        {
+            assert!(
+                scraped.contains(name),
+                "{name} runs `{binary} serve` but Prometheus does not scrape it"
+            );
+        }
+    }
+}

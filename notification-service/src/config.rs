@@ -31,11 +31,14 @@ pub struct Config {
     pub receipts: crate::routes::receipts::ReceiptsConfig,
     /// Bounce and complaint reports that fill the suppression list.
     pub bounces: crate::routes::bounces::BouncesConfig,
+    /// Trace export over OTLP (off unless `otlp_endpoint` is set).
+    pub telemetry: common::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            telemetry: Default::default(),
             http: HttpConfig::with_port(8082),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/notify"),
             jwt: JwtConfig::default(),

@@ -71,9 +71,8 @@ pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Confi
         .merge(routes::bounces::router())
         .merge(routes::suppressions::router())
         .merge(common::http::health())
-        .route("/metrics", registry.endpoint())
         .with_state(state);
-    common::http::with_edge_layers(api, &cfg.http)
+    common::http::with_edge_layers(api, &cfg.http, registry)
 }
 
 /// Creates the database if needed and applies migrations.
@@ -146,6 +145,7 @@ pub async fn run(
         })
     };
     tracing::info!(addr = %listener.local_addr()?, "notification-service listening");
+    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
     common::http::serve(listener, router(state, &registry, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(relay) = relay {
@@ -159,6 +159,10 @@ pub async fn run(
 
 impl common::cli::Service for Config {
     const NAME: &'static str = "notification-service";
+
+    fn telemetry(&self) -> &common::telemetry::TelemetryConfig {
+        &self.telemetry
+    }
 
     fn listen(&self) -> std::net::SocketAddr {
         self.http.listen

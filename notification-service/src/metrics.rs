@@ -28,6 +28,24 @@ impl Metrics {
             fallbacks_planned: Family::default(),
             receipts: Family::default(),
         };
+        // Every series at zero from the start (see common::metrics).
+        for c in common::events::Channel::ALL {
+            let _ = m.fallbacks_planned.get_or_create(&ChannelLabel {
+                channel: c.as_str().to_owned(),
+            });
+        }
+        for outcome in [
+            "applied",
+            "ignored",
+            "unmatched",
+            "replayed",
+            "invalid_signature",
+        ] {
+            let _ = m.receipts.get_or_create(&ReceiptLabel {
+                provider: "twilio",
+                outcome,
+            });
+        }
         registry.register(
             "notify_dead_letters_redriven",
             "Dead letters an admin re-drove",

@@ -17,11 +17,14 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How status events are written (group commit).
     pub apply: crate::status::ApplyConfig,
+    /// Trace export over OTLP (off unless `otlp_endpoint` is set).
+    pub telemetry: common::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            telemetry: Default::default(),
             http: HttpConfig::with_port(8085),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/notify"),
             kafka: KafkaConfig::default(),

@@ -77,16 +77,15 @@ pub async fn run(
         tokio::spawn(scan.run(shutdown.clone()))
     });
 
-    let router = common::http::health()
-        .route("/metrics", registry.endpoint())
-        .with_state(HealthState {
-            pool: pool.clone(),
-            membership,
-        });
+    let router = common::http::health().with_state(HealthState {
+        pool: pool.clone(),
+        membership,
+    });
+    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");
     common::http::serve(
         listener,
-        common::http::with_edge_layers(router, &cfg.http),
+        common::http::with_edge_layers(router, &cfg.http, &registry),
         shutdown.clone(),
     )
     .await?;
@@ -101,6 +100,10 @@ pub async fn run(
 
 impl common::cli::Service for Config {
     const NAME: &'static str = "repeater";
+
+    fn telemetry(&self) -> &common::telemetry::TelemetryConfig {
+        &self.telemetry
+    }
 
     fn listen(&self) -> std::net::SocketAddr {
         self.http.listen

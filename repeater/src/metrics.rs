@@ -1,5 +1,6 @@
 //! The repeater's metrics: retries scheduled, dead letters, re-drives of lost messages,
-//! expiries, the backlog of open deliveries by status and its own lag on `notify.status`.
+//! expiries, the backlog of open deliveries by status, its own lag on `notify.status` and the
+//! workers' lag on each dispatch topic (the scan reads both positions anyway).
 //! Admin re-drives of dead letters happen in notification-service and are counted there.
 
 use common::metrics::{Counter, EncodeLabelSet, Family, Gauge, Registry};
@@ -21,6 +22,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
     pub partition: i32,
 }
@@ -34,6 +40,7 @@ pub struct Metrics {
     pub duplicates: Counter,
     pub backlog: Family<StatusLabel, Gauge>,
     pub status_lag: Family<PartitionLabel, Gauge>,
+    pub dispatch_lag: Family<TopicLabel, Gauge>,
 }
 
 impl Metrics {
@@ -48,7 +55,25 @@ impl Metrics {
             duplicates: Counter::default(),
             backlog: Family::default(),
             status_lag: Family::default(),
+            dispatch_lag: Family::default(),
         };
+        // Every channel's series at zero from the start (see common::metrics).
+        for ch in common::events::Channel::ALL.map(|c| c.as_str()) {
+            for family in [
+                &m.retries,
+                &m.stuck_redriven,
+                &m.stuck_expired,
+                &m.fallbacks,
+            ] {
+                let _ = family.get_or_create(&channel(ch));
+            }
+            for reason in delivery::apply::DEAD_REASONS {
+                let _ = m.dead.get_or_create(&DeadLabel {
+                    channel: ch.to_owned(),
+                    reason,
+                });
+            }
+        }
         registry.register(
             "notify_repeater_retries_scheduled",
             "Transient failures given a next attempt, by channel",
@@ -88,6 +113,11 @@ impl Metrics {
             "notify_repeater_status_lag_messages",
             "Messages on notify.status the repeater has not committed yet, by partition",
             m.status_lag.clone(),
+        );
+        registry.register(
+            "notify_repeater_dispatch_lag_messages",
+            "Messages on each dispatch topic the workers have not committed yet (refreshed by the scan)",
+            m.dispatch_lag.clone(),
         );
         m
     }

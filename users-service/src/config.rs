@@ -22,11 +22,14 @@ pub struct Config {
     pub internal_callers: Vec<String>,
     /// The Telegram bot: linking chats to users, `/stop`, incoming messages.
     pub telegram: crate::routes::telegram::TelegramConfig,
+    /// Trace export over OTLP (off unless `otlp_endpoint` is set).
+    pub telemetry: common::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            telemetry: Default::default(),
             http: HttpConfig::with_port(8081),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/users"),
             jwt: JwtConfig::default(),

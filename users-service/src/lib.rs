@@ -51,9 +51,8 @@ pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Confi
         .merge(routes::me::router())
         .merge(routes::telegram::router())
         .merge(common::http::health())
-        .route("/metrics", registry.endpoint())
         .with_state(state);
-    common::http::with_edge_layers(api, &cfg.http)
+    common::http::with_edge_layers(api, &cfg.http, registry)
 }
 
 /// Creates the database if needed and applies migrations.
@@ -99,6 +98,7 @@ pub async fn run(
         &state.membership,
         &shutdown,
     )?;
+    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "users-service listening");
     common::http::serve(listener, router(state, &registry, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
@@ -112,6 +112,10 @@ pub async fn run(
 
 impl common::cli::Service for Config {
     const NAME: &'static str = "users-service";
+
+    fn telemetry(&self) -> &common::telemetry::TelemetryConfig {
+        &self.telemetry
+    }
 
     fn listen(&self) -> std::net::SocketAddr {
         self.http.listen

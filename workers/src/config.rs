@@ -34,11 +34,14 @@ pub struct Config {
     /// How long a worker's claim on a send lasts. Longer than any provider's timeout; a
     /// redelivery of a message whose worker died mid-send waits this long before sending.
     pub claim_ttl_secs: u64,
+    /// Trace export over OTLP (off unless `otlp_endpoint` is set).
+    pub telemetry: common::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            telemetry: Default::default(),
             channels: vec![Channel::Email],
             http: HttpConfig::with_port(8084),
             kafka: KafkaConfig::default(),

@@ -18,6 +18,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+use tracing::Instrument as _;
+
 use common::{
     events::{DispatchMessage, Outcome, SCHEMA, STATUS_TOPIC, StatusEvent},
     kafka::{
@@ -186,7 +188,17 @@ impl<P: Provider> Dispatcher<P> {
                 "the notification's TTL passed before sending",
             )
         } else {
-            self.provider.send(msg).await
+            let provider = self.provider.provider_for(msg);
+            let span = tracing::info_span!(
+                "provider",
+                otel.name = format!("send {} via {provider}", msg.channel.as_str()),
+                otel.kind = "client",
+                channel = msg.channel.as_str(),
+                provider,
+                delivery_id = %msg.delivery_id,
+                attempt = msg.attempt,
+            );
+            self.provider.send(msg).instrument(span).await
         };
         let event = StatusEvent {
             schema: SCHEMA,

@@ -44,6 +44,9 @@ impl<G: Provider> Failover<G> {
         for g in &gateways {
             metrics.breaker_state(channel, g.name(), State::Closed);
         }
+        for pair in gateways.windows(2) {
+            metrics.declare_failover(channel, pair[0].name(), pair[1].name());
+        }
         Ok(Self {
             channel,
             gateways,
@@ -56,6 +59,10 @@ impl<G: Provider> Failover<G> {
 impl<G: Provider> Provider for Failover<G> {
     fn name(&self) -> &'static str {
         self.gateways[0].name()
+    }
+
+    fn providers(&self) -> Vec<&'static str> {
+        self.gateways.iter().map(|g| g.name()).collect()
     }
 
     async fn send(&self, msg: &DispatchMessage) -> ProviderResult {

@@ -50,9 +50,8 @@ fn health_router(state: HealthState, registry: &Registry, cfg: &Config) -> Route
     let r = Router::new()
         .route("/healthz", get(common::http::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", registry.endpoint())
         .with_state(state);
-    common::http::with_edge_layers(r, &cfg.http)
+    common::http::with_edge_layers(r, &cfg.http, registry)
 }
 
 async fn readyz(State(mut s): State<HealthState>) -> Response {
@@ -79,6 +78,7 @@ fn start_channel<P: provider::Provider>(
     s: &Shared<'_>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let cfg = s.cfg;
+    s.metrics.declare(channel, &provider.providers());
     let dispatcher = Arc::new(Dispatcher::new(
         provider,
         s.producer.clone(),
@@ -168,6 +168,7 @@ pub async fn run(
         consumers.extend(started);
     }
 
+    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "workers listening (health)");
     common::http::serve(
         listener,
@@ -184,6 +185,10 @@ pub async fn run(
 
 impl common::cli::Service for Config {
     const NAME: &'static str = "workers";
+
+    fn telemetry(&self) -> &common::telemetry::TelemetryConfig {
+        &self.telemetry
+    }
 
     fn listen(&self) -> std::net::SocketAddr {
         self.http.listen

@@ -93,6 +93,31 @@ impl Metrics {
         m
     }
 
+    /// Creates the series of `channel` sent through `providers` at zero, so `/metrics` shows
+    /// every family from the start (a labelled family is printed only once it has a child).
+    pub fn declare(&self, channel: Channel, providers: &[&'static str]) {
+        let c = channel.as_str();
+        for provider in providers {
+            for outcome in common::events::Outcome::ALL {
+                let _ = self.sends.get_or_create(&Outcome {
+                    channel: c,
+                    provider: (*provider).to_owned(),
+                    outcome: outcome.as_str(),
+                });
+            }
+            let _ = self.latency.get_or_create(&Provider {
+                channel: c,
+                provider: (*provider).to_owned(),
+            });
+        }
+        let _ = self
+            .claims_unavailable
+            .get_or_create(&ChannelLabel { channel: c });
+        let _ = self
+            .resends_avoided
+            .get_or_create(&ChannelLabel { channel: c });
+    }
+
     /// What `provider`'s breaker was seen in.
     pub fn breaker_state(&self, channel: Channel, provider: &str, state: crate::breaker::State) {
         self.breakers
@@ -101,6 +126,15 @@ impl Metrics {
                 provider: provider.to_owned(),
             })
             .set(state as i64);
+    }
+
+    /// Creates the failover series `from` → `to` at zero.
+    pub fn declare_failover(&self, channel: Channel, from: &'static str, to: &'static str) {
+        let _ = self.failovers.get_or_create(&FailoverLabel {
+            channel: channel.as_str(),
+            from,
+            to,
+        });
     }
 
     /// Counts a message moved from one provider to the next.

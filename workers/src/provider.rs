@@ -53,6 +53,10 @@ impl ProviderResult {
 pub trait Provider: Send + Sync + 'static {
     /// Reported as `provider` in status events.
     fn name(&self) -> &'static str;
+    /// Every name [`Provider::provider_for`] can answer (the metrics declare each at start).
+    fn providers(&self) -> Vec<&'static str> {
+        vec![self.name()]
+    }
     /// The provider that handles `msg` (a channel with several platforms answers per message).
     fn provider_for(&self, _msg: &DispatchMessage) -> &'static str {
         self.name()

@@ -54,6 +54,10 @@ impl Provider for PushProvider {
         "push"
     }
 
+    fn providers(&self) -> Vec<&'static str> {
+        vec!["fcm", "apns", "push"]
+    }
+
     fn provider_for(&self, msg: &DispatchMessage) -> &'static str {
         match PushAddress::parse(&msg.recipient.address).map(|a| a.platform) {
             Some(Platform::Fcm) => "fcm",

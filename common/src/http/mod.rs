@@ -20,6 +20,7 @@ mod json;
 pub use json::{AppJson, RawBody, parse_json};
 
 use crate::{
+    metrics::{HttpMetrics, Registry},
     problem::{ApiError, FieldError},
     telemetry::{REQUEST_ID, RequestContext, TRACEPARENT},
 };
@@ -38,6 +39,10 @@ pub struct HttpConfig {
     /// at once instead of queueing (queued requests cost memory and only get slower).
     /// Health and metrics endpoints are never refused.
     pub max_in_flight: usize,
+    /// Where `/metrics` is served instead of on `listen`: a port Prometheus reaches and
+    /// callers do not (the bff's `listen` is public behind nginx). Unset, `/metrics` is on
+    /// `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl HttpConfig {
@@ -56,15 +61,23 @@ impl Default for HttpConfig {
             body_limit_bytes: 256 * 1024,
             request_timeout_ms: 20_000,
             max_in_flight: 1024,
+            metrics_listen: None,
         }
     }
 }
 
 /// Adds the shared layers to a service's router, outermost first: request context and trace
-/// span → in-flight limit → timeout → body limit. Auth is per route (an extractor).
-pub fn with_edge_layers(router: Router, cfg: &HttpConfig) -> Router {
+/// span → request metrics → in-flight limit → timeout → body limit. Auth is per route (an
+/// extractor). `/metrics` (the instance's `registry`) is added unless `cfg.metrics_listen`
+/// moves it to a port of its own ([`serve_metrics`]).
+pub fn with_edge_layers(router: Router, cfg: &HttpConfig, registry: &Registry) -> Router {
     use tower_http::timeout::TimeoutLayer;
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1)));
+    let metrics = HttpMetrics::new(registry);
+    let router = match cfg.metrics_listen {
+        None => router.route("/metrics", registry.endpoint()),
+        Some(_) => router,
+    };
     router
         .fallback(|| async { ApiError::not_found("no route matches this path") })
         .method_not_allowed_fallback(|| async {
@@ -85,7 +98,53 @@ pub fn with_edge_layers(router: Router, cfg: &HttpConfig) -> Router {
             move |req: Request, next: Next| shed_overload(in_flight.clone(), req, next),
         ))
         .layer(axum::middleware::from_fn(problems_only))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| count_request(metrics.clone(), req, next),
+        ))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// Counts each answered request by method, matched route and status (a path no route
+/// matches is `unmatched`: raw paths would make a series per id).
+async fn count_request(metrics: HttpMetrics, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics.observe(
+        method.as_str(),
+        &route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// Serves `/metrics` on `cfg.metrics_listen` until `shutdown`, when it is set. The port is
+/// bound before this returns, so a taken port stops the service at start.
+pub async fn serve_metrics(
+    cfg: &HttpConfig,
+    registry: &Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = cfg.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding http.metrics_listen {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    let router = Router::new()
+        .route("/metrics", registry.endpoint())
+        .route("/healthz", axum::routing::get(healthz));
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    })))
 }
 
 /// Seconds a shed request is told to wait before trying again.
@@ -212,9 +271,11 @@ async fn reject_nul_in_uri(req: Request, next: Next) -> Response {
 /// it inside a span carrying those ids and the matched route, echoes `x-request-id` and logs
 /// one line per request.
 pub async fn request_context(req: Request, next: Next) -> Response {
-    let ctx = {
+    let (incoming, mut ctx) = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        RequestContext::from_parts(header(REQUEST_ID), header(TRACEPARENT))
+        let incoming = header(TRACEPARENT).map(str::to_owned);
+        let ctx = RequestContext::from_parts(header(REQUEST_ID), incoming.as_deref());
+        (incoming, ctx)
     };
     let route = req
         .extensions()
@@ -224,11 +285,16 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let span = tracing::info_span!(
         "http",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
         %method,
         route,
         request_id = %ctx.request_id,
-        trace_id = %ctx.trace_id(),
+        trace_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
+    crate::telemetry::adopt(&span, incoming.as_deref(), &mut ctx);
+    span.record("trace_id", ctx.trace_id());
     let request_id = ctx.request_id.clone();
     let started = Instant::now();
     let mut resp = ctx.scope(next.run(req)).instrument(span.clone()).await;
@@ -237,6 +303,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     }
     let status = resp.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.record("http.response.status_code", status);
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, elapsed_ms, "request finished");
@@ -337,7 +404,7 @@ mod tests {
             max_in_flight: 1,
             ..HttpConfig::default()
         };
-        let app = with_edge_layers(router, &cfg);
+        let app = with_edge_layers(router, &cfg, &Registry::default());
         let get = |path: &str| {
             axum::http::Request::get(path)
                 .body(axum::body::Body::empty())

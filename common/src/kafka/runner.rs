@@ -208,15 +208,26 @@ async fn handle_with_retry<H: MessageHandler>(
     msg: &OwnedMessage,
     shutdown: &CancellationToken,
 ) -> bool {
-    let ctx = RequestContext::from_headers(&message_headers(msg));
+    let headers = message_headers(msg);
+    let mut ctx = RequestContext::from_headers(&headers);
     let span = tracing::info_span!(
         "consume",
+        otel.name = format!("consume {}", msg.topic()),
+        otel.kind = "consumer",
         topic = msg.topic(),
         partition = msg.partition(),
         offset = msg.offset(),
         request_id = %ctx.request_id,
-        trace_id = %ctx.trace_id(),
+        trace_id = tracing::field::Empty,
     );
+    crate::telemetry::adopt(
+        &span,
+        headers
+            .get(crate::telemetry::TRACEPARENT)
+            .map(String::as_str),
+        &mut ctx,
+    );
+    span.record("trace_id", ctx.trace_id());
     ctx.scope(
         async {
             let mut backoff = Duration::from_millis(100);

@@ -191,6 +191,9 @@ struct RelayMetrics {
 
 impl RelayMetrics {
     fn register(&self, registry: &Registry) {
+        for topic in crate::events::all_topics() {
+            let _ = self.failed.get_or_create(&TopicLabel { topic });
+        }
         registry.register(
             "notify_outbox_published",
             "Outbox rows published to Kafka",

@@ -213,6 +213,19 @@ impl StuckScan {
         // end, then the repeater's progress on it.
         let db_time = common::db::clock(&self.pool).await?;
         let dispatch = self.dispatch_positions().await?;
+        let mut dispatch_lag: HashMap<&str, i64> = HashMap::new();
+        for p in &dispatch {
+            *dispatch_lag.entry(p.topic.as_str()).or_default() +=
+                (p.high - p.committed.max(p.low)).max(0);
+        }
+        for (topic, lag) in dispatch_lag {
+            self.metrics
+                .dispatch_lag
+                .get_or_create(&metrics::TopicLabel {
+                    topic: topic.to_owned(),
+                })
+                .set(lag);
+        }
         let status = self
             .positions(REPEATER_GROUP, vec![STATUS_TOPIC.to_owned()])
             .await?;

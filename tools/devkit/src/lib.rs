@@ -7,6 +7,7 @@
 pub mod http_sink;
 pub mod kafka;
 pub mod nginx;
+pub mod otlp;
 pub mod pg;
 pub mod ports;
 pub mod postgres;

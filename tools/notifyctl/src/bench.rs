@@ -251,6 +251,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
         no_rate_limits: true,
         no_recording: true,
         kafka_partitions: args.kafka_partitions,
+        // The figures are the platform's: no scraper on the machine while they are taken.
+        no_prometheus: true,
         ..UpArgs::defaults()
     };
     eprintln!("bench: starting the stack (release build, rate limits off) …");

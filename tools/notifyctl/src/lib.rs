@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod bench_outbox;
 pub mod chaos;
+pub mod dashboard;
 pub mod launcher;
 pub mod load;
 pub mod procs;

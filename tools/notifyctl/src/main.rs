@@ -2,7 +2,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use common::auth::Role;
-use notifyctl::{bench, bench_outbox, chaos, launcher, scenario, smoke, stack::StackFile};
+use notifyctl::{
+    bench, bench_outbox, chaos, dashboard, launcher, scenario, smoke, stack::StackFile,
+};
 
 #[derive(Parser)]
 #[command(about = "Run and poke the notification platform on one machine")]
@@ -48,6 +50,9 @@ enum Cmd {
     /// pgbench's baseline, then the standard scenarios against a fresh release stack of its
     /// own; writes every result and report.html. Exits 1 if anything accepted was lost.
     Bench(bench::BenchArgs),
+    /// Draw a Grafana dashboard's panels from a Prometheus (no Grafana needed): an HTML page
+    /// of charts, and a PNG of it when chromium is installed.
+    Dashboard(dashboard::DashboardArgs),
     /// Rebuild report.html from the results in a directory.
     Report {
         #[arg(default_value = ".dev/load")]
@@ -121,6 +126,12 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Cmd::Report { dir } => notifyctl::report::write_dir(&dir),
+        Cmd::Dashboard(args) => dashboard::run(&args).map(|(html, png)| {
+            println!("{}", html.display());
+            if let Some(png) = png {
+                println!("{}", png.display());
+            }
+        }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

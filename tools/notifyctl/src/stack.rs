@@ -47,6 +47,12 @@ pub struct StackFile {
     /// The notify database (`notifyctl load` reads its accounting there).
     #[serde(default)]
     pub notify_database_url: String,
+    /// Each process's `/metrics`, by process name.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, String>,
+    /// The Prometheus `make up` started, if it did.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
 }
 
 impl StackFile {

@@ -113,6 +113,8 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
         sinks_dir: String::new(),
         webhook_sink: "http://127.0.0.1:9/hook".into(),
         notify_database_url: db.url().to_owned(),
+        metrics: BTreeMap::new(),
+        prometheus_url: None,
     };
     std::fs::write(dir.join("stack.json"), serde_json::to_vec(&stack).unwrap()).unwrap();
     let args = LoadArgs {

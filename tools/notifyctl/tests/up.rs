@@ -4,110 +4,36 @@
 //! first with `cargo build --workspace --bins`).
 
 use std::{
-    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use devkit::{
-    pg::TestDatabase,
-    process::{Guarded, alive, children},
-};
-use notifyctl::stack::StackFile;
+use devkit::process::{alive, children};
 
-/// Removes the launcher's directory when the test ends, passed or failed.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Deletes the Redis keys under its prefix when dropped.
-struct ForgetKeys(String);
-
-impl Drop for ForgetKeys {
-    fn drop(&mut self) {
-        if let Err(e) = notifyctl::launcher::forget_redis_keys("redis://127.0.0.1:6379", &self.0) {
-            eprintln!("could not delete the Redis keys under {}: {e:#}", self.0);
-        }
-    }
-}
-
-/// Waits for `notifyctl up`'s stack file, failing at once if the launcher exits.
-fn wait_for_stack(up: &mut Guarded, dir: &std::path::Path) -> StackFile {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(s) = StackFile::read(&dir.join("stack.json")) {
-            return s;
-        }
-        if let Some(status) = up.try_wait() {
-            let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
-            panic!("notifyctl up exited early ({status}):\n{log}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stack.json after 120 s; see {}/logs",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+mod support;
 
 #[test]
 fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_notifyctl"));
-    let siblings = bin.parent().unwrap();
-    for name in [
-        "users-service",
-        "notification-service",
-        "workers",
-        "repeater",
-        "bff",
-    ] {
-        assert!(
-            siblings.join(name).is_file(),
-            "{name} is not built next to notifyctl: run `cargo build --workspace --bins` first (make test does)"
-        );
-    }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let dir = TempDir(std::env::temp_dir().join(format!("notifyctl-up-{id}")));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    // The databases the launcher creates are dropped when the test ends, however it ends.
-    let db_prefix = format!("t_up_{}_", &id[..8]);
-    let _databases = [
-        TestDatabase::adopt(&format!("{db_prefix}users")),
-        TestDatabase::adopt(&format!("{db_prefix}notify")),
-    ];
-    // So are the workers' dedupe keys (kept 7 days otherwise: every run would leave some).
-    let _redis_keys = ForgetKeys(notifyctl::launcher::workers_redis_prefix(&db_prefix));
-    // Reserved for this test process: no other test or tool can take it meanwhile.
+    // Reserved for this test process: no other test or tool can take them meanwhile.
     let port = devkit::free_port();
     let grpc_port = devkit::free_port();
-    let log = std::fs::File::create(dir.0.join("up.log")).unwrap();
-    let mut cmd = Command::new(&bin);
-    cmd.args([
-        "up",
-        "--port",
-        &port.to_string(),
-        "--grpc-port",
-        &grpc_port.to_string(),
-        "--smtp-port",
-        "0",
-        "--db-prefix",
-        &db_prefix,
-    ])
-    .arg("--dir")
-    .arg(&dir.0)
-    .stdin(Stdio::null())
-    .stdout(log.try_clone().unwrap())
-    .stderr(log);
-    // Stopped (SIGTERM, which stops everything it started) if an assertion fails.
-    let mut up = Guarded::spawn("notifyctl up", cmd)
-        .unwrap()
-        .with_grace(Duration::from_secs(30));
-    let stack = wait_for_stack(&mut up, &dir.0);
+    let prometheus_port = devkit::free_port();
+    let mut launched = support::up(
+        &[
+            "--port",
+            &port.to_string(),
+            "--grpc-port",
+            &grpc_port.to_string(),
+            "--prometheus-port",
+            &prometheus_port.to_string(),
+        ],
+        &[],
+    );
+    let (stack, bin, dir) = (
+        launched.stack.clone(),
+        launched.bin.clone(),
+        launched.dir.0.clone(),
+    );
     assert_eq!(stack.url, format!("http://127.0.0.1:{port}"));
     assert_eq!(stack.grpc_url, format!("http://127.0.0.1:{grpc_port}"));
     assert_eq!(stack.jwt.alg, "HS256");
@@ -119,10 +45,15 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
             "bff-2",
             "nginx",
             "notification-service",
+            "prometheus",
             "repeater",
             "users-service",
             "workers"
         ]
+    );
+    assert_eq!(
+        stack.prometheus_url.as_deref(),
+        Some(format!("http://127.0.0.1:{prometheus_port}").as_str())
     );
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -169,7 +100,56 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
         }
     });
     assert_eq!(sent["deliveries"][0]["status"], "sent", "{sent}");
-    let eml: Vec<String> = std::fs::read_dir(dir.0.join("mail"))
+
+    // Prometheus scrapes every process: each service's job has `notify_*` series.
+    let jobs = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let query = r#"count by (job) ({__name__=~"notify_.+"})"#;
+        let want = [
+            "notify-bff",
+            "notify-notification-service",
+            "notify-repeater",
+            "notify-users-service",
+            "notify-workers",
+        ];
+        let started = Instant::now();
+        loop {
+            let answer: serde_json::Value = http
+                .get(format!("http://127.0.0.1:{prometheus_port}/api/v1/query"))
+                .query(&[("query", query)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut jobs: Vec<String> = answer["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["metric"]["job"].as_str().map(str::to_owned))
+                .collect();
+            jobs.sort();
+            // Scraped every 2 s; the deadline is against hanging, not a speed target.
+            if jobs == want || started.elapsed() > Duration::from_secs(60) {
+                return jobs;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    assert_eq!(
+        jobs,
+        [
+            "notify-bff",
+            "notify-notification-service",
+            "notify-repeater",
+            "notify-users-service",
+            "notify-workers"
+        ],
+        "see {}/logs/prometheus.log",
+        dir.display()
+    );
+    let eml: Vec<String> = std::fs::read_dir(dir.join("mail"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
@@ -232,7 +212,7 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
     });
     assert!(all_sent.is_ok(), "{all_sent:?}");
     let recorded = |channel: &str| -> Vec<serde_json::Value> {
-        std::fs::read_dir(dir.0.join("sinks").join(channel))
+        std::fs::read_dir(dir.join("sinks").join(channel))
             .map(|entries| {
                 entries
                     .map(|e| {
@@ -266,7 +246,7 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
 
     // The load tool against this stack: every accepted notification accounted as sent, the
     // report written.
-    let out = dir.0.join("load");
+    let out = dir.join("load");
     let load = Command::new(&bin)
         .args([
             "load",
@@ -282,7 +262,7 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
             "60",
         ])
         .arg("--stack")
-        .arg(dir.0.join("stack.json"))
+        .arg(dir.join("stack.json"))
         .arg("--out")
         .arg(&out)
         .stdin(Stdio::null())
@@ -319,8 +299,9 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
     );
 
     // Ctrl-C.
-    up.signal(libc::SIGINT);
-    let status = up
+    launched.process.signal(libc::SIGINT);
+    let status = launched
+        .process
         .wait_timeout(Duration::from_secs(30))
         .expect("notifyctl did not stop within 30 s of Ctrl-C");
     assert!(status.success(), "notifyctl up exited with {status}");

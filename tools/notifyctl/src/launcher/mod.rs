@@ -21,6 +21,7 @@ use devkit::{http_sink::HttpSink, kafka::DevCluster, nginx::Nginx, smtp::SmtpSin
 use rand::Rng;
 
 mod children;
+pub mod prometheus;
 mod providers;
 
 pub(crate) use children::binary;
@@ -68,6 +69,17 @@ pub struct UpArgs {
     /// that, consumed or not: a large backlog needs more partitions (docs/benchmarks.md).
     #[arg(long, default_value_t = 3)]
     pub kafka_partitions: i32,
+    /// Prometheus's port (Debian's `prometheus`, scraping every process every 2 s with the
+    /// alert rules of deploy/prometheus).
+    #[arg(long, default_value_t = 9091)]
+    pub prometheus_port: u16,
+    /// Do not start Prometheus.
+    #[arg(long)]
+    pub no_prometheus: bool,
+    /// Export every service's traces to this OTLP/HTTP endpoint (`telemetry.otlp_endpoint`,
+    /// e.g. an OpenTelemetry collector or Jaeger on `http://127.0.0.1:4318`).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl UpArgs {
@@ -150,6 +162,18 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         "gRPC (notify.v1, reflection on): {}",
         stack.grpc_url.trim_start_matches("http://")
     );
+    match &stack.prometheus_url {
+        Some(p) => println!("Prometheus (every process, alert rules): {p}"),
+        None => println!(
+            "metrics: {}",
+            stack
+                .metrics
+                .values()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    }
     println!();
     println!(
         "user token    (demo user {user_id}, demo@example.com):\n  {}",
@@ -267,9 +291,20 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
     } else {
         vec![args.port]
     };
+    // Each bff serves /metrics on a port of its own (never on the public one).
+    let bff_metrics_ports: Vec<u16> = bff_ports.iter().map(|_| port()).collect();
+    let mut metrics: BTreeMap<String, String> = [
+        ("users-service", users_port),
+        ("notification-service", notify_port),
+        ("workers", workers_port),
+        ("repeater", repeater_port),
+    ]
+    .into_iter()
+    .map(|(name, p)| (name.to_owned(), format!("http://127.0.0.1:{p}/metrics")))
+    .collect();
 
     let pg_base = args.postgres.trim_end_matches('/');
-    let base_env = vec![
+    let mut base_env = vec![
         ("NOTIFY_JWT__SECRET".to_owned(), secret.clone()),
         ("NOTIFY_JWT__ISSUER".to_owned(), jwt.issuer.clone()),
         ("NOTIFY_JWT__AUDIENCE".to_owned(), jwt.audience.clone()),
@@ -283,6 +318,12 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
         ),
     ];
+    if let Some(endpoint) = &args.otlp_endpoint {
+        base_env.push((
+            "NOTIFY_TELEMETRY__OTLP_ENDPOINT".to_owned(),
+            endpoint.clone(),
+        ));
+    }
     let with = |extra: &[(&str, String)]| {
         let mut env = base_env.clone();
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
@@ -367,9 +408,17 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
         "repeater",
         with(&[listen(repeater_port), notify_db.clone()]),
     )?;
-    for (i, p) in bff_ports.iter().enumerate() {
+    for (i, (p, metrics_port)) in bff_ports.iter().zip(&bff_metrics_ports).enumerate() {
+        metrics.insert(
+            format!("bff-{}", i + 1),
+            format!("http://127.0.0.1:{metrics_port}/metrics"),
+        );
         let mut env = with(&[
             listen(*p),
+            (
+                "NOTIFY_HTTP__METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            ),
             (
                 "NOTIFY_UPSTREAMS__USERS_URL",
                 format!("http://127.0.0.1:{users_port}"),
@@ -419,27 +468,37 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = http.get(format!("{url}/readyz")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            if let Some(name) = children.exited() {
-                anyhow::bail!(
-                    "{name} exited during start; see {}/{name}.log",
-                    logs.display()
-                );
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the stack did not become ready in 60 s; see {}/",
-                logs.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    rt.block_on(wait_until_ok(
+        &http,
+        &format!("{url}/readyz"),
+        &mut children,
+        &logs,
+    ))?;
+
+    let prometheus_url = match prometheus::find_binary() {
+        _ if args.no_prometheus => None,
+        Some(bin) => {
+            let listen = SocketAddr::from(([127, 0, 0, 1], args.prometheus_port));
+            let dir = std::path::absolute(args.dir.join("prometheus"))?;
+            let child = prometheus::start(&bin, &dir, listen, &metrics, &logs)?;
+            pids.insert("prometheus".into(), child.id());
+            children.procs.push(("prometheus".into(), child));
+            let url = format!("http://{listen}");
+            rt.block_on(wait_until_ok(
+                &http,
+                &format!("{url}/-/ready"),
+                &mut children,
+                &logs,
+            ))?;
+            Some(url)
         }
-    })?;
+        None => {
+            eprintln!(
+                "Prometheus is not installed (`make deps`, or `apt-get install -y prometheus`): starting without it"
+            );
+            None
+        }
+    };
 
     let service = common::auth::mint_hs256(&jwt, "demo-service", Role::Service, 30 * 86_400)?;
     let admin = common::auth::mint_hs256(&jwt, "admin", Role::Admin, 30 * 86_400)?;
@@ -479,6 +538,8 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
         sinks_dir: sinks.display().to_string(),
         webhook_sink: format!("{}/hook", sink.url("webhook")),
         notify_database_url: notify_db.1.clone(),
+        metrics,
+        prometheus_url,
     };
     let stack_path = args.dir.join("stack.json");
     std::fs::write(&stack_path, serde_json::to_string_pretty(&stack)?)?;
@@ -493,4 +554,32 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
         _cluster: cluster,
         _smtp: smtp,
     })
+}
+
+/// Waits up to 60 s for `url` to answer 2xx, failing at once when a child exits.
+async fn wait_until_ok(
+    http: &reqwest::Client,
+    url: &str,
+    children: &mut Children,
+    logs: &std::path::Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http.get(url).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        if let Some(name) = children.exited() {
+            anyhow::bail!(
+                "{name} exited during start; see {}/{name}.log",
+                logs.display()
+            );
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{url} did not answer in 60 s; see {}/",
+            logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

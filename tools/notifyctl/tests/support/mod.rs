@@ -1,0 +1,118 @@
+//! `notifyctl up` started by a test: its own directory, databases and Redis keys, removed
+//! when the test ends, passed or failed.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use devkit::{pg::TestDatabase, process::Guarded};
+use notifyctl::stack::StackFile;
+
+/// Removes the launcher's directory when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deletes the Redis keys under its prefix when dropped.
+struct ForgetKeys(String);
+
+impl Drop for ForgetKeys {
+    fn drop(&mut self) {
+        if let Err(e) = notifyctl::launcher::forget_redis_keys("redis://127.0.0.1:6379", &self.0) {
+            eprintln!("could not delete the Redis keys under {}: {e:#}", self.0);
+        }
+    }
+}
+
+/// A running `notifyctl up` and what it owns.
+/// (Each test binary including this module reads a different subset of the fields.) Dropping it stops the launcher (SIGTERM, which
+/// stops everything it started), then drops the databases and keys.
+#[allow(dead_code)]
+pub struct Up {
+    pub process: Guarded,
+    pub stack: StackFile,
+    pub bin: PathBuf,
+    // Dropped after `process`, in this order.
+    _redis_keys: ForgetKeys,
+    _databases: [TestDatabase; 2],
+    pub dir: TempDir,
+}
+
+/// Starts `notifyctl up` on free ports with `args` added and `env` set, and waits for its
+/// stack file.
+pub fn up(args: &[&str], env: &[(&str, &str)]) -> Up {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_notifyctl"));
+    let siblings = bin.parent().unwrap();
+    for name in [
+        "users-service",
+        "notification-service",
+        "workers",
+        "repeater",
+        "bff",
+    ] {
+        assert!(
+            siblings.join(name).is_file(),
+            "{name} is not built next to notifyctl: run `cargo build --workspace --bins` first (make test does)"
+        );
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = TempDir(std::env::temp_dir().join(format!("notifyctl-up-{id}")));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // The databases the launcher creates are dropped when the test ends, however it ends.
+    let db_prefix = format!("t_up_{}_", &id[..8]);
+    let databases = [
+        TestDatabase::adopt(&format!("{db_prefix}users")),
+        TestDatabase::adopt(&format!("{db_prefix}notify")),
+    ];
+    // So are the workers' dedupe keys (kept 7 days otherwise: every run would leave some).
+    let redis_keys = ForgetKeys(notifyctl::launcher::workers_redis_prefix(&db_prefix));
+    let log = std::fs::File::create(dir.0.join("up.log")).unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["up", "--smtp-port", "0", "--db-prefix", &db_prefix])
+        .args(args)
+        .arg("--dir")
+        .arg(&dir.0)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // Stopped (SIGTERM, which stops everything it started) if an assertion fails.
+    let mut process = Guarded::spawn("notifyctl up", cmd)
+        .unwrap()
+        .with_grace(Duration::from_secs(30));
+    let stack = wait_for_stack(&mut process, &dir.0);
+    Up {
+        process,
+        stack,
+        bin,
+        _redis_keys: redis_keys,
+        _databases: databases,
+        dir,
+    }
+}
+
+/// Waits for `notifyctl up`'s stack file, failing at once if the launcher exits.
+fn wait_for_stack(up: &mut Guarded, dir: &Path) -> StackFile {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(s) = StackFile::read(&dir.join("stack.json")) {
+            return s;
+        }
+        if let Some(status) = up.try_wait() {
+            let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
+            panic!("notifyctl up exited early ({status}):\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stack.json after 120 s; see {}/logs",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
