@@ -5,12 +5,7 @@
 //! installed. The queries are the dashboard's own, so what the page shows is what Grafana
 //! would plot from the same Prometheus.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use serde_json::Value;
@@ -250,7 +245,7 @@ pub fn run(args: &DashboardArgs) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
         .map(|p| p.y)
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    let png = screenshot(&html_path, &png_path, (1560, 90 + 350 * rows as u32));
+    let png = crate::report::screenshot(&html_path, &png_path, (1560, 90 + 350 * rows as u32));
     Ok((html_path, png))
 }
 
@@ -281,34 +276,10 @@ figure svg {{ width: 100%; height: auto; max-height: 320px; }} .note {{ color: #
     )
 }
 
-/// A PNG of `html` with Debian's chromium (headless, no sandbox, no background networking),
-/// or `None` when it is not installed or the render failed.
-fn screenshot(html: &Path, png: &Path, (w, h): (u32, u32)) -> Option<PathBuf> {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())?;
-    let html = std::path::absolute(html).ok()?;
-    let png = std::path::absolute(png).ok()?;
-    let status = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--window-size={w},{h}"))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", html.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    (status.success() && png.is_file()).then_some(png)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]

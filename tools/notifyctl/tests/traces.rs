@@ -34,47 +34,16 @@ fn one_notification_is_one_trace_from_the_edge_to_the_repeater() {
         .enable_all()
         .build()
         .unwrap();
-    let request_id = rt.block_on(async {
-        let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{}/v1/notifications", stack.url))
-            .bearer_auth(&stack.tokens.service)
-            .json(&serde_json::json!({
-                "recipients": [{ "email": "traced@example.com" }],
-                "category": "ops",
-                "content": { "subject": "Traced", "text": "follow me" }
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        // nginx made the request id (the request carried none).
-        let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
-        let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let started = Instant::now();
-        loop {
-            let view: serde_json::Value = http
-                .get(format!("{}/v1/notifications/{id}", stack.url))
-                .bearer_auth(&stack.tokens.admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if view["deliveries"][0]["status"] == "sent" {
-                return request_id;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "not sent in 60 s: {view}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    // nginx makes the request id (the request carries none).
+    let (request_id, view) = rt.block_on(support::send_until_sent(
+        stack,
+        serde_json::json!({
+            "recipients": [{ "email": "traced@example.com" }],
+            "category": "ops",
+            "content": { "subject": "Traced", "text": "follow me" }
+        }),
+    ));
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
 
     // The spans of this request, once every hop's has arrived (the repeater's come last).
     let started = Instant::now();

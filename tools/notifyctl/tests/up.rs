@@ -60,45 +60,14 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
         .enable_all()
         .build()
         .unwrap();
-    let sent = rt.block_on(async {
-        let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{}/v1/notifications", stack.url))
-            .bearer_auth(&stack.tokens.service)
-            .json(&serde_json::json!({
-                "recipients": [{ "user_id": stack.user_id }],
-                "category": "welcome",
-                "content": { "subject": "Hi from up", "text": "Hello!" }
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let started = Instant::now();
-        loop {
-            let view: serde_json::Value = http
-                .get(format!("{}/v1/notifications/{id}", stack.url))
-                .bearer_auth(&stack.tokens.admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            // A deadline against hanging, not a speed target: a freshly started stack of
-            // seven processes on a loaded machine can take a while.
-            if view["deliveries"][0]["status"] == "sent"
-                || started.elapsed() > Duration::from_secs(60)
-            {
-                return view;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let (_, sent) = rt.block_on(support::send_until_sent(
+        &stack,
+        serde_json::json!({
+            "recipients": [{ "user_id": stack.user_id }],
+            "category": "welcome",
+            "content": { "subject": "Hi from up", "text": "Hello!" }
+        }),
+    ));
     assert_eq!(sent["deliveries"][0]["status"], "sent", "{sent}");
 
     // Prometheus scrapes every process: each service's job has `notify_*` series.

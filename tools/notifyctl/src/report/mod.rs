@@ -293,13 +293,24 @@ pub fn write_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Renders `svg` to `png` with Debian's chromium when it is installed (headless, no
-/// sandbox, no background networking); `None` when it is not or the render failed.
+/// Renders `svg` (one chart) to `png`; see [`screenshot`].
 pub fn png(svg: &Path, png: &Path) -> Option<std::path::PathBuf> {
+    screenshot(svg, png, (760, 300))
+}
+
+/// Renders the page or image at `src` to `png` at `width` × `height` with Debian's chromium
+/// when it is installed (headless, no sandbox, no background networking); `None` when it is
+/// not or the render failed.
+pub fn screenshot(
+    src: &Path,
+    png: &Path,
+    (width, height): (u32, u32),
+) -> Option<std::path::PathBuf> {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| Path::new(p).is_file())?;
-    let svg = std::path::absolute(svg).ok()?;
+    let src = std::path::absolute(src).ok()?;
+    let png = std::path::absolute(png).ok()?;
     let status = std::process::Command::new(chromium)
         .args([
             "--headless",
@@ -307,15 +318,15 @@ pub fn png(svg: &Path, png: &Path) -> Option<std::path::PathBuf> {
             "--disable-gpu",
             "--disable-background-networking",
             "--hide-scrollbars",
-            "--window-size=760,300",
         ])
+        .arg(format!("--window-size={width},{height}"))
         .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", svg.display()))
+        .arg(format!("file://{}", src.display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .ok()?;
-    (status.success() && png.is_file()).then(|| png.to_owned())
+    (status.success() && png.is_file()).then_some(png)
 }
 
 #[cfg(test)]

@@ -116,3 +116,44 @@ fn wait_for_stack(up: &mut Guarded, dir: &Path) -> StackFile {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Posts `body` through the stack's public URL as its service and polls the notification as
+/// its admin until its first delivery is `sent` (or 60 s pass: a deadline against hanging,
+/// not a speed target — a freshly started stack on a loaded machine can take a while).
+/// Returns the request id the answer carried and the last view.
+pub async fn send_until_sent(
+    stack: &StackFile,
+    body: serde_json::Value,
+) -> (String, serde_json::Value) {
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v1/notifications", stack.url))
+        .bearer_auth(&stack.tokens.service)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    loop {
+        let view: serde_json::Value = http
+            .get(format!("{}/v1/notifications/{id}", stack.url))
+            .bearer_auth(&stack.tokens.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["deliveries"][0]["status"] == "sent" || started.elapsed() > Duration::from_secs(60)
+        {
+            return (request_id, view);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
