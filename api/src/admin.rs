@@ -148,6 +148,41 @@ impl DeadLetterQuery {
     }
 }
 
+/// `GET /v1/admin/attempts`: provider attempts in the order they were recorded.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptQuery {
+    /// Recorded at or after (RFC 3339); without it and without `cursor`, from now on.
+    pub since: Option<DateTime<Utc>>,
+    /// 1..=500, default 100.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `cursor` of the previous answer: what was recorded after it.
+    pub cursor: Option<String>,
+}
+
+/// One provider attempt with the delivery it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptEvent {
+    pub delivery_id: Uuid,
+    pub notification_id: Uuid,
+    pub channel: String,
+    pub address: Option<String>,
+    /// The delivery's status now (a later attempt may have moved it on).
+    pub status: String,
+    pub attempt: AttemptView,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Attempts recorded after a position, oldest first, and the position after them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptFeed {
+    pub items: Vec<AttemptEvent>,
+    /// Pass as `cursor` for what is recorded next; present on every answer, also an empty
+    /// one, so a client can follow the feed.
+    pub cursor: String,
+}
+
 /// Exactly one of `ids` (1..=1000) and `filter`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -155,8 +155,91 @@ async fn admins_filter_page_and_inspect_every_attempt() {
     );
     assert_eq!(get("/v1/admin/stats?window=forever".into()).await.0, 422);
 
+    // The attempts feed: every attempt once, in the order recorded, followed by cursor.
+    let mut feed: Vec<(String, i64, String)> = Vec::new();
+    let mut recorded = Vec::new();
+    let mut cursor = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut notifications = HashSet::new();
+    let retried_delivery = retried["deliveries"][0]["id"].as_str().unwrap();
+    while !(older.iter().all(|n| notifications.contains(n))
+        && feed.iter().filter(|(d, ..)| d == retried_delivery).count() == 2)
+    {
+        let query = if cursor.is_empty() {
+            "since=2000-01-01T00:00:00Z&limit=7".to_owned()
+        } else {
+            format!("cursor={cursor}&limit=7")
+        };
+        let (status, page) = get(format!("/v1/admin/attempts?{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        for e in page["items"].as_array().unwrap() {
+            notifications.insert(e["notification_id"].as_str().unwrap().to_owned());
+            feed.push((
+                e["delivery_id"].as_str().unwrap().to_owned(),
+                e["attempt"]["attempt"].as_i64().unwrap(),
+                e["attempt"]["outcome"].as_str().unwrap().to_owned(),
+            ));
+            recorded.push(
+                e["recorded_at"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .unwrap(),
+            );
+        }
+        cursor = page["cursor"].as_str().unwrap().to_owned();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed stopped at {feed:?}"
+        );
+        if page["items"].as_array().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let distinct: HashSet<_> = feed.iter().map(|(d, a, _)| (d.clone(), *a)).collect();
+    assert_eq!(distinct.len(), feed.len(), "no attempt twice: {feed:?}");
+    assert!(recorded.is_sorted(), "oldest first");
+    let of_retried: Vec<_> = feed
+        .iter()
+        .filter(|(d, ..)| d == retried_delivery)
+        .map(|(_, a, o)| (*a, o.as_str()))
+        .collect();
+    assert_eq!(of_retried, [(1, "transient_failure"), (2, "sent")]);
+    // What is recorded later comes after the last cursor.
+    let later = send(&stack, &svc, "after-feed@example.com", "news").await;
+    let later_delivery = later["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    'follow: loop {
+        let (_, page) = get(format!("/v1/admin/attempts?cursor={cursor}")).await;
+        for e in page["items"].as_array().unwrap() {
+            if e["delivery_id"] == later_delivery.as_str() {
+                assert_eq!(e["status"], "sent", "{e}");
+                break 'follow;
+            }
+        }
+        cursor = page["cursor"].as_str().unwrap().to_owned();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the later attempt never came"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for bad in [
+        "cursor=nope",
+        "limit=0",
+        "limit=501",
+        "since=2000-01-01T00:00:00Z&cursor=1_x_1",
+    ] {
+        let (status, problem) = get(format!("/v1/admin/attempts?{bad}")).await;
+        assert_eq!(status, 422, "{bad}: {problem}");
+    }
+
     // Admins only.
-    for (path, token) in [("/v1/admin/notifications", &svc), ("/v1/admin/stats", &svc)] {
+    for (path, token) in [
+        ("/v1/admin/notifications", &svc),
+        ("/v1/admin/stats", &svc),
+        ("/v1/admin/attempts", &svc),
+    ] {
         assert_eq!(
             stack
                 .call(Method::GET, path, Some(token), None)

@@ -5,9 +5,9 @@
 
 use api::{
     admin::{
-        DeadLetterQuery, DeliveryDetail, DeliveryPage, NotificationPage, NotificationQuery,
-        RedriveBody, Redriven, Stats, StatsQuery, SuppressionPage, SuppressionQuery, TemplateBody,
-        TemplateView,
+        AttemptFeed, AttemptQuery, DeadLetterQuery, DeliveryDetail, DeliveryPage, NotificationPage,
+        NotificationQuery, RedriveBody, Redriven, Stats, StatsQuery, SuppressionPage,
+        SuppressionQuery, TemplateBody, TemplateView,
     },
     notifications::{
         BounceAnswer, BounceReport, HistoryPage, HistoryQuery, NotificationView, ReceiptAnswer,
@@ -86,7 +86,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 29] = [
+pub static ROUTES: [Route; 30] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -349,6 +349,26 @@ pub static ROUTES: [Route; 29] = [
             "admin",
             "Counts per channel × status and accept → sent latency percentiles over a window",
             &[ok(200, "The stats", schema::<Stats>)],
+        )
+    },
+    Route {
+        query: Some(ADMIN_QUERY),
+        query_params: Some(query::<AttemptQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/admin/attempts",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Provider attempts in the order they were recorded\n\nEvery answer carries a \
+             `cursor`; pass it back to get what was recorded since (`notifyctl tail` follows \
+             this). The last second is held back so that a cursor never skips an attempt \
+             committed late.",
+            &[ok(
+                200,
+                "Attempts and the position after them",
+                schema::<AttemptFeed>,
+            )],
         )
     },
     Route {

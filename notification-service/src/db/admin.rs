@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use api::{
-    admin::{Latency, NotificationQuery, RedriveView},
+    admin::{AttemptEvent, Latency, NotificationQuery, RedriveView},
     notifications::AttemptView,
 };
 use chrono::{DateTime, Utc};
@@ -94,20 +94,89 @@ pub async fn attempts(conn: &mut PgConnection, delivery: Uuid) -> sqlx::Result<V
     .bind(delivery)
     .fetch_all(conn)
     .await?;
+    Ok(rows.into_iter().map(AttemptRow::view).collect())
+}
+
+impl AttemptRow {
+    fn view(self) -> AttemptView {
+        AttemptView {
+            attempt: self.attempt,
+            outcome: self.outcome,
+            provider: self.provider,
+            provider_message_id: self.provider_message_id,
+            error: self
+                .error_code
+                .map(|code| serde_json::json!({ "code": code, "message": self.error_message })),
+            duration_ms: self.duration_ms,
+            at: self.at,
+        }
+    }
+}
+
+/// A position in the attempts feed: (recorded_at, delivery_id, attempt).
+pub type FeedPosition = (DateTime<Utc>, Uuid, i32);
+
+#[derive(sqlx::FromRow)]
+struct FeedRow {
+    delivery_id: Uuid,
+    notification_id: Uuid,
+    channel: String,
+    address: Option<String>,
+    status: String,
+    recorded_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    attempt: AttemptRow,
+}
+
+/// Attempts recorded after `after`, oldest first, at most `limit`, leaving out the last
+/// `settle` of them: an attempt whose transaction commits later than its `recorded_at`
+/// (`now()` at insert) would otherwise land behind a cursor already handed out.
+pub async fn attempts_after(
+    conn: &mut PgConnection,
+    after: FeedPosition,
+    settle: std::time::Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<AttemptEvent>> {
+    let rows: Vec<FeedRow> = sqlx::query_as(
+        "SELECT a.delivery_id, d.notification_id, d.channel, d.address, d.status, a.recorded_at,
+                a.attempt, a.outcome, a.provider, a.provider_message_id, a.error_code,
+                a.error_message, a.duration_ms, a.at
+         FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+         WHERE (a.recorded_at, a.delivery_id, a.attempt) > ($1, $2, $3)
+           AND a.recorded_at < now() - make_interval(secs => $4)
+         ORDER BY a.recorded_at, a.delivery_id, a.attempt
+         LIMIT $5",
+    )
+    .bind(after.0)
+    .bind(after.1)
+    .bind(after.2)
+    .bind(settle.as_secs_f64())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|r| AttemptView {
-            attempt: r.attempt,
-            outcome: r.outcome,
-            provider: r.provider,
-            provider_message_id: r.provider_message_id,
-            error: r
-                .error_code
-                .map(|code| serde_json::json!({ "code": code, "message": r.error_message })),
-            duration_ms: r.duration_ms,
-            at: r.at,
+        .map(|r| AttemptEvent {
+            delivery_id: r.delivery_id,
+            notification_id: r.notification_id,
+            channel: r.channel,
+            address: r.address,
+            status: r.status,
+            recorded_at: r.recorded_at,
+            attempt: r.attempt.view(),
         })
         .collect())
+}
+
+/// The database's clock less `settle`: where a feed without a position starts.
+pub async fn feed_start(
+    conn: &mut PgConnection,
+    settle: std::time::Duration,
+) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
+        .bind(settle.as_secs_f64())
+        .fetch_one(conn)
+        .await
 }
 
 #[derive(sqlx::FromRow)]

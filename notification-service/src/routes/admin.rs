@@ -1,8 +1,13 @@
 //! Admin reads: `GET /v1/admin/notifications` (filters, keyset pagination; the same search
 //! answers a service's `GET /v1/notifications` with its own notifications),
-//! `GET /v1/admin/deliveries/{id}` (every attempt and re-drive), `GET /v1/admin/stats?window=`.
+//! `GET /v1/admin/deliveries/{id}` (every attempt and re-drive), `GET /v1/admin/stats?window=`,
+//! `GET /v1/admin/attempts` (every provider attempt in the order it was recorded: what
+//! `notifyctl tail` follows).
 
-use api::admin::{DeliveryDetail, NotificationPage, NotificationQuery, Stats, StatsQuery};
+use api::admin::{
+    AttemptFeed, AttemptQuery, DeliveryDetail, NotificationPage, NotificationQuery, Stats,
+    StatsQuery,
+};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -23,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/notifications", get(list))
         .route("/v1/admin/deliveries/{id}", get(delivery))
         .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/attempts", get(attempts))
 }
 
 /// `<timestamp in µs>_<id>`: the keyset position handed out as `next_cursor`.
@@ -148,6 +154,77 @@ async fn delivery(
         delivery,
         attempt_log,
         redrives,
+    }))
+}
+
+/// How long the attempts feed holds back what was just recorded (see
+/// `db::admin::attempts_after`).
+const FEED_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `<timestamp in µs>_<delivery id>_<attempt>`: a position in the attempts feed.
+fn feed_cursor((at, id, attempt): crate::db::admin::FeedPosition) -> String {
+    format!("{}_{id}_{attempt}", at.timestamp_micros())
+}
+
+fn parse_feed_cursor(c: &str) -> Option<crate::db::admin::FeedPosition> {
+    let mut parts = c.splitn(3, '_');
+    let at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+    let id = Uuid::parse_str(parts.next()?).ok()?;
+    let attempt = parts.next()?.parse().ok()?;
+    Some((at, id, attempt))
+}
+
+/// `GET /v1/admin/attempts`: every provider attempt after a position, oldest first.
+async fn attempts(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<AttemptQuery>,
+) -> Result<Json<AttemptFeed>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let mut errors = Vec::new();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        errors.push(common::problem::FieldError::new(
+            "limit",
+            "must be from 1 to 500",
+        ));
+    }
+    let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
+    let after = cursor.and_then(parse_feed_cursor);
+    if cursor.is_some() && after.is_none() {
+        errors.push(common::problem::FieldError::new(
+            "cursor",
+            "is not a cursor this API gave out",
+        ));
+    }
+    if cursor.is_some() && q.since.is_some() {
+        errors.push(common::problem::FieldError::new(
+            "since",
+            "give either `since` or `cursor`",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let mut conn = state.pool.acquire().await?;
+    // A start position sorts before every attempt recorded at that instant (no delivery has
+    // the nil id).
+    let after = match (after, q.since) {
+        (Some(after), _) => after,
+        (None, Some(since)) => (since, Uuid::nil(), 0),
+        (None, None) => (
+            crate::db::admin::feed_start(&mut conn, FEED_SETTLE).await?,
+            Uuid::nil(),
+            0,
+        ),
+    };
+    let items = crate::db::admin::attempts_after(&mut conn, after, FEED_SETTLE, limit).await?;
+    let last = items
+        .last()
+        .map_or(after, |e| (e.recorded_at, e.delivery_id, e.attempt.attempt));
+    Ok(Json(AttemptFeed {
+        items,
+        cursor: feed_cursor(last),
     }))
 }
 
