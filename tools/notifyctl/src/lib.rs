@@ -1,5 +1,7 @@
-//! notifyctl: the developer's tool.
+//! notifyctl: the operator's and the developer's tool.
 //!
+//! * `notifyctl send | status | dead-letters | stats | tail` — operate any deployment through
+//!   its public API ([`ops`]).
 //! * `notifyctl up` — the whole platform on this machine ([`launcher`]).
 //! * `notifyctl token --role service --sub billing` — mint a dev token ([`stack`]).
 //! * `notifyctl kafka` — only the embedded Kafka (librdkafka's mock cluster, 3 brokers).
@@ -19,6 +21,7 @@ pub mod chaos;
 pub mod dashboard;
 pub mod launcher;
 pub mod load;
+pub mod ops;
 pub mod procs;
 pub mod report;
 pub mod scenario;

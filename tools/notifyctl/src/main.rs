@@ -3,11 +3,14 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use common::auth::Role;
 use notifyctl::{
-    bench, bench_outbox, chaos, dashboard, launcher, scenario, smoke, stack::StackFile,
+    bench, bench_outbox, chaos, dashboard, launcher, ops, scenario, smoke, stack::StackFile,
 };
 
 #[derive(Parser)]
-#[command(about = "Run and poke the notification platform on one machine")]
+#[command(
+    name = "notifyctl",
+    about = "Operate the notification platform (any deployment, or the one `make up` runs) and run it on one machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -15,9 +18,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Send a notification (as a service); --wait follows it until every delivery settled.
+    Send(ops::send::SendArgs),
+    /// A notification and each delivery's status; --follow prints every change.
+    Status(ops::status::StatusArgs),
+    /// Dead letters: list them, re-drive them.
+    #[command(subcommand)]
+    DeadLetters(ops::dead_letters::DeadLettersCmd),
+    /// Deliveries per channel × status and accept → sent latency over a window.
+    Stats(ops::stats::StatsArgs),
+    /// Every provider attempt as it is recorded, until Ctrl-C.
+    Tail(ops::tail::TailArgs),
+    /// A shell completion script: `notifyctl completions bash > /etc/bash_completion.d/notifyctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Start everything (embedded Kafka, SMTP catcher, services, 2 bff behind nginx) until Ctrl-C.
     Up(launcher::UpArgs),
-    /// Mint a dev token with the running stack's signing settings.
+    /// Mint a dev token with the running stack's signing settings (for the operator commands'
+    /// --token against this stack; a deployment's tokens come from its identity provider).
     Token {
         #[arg(long, value_enum)]
         role: RoleArg,
@@ -70,6 +90,16 @@ enum RoleArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
+        Cmd::Send(args) => ops::send::run(&args),
+        Cmd::Status(args) => ops::status::run(&args),
+        Cmd::DeadLetters(cmd) => ops::dead_letters::run(&cmd),
+        Cmd::Stats(args) => ops::stats::run(&args),
+        Cmd::Tail(args) => ops::tail::run(&args),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "notifyctl", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Up(args) => launcher::up(args),
         Cmd::Token {
             role,
