@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Send a notification (as a service); --wait follows it until every delivery settled.
-    Send(ops::send::SendArgs),
+    Send(Box<ops::send::SendArgs>),
     /// A notification and each delivery's status; --follow prints every change.
     Status(ops::status::StatusArgs),
     /// Dead letters: list them, re-drive them.
@@ -36,8 +36,8 @@ enum Cmd {
     },
     /// Start everything (embedded Kafka, SMTP catcher, services, 2 bff behind nginx) until Ctrl-C.
     Up(launcher::UpArgs),
-    /// Mint a dev token with the running stack's signing settings (for the operator commands'
-    /// --token against this stack; a deployment's tokens come from its identity provider).
+    /// Mint a token: with the running stack's signing settings, or a deployment's HS256
+    /// secret (--secret / NOTIFY_JWT__SECRET), e.g. an admin's for the operator commands.
     Token {
         #[arg(long, value_enum)]
         role: RoleArg,
@@ -48,6 +48,15 @@ enum Cmd {
         ttl: i64,
         #[arg(long, default_value = ".dev/stack.json")]
         stack: PathBuf,
+        /// Sign with this HS256 secret (a deployment's `jwt.secret`) instead of the stack's.
+        #[arg(long, env = "NOTIFY_JWT__SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// With --secret: the deployment's `jwt.issuer`.
+        #[arg(long, env = "NOTIFY_JWT__ISSUER", default_value = "notify-dev")]
+        issuer: String,
+        /// With --secret: the deployment's `jwt.audience`.
+        #[arg(long, env = "NOTIFY_JWT__AUDIENCE", default_value = "notify")]
+        audience: String,
     },
     /// Only the embedded Kafka: 3 brokers, every topic with 3 partitions × replication 3.
     Kafka {
@@ -106,8 +115,19 @@ fn main() -> ExitCode {
             sub,
             ttl,
             stack,
+            secret,
+            issuer,
+            audience,
         } => (|| {
-            let stack = StackFile::read(&stack)?;
+            let jwt = match secret {
+                Some(secret) => common::auth::JwtConfig {
+                    secret: secret.into(),
+                    issuer,
+                    audience,
+                    ..Default::default()
+                },
+                None => StackFile::read(&stack)?.jwt_config(),
+            };
             let role = match role {
                 RoleArg::User => Role::User,
                 RoleArg::Service => Role::Service,
@@ -115,7 +135,7 @@ fn main() -> ExitCode {
             };
             println!(
                 "{}",
-                common::auth::mint_hs256(&stack.jwt_config(), &sub, role, ttl)?
+                common::auth::mint_hs256(&jwt, &sub, role, ttl)?
             );
             Ok(())
         })(),

@@ -38,7 +38,7 @@ pub fn render(stats: &Stats, window: &str) -> String {
         .flat_map(|by_status| by_status.keys().map(String::as_str))
         .collect();
     let mut headers = vec!["CHANNEL"];
-    headers.extend(statuses.iter().map(|s| *s));
+    headers.extend(statuses.iter().copied());
     headers.push("TOTAL");
     let headers: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
     let rows: Vec<Vec<String>> = stats

@@ -121,6 +121,7 @@ fn wait_for_stack(up: &mut Guarded, dir: &Path) -> StackFile {
 /// its admin until its first delivery is `sent` (or 60 s pass: a deadline against hanging,
 /// not a speed target — a freshly started stack on a loaded machine can take a while).
 /// Returns the request id the answer carried and the last view.
+#[allow(dead_code)] // Not every test binary including this module sends.
 pub async fn send_until_sent(
     stack: &StackFile,
     body: serde_json::Value,
