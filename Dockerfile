@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1.7
-# One image with every binary; docker-compose.yml picks the command per service.
+# One image with every binary; docker-compose.yml picks the command per service. notifyctl is
+# in it too: `docker compose exec bff-1 notifyctl stats --url http://nginx:8080`.
 #
 # Build stage: BuildKit cache mounts keep the cargo registry and the target directory between
 # builds, so a source change recompiles the workspace's crates, not its ~400 dependencies.
@@ -10,10 +11,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        -p bff -p users-service -p notification-service -p workers -p repeater \
+        -p bff -p users-service -p notification-service -p workers -p repeater -p notifyctl \
     && mkdir -p /out \
     && cp target/release/bff target/release/users-service target/release/notification-service \
-          target/release/workers target/release/repeater /out/
+          target/release/workers target/release/repeater target/release/notifyctl /out/
 
 # Runtime: Debian slim (glibc, zlib: what the binaries link), CA certificates for providers,
 # no shell tools beyond the base, a fixed non-root user. Each binary has `healthcheck`.

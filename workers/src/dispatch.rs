@@ -197,8 +197,19 @@ impl<P: Provider> Dispatcher<P> {
                 provider,
                 delivery_id = %msg.delivery_id,
                 attempt = msg.attempt,
+                outcome = tracing::field::Empty,
+                error_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
             );
-            self.provider.send(msg).instrument(span).await
+            let result = self.provider.send(msg).instrument(span.clone()).await;
+            // What the trace shows of the answer: its outcome, and a failure's code as an
+            // error status.
+            span.record("outcome", result.outcome.as_str());
+            if let Some(e) = &result.error {
+                span.record("error_code", e.code.as_str());
+                span.record("otel.status_code", "ERROR");
+            }
+            result
         };
         let event = StatusEvent {
             schema: SCHEMA,

@@ -142,6 +142,11 @@ fn an_operator_sends_follows_tails_and_redrives_from_the_command_line() {
     );
     assert!(failed.stderr.contains("ended failed"), "{}", failed.stderr);
     assert!(failed.stdout.contains("dead"), "{}", failed.stdout);
+    assert!(
+        failed.stdout.starts_with("request "),
+        "the request id, to find the trace: {}",
+        failed.stdout
+    );
     let live = finish(live, "tail");
     assert!(live.ok, "{}", live.stderr);
     let mut lines = live.stdout.lines();

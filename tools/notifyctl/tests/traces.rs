@@ -116,6 +116,11 @@ fn one_notification_is_one_trace_from_the_edge_to_the_repeater() {
     );
     assert_eq!(provider.name, "send email via smtp", "{provider:#?}");
     assert_eq!(
+        provider.attributes.get("outcome").map(String::as_str),
+        Some("sent"),
+        "{provider:#?}"
+    );
+    assert_eq!(
         repeater.parent_span_id, worker.span_id,
         "worker → status → repeater"
     );

@@ -235,7 +235,7 @@ async fn redrive(
     };
     let (mut redriven, mut skipped) = (0u64, Vec::new());
     for batch in ids.chunks(BATCH.min(MAX_REDRIVE_IDS)) {
-        let answer: Redriven = client
+        let (answer, _): (Redriven, _) = client
             .post(
                 "/v1/admin/dead-letters/redrive",
                 &RedriveBody {

@@ -92,14 +92,16 @@ impl Client {
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(self.http.get(format!("{}{path}", self.url)), path)
             .await
+            .map(|(t, _)| t)
     }
 
+    /// The answer and its `X-Request-Id` (what the trace and every log line carry).
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
         headers: &[(&str, &str)],
-    ) -> anyhow::Result<T> {
+    ) -> anyhow::Result<(T, Option<String>)> {
         let mut req = self.http.post(format!("{}{path}", self.url)).json(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -111,13 +113,18 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
         path: &str,
-    ) -> anyhow::Result<T> {
+    ) -> anyhow::Result<(T, Option<String>)> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| ApiFailure::Unreachable(format!("{}: {e}", self.url)))?;
         let status = resp.status();
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = resp
             .bytes()
             .await
@@ -125,8 +132,9 @@ impl Client {
         if !status.is_success() {
             return Err(ApiFailure::Refused(problem_text(status.as_u16(), &body)).into());
         }
-        serde_json::from_slice(&body)
-            .with_context(|| format!("{path}: an answer this notifyctl does not understand"))
+        let answer = serde_json::from_slice(&body)
+            .with_context(|| format!("{path}: an answer this notifyctl does not understand"))?;
+        Ok((answer, request_id))
     }
 }
 

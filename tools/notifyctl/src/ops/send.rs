@@ -122,7 +122,12 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
             .map(|k| ("idempotency-key", k))
             .into_iter()
             .collect();
-        let view: NotificationView = client.post("/v1/notifications", &body, &headers).await?;
+        let (view, request_id): (NotificationView, _) =
+            client.post("/v1/notifications", &body, &headers).await?;
+        if let Some(r) = request_id.filter(|_| !args.target.json) {
+            // The id every log line and the trace carry (Jaeger: tag `request_id`).
+            println!("request {r}");
+        }
         if args.wait {
             return status::follow(&client, view.id, args.target.json, args.timeout).await;
         }
