@@ -1,7 +1,7 @@
 //! gRPC `Send` against its REST twin on a running stack (`make up`, or a release build's
 //! `notifyctl up`): the same email notification, `--concurrency` callers each, REST and gRPC
 //! rounds alternated so both see the same machine. Prints accepted/s and latency percentiles
-//! of each and their ratio (not yet run in release mode: docs/next.md).
+//! of each and their ratio (figures: docs/benchmarks.md, "Issue 16").
 //!
 //!   cargo run --release -p e2e --example grpc_vs_rest -- [.dev/stack.json] [requests] [concurrency]
 

@@ -229,6 +229,7 @@ async fn admins_filter_page_and_inspect_every_attempt() {
         "limit=0",
         "limit=501",
         "since=2000-01-01T00:00:00Z&cursor=1_x_1",
+        "since=0000-01-01T00:00:00Z",
     ] {
         let (status, problem) = get(format!("/v1/admin/attempts?{bad}")).await;
         assert_eq!(status, 422, "{bad}: {problem}");

@@ -243,6 +243,7 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "get /v1/admin/notifications",
         "get /v1/admin/deliveries/{id}",
         "get /v1/admin/stats",
+        "get /v1/admin/attempts",
         "get /v1/admin/dead-letters",
         "post /v1/admin/dead-letters/redrive",
         "post /v1/receipts/twilio",

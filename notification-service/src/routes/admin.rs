@@ -168,10 +168,16 @@ fn feed_cursor((at, id, attempt): crate::db::admin::FeedPosition) -> String {
 
 fn parse_feed_cursor(c: &str) -> Option<crate::db::admin::FeedPosition> {
     let mut parts = c.splitn(3, '_');
-    let at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+    let at =
+        DateTime::from_timestamp_micros(parts.next()?.parse().ok()?).filter(in_database_range)?;
     let id = Uuid::parse_str(parts.next()?).ok()?;
     let attempt = parts.next()?.parse().ok()?;
     Some((at, id, attempt))
+}
+
+/// Postgres's `timestamptz` holds less than chrono's `DateTime`: outside it, a query fails.
+fn in_database_range(t: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(t))
 }
 
 /// `GET /v1/admin/attempts`: every provider attempt after a position, oldest first.
@@ -195,6 +201,12 @@ async fn attempts(
         errors.push(common::problem::FieldError::new(
             "cursor",
             "is not a cursor this API gave out",
+        ));
+    }
+    if q.since.is_some_and(|s| !in_database_range(&s)) {
+        errors.push(common::problem::FieldError::new(
+            "since",
+            "must be between the years 1 and 9999",
         ));
     }
     if cursor.is_some() && q.since.is_some() {
@@ -265,7 +277,30 @@ async fn stats(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_window;
+    use super::{feed_cursor, parse_feed_cursor, parse_window};
+
+    #[test]
+    fn feed_cursors_round_trip_and_others_are_refused() {
+        let pos = (
+            chrono::DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            uuid::Uuid::new_v4(),
+            3,
+        );
+        assert_eq!(parse_feed_cursor(&feed_cursor(pos)), Some(pos));
+        let id = uuid::Uuid::nil();
+        for bad in [
+            String::new(),
+            "1_2_3".into(),
+            format!("x_{id}_1"),
+            format!("1_{id}"),
+            format!("1_{id}_x"),
+            // Outside what Postgres stores: refused, not a 500.
+            format!("-62198755200000000_{id}_1"),
+            format!("{}_{id}_1", i64::MAX),
+        ] {
+            assert_eq!(parse_feed_cursor(&bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn windows_parse_and_anything_else_is_refused_without_a_panic() {

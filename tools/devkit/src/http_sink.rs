@@ -40,32 +40,16 @@ struct Sink {
 impl HttpSink {
     /// Starts on `127.0.0.1:port` (0 = any free port), recording into `dir` when given.
     pub fn start(port: u16, dir: Option<&Path>) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let sink = Arc::new(Sink {
             dir: dir.map(Path::to_owned),
             seq: AtomicU64::new(0),
         });
-        std::thread::Builder::new()
-            .name("http-sink".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("http sink runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let app = Router::new().fallback(move |method, uri, headers, body| {
-                        let sink = sink.clone();
-                        async move { sink.handle(method, uri, headers, body) }
-                    });
-                    // axum::serve speaks HTTP/1.1 and cleartext HTTP/2 (APNs).
-                    if let Err(e) = axum::serve(listener, app).await {
-                        tracing::error!(error = %e, "http sink stopped");
-                    }
-                });
-            })?;
+        let app = Router::new().fallback(move |method, uri, headers, body| {
+            let sink = sink.clone();
+            async move { sink.handle(method, uri, headers, body) }
+        });
+        // HTTP/1.1 for most providers, cleartext HTTP/2 for APNs.
+        let addr = crate::serve::on_thread("http-sink", port, app)?;
         Ok(Self { addr })
     }
 

@@ -13,6 +13,7 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod serve;
 pub mod smtp;
 pub mod tasks;
 

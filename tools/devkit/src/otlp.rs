@@ -55,32 +55,16 @@ fn hex(bytes: &[u8]) -> String {
 impl OtlpSink {
     /// Starts on a free port of 127.0.0.1.
     pub fn start() -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let spans: Arc<Mutex<Vec<ReceivedSpan>>> = Arc::default();
         let kept = spans.clone();
-        std::thread::Builder::new()
-            .name("otlp-sink".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("otlp sink runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let app = Router::new().route(
-                        "/v1/traces",
-                        post(move |body: Bytes| {
-                            let kept = kept.clone();
-                            async move { receive(&kept, &body) }
-                        }),
-                    );
-                    if let Err(e) = axum::serve(listener, app).await {
-                        tracing::error!(error = %e, "otlp sink stopped");
-                    }
-                });
-            })?;
+        let app = Router::new().route(
+            "/v1/traces",
+            post(move |body: Bytes| {
+                let kept = kept.clone();
+                async move { receive(&kept, &body) }
+            }),
+        );
+        let addr = crate::serve::on_thread("otlp-sink", 0, app)?;
         Ok(Self { addr, spans })
     }
 

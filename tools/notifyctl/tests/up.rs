@@ -129,57 +129,31 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
     );
 
     // Every HTTP channel goes to the provider sink, which records what it received.
-    let all_sent = rt.block_on(async {
-        let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{}/v1/notifications", stack.url))
-            .bearer_auth(&stack.tokens.service)
-            .json(&serde_json::json!({
-                "recipients": [
-                    { "phone": "+49 30 1234567" },
-                    { "device": { "platform": "fcm", "token": "fcm-dev-token" } },
-                    { "device": { "platform": "apns", "token": "a1b2c3d4" } },
-                    { "webhook": { "url": stack.webhook_sink } },
-                    { "telegram": { "chat_id": 4242 } }
-                ],
-                "category": "ops",
-                "content": { "subject": "Sink check", "text": "Hello sinks" }
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let started = Instant::now();
-        loop {
-            let view: serde_json::Value = http
-                .get(format!("{}/v1/notifications/{id}", stack.url))
-                .bearer_auth(&stack.tokens.admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let statuses: Vec<String> = view["deliveries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| format!("{}={}", d["channel"], d["status"]))
-                .collect();
-            if statuses.iter().all(|s| s.ends_with("\"sent\"")) {
-                return Ok(statuses);
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err(statuses);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    assert!(all_sent.is_ok(), "{all_sent:?}");
+    let (_, view) = rt.block_on(support::send_until_sent(
+        &stack,
+        serde_json::json!({
+            "recipients": [
+                { "phone": "+49 30 1234567" },
+                { "device": { "platform": "fcm", "token": "fcm-dev-token" } },
+                { "device": { "platform": "apns", "token": "a1b2c3d4" } },
+                { "webhook": { "url": stack.webhook_sink } },
+                { "telegram": { "chat_id": 4242 } }
+            ],
+            "category": "ops",
+            "content": { "subject": "Sink check", "text": "Hello sinks" }
+        }),
+    ));
+    let statuses: Vec<String> = view["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}={}", d["channel"], d["status"]))
+        .collect();
+    assert_eq!(statuses.len(), 5, "{view}");
+    assert!(
+        statuses.iter().all(|s| s.ends_with("\"sent\"")),
+        "{statuses:?}"
+    );
     let recorded = |channel: &str| -> Vec<serde_json::Value> {
         std::fs::read_dir(dir.join("sinks").join(channel))
             .map(|entries| {

@@ -53,29 +53,12 @@ impl Hooks {
     }
 
     pub(super) fn start(self: &Arc<Self>) -> anyhow::Result<std::net::SocketAddr> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let me = self.clone();
-        std::thread::Builder::new()
-            .name("chaos-hooks".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("hooks runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let app =
-                        axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-                            let me = me.clone();
-                            async move {
-                                me.answer(headers.get("webhook-id").and_then(|v| v.to_str().ok()))
-                            }
-                        });
-                    let _ = axum::serve(listener, app).await;
-                });
-            })?;
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let me = me.clone();
+            async move { me.answer(headers.get("webhook-id").and_then(|v| v.to_str().ok())) }
+        });
+        let addr = devkit::serve::on_thread("chaos-hooks", 0, app)?;
         Ok(addr)
     }
 }

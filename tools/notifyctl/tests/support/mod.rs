@@ -118,9 +118,9 @@ fn wait_for_stack(up: &mut Guarded, dir: &Path) -> StackFile {
 }
 
 /// Posts `body` through the stack's public URL as its service and polls the notification as
-/// its admin until its first delivery is `sent` (or 60 s pass: a deadline against hanging,
-/// not a speed target — a freshly started stack on a loaded machine can take a while).
-/// Returns the request id the answer carried and the last view.
+/// its admin until every delivery is `sent` (or 60 s pass: a deadline against hanging, not a
+/// speed target — a freshly started stack on a loaded machine can take a while). Returns the
+/// request id the answer carried and the last view; the caller asserts on the statuses.
 #[allow(dead_code)] // Not every test binary including this module sends.
 pub async fn send_until_sent(
     stack: &StackFile,
@@ -151,8 +151,10 @@ pub async fn send_until_sent(
             .json()
             .await
             .unwrap();
-        if view["deliveries"][0]["status"] == "sent" || started.elapsed() > Duration::from_secs(60)
-        {
+        let all_sent = view["deliveries"]
+            .as_array()
+            .is_some_and(|ds| !ds.is_empty() && ds.iter().all(|d| d["status"] == "sent"));
+        if all_sent || started.elapsed() > Duration::from_secs(60) {
             return (request_id, view);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
