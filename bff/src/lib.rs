@@ -6,7 +6,8 @@
 //! again ([`upstream`]). The routes are one table ([`routes::ROUTES`]: method, path, roles,
 //! upstream, checks, documentation) that both registers them and builds the OpenAPI 3.1
 //! document ([`openapi`], schemas from the `api` crate's types), served at `/openapi.json`
-//! and browsable at `/docs`. The gRPC API ([`grpc`], `notify.v1`) is served on the same port
+//! and browsable at `/docs` ([`web`]: pages and their assets, served from this origin). The
+//! gRPC API ([`grpc`], `notify.v1`) is served on the same port
 //! and carried out by the same routes.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod upstream;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -42,7 +44,8 @@ pub struct AppState {
 pub fn router(state: AppState, cfg: &Config, registry: &common::metrics::Registry) -> Router {
     let api = routes::router()
         .with_state(state.clone())
-        .merge(openapi::docs_router(openapi::document()));
+        .merge(openapi::docs_router(openapi::document()))
+        .merge(web::router());
     let rest = common::http::with_edge_layers(api, &cfg.http, registry);
     grpc::mount(rest, state, cfg.http.body_limit_bytes)
 }

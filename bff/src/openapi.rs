@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::{Json, Router, response::Html, routing::get};
+use axum::{Json, Router, routing::get};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, Paths,
     RefOr, ResponseBuilder, Tag,
@@ -307,21 +307,11 @@ pub fn document_problems(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// `/openapi.json` and `/docs` (a Redoc page that renders `/openapi.json`).
+/// `/openapi.json` (the Redoc page at `/docs` that renders it is [`crate::web`]'s).
 pub fn docs_router(doc: utoipa::openapi::OpenApi) -> Router {
     let doc = Arc::new(doc);
-    Router::new()
-        .route(
-            "/openapi.json",
-            get(move || std::future::ready(Json(doc.as_ref().clone()))),
-        )
-        .route("/docs", get(|| async { Html(DOCS) }))
+    Router::new().route(
+        "/openapi.json",
+        get(move || std::future::ready(Json(doc.as_ref().clone()))),
+    )
 }
-
-const DOCS: &str = r#"<!doctype html>
-<html><head><title>notify API</title><meta charset="utf-8"/>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><redoc spec-url="/openapi.json"></redoc>
-<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
-<noscript>The raw document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-</body></html>"#;

@@ -262,5 +262,60 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("/openapi.json"), "{html}");
+    assert!(
+        !html.contains("https://"),
+        "the page loads nothing from another origin: {html}"
+    );
+    // Redoc itself comes from the bff, at a content-hashed URL cached for a year.
+    let script = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    assert!(script.starts_with("/assets/redoc.standalone."), "{script}");
+    let js = stack
+        .http
+        .get(format!("{}{script}", stack.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        js.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let etag = js.headers()["etag"].clone();
+    assert!(js.bytes().await.unwrap().len() > 500_000);
+    let again = stack
+        .http
+        .get(format!("{}{script}", stack.url()))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let missing = stack
+        .http
+        .get(format!("{}/assets/redoc.standalone.0000.js", stack.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
 }

@@ -1,0 +1,250 @@
+//! The pages people open in a browser, served by the bff itself (decision 0025): today `/docs`
+//! (Redoc over `/openapi.json`).
+//!
+//! Every file a page loads is compiled into the binary and served from this origin at a
+//! content-hashed URL (`/assets/<stem>.<hash>.<ext>`) with a year's immutable cache, so a new
+//! release never meets a stale copy; pages themselves revalidate on every load (`ETag`). Each
+//! page carries a Content-Security-Policy that lets nothing load from another origin.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use sha2::{Digest, Sha256};
+
+/// One file compiled in: its name in page templates, its bytes, its type.
+struct Source {
+    name: &'static str,
+    bytes: &'static [u8],
+    content_type: &'static str,
+}
+
+const SOURCES: &[Source] = &[Source {
+    name: "redoc.standalone.js",
+    bytes: include_bytes!("../assets/vendor/redoc-2.5.4.standalone.js"),
+    content_type: "text/javascript; charset=utf-8",
+}];
+
+/// What a page may load: only this origin; inline styles for Redoc's styled components, and
+/// `blob:` workers for its search.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+                   worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; \
+                   form-action 'self'";
+
+struct Asset {
+    bytes: &'static [u8],
+    content_type: &'static str,
+    etag: String,
+}
+
+struct Page {
+    html: String,
+    etag: String,
+}
+
+/// The assets by their hashed file name and the pages, rendered once at start.
+pub struct Web {
+    assets: HashMap<String, Asset>,
+    pages: HashMap<&'static str, Page>,
+}
+
+fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Web {
+    pub fn new() -> Self {
+        let mut assets = HashMap::new();
+        let mut urls = HashMap::new();
+        for s in SOURCES {
+            let hash = digest(s.bytes);
+            let (stem, ext) = s
+                .name
+                .rsplit_once('.')
+                .expect("an asset name has an extension");
+            let file = format!("{stem}.{hash}.{ext}");
+            urls.insert(s.name, format!("/assets/{file}"));
+            assets.insert(
+                file,
+                Asset {
+                    bytes: s.bytes,
+                    content_type: s.content_type,
+                    etag: format!("\"{hash}\""),
+                },
+            );
+        }
+        let pages = [("/docs", DOCS)]
+            .into_iter()
+            .map(|(path, template)| {
+                let html = render(template, &urls);
+                let etag = format!("\"{}\"", digest(html.as_bytes()));
+                (path, Page { html, etag })
+            })
+            .collect();
+        Self { assets, pages }
+    }
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `template` with each `{{asset:NAME}}` replaced by that asset's hashed URL.
+fn render(template: &str, urls: &HashMap<&'static str, String>) -> String {
+    let mut out = template.to_owned();
+    for (name, url) in urls {
+        out = out.replace(&format!("{{{{asset:{name}}}}}"), url);
+    }
+    assert!(
+        !out.contains("{{asset:"),
+        "a page names an asset that is not compiled in"
+    );
+    out
+}
+
+/// Whether the request's `If-None-Match` names `etag`.
+fn fresh(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+async fn asset(
+    State(web): State<Arc<Web>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(a) = web.assets.get(&file) else {
+        return common::problem::ApiError::not_found("no such asset").into_response();
+    };
+    let cache = [
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        ),
+        (
+            header::ETAG,
+            HeaderValue::from_str(&a.etag).expect("a hex etag"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
+    if fresh(&headers, &a.etag) {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (
+        cache,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(a.content_type),
+        )],
+        a.bytes,
+    )
+        .into_response()
+}
+
+fn page(web: &Web, path: &str, headers: &HeaderMap) -> Response {
+    let p = &web.pages[path];
+    let common = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::ETAG,
+            HeaderValue::from_str(&p.etag).expect("a hex etag"),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
+    if fresh(headers, &p.etag) {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (
+        common,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        p.html.clone(),
+    )
+        .into_response()
+}
+
+/// `/assets/{file}` and the pages.
+pub fn router() -> Router {
+    Router::new()
+        .route("/assets/{file}", get(asset))
+        .route(
+            "/docs",
+            get(
+                |State(web): State<Arc<Web>>, headers: HeaderMap| async move {
+                    page(&web, "/docs", &headers)
+                },
+            ),
+        )
+        .with_state(Arc::new(Web::new()))
+}
+
+const DOCS: &str = r#"<!doctype html>
+<html lang="en"><head><title>notify API</title><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><redoc spec-url="/openapi.json"></redoc>
+<script src="{{asset:redoc.standalone.js}}"></script>
+<noscript>The raw document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+</body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_name_assets_by_their_content_hash() {
+        let web = Web::new();
+        let docs = &web.pages["/docs"].html;
+        let file = web.assets.keys().next().unwrap();
+        assert!(
+            file.starts_with("redoc.standalone.") && file.ends_with(".js"),
+            "{file}"
+        );
+        assert!(docs.contains(&format!("src=\"/assets/{file}\"")), "{docs}");
+        assert!(
+            !docs.contains("https://"),
+            "nothing from another origin: {docs}"
+        );
+    }
+
+    #[test]
+    fn an_etag_list_matches_as_http_says() {
+        let mut h = HeaderMap::new();
+        assert!(!fresh(&h, "\"a\""));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"b\", \"a\""),
+        );
+        assert!(fresh(&h, "\"a\""));
+        assert!(!fresh(&h, "\"c\""));
+    }
+}
