@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
+pub mod session;
 pub mod upstream;
 pub mod web;
 
@@ -43,9 +44,11 @@ pub struct AppState {
 /// on the public port (nginx refuses `/metrics` from outside either way).
 pub fn router(state: AppState, cfg: &Config, registry: &common::metrics::Registry) -> Router {
     let api = routes::router()
+        .merge(session::router())
         .with_state(state.clone())
         .merge(openapi::docs_router(openapi::document()))
-        .merge(web::router());
+        .merge(web::router())
+        .layer(axum::middleware::from_fn(session::cookie_to_bearer));
     let rest = common::http::with_edge_layers(api, &cfg.http, registry);
     grpc::mount(rest, state, cfg.http.body_limit_bytes)
 }
