@@ -3,7 +3,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
 export CARGO_TARGET_DIR
 
-.PHONY: up test deps schemathesis build fmt lint check smoke load bench chaos bench-outbox token clean-test-dbs
+.PHONY: up test deps browser-deps screenshots schemathesis build fmt lint check smoke load bench chaos bench-outbox token clean-test-dbs
 
 ## Build everything and run the platform until Ctrl-C.
 up: deps build
@@ -14,7 +14,7 @@ build:
 
 ## Formatting check, clippy with warnings denied, the binaries (the launcher test runs them),
 ## the whole test suite.
-test: deps schemathesis
+test: deps schemathesis browser-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --workspace --bins
@@ -24,6 +24,15 @@ test: deps schemathesis
 ## when missing and running as root, otherwise the command to run is printed.
 deps:
 	@bash tools/deps.sh
+
+## The browser tests' chromium (Debian) and npm packages (e2e/browser, pinned by its lock file).
+browser-deps:
+	@bash tools/browser-deps.sh
+
+## Screenshots of every page at phone and desktop width into docs/pages/ (the browser tests,
+## against a stack of their own).
+screenshots: browser-deps build
+	NOTIFY_SCREENSHOTS=$(CURDIR)/docs/pages cargo nextest run -p notifyctl --test browser
 
 ## The API fuzzer e2e/tests/schemathesis.rs runs (PyPI), in a virtualenv of its own.
 VENV ?= $(HOME)/.cache/notify-venv

@@ -1,5 +1,5 @@
-//! The pages people open in a browser, served by the bff itself (decision 0025): today `/docs`
-//! (Redoc over `/openapi.json`).
+//! The pages people open in a browser, served by the bff itself (decision 0025): `/docs`
+//! (Redoc over `/openapi.json`) and `/app` (the preference center).
 //!
 //! Every file a page loads is compiled into the binary and served from this origin at a
 //! content-hashed URL (`/assets/<stem>.<hash>.<ext>`) with a year's immutable cache, so a new
@@ -17,18 +17,49 @@ use axum::{
 };
 use sha2::{Digest, Sha256};
 
-/// One file compiled in: its name in page templates, its bytes, its type.
+/// One file compiled in: its name in page templates, its bytes, its type, and whether it names
+/// other assets (`{{asset:NAME}}`, rendered before it is hashed; those come earlier here).
 struct Source {
     name: &'static str,
     bytes: &'static [u8],
     content_type: &'static str,
+    names_assets: bool,
 }
 
-const SOURCES: &[Source] = &[Source {
-    name: "redoc.standalone.js",
-    bytes: include_bytes!("../assets/vendor/redoc-2.5.4.standalone.js"),
-    content_type: "text/javascript; charset=utf-8",
-}];
+const JS: &str = "text/javascript; charset=utf-8";
+
+const SOURCES: &[Source] = &[
+    Source {
+        name: "redoc.standalone.js",
+        bytes: include_bytes!("../assets/vendor/redoc-2.5.4.standalone.js"),
+        content_type: JS,
+        names_assets: false,
+    },
+    Source {
+        name: "common.css",
+        bytes: include_bytes!("../assets/common.css"),
+        content_type: "text/css; charset=utf-8",
+        names_assets: false,
+    },
+    Source {
+        name: "api.js",
+        bytes: include_bytes!("../assets/api.js"),
+        content_type: JS,
+        names_assets: false,
+    },
+    Source {
+        name: "app.js",
+        bytes: include_bytes!("../assets/app/app.js"),
+        content_type: JS,
+        names_assets: true,
+    },
+];
+
+/// The pages: path and template.
+const PAGES: &[(&str, &str)] = &[
+    ("/docs", DOCS),
+    ("/app", include_str!("../assets/app/index.html")),
+];
 
 /// What a page may load: only this origin; inline styles for Redoc's styled components, and
 /// `blob:` workers for its search.
@@ -38,7 +69,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsa
                    form-action 'self'";
 
 struct Asset {
-    bytes: &'static [u8],
+    bytes: std::borrow::Cow<'static, [u8]>,
     content_type: &'static str,
     etag: String,
 }
@@ -67,7 +98,13 @@ impl Web {
         let mut assets = HashMap::new();
         let mut urls = HashMap::new();
         for s in SOURCES {
-            let hash = digest(s.bytes);
+            let bytes: std::borrow::Cow<'static, [u8]> = if s.names_assets {
+                let text = std::str::from_utf8(s.bytes).expect("a text asset is UTF-8");
+                render(text, &urls).into_bytes().into()
+            } else {
+                s.bytes.into()
+            };
+            let hash = digest(&bytes);
             let (stem, ext) = s
                 .name
                 .rsplit_once('.')
@@ -77,15 +114,15 @@ impl Web {
             assets.insert(
                 file,
                 Asset {
-                    bytes: s.bytes,
+                    bytes,
                     content_type: s.content_type,
                     etag: format!("\"{hash}\""),
                 },
             );
         }
-        let pages = [("/docs", DOCS)]
-            .into_iter()
-            .map(|(path, template)| {
+        let pages = PAGES
+            .iter()
+            .map(|&(path, template)| {
                 let html = render(template, &urls);
                 let etag = format!("\"{}\"", digest(html.as_bytes()));
                 (path, Page { html, etag })
@@ -153,7 +190,7 @@ async fn asset(
             header::CONTENT_TYPE,
             HeaderValue::from_static(a.content_type),
         )],
-        a.bytes,
+        a.bytes.clone(),
     )
         .into_response()
 }
@@ -193,23 +230,22 @@ fn page(web: &Web, path: &str, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
+async fn page_at<const I: usize>(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    page(&web, PAGES[I].0, &headers)
+}
+
 /// `/assets/{file}` and the pages.
 pub fn router() -> Router {
     Router::new()
         .route("/assets/{file}", get(asset))
-        .route(
-            "/docs",
-            get(
-                |State(web): State<Arc<Web>>, headers: HeaderMap| async move {
-                    page(&web, "/docs", &headers)
-                },
-            ),
-        )
+        .route("/docs", get(page_at::<0>))
+        .route("/app", get(page_at::<1>))
         .with_state(Arc::new(Web::new()))
 }
 
 const DOCS: &str = r#"<!doctype html>
 <html lang="en"><head><title>notify API</title><meta charset="utf-8">
+<link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body><redoc spec-url="/openapi.json"></redoc>
 <script src="{{asset:redoc.standalone.js}}"></script>
@@ -224,7 +260,7 @@ mod tests {
     fn pages_name_assets_by_their_content_hash() {
         let web = Web::new();
         let docs = &web.pages["/docs"].html;
-        let file = web.assets.keys().next().unwrap();
+        let file = web.assets.keys().find(|f| f.starts_with("redoc.")).unwrap();
         assert!(
             file.starts_with("redoc.standalone.") && file.ends_with(".js"),
             "{file}"

@@ -185,6 +185,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("admin token   (sub admin):\n  {}", stack.tokens.admin);
     println!();
+    println!(
+        "the demo user's preference center: {url}/app#token={}",
+        stack.tokens.user
+    );
+    println!("API reference: {url}/docs");
+    println!();
     println!("try it:");
     println!(
         "  curl -s -X POST {url}/v1/notifications -H \"Authorization: Bearer $(jq -r .tokens.service {})\" \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"recipients\":[{{\"user_id\":\"{user_id}\"}}],\"category\":\"welcome\",\"content\":{{\"subject\":\"Hi\",\"text\":\"Hello!\"}}}}'",
