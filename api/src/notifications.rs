@@ -155,6 +155,9 @@ pub struct HistoryItem {
 pub struct ChannelStatus {
     pub channel: String,
     pub status: String,
+    /// Why it was not sent, when it was not: `opted_out`, `no_contact`, `bounced`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 crate::page!(

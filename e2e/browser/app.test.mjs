@@ -1,41 +1,117 @@
-// The preference center (/app) in a real browser: signed in from a link, a channel switched
-// off and saved through the API, accessible, nothing loaded from elsewhere, at phone and
-// desktop widths.
+// The preference center (/app) in a real browser against `notifyctl up`: signed in from a
+// link, a preference changed and honoured by the next notification (which the user then sees
+// in their history), quiet hours in a chosen time zone, contacts refused with the field named,
+// accessible and self-contained at phone and desktop widths.
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
-import { api, foreignRequests, launch, open, screenshot, seriousViolations, stack } from "./browser.mjs";
+import {
+  api, foreignRequests, launch, open, profileCached, screenshot, sendSettled, seriousViolations,
+  stack, until,
+} from "./browser.mjs";
 
+const token = stack.tokens.user;
+const user = stack.user_id;
 let browser;
-before(async () => { browser = await launch(); });
+
+before(async () => {
+  browser = await launch();
+  // The demo user's welcome email (sent at start) has settled: nothing caches their profile
+  // behind the test's back from here on.
+  await until("the welcome notification to settle", async () => {
+    const h = await api("GET", "/v1/me/notifications", token);
+    return h.body.items.length > 0 && h.body.items.every((n) => !["in_progress", "scheduled"].includes(n.status));
+  });
+});
 after(async () => { await browser?.close(); });
 
+async function signedIn(width = 1440) {
+  const page = await open(browser, width);
+  await page.goto(`${stack.url}/app#token=${token}`);
+  try {
+    await page.getByRole("heading", { name: "Channels" }).waitFor();
+  } catch (e) {
+    throw new Error(`/app did not load: "${await page.locator("#status").innerText()}" ${page.consoleErrors}`);
+  }
+  return page;
+}
+
+test("a user turns email off and the next notification honours it, as their history shows", async () => {
+  const reset = await api("PUT", "/v1/me/preferences", token, { channels: {}, categories: {} });
+  assert.equal(reset.status, 200, JSON.stringify(reset.body));
+  const page = await signedIn();
+  assert.equal(new URL(page.url()).hash, "", "the token leaves the address bar at once");
+  const email = page.getByLabel("Email", { exact: true }).and(page.locator("#channel-email"));
+  assert.ok(await email.isChecked());
+
+  await email.uncheck();
+  await page.getByText("Saved: Email is off.").waitFor();
+  assert.equal((await api("GET", "/v1/me/preferences", token)).body.channels.email, false);
+  await until("the cached profile to be evicted", () => !profileCached(user));
+
+  const n = await sendSettled({
+    recipients: [{ user_id: user }], category: "news",
+    content: { subject: "Weekly news", text: "Read all about it" },
+  });
+  const delivery = n.deliveries.find((d) => d.channel === "email");
+  assert.equal(delivery.status, "suppressed", JSON.stringify(n));
+
+  // A reload keeps the session (the cookie), shows the switch off and the notification in
+  // the history with what happened to it.
+  await page.reload();
+  await page.getByRole("heading", { name: "Channels" }).waitFor();
+  assert.equal(await page.locator("#channel-email").isChecked(), false);
+  const row = page.locator(`#history tr[data-id="${n.id}"]`);
+  await row.waitFor();
+  const text = await row.innerText();
+  assert.match(text, /news/);
+  assert.match(text, /Email: not sent \(your settings\)/);
+  // "news" is now a row of the kind × channel matrix.
+  assert.ok(await page.getByLabel("news by SMS").isChecked());
+
+  assert.deepEqual(await seriousViolations(page), []);
+  assert.deepEqual(foreignRequests(page), []);
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+test("quiet hours are saved in the chosen time zone, with the local time shown", async () => {
+  const page = await signedIn();
+  await page.getByLabel("Time zone").selectOption("America/Los_Angeles");
+  const now = await page.locator("#quiet-now").innerText();
+  const expected = new Date().toLocaleTimeString("en-US", {
+    timeZone: "America/Los_Angeles", hour: "2-digit", minute: "2-digit",
+  });
+  assert.match(now, /in America\/Los_Angeles/);
+  // The page formats in the browser's locale: compare the hour and minute digits only.
+  assert.ok(now.replace(/\D/g, "").includes(expected.replace(/\D/g, "").slice(0, 3)), `${now} vs ${expected}`);
+  await page.getByLabel("Hold notifications during quiet hours").check();
+  await page.getByLabel("From").fill("21:30");
+  await page.getByLabel("Until").fill("06:45");
+  await page.getByRole("button", { name: "Save quiet hours" }).click();
+  await page.getByText("Saved: quiet from 21:30 until 06:45 (America/Los_Angeles).").waitFor();
+  const prefs = await api("GET", "/v1/me/preferences", token);
+  assert.deepEqual(prefs.body.quiet_hours, { start: "21:30", end: "06:45", timezone: "America/Los_Angeles" });
+  await page.context().close();
+});
+
+test("a bad phone number is refused with the field named and nothing changes", async () => {
+  const before = (await api("GET", "/v1/me", token)).body.contacts;
+  const page = await signedIn(375);
+  await page.getByLabel(/^Phone/).fill("030 1234567");
+  await page.getByRole("button", { name: "Save contacts" }).click();
+  await page.getByText(/Not saved: phone/).waitFor();
+  assert.deepEqual((await api("GET", "/v1/me", token)).body.contacts, before);
+  await page.context().close();
+});
+
 for (const [width, name] of [[1440, "desktop"], [375, "phone"]]) {
-  test(`a user switches a channel off from /app (${name})`, async () => {
-    const token = stack.tokens.user;
-    // Start from every channel on.
-    const start = await api("PUT", "/v1/me/preferences", token, { channels: {}, categories: {} });
-    assert.equal(start.status, 200, JSON.stringify(start.body));
-
-    const page = await open(browser, width);
-    await page.goto(`${stack.url}/app#token=${token}`);
-    const sms = page.getByLabel("SMS", { exact: true });
-    await sms.waitFor();
-    assert.equal(new URL(page.url()).hash, "", "the token leaves the address bar at once");
-    assert.ok(await sms.isChecked());
-    await screenshot(page, `app-${name}`);
-
-    await sms.uncheck();
-    await page.getByText("Saved: SMS is off.").waitFor();
-    const prefs = await api("GET", "/v1/me/preferences", token);
-    assert.equal(prefs.body.channels.sms, false, JSON.stringify(prefs.body));
-    // A reload keeps the session (the cookie) and shows what was saved.
-    await page.reload();
-    await page.getByLabel("SMS", { exact: true }).waitFor();
-    assert.equal(await page.getByLabel("SMS", { exact: true }).isChecked(), false);
-
+  test(`/app at ${width} px is accessible and fits (${name})`, async () => {
+    const page = await signedIn(width);
+    await page.locator("#history tbody tr").first().waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen`);
     assert.deepEqual(await seriousViolations(page), []);
-    assert.deepEqual(foreignRequests(page), []);
-    assert.deepEqual(page.consoleErrors, []);
+    await screenshot(page, `app-${name}`);
     await page.context().close();
   });
 }

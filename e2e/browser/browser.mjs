@@ -1,5 +1,6 @@
 // What every browser test shares: the stack under test (NOTIFY_STACK: a `notifyctl up`
 // stack.json), Debian's chromium driven by playwright-core, axe-core, screenshots.
+import { execFileSync } from "node:child_process";
 import { readFileSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
@@ -67,4 +68,34 @@ export async function api(method, path, token, body) {
   });
   const text = await resp.text();
   return { status: resp.status, body: text ? JSON.parse(text) : null };
+}
+
+// Whether notification-service still holds `user`'s delivery profile in Redis (it is evicted
+// when the user's preferences change, through Kafka: a test waits for that before sending).
+export function profileCached(user) {
+  const out = execFileSync("redis-cli", ["-h", "127.0.0.1", "--scan", "--pattern", `*profile:${user}`]);
+  return out.toString().trim() !== "";
+}
+
+// Polls until `check()` is truthy (at most `ms`: a deadline against hanging, not a target).
+export async function until(what, check, ms = 20_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const OPEN = new Set(["pending", "queued", "sending", "retrying"]);
+
+// Sends `body` as the stack's service and waits until no delivery is open; the last view.
+export async function sendSettled(body) {
+  const sent = await api("POST", "/v1/notifications", stack.tokens.service, body);
+  if (sent.status !== 202) throw new Error(`send answered ${sent.status}: ${JSON.stringify(sent.body)}`);
+  return until(`notification ${sent.body.id} to settle`, async () => {
+    const v = await api("GET", `/v1/notifications/${sent.body.id}`, stack.tokens.admin);
+    return v.body.deliveries.every((d) => !OPEN.has(d.status)) && v.body;
+  });
 }

@@ -1,16 +1,42 @@
-// The preference center (`/app`): a user's contacts and channel switches, saved through the
-// public API with the session cookie.
+// The preference center (`/app`): a user's contacts, channel switches, the kind × channel
+// matrix, quiet hours, language, devices and history — each read and saved through the public
+// API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
 
 const api = new Api();
 const $ = (id) => document.getElementById(id);
 const CHANNELS = { email: "Email", sms: "SMS", push: "Push", telegram: "Telegram", webhook: "Webhook" };
+const STATUS_WORDS = {
+  sent: "sent", delivered: "delivered", queued: "on its way", sending: "on its way",
+  retrying: "retrying", pending: "scheduled", dead: "failed", expired: "expired",
+  undelivered: "not delivered", suppressed: "not sent", cancelled: "cancelled",
+  completed: "done", in_progress: "on its way", failed: "failed",
+  partially_failed: "partly failed", scheduled: "scheduled",
+};
+// Why a delivery was not sent, in the user's words.
+const REASON_WORDS = {
+  opted_out: "not sent (your settings)", no_contact: "not sent (no address)",
+  unknown_user: "not sent", invalid_address: "not sent (address invalid)",
+  bounced: "not sent (address bounced)", complained: "not sent (you reported spam)",
+};
+const deliveryWords = (d) =>
+  (d.status === "suppressed" && REASON_WORDS[d.reason]) || STATUS_WORDS[d.status] || d.status;
+let me = null;
 let prefs = null;
+let historyCursor = null;
+const historyKinds = new Set();
 
 function say(text, kind = "") {
   const s = $("status");
   s.textContent = text;
   s.className = kind;
+}
+
+// "Not saved: …" with the fields a 422 named.
+function failure(what, e) {
+  const fields = (e.problem && e.problem.errors) || [];
+  const detail = fields.length ? fields.map((f) => `${f.field} ${f.message}`).join("; ") : e.message;
+  say(`${what}: ${detail}`, "bad");
 }
 
 function el(tag, props = {}, ...children) {
@@ -19,51 +45,201 @@ function el(tag, props = {}, ...children) {
   return e;
 }
 
-function renderContacts(contacts) {
-  const rows = [
-    ["Email", contacts.email],
-    ["Phone", contacts.phone],
-    ["Telegram", contacts.telegram_chat_id ? "linked" : null],
-  ];
-  $("contacts").replaceChildren(
-    ...rows.flatMap(([name, value]) => [
-      el("dt", { textContent: name }),
-      el("dd", { textContent: value || "not set", className: value ? "" : "muted" }),
-    ]),
-  );
+const channelName = (c) => CHANNELS[c] || c;
+const when = (t) => new Date(t).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+// The whole preference document with `change` applied, as PUT /v1/me/preferences takes it.
+async function savePrefs(change, done) {
+  const body = {
+    channels: { ...prefs.channels },
+    categories: structuredClone(prefs.categories),
+    locale: prefs.locale,
+  };
+  if (prefs.quiet_hours) body.quiet_hours = { ...prefs.quiet_hours };
+  change(body);
+  say("Saving…");
+  try {
+    prefs = await api.put("/v1/me/preferences", body);
+    say(done, "ok");
+    return true;
+  } catch (e) {
+    failure("Not saved", e);
+    return false;
+  }
+}
+
+// A checkbox that saves itself; reverted when the save fails.
+function switchBox(id, label, checked, save) {
+  const input = el("input", { type: "checkbox", checked, id });
+  if (label) input.setAttribute("aria-label", label);
+  input.addEventListener("change", async () => {
+    input.disabled = true;
+    if (!(await save(input.checked))) input.checked = !input.checked;
+    input.disabled = false;
+  });
+  return input;
+}
+
+function renderContacts() {
+  $("email").value = me.contacts.email || "";
+  $("phone").value = me.contacts.phone || "";
+  $("telegram-line").textContent = me.contacts.telegram_chat_id
+    ? "Telegram: linked."
+    : "Telegram: not linked.";
 }
 
 // Every channel, on unless switched off (the API leaves out switches never touched).
+function allChannels() {
+  return [...new Set([...Object.keys(CHANNELS), ...Object.keys(prefs.channels)])];
+}
+
 function renderChannels() {
-  const channels = [...new Set([...Object.keys(CHANNELS), ...Object.keys(prefs.channels)])];
   $("channels").replaceChildren(
-    ...channels.map((channel) => {
-      const on = prefs.channels[channel] !== false;
-      const input = el("input", { type: "checkbox", checked: on, id: `channel-${channel}` });
-      input.addEventListener("change", () => saveChannel(channel, input));
-      return el("li", {}, el("label", {}, input, CHANNELS[channel] || channel));
+    ...allChannels().map((channel) => {
+      const input = switchBox(`channel-${channel}`, null, prefs.channels[channel] !== false, (on) =>
+        savePrefs((b) => { b.channels[channel] = on; }, `Saved: ${channelName(channel)} is ${on ? "on" : "off"}.`));
+      return el("li", {}, el("label", {}, input, channelName(channel)));
     }),
   );
 }
 
-async function saveChannel(channel, input) {
-  const body = {
-    channels: { ...prefs.channels, [channel]: input.checked },
-    categories: prefs.categories,
-    locale: prefs.locale,
-  };
-  if (prefs.quiet_hours) body.quiet_hours = prefs.quiet_hours;
-  input.disabled = true;
-  say("Saving…");
+function renderMatrix() {
+  const mandatory = new Set(prefs.mandatory_categories);
+  const kinds = [...new Set([...Object.keys(prefs.categories), ...historyKinds, ...mandatory])].sort();
+  $("matrix-empty").hidden = kinds.length > 0;
+  const channels = allChannels();
+  const head = el("tr", {}, el("th", { scope: "col", textContent: "Kind" }),
+    ...channels.map((c) => el("th", { scope: "col", textContent: channelName(c) })));
+  const rows = kinds.map((kind) => {
+    const always = mandatory.has(kind);
+    return el("tr", {},
+      el("th", { scope: "row", textContent: always ? `${kind} (always sent)` : kind }),
+      ...channels.map((channel) => {
+        const on = always || (prefs.categories[kind] || {})[channel] !== false;
+        const box = switchBox(`cat-${kind}-${channel}`, `${kind} by ${channelName(channel)}`, on, (v) =>
+          savePrefs((b) => { (b.categories[kind] ||= {})[channel] = v; },
+            `Saved: ${kind} by ${channelName(channel)} is ${v ? "on" : "off"}.`));
+        box.disabled = always;
+        return el("td", {}, box);
+      }));
+  });
+  $("matrix").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+function zones() {
   try {
-    prefs = await api.put("/v1/me/preferences", body);
-    say(`Saved: ${CHANNELS[channel] || channel} is ${input.checked ? "on" : "off"}.`, "ok");
-  } catch (e) {
-    input.checked = !input.checked;
-    say(`Not saved: ${e.message}`, "bad");
-  } finally {
-    input.disabled = false;
+    return Intl.supportedValuesOf("timeZone");
+  } catch {
+    return ["UTC"];
   }
+}
+
+function showLocalTime() {
+  const zone = $("quiet-zone").value;
+  const now = new Date().toLocaleTimeString(undefined, { timeZone: zone, hour: "2-digit", minute: "2-digit" });
+  $("quiet-now").textContent = `It is now ${now} in ${zone}.`;
+}
+
+function renderQuiet() {
+  const q = prefs.quiet_hours;
+  const zone = (q && q.timezone) || me.timezone || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  const list = zones();
+  if (!list.includes(zone)) list.unshift(zone);
+  $("quiet-zone").replaceChildren(...list.map((z) => el("option", { value: z, textContent: z, selected: z === zone })));
+  $("quiet-on").checked = Boolean(q);
+  $("quiet-start").value = (q && q.start) || "22:00";
+  $("quiet-end").value = (q && q.end) || "07:00";
+  showLocalTime();
+}
+
+async function renderDevices() {
+  const list = await api.get("/v1/me/devices");
+  $("devices-empty").hidden = list.items.length > 0;
+  $("devices").replaceChildren(...list.items.map((d) => {
+    const name = `${d.platform === "apns" ? "Apple" : "Android"} device added ${when(d.created_at)}`;
+    const remove = el("button", { type: "button", textContent: "Remove" });
+    remove.setAttribute("aria-label", `Remove ${name}`);
+    remove.addEventListener("click", async () => {
+      remove.disabled = true;
+      try {
+        await api.delete(`/v1/me/devices/${d.id}`);
+        say("Removed: that device gets no more notifications.", "ok");
+        await renderDevices();
+      } catch (e) {
+        failure("Not removed", e);
+        remove.disabled = false;
+      }
+    });
+    return el("li", {}, el("span", { textContent: `${name}, last seen ${when(d.last_seen)}` }), remove);
+  }));
+}
+
+async function loadHistory() {
+  const q = historyCursor ? `?limit=20&cursor=${encodeURIComponent(historyCursor)}` : "?limit=20";
+  const page = await api.get(`/v1/me/notifications${q}`);
+  const body = $("history").tBodies[0];
+  for (const n of page.items) {
+    historyKinds.add(n.category);
+    const cell = (label, textContent) => {
+      const td = el("td", { textContent });
+      td.dataset.label = label;
+      return td;
+    };
+    const row = el("tr", {},
+      cell("When", when(n.created_at)),
+      cell("Kind", n.category),
+      cell("Status", STATUS_WORDS[n.status] || n.status),
+      cell("Channels", n.deliveries.map((d) => `${channelName(d.channel)}: ${deliveryWords(d)}`).join(", ")));
+    row.dataset.id = n.id;
+    body.append(row);
+  }
+  $("history-empty").hidden = body.rows.length > 0;
+  historyCursor = page.next_cursor || null;
+  $("history-more").hidden = !historyCursor;
+}
+
+function wireForms() {
+  $("contacts-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = {
+      email: $("email").value.trim() || null,
+      phone: $("phone").value.trim() || null,
+      telegram_chat_id: me.contacts.telegram_chat_id || null,
+    };
+    say("Saving…");
+    try {
+      me.contacts = await api.put("/v1/me/contacts", body);
+      renderContacts();
+      say("Saved: your contacts.", "ok");
+    } catch (e) {
+      failure("Not saved", e);
+    }
+  });
+  $("telegram-link").addEventListener("click", async () => {
+    try {
+      const link = await api.post("/v1/me/telegram/link", {});
+      const code = $("telegram-code");
+      code.replaceChildren("Open ", el("a", { href: link.deep_link, textContent: "the bot" }),
+        ` or send it /start ${link.code} before ${when(link.expires_at)}.`);
+      code.hidden = false;
+    } catch (e) {
+      failure("Telegram cannot be linked now", e);
+    }
+  });
+  $("quiet-zone").addEventListener("change", showLocalTime);
+  $("quiet-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const on = $("quiet-on").checked;
+    const q = { start: $("quiet-start").value, end: $("quiet-end").value, timezone: $("quiet-zone").value };
+    await savePrefs((b) => { if (on) b.quiet_hours = q; else delete b.quiet_hours; },
+      on ? `Saved: quiet from ${q.start} until ${q.end} (${q.timezone}).` : "Saved: no quiet hours.");
+  });
+  $("locale-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const locale = $("locale").value.trim();
+    await savePrefs((b) => { b.locale = locale; }, `Saved: notifications in ${locale}.`);
+  });
+  $("history-more").addEventListener("click", () => loadHistory().catch((e) => failure("Could not load more", e)));
 }
 
 async function main() {
@@ -89,14 +265,20 @@ async function main() {
     return;
   }
   try {
-    const me = await api.get("/v1/me");
+    me = await api.get("/v1/me");
     prefs = me.preferences;
-    renderContacts(me.contacts);
+    await loadHistory();
+    renderContacts();
     renderChannels();
+    renderMatrix();
+    renderQuiet();
+    $("locale").value = prefs.locale;
+    await renderDevices();
+    wireForms();
     $("content").hidden = false;
     say("");
   } catch (e) {
-    say(`Could not load your settings: ${e.message}`, "bad");
+    failure("Could not load your settings", e);
   }
 }
 

@@ -295,6 +295,7 @@ struct HistoryRow {
     created_at: DateTime<Utc>,
     channels: Vec<String>,
     statuses: Vec<String>,
+    reasons: Vec<Option<String>>,
 }
 
 /// A user's notifications, newest first, `limit` of them after `before` (keyset pagination on
@@ -308,7 +309,8 @@ pub async fn history(
 ) -> sqlx::Result<Vec<HistoryItem>> {
     let rows: Vec<HistoryRow> = sqlx::query_as(
         "SELECT n.id, n.category, n.created_at,
-                array_agg(d.channel ORDER BY d.id) AS channels, array_agg(d.status ORDER BY d.id) AS statuses
+                array_agg(d.channel ORDER BY d.id) AS channels, array_agg(d.status ORDER BY d.id) AS statuses,
+                array_agg(d.reason ORDER BY d.id) AS reasons
          FROM deliveries d JOIN notifications n ON n.id = d.notification_id
          WHERE d.user_id = $1 AND ($2::timestamptz IS NULL OR (n.created_at, n.id) < ($2, $3))
          GROUP BY n.id
@@ -332,7 +334,12 @@ pub async fn history(
                 .channels
                 .into_iter()
                 .zip(r.statuses)
-                .map(|(channel, status)| ChannelStatus { channel, status })
+                .zip(r.reasons)
+                .map(|((channel, status), reason)| ChannelStatus {
+                    channel,
+                    status,
+                    reason,
+                })
                 .collect(),
         })
         .collect())
