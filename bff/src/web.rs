@@ -1,5 +1,5 @@
 //! The pages people open in a browser, served by the bff itself (decision 0025): `/docs`
-//! (Redoc over `/openapi.json`) and `/app` (the preference center).
+//! (Redoc over `/openapi.json`), `/app` (the preference center) and `/console` (admins).
 //!
 //! Every file a page loads is compiled into the binary and served from this origin at a
 //! content-hashed URL (`/assets/<stem>.<hash>.<ext>`) with a year's immutable cache, so a new
@@ -53,12 +53,19 @@ const SOURCES: &[Source] = &[
         content_type: JS,
         names_assets: true,
     },
+    Source {
+        name: "console.js",
+        bytes: include_bytes!("../assets/console/console.js"),
+        content_type: JS,
+        names_assets: true,
+    },
 ];
 
 /// The pages: path and template.
 const PAGES: &[(&str, &str)] = &[
     ("/docs", DOCS),
     ("/app", include_str!("../assets/app/index.html")),
+    ("/console", include_str!("../assets/console/index.html")),
 ];
 
 /// What a page may load: only this origin; inline styles for Redoc's styled components, and
@@ -240,6 +247,7 @@ pub fn router() -> Router {
         .route("/assets/{file}", get(asset))
         .route("/docs", get(page_at::<0>))
         .route("/app", get(page_at::<1>))
+        .route("/console", get(page_at::<2>))
         .with_state(Arc::new(Web::new()))
 }
 

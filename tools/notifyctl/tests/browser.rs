@@ -26,9 +26,15 @@ fn the_pages_work_in_chromium() {
     );
     let up = support::up(&["--no-prometheus"], &[]);
     let out = up.dir.0.join("browser.log");
+    let mut tests: Vec<_> = std::fs::read_dir(&browser_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+        .collect();
+    tests.sort();
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-concurrency=1"])
-        .arg(browser_dir.join("app.test.mjs"))
+        .args(&tests)
         .current_dir(&browser_dir)
         .env("NOTIFY_STACK", up.dir.0.join("stack.json"))
         .stdin(Stdio::null())

@@ -1,0 +1,284 @@
+// The admin console (`/console`): find notifications by every admin filter, follow one
+// delivery's attempts, re-drive dead letters after saying how many will move, and stats —
+// all through the public admin API with the session cookie (decision 0025).
+import { Api } from "{{asset:api.js}}";
+
+const api = new Api();
+const $ = (id) => document.getElementById(id);
+const VIEWS = ["notifications", "notification", "dead-letters", "stats"];
+const STATUS_COLORS = {
+  sent: "#1a7f37", delivered: "#116329", queued: "#0b5fcc", sending: "#0b5fcc", pending: "#6e7781",
+  retrying: "#9a6700", dead: "#b42318", expired: "#8c2f39", undelivered: "#cf222e",
+  suppressed: "#57606a", cancelled: "#8c959f",
+};
+let searchCursor = null;
+let deadIds = [];
+
+function say(text, kind = "") {
+  const s = $("status");
+  s.textContent = text;
+  s.className = kind;
+}
+
+function failure(what, e) {
+  const fields = (e.problem && e.problem.errors) || [];
+  const detail = fields.length ? fields.map((f) => `${f.field} ${f.message}`).join("; ") : e.message;
+  say(`${what}: ${detail}`, "bad");
+}
+
+function el(tag, props = {}, ...children) {
+  const e = Object.assign(document.createElement(tag), props);
+  e.append(...children);
+  return e;
+}
+
+function cell(label, ...content) {
+  const td = el("td", {}, ...content);
+  td.dataset.label = label;
+  return td;
+}
+
+const when = (t) => new Date(t).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+const errorText = (e) => (e ? `${e.code}: ${e.message}` : "");
+
+// A form's filled fields as a query string; datetime-local values as RFC 3339.
+function query(form, extra = {}) {
+  const q = new URLSearchParams();
+  for (const [k, v] of new FormData(form)) {
+    if (!v) continue;
+    q.set(k, form.elements[k].type === "datetime-local" ? new Date(v).toISOString() : v);
+  }
+  for (const [k, v] of Object.entries(extra)) if (v) q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+function show(view) {
+  for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
+}
+
+// --- Notifications: search and one notification ---
+
+async function search(more = false) {
+  if (!more) searchCursor = null;
+  const page = await api.get(`/v1/admin/notifications${query($("search-form"), { limit: "50", cursor: searchCursor })}`);
+  const body = $("results").tBodies[0];
+  if (!more) body.replaceChildren();
+  for (const n of page.items) {
+    const summary = n.deliveries.map((d) => `${d.channel} ${d.status}`).join(", ");
+    body.append(el("tr", {},
+      cell("Created", el("a", { href: `#/notifications/${n.id}`, textContent: when(n.created_at) })),
+      cell("Kind", n.category),
+      cell("Status", n.status),
+      cell("Deliveries", summary)));
+  }
+  searchCursor = page.next_cursor || null;
+  $("results-more").hidden = !searchCursor;
+  say(body.rows.length ? "" : "No notification matches.");
+}
+
+function attemptLine(a) {
+  const outcome = a.outcome.replaceAll("_", " ");
+  const error = a.error ? ` — ${errorText(a.error)}` : "";
+  return `Attempt ${a.attempt} at ${when(a.at)}: ${outcome} via ${a.provider} in ${a.duration_ms} ms${error}`;
+}
+
+async function showNotification(id) {
+  show("notification");
+  const n = await api.get(`/v1/notifications/${id}`);
+  $("notification-title").textContent = `Notification ${n.id}`;
+  const facts = [["Status", n.status], ["Kind", n.category], ["Priority", n.priority],
+    ["Created", when(n.created_at)]];
+  if (n.send_at) facts.push(["Send at", when(n.send_at)]);
+  $("notification-facts").replaceChildren(
+    ...facts.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
+  const details = await Promise.all(n.deliveries.map((d) => api.get(`/v1/admin/deliveries/${d.id}`)));
+  $("deliveries").replaceChildren(...details.map((detail) => {
+    const d = detail; // the delivery's fields, flattened, with attempt_log and redrives
+    const events = [
+      ...detail.attempt_log.map((a) => ({ at: a.at, text: attemptLine(a) })),
+      ...detail.redrives.map((r) => ({
+        at: r.at,
+        text: `Re-driven at ${when(r.at)} by ${r.actor} (${r.kind.replaceAll("_", " ")}): attempt ${r.from_attempt} → ${r.to_attempt}${r.detail ? ` — ${r.detail}` : ""}`,
+      })),
+    ].sort((a, b) => new Date(a.at) - new Date(b.at));
+    const title = `${d.channel} to ${d.address || "(no address)"}: ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
+    const headingId = `delivery-${d.id}`;
+    const section = el("section", { className: "delivery" },
+      el("h3", { id: headingId, textContent: title }),
+      el("p", { className: "muted", textContent: `Delivery ${d.id}` }));
+    section.setAttribute("aria-labelledby", headingId);
+    if (d.fallback_of) {
+      section.append(el("p", {}, "Fallback of ",
+        el("a", { href: `#/notifications/${d.notification_id}`, textContent: `delivery ${d.fallback_of}` }), "."));
+    }
+    section.append(events.length
+      ? el("ol", { className: "timeline" }, ...events.map((e) => el("li", { textContent: e.text })))
+      : el("p", { className: "muted", textContent: "No attempt yet." }));
+    return section;
+  }));
+  say("");
+}
+
+// --- Dead letters: filter, count, confirm, re-drive exactly those ---
+
+async function loadDead() {
+  const form = $("dead-form");
+  const items = [];
+  let cursor = null;
+  do {
+    const page = await api.get(`/v1/admin/dead-letters${query(form, { limit: "200", cursor })}`);
+    items.push(...page.items);
+    cursor = page.next_cursor || null;
+  } while (cursor && items.length < 5000);
+  deadIds = items.map((d) => d.id);
+  $("dead").tBodies[0].replaceChildren(...items.map((d) => el("tr", {},
+    cell("Delivery", el("a", { href: `#/notifications/${d.notification_id}`, textContent: d.id })),
+    cell("Channel", d.channel),
+    cell("Address", d.address || ""),
+    cell("Error", errorText(d.last_error)),
+    cell("Died", when(d.updated_at)))));
+  $("dead-count").textContent = items.length === 1 ? "1 dead letter matches." : `${items.length} dead letters match.`;
+  const button = $("redrive");
+  button.hidden = items.length === 0;
+  button.textContent = `Re-drive ${items.length}`;
+}
+
+async function redrive() {
+  const ids = deadIds.slice();
+  $("confirm-text").textContent =
+    `Re-drive ${ids.length} dead letter${ids.length === 1 ? "" : "s"}? Each gets a new attempt and the whole retry schedule.`;
+  const dialog = $("confirm");
+  dialog.returnValue = "";
+  dialog.showModal();
+  await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+  if (dialog.returnValue !== "go") {
+    say("Nothing re-driven.");
+    return;
+  }
+  let redriven = 0;
+  let skipped = 0;
+  for (let i = 0; i < ids.length; i += 1000) {
+    const answer = await api.post("/v1/admin/dead-letters/redrive", { ids: ids.slice(i, i + 1000) });
+    redriven += answer.redriven;
+    skipped += (answer.skipped || []).length;
+  }
+  await loadDead();
+  say(`Re-drove ${redriven}${skipped ? `; ${skipped} were no longer dead` : ""}.`, "ok");
+}
+
+// --- Stats: deliveries per channel × status as stacked bars, latency percentiles ---
+
+function chart(counts) {
+  const ns = "http://www.w3.org/2000/svg";
+  const channels = Object.keys(counts);
+  const max = Math.max(1, ...channels.map((c) => Object.values(counts[c]).reduce((a, b) => a + b, 0)));
+  const rowH = 28;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 600 ${channels.length * rowH + 10}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", channels.map((c) =>
+    `${c}: ${Object.entries(counts[c]).map(([s, n]) => `${n} ${s}`).join(", ")}`).join("; ") || "no deliveries");
+  channels.forEach((c, i) => {
+    const label = document.createElementNS(ns, "text");
+    Object.entries({ x: 0, y: i * rowH + 19, "font-size": 13, fill: "#1b1f24" }).forEach(([k, v]) => label.setAttribute(k, v));
+    label.textContent = c;
+    svg.append(label);
+    let x = 90;
+    for (const [status, n] of Object.entries(counts[c])) {
+      const w = (n / max) * 500;
+      const rect = document.createElementNS(ns, "rect");
+      Object.entries({ x, y: i * rowH + 4, width: Math.max(w, n ? 1 : 0), height: 20, fill: STATUS_COLORS[status] || "#57606a" })
+        .forEach(([k, v]) => rect.setAttribute(k, v));
+      const tip = document.createElementNS(ns, "title");
+      tip.textContent = `${c} ${status}: ${n}`;
+      rect.append(tip);
+      svg.append(rect);
+      x += w;
+    }
+  });
+  return svg;
+}
+
+async function loadStats() {
+  const window = new FormData($("stats-form")).get("window");
+  const stats = await api.get(`/v1/admin/stats?window=${encodeURIComponent(window)}`);
+  const statuses = [...new Set(Object.values(stats.counts).flatMap((m) => Object.keys(m)))].sort();
+  const table = el("table", { className: "cards" },
+    el("caption", { textContent: `Deliveries created in the last ${window}, by channel and status` }),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", textContent: "Channel" }),
+      ...statuses.map((s) => el("th", { scope: "col", textContent: s })))),
+    el("tbody", {}, ...Object.entries(stats.counts).map(([c, m]) => el("tr", {},
+      el("th", { scope: "row", textContent: c }),
+      ...statuses.map((s) => cell(s, String(m[s] || 0)))))));
+  const legend = el("ul", { className: "legend" }, ...statuses.map((s) => {
+    const swatch = el("span", { className: "swatch" });
+    swatch.style.background = STATUS_COLORS[s] || "#57606a";
+    return el("li", {}, swatch, s);
+  }));
+  $("stats-chart").replaceChildren(chart(stats.counts), legend, table);
+  const ms = (v) => (v == null ? "–" : `${Math.round(v)} ms`);
+  $("stats-latency").textContent =
+    `Accept → sent: p50 ${ms(stats.latency_ms.p50)}, p95 ${ms(stats.latency_ms.p95)}, p99 ${ms(stats.latency_ms.p99)}.`;
+  say("");
+}
+
+// --- Routing by the fragment: #/notifications[/id], #/dead-letters, #/stats ---
+
+async function route() {
+  const [, view = "notifications", id] = location.hash.split("/");
+  try {
+    if (view === "notifications" && id) await showNotification(id);
+    else if (view === "dead-letters") { show("dead-letters"); await loadDead(); say(""); }
+    else if (view === "stats") { show("stats"); await loadStats(); }
+    else { show("notifications"); await search(); }
+  } catch (e) {
+    failure("Could not load", e);
+  }
+}
+
+function wire() {
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    search().catch((e) => failure("Could not search", e));
+  });
+  $("results-more").addEventListener("click", () => search(true).catch((e) => failure("Could not load more", e)));
+  $("dead-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    loadDead().then(() => say("")).catch((e) => failure("Could not filter", e));
+  });
+  $("redrive").addEventListener("click", () => redrive().catch((e) => failure("Not re-driven", e)));
+  $("stats-form").addEventListener("change", () => loadStats().catch((e) => failure("Could not load stats", e)));
+  window.addEventListener("hashchange", () => {
+    if (new URLSearchParams(location.hash.slice(1)).has("token")) location.reload();
+    else route();
+  });
+}
+
+async function main() {
+  let session;
+  try {
+    session = await api.signIn();
+  } catch (e) {
+    say(e.status === 401 ? "You are signed out. Sign in with an admin's link." : `Could not sign in: ${e.message}`, "bad");
+    return;
+  }
+  const out = $("sign-out");
+  out.hidden = false;
+  out.addEventListener("click", async () => {
+    await api.signOut();
+    for (const v of VIEWS) $(`view-${v}`).hidden = true;
+    $("nav").hidden = true;
+    out.hidden = true;
+    say("You are signed out.");
+  });
+  if (session.role !== "admin") {
+    say("This console is for admins.", "bad");
+    return;
+  }
+  $("nav").hidden = false;
+  wire();
+  await route();
+}
+
+main();
