@@ -231,6 +231,27 @@ pub struct TemplateView {
     pub locales: BTreeMap<String, TemplateVariant>,
 }
 
+/// `POST /v1/admin/template-preview`: one variant rendered with data; nothing is stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = TemplatePreviewRequest)]
+pub struct PreviewBody {
+    pub variant: TemplateVariant,
+    /// The variables, as a notification's `data` carries them; `{}` when absent.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// What a recipient would get.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = TemplatePreview)]
+pub struct Preview {
+    pub subject: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+}
+
 /// An address that is not sent to any more.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Suppression {

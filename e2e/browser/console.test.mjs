@@ -110,6 +110,41 @@ for (const [width, name] of [[1440, "desktop"], [375, "phone"]]) {
   });
 }
 
+test("an admin writes a template with a live preview per locale; a broken one says why", async () => {
+  const page = await signedIn();
+  await page.getByRole("link", { name: "Templates" }).click();
+  await page.getByLabel("Template name").fill("order-shipped");
+  await page.getByRole("button", { name: "Open" }).click();
+  await page.getByText("order-shipped is new").waitFor();
+  const text = page.getByLabel("Text", { exact: true });
+  const preview = page.locator("#preview");
+  await page.getByLabel("Subject").fill("Order {{ number }}");
+  await text.fill("Your order {{ number }} is on its way.");
+  await page.getByLabel("Data to preview with (JSON)").fill('{"number": 42}');
+  await preview.getByText("Your order 42 is on its way.").waitFor();
+  await preview.getByText("Order 42", { exact: true }).waitFor();
+
+  await text.fill("Your order {{ number ");
+  await page.getByText(/This template does not render \(en\): variant: /).waitFor();
+  await text.fill("Your order {{ number }} is on its way.");
+  await preview.getByText("Your order 42 is on its way.").waitFor();
+
+  await page.getByLabel(/^Add a locale/).fill("de");
+  await page.getByRole("button", { name: "Add", exact: true }).click();
+  await text.fill("Ihre Bestellung {{ number }} ist unterwegs.");
+  await preview.getByText("Ihre Bestellung 42 ist unterwegs.").waitFor();
+  assert.deepEqual(await seriousViolations(page), []);
+  await screenshot(page, "console-templates-desktop");
+  await page.getByRole("button", { name: "Save template" }).click();
+  await page.getByText("Saved order-shipped (de, en).").waitFor();
+  const saved = await api("GET", "/v1/admin/templates/order-shipped", stack.tokens.admin);
+  assert.equal(saved.body.locales.de.text, "Ihre Bestellung {{ number }} ist unterwegs.");
+  assert.equal(saved.body.locales.en.text, "Your order {{ number }} is on its way.");
+  assert.equal(saved.body.locales.en.subject, "Order {{ number }}");
+  assert.deepEqual(foreignRequests(page), []);
+  await page.context().close();
+});
+
 test("a user's token opens no console", async () => {
   const page = await open(browser);
   await page.goto(`${stack.url}/console#token=${stack.tokens.user}`);

@@ -238,6 +238,7 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "post /v1/me/telegram/link",
         "post /v1/telegram/webhook",
         "put /v1/admin/templates/{name}",
+        "post /v1/admin/template-preview",
         "get /v1/admin/templates/{name}",
         "delete /v1/admin/templates/{name}",
         "get /v1/admin/notifications",

@@ -263,3 +263,60 @@ async fn a_template_that_runs_too_long_or_renders_too_much_is_refused_at_intake(
         .unwrap();
     assert_eq!(written, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_renders_a_variant_as_intake_would_and_names_what_does_not_render() {
+    let stack = Stack::start(Options::default()).await.unwrap();
+    let admin = stack.token(Role::Admin, "ops");
+    let preview = |body: serde_json::Value| {
+        let admin = admin.clone();
+        let stack = &stack;
+        async move {
+            stack
+                .call(
+                    Method::POST,
+                    "/v1/admin/template-preview",
+                    Some(&admin),
+                    Some(body),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let variant =
+        json!({ "subject": "Order {{ n }}", "text": "Hi {{ name }}", "html": "<p>{{ name }}</p>" });
+    let (status, out) =
+        preview(json!({ "variant": variant, "data": { "n": 7, "name": "<b>Lea</b>" } })).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out,
+        json!({ "subject": "Order 7", "text": "Hi <b>Lea</b>", "html": "<p>&lt;b&gt;Lea&lt;&#x2f;b&gt;</p>" })
+    );
+    for (body, field) in [
+        (json!({ "variant": variant, "data": { "n": 7 } }), "data"),
+        (json!({ "variant": { "text": "Hi {{ name " } }), "variant"),
+        (json!({ "variant": variant, "data": [1] }), "data"),
+        (
+            json!({ "variant": { "text": "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}" } }),
+            "variant",
+        ),
+    ] {
+        let (status, problem) = preview(body.clone()).await;
+        assert_eq!(
+            (status, problem["errors"][0]["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {problem}"
+        );
+    }
+    let svc = stack.token(Role::Service, "billing");
+    let (status, _) = stack
+        .call(
+            Method::POST,
+            "/v1/admin/template-preview",
+            Some(&svc),
+            Some(json!({ "variant": { "text": "x" } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+}

@@ -1,11 +1,12 @@
 // The admin console (`/console`): find notifications by every admin filter, follow one
-// delivery's attempts, re-drive dead letters after saying how many will move, and stats —
+// delivery's attempts, re-drive dead letters after saying how many will move, stats, and
+// templates with a live preview per locale —
 // all through the public admin API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
 
 const api = new Api();
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["notifications", "notification", "dead-letters", "stats"];
+const VIEWS = ["notifications", "notification", "dead-letters", "stats", "templates"];
 const STATUS_COLORS = {
   sent: "#1a7f37", delivered: "#116329", queued: "#0b5fcc", sending: "#0b5fcc", pending: "#6e7781",
   retrying: "#9a6700", dead: "#b42318", expired: "#8c2f39", undelivered: "#cf222e",
@@ -223,6 +224,106 @@ async function loadStats() {
   say("");
 }
 
+// --- Templates: edit per locale with a live preview, save all locales ---
+
+let template = null; // { name, locales: { [locale]: variant } }
+let previewTimer = null;
+
+function currentVariant() {
+  const v = { text: $("t-text").value };
+  if ($("t-subject").value) v.subject = $("t-subject").value;
+  if ($("t-html").value) v.html = $("t-html").value;
+  return v;
+}
+
+function showLocale(locale) {
+  const v = template.locales[locale] || { text: "" };
+  $("t-subject").value = v.subject || "";
+  $("t-text").value = v.text || "";
+  $("t-html").value = v.html || "";
+  $("t-locale").replaceChildren(...Object.keys(template.locales).map((l) =>
+    el("option", { value: l, textContent: l, selected: l === locale })));
+  schedulePreview();
+}
+
+function schedulePreview() {
+  clearTimeout(previewTimer);
+  previewTimer = setTimeout(() => preview().catch((e) => failure("Could not preview", e)), 250);
+}
+
+async function preview() {
+  const locale = $("t-locale").value;
+  template.locales[locale] = currentVariant();
+  const error = $("preview-error");
+  let data;
+  try {
+    data = JSON.parse($("t-data").value || "{}");
+  } catch {
+    error.textContent = "The data is not JSON.";
+    error.hidden = false;
+    return;
+  }
+  try {
+    const out = await api.post("/v1/admin/template-preview", { variant: template.locales[locale], data });
+    error.hidden = true;
+    const rows = [["Locale", locale], ["Subject", out.subject ?? "(none)"], ["Text", out.text]];
+    if (out.html != null) rows.push(["HTML", out.html]);
+    $("preview").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { textContent: k }),
+      el("dd", {}, el("pre", { textContent: v }))]));
+  } catch (e) {
+    if (e.status !== 422) throw e;
+    const fields = (e.problem.errors || []).map((f) => `${f.field}: ${f.message}`).join("; ");
+    error.textContent = `This template does not render (${locale}): ${fields || e.message}`;
+    error.hidden = false;
+  }
+}
+
+async function openTemplate(name) {
+  try {
+    template = await api.get(`/v1/admin/templates/${encodeURIComponent(name)}`);
+    say(`Opened ${name}.`);
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    template = { name, locales: { en: { text: "" } } };
+    say(`${name} is new: write its first locale.`);
+  }
+  $("editor-title").textContent = `Edit ${name}`;
+  $("template-editor").hidden = false;
+  showLocale(Object.keys(template.locales)[0]);
+}
+
+async function saveTemplate() {
+  const locale = $("t-locale").value;
+  template.locales[locale] = currentVariant();
+  try {
+    template = await api.put(`/v1/admin/templates/${encodeURIComponent(template.name)}`, { locales: template.locales });
+    say(`Saved ${template.name} (${Object.keys(template.locales).join(", ")}).`, "ok");
+  } catch (e) {
+    failure("Not saved", e);
+  }
+}
+
+function wireTemplates() {
+  $("template-open").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    openTemplate(new FormData(ev.target).get("name")).catch((e) => failure("Could not open", e));
+  });
+  $("t-locale").addEventListener("change", () => showLocale($("t-locale").value));
+  $("t-add-locale").addEventListener("click", () => {
+    const l = $("t-new-locale").value.trim();
+    if (!l) return;
+    template.locales[$("t-locale").value] = currentVariant();
+    template.locales[l] ||= { ...currentVariant() };
+    $("t-new-locale").value = "";
+    showLocale(l);
+  });
+  for (const id of ["t-subject", "t-text", "t-html", "t-data"]) $(id).addEventListener("input", schedulePreview);
+  $("template-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    saveTemplate();
+  });
+}
+
 // --- Routing by the fragment: #/notifications[/id], #/dead-letters, #/stats ---
 
 async function route() {
@@ -231,6 +332,7 @@ async function route() {
     if (view === "notifications" && id) await showNotification(id);
     else if (view === "dead-letters") { show("dead-letters"); await loadDead(); say(""); }
     else if (view === "stats") { show("stats"); await loadStats(); }
+    else if (view === "templates") { show("templates"); say(""); }
     else { show("notifications"); await search(); }
   } catch (e) {
     failure("Could not load", e);
@@ -248,6 +350,7 @@ function wire() {
     loadDead().then(() => say("")).catch((e) => failure("Could not filter", e));
   });
   $("redrive").addEventListener("click", () => redrive().catch((e) => failure("Not re-driven", e)));
+  wireTemplates();
   $("stats-form").addEventListener("change", () => loadStats().catch((e) => failure("Could not load stats", e)));
   window.addEventListener("hashchange", () => {
     if (new URLSearchParams(location.hash.slice(1)).has("token")) location.reload();

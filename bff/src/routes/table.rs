@@ -6,8 +6,8 @@
 use api::{
     admin::{
         AttemptFeed, AttemptQuery, DeadLetterQuery, DeliveryDetail, DeliveryPage, NotificationPage,
-        NotificationQuery, RedriveBody, Redriven, Stats, StatsQuery, SuppressionPage,
-        SuppressionQuery, TemplateBody, TemplateView,
+        NotificationQuery, Preview, PreviewBody, RedriveBody, Redriven, Stats, StatsQuery,
+        SuppressionPage, SuppressionQuery, TemplateBody, TemplateView,
     },
     notifications::{
         BounceAnswer, BounceReport, HistoryPage, HistoryQuery, NotificationView, ReceiptAnswer,
@@ -86,7 +86,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 30] = [
+pub static ROUTES: [Route; 31] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -283,6 +283,20 @@ pub static ROUTES: [Route; 30] = [
             "admin",
             "Create or replace a template (all its locales); every variant must compile",
             &[ok(200, "The template", schema::<TemplateView>)],
+        )
+    },
+    Route {
+        request: Some(schema::<PreviewBody>),
+        ..route(
+            Verb::Post,
+            "/v1/admin/template-preview",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Render one template variant with data, as intake would; nothing is stored\n\n\
+             A variant that does not compile or data it cannot render with is a 422 naming \
+             `variant` or `data`.",
+            &[ok(200, "What a recipient would get", schema::<Preview>)],
         )
     },
     Route {

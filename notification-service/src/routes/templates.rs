@@ -1,11 +1,11 @@
-//! `PUT/GET/DELETE /v1/admin/templates/{name}` (admin).
+//! `PUT/GET/DELETE /v1/admin/templates/{name}` and `POST /v1/admin/template-preview` (admin).
 
-use api::admin::{TemplateBody, TemplateView};
+use api::admin::{Preview, PreviewBody, TemplateBody, TemplateView};
 use axum::{
     Json, Router,
     extract::{Path, State},
     http::StatusCode,
-    routing::put,
+    routing::{post, put},
 };
 use common::{
     auth::{Principal, Role},
@@ -16,10 +16,35 @@ use common::{
 use crate::{AppState, db::templates as db, templates};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/admin/templates/{name}",
-        put(replace).get(show).delete(remove),
-    )
+    Router::new()
+        .route(
+            "/v1/admin/templates/{name}",
+            put(replace).get(show).delete(remove),
+        )
+        .route("/v1/admin/template-preview", post(preview))
+}
+
+/// Renders one variant with `data` as intake would; a variant that does not compile, data
+/// that is not an object or a rendering that fails is a 422 naming the part.
+async fn preview(
+    principal: Principal,
+    AppJson(body): AppJson<PreviewBody>,
+) -> Result<Json<Preview>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let data = body.data.unwrap_or_else(|| serde_json::json!({}));
+    if !data.is_object() {
+        return Err(ApiError::invalid_field("data", "must be a JSON object"));
+    }
+    templates::check(&body.variant).map_err(|e| ApiError::invalid_field("variant", e))?;
+    let content = templates::render(&body.variant, &data).map_err(|e| match e {
+        templates::RenderError::Data(m) => ApiError::invalid_field("data", m),
+        templates::RenderError::Template(m) => ApiError::invalid_field("variant", m),
+    })?;
+    Ok(Json(Preview {
+        subject: content.subject,
+        text: content.text,
+        html: content.html,
+    }))
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
