@@ -76,6 +76,9 @@ pub struct RedriveView {
 pub struct StatsQuery {
     /// `30s`, `15m`, `1h`, `7d` (default `1h`, at most `31d`).
     pub window: Option<String>,
+    /// With it, `series` holds the counts per bucket of this length (`1m`, `5m`, `1h`…; at
+    /// most 500 buckets in the window).
+    pub bucket: Option<String>,
 }
 
 /// Counts per channel × status and accept → sent latency over a window.
@@ -87,6 +90,19 @@ pub struct Stats {
     pub counts: BTreeMap<String, BTreeMap<String, i64>>,
     /// Accept → sent latency of deliveries sent in the window, in milliseconds.
     pub latency_ms: Latency,
+    /// With `bucket`: the same counts per bucket, oldest first; buckets without a delivery
+    /// are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<StatsBucket>>,
+}
+
+/// The deliveries created in one bucket of time.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatsBucket {
+    /// The bucket's start.
+    pub at: DateTime<Utc>,
+    /// `{channel: {status: count}}`.
+    pub counts: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -104,6 +104,19 @@ test("a bad phone number is refused with the field named and nothing changes", a
   await page.context().close();
 });
 
+test("a user removes a device and it is gone from the API", async () => {
+  const added = await api("POST", "/v1/me/devices", token, { platform: "fcm", token: "browser-test-device" });
+  assert.ok([200, 201].includes(added.status), JSON.stringify(added.body));
+  const page = await signedIn();
+  const remove = page.getByRole("button", { name: /^Remove Android device added/ });
+  await remove.click();
+  await page.getByText("Removed: that device gets no more notifications.").waitFor();
+  await page.getByText("No device receives push notifications.").waitFor();
+  const left = await api("GET", "/v1/me/devices", token);
+  assert.deepEqual(left.body.items, []);
+  await page.context().close();
+});
+
 for (const [width, name] of [[1440, "desktop"], [375, "phone"]]) {
   test(`/app at ${width} px is accessible and fits (${name})`, async () => {
     const page = await signedIn(width);

@@ -98,14 +98,39 @@ for (const [width, name] of [[1440, "desktop"], [375, "phone"]]) {
     });
     assert.deepEqual(await seriousViolations(page), []);
     await screenshot(page, `console-notifications-${name}`);
+    // A result opens the notification's page.
+    await page.locator("#results tbody tr a").first().click();
+    await page.getByRole("heading", { level: 3 }).first().waitFor();
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(wide <= 0, `the notification page is ${wide} px wider than the screen`);
+    assert.deepEqual(await seriousViolations(page), []);
+    if (name === "phone") await screenshot(page, "console-notification-phone");
 
     await page.getByRole("link", { name: "Stats" }).click();
     await page.getByText(/Accept → sent: p50 \d+ ms/).waitFor();
     assert.match(await page.locator("#stats-chart table").innerText(), /webhook/);
+    // Over time: a column per bucket with deliveries, for every channel or the one chosen.
+    const series = page.locator("#stats-series svg");
+    assert.match(await series.getAttribute("aria-label"), /^Deliveries of every channel per bucket: .*\d+ sent/);
+    assert.ok((await page.locator("#stats-series svg rect").count()) > 0);
+    await page.locator("#series-form").getByLabel("Channel").selectOption("webhook");
+    assert.match(await series.getAttribute("aria-label"), /^Deliveries of webhook per bucket: /);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen`);
     assert.deepEqual(await seriousViolations(page), []);
     await screenshot(page, `console-stats-${name}`);
+    // The other views pass the same checks at this width.
+    for (const [link, ready, shot] of [
+      ["Dead letters", "#dead-count", "console-dead-letters"],
+      ["Templates", "#template-open", "console-templates"],
+    ]) {
+      await page.getByRole("link", { name: link }).click();
+      await page.locator(ready).waitFor();
+      const wider = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(wider <= 0, `${link} is ${wider} px wider than the screen`);
+      assert.deepEqual(await seriousViolations(page), []);
+      if (name === "phone") await screenshot(page, `${shot}-phone`);
+    }
     await page.context().close();
   });
 }

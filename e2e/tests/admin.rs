@@ -154,6 +154,28 @@ async fn admins_filter_page_and_inspect_every_attempt() {
             >= stats["latency_ms"]["p50"].as_f64().unwrap()
     );
     assert_eq!(get("/v1/admin/stats?window=forever".into()).await.0, 422);
+    // Over time: the buckets add up to the window's counts.
+    let (status, over_time) = get("/v1/admin/stats?window=1h&bucket=1m".into()).await;
+    assert_eq!(status, 200, "{over_time}");
+    let buckets = over_time["series"].as_array().unwrap();
+    assert!(!buckets.is_empty(), "{over_time}");
+    let summed: i64 = buckets
+        .iter()
+        .map(|b| b["counts"]["email"]["sent"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        summed,
+        over_time["counts"]["email"]["sent"].as_i64().unwrap()
+    );
+    assert!(stats.get("series").is_none(), "no series without a bucket");
+    for bad in ["window=1h&bucket=2h", "window=1d&bucket=1s", "bucket=soon"] {
+        let (status, problem) = get(format!("/v1/admin/stats?{bad}")).await;
+        assert_eq!(
+            (status, problem["errors"][0]["field"].as_str()),
+            (422, Some("bucket")),
+            "{bad}: {problem}"
+        );
+    }
 
     // The attempts feed: every attempt once, in the order recorded, followed by cursor.
     let mut feed: Vec<(String, i64, String)> = Vec::new();

@@ -201,9 +201,95 @@ function chart(counts) {
   return svg;
 }
 
+const BUCKETS = { "15m": "1m", "1h": "5m", "24h": "1h", "7d": "12h" };
+let lastStats = null;
+
+// One stacked column per bucket: the statuses of the chosen channel (or all of them).
+function seriesChart(series, channel) {
+  const ns = "http://www.w3.org/2000/svg";
+  const buckets = series.map((b) => {
+    const by = {};
+    for (const [c, m] of Object.entries(b.counts)) {
+      if (channel && c !== channel) continue;
+      for (const [s, n] of Object.entries(m)) by[s] = (by[s] || 0) + n;
+    }
+    return { at: b.at, by, total: Object.values(by).reduce((a, n) => a + n, 0) };
+  }).filter((b) => b.total > 0);
+  const svg = document.createElementNS(ns, "svg");
+  const width = 600;
+  const height = 160;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + 20}`);
+  svg.setAttribute("role", "img");
+  const time = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  svg.setAttribute("aria-label", buckets.length
+    ? `Deliveries of ${channel || "every channel"} per bucket: ` +
+      buckets.map((b) => `${time(b.at)}: ${Object.entries(b.by).map(([s, n]) => `${n} ${s}`).join(", ")}`).join("; ")
+    : "No deliveries in this window.");
+  const max = Math.max(1, ...buckets.map((b) => b.total));
+  const w = buckets.length ? Math.min(40, width / buckets.length) : 0;
+  buckets.forEach((b, i) => {
+    let y = height;
+    for (const [status, n] of Object.entries(b.by)) {
+      const h = (n / max) * (height - 10);
+      y -= h;
+      const rect = document.createElementNS(ns, "rect");
+      Object.entries({ x: i * w + 1, y, width: Math.max(w - 2, 1), height: h, fill: STATUS_COLORS[status] || "#57606a" })
+        .forEach(([k, v]) => rect.setAttribute(k, v));
+      const tip = document.createElementNS(ns, "title");
+      tip.textContent = `${time(b.at)} ${status}: ${n}`;
+      rect.append(tip);
+      svg.append(rect);
+    }
+  });
+  if (buckets.length) {
+    const ends = buckets.length > 1 ? [[0, "start"], [buckets.length - 1, "end"]] : [[0, "start"]];
+    for (const [i, anchor] of ends) {
+      const label = document.createElementNS(ns, "text");
+      Object.entries({ x: anchor === "start" ? 0 : buckets.length * w, y: height + 16, "font-size": 12,
+        "text-anchor": anchor, fill: "#57606a" }).forEach(([k, v]) => label.setAttribute(k, v));
+      label.textContent = time(buckets[i].at);
+      svg.append(label);
+    }
+  }
+  return svg;
+}
+
+function drawSeries() {
+  if (!lastStats) return;
+  const channel = new FormData($("series-form")).get("channel");
+  $("stats-series").replaceChildren(seriesChart(lastStats.series || [], channel));
+}
+
+// The three percentiles as bars on one scale (the text above says the same).
+function latencyChart(l) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 600 84");
+  svg.setAttribute("aria-hidden", "true");
+  svg.classList.add("latency");
+  const rows = [["p50", l.p50], ["p95", l.p95], ["p99", l.p99]];
+  const max = Math.max(1, ...rows.map(([, v]) => v || 0));
+  rows.forEach(([name, v], i) => {
+    const label = document.createElementNS(ns, "text");
+    Object.entries({ x: 0, y: i * 28 + 18, "font-size": 13, fill: "#1b1f24" }).forEach(([k, a]) => label.setAttribute(k, a));
+    label.textContent = name;
+    const rect = document.createElementNS(ns, "rect");
+    Object.entries({ x: 50, y: i * 28 + 4, width: ((v || 0) / max) * 450, height: 20, fill: "#0b5fcc" })
+      .forEach(([k, a]) => rect.setAttribute(k, a));
+    const value = document.createElementNS(ns, "text");
+    Object.entries({ x: 56 + ((v || 0) / max) * 450, y: i * 28 + 18, "font-size": 12, fill: "#57606a" })
+      .forEach(([k, a]) => value.setAttribute(k, a));
+    value.textContent = v == null ? "–" : `${Math.round(v)} ms`;
+    svg.append(label, rect, value);
+  });
+  return svg;
+}
+
 async function loadStats() {
   const window = new FormData($("stats-form")).get("window");
-  const stats = await api.get(`/v1/admin/stats?window=${encodeURIComponent(window)}`);
+  const stats = await api.get(`/v1/admin/stats?window=${encodeURIComponent(window)}&bucket=${BUCKETS[window] || "5m"}`);
+  lastStats = stats;
+  drawSeries();
   const statuses = [...new Set(Object.values(stats.counts).flatMap((m) => Object.keys(m)))].sort();
   const table = el("table", { className: "cards" },
     el("caption", { textContent: `Deliveries created in the last ${window}, by channel and status` }),
@@ -219,8 +305,9 @@ async function loadStats() {
   }));
   $("stats-chart").replaceChildren(chart(stats.counts), legend, table);
   const ms = (v) => (v == null ? "–" : `${Math.round(v)} ms`);
-  $("stats-latency").textContent =
-    `Accept → sent: p50 ${ms(stats.latency_ms.p50)}, p95 ${ms(stats.latency_ms.p95)}, p99 ${ms(stats.latency_ms.p99)}.`;
+  const l = stats.latency_ms;
+  $("stats-latency").replaceChildren(
+    `Accept → sent: p50 ${ms(l.p50)}, p95 ${ms(l.p95)}, p99 ${ms(l.p99)}.`, latencyChart(l));
   say("");
 }
 
@@ -352,6 +439,7 @@ function wire() {
   $("redrive").addEventListener("click", () => redrive().catch((e) => failure("Not re-driven", e)));
   wireTemplates();
   $("stats-form").addEventListener("change", () => loadStats().catch((e) => failure("Could not load stats", e)));
+  $("series-form").addEventListener("change", drawSeries);
   window.addEventListener("hashchange", () => {
     if (new URLSearchParams(location.hash.slice(1)).has("token")) location.reload();
     else route();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use api::{
-    admin::{AttemptEvent, Latency, NotificationQuery, RedriveView},
+    admin::{AttemptEvent, Latency, NotificationQuery, RedriveView, StatsBucket},
     notifications::AttemptView,
 };
 use chrono::{DateTime, Utc};
@@ -229,6 +229,37 @@ pub async fn counts(
         counts.entry(channel).or_default().insert(status, n);
     }
     Ok(counts)
+}
+
+/// The counts of [`counts`] per `bucket_secs` bucket (aligned to the epoch), oldest first.
+pub async fn series(
+    conn: &mut PgConnection,
+    window_secs: i64,
+    bucket_secs: i64,
+) -> sqlx::Result<Vec<StatsBucket>> {
+    let rows: Vec<(DateTime<Utc>, String, String, i64)> = sqlx::query_as(
+        "SELECT to_timestamp(floor(extract(epoch FROM created_at) / $2) * $2) AS at,
+                channel, status, count(*)
+         FROM deliveries
+         WHERE created_at >= now() - make_interval(secs => $1)
+         GROUP BY 1, 2, 3 ORDER BY 1",
+    )
+    .bind(window_secs as f64)
+    .bind(bucket_secs as f64)
+    .fetch_all(conn)
+    .await?;
+    let mut out: Vec<StatsBucket> = Vec::new();
+    for (at, channel, status, n) in rows {
+        if out.last().is_none_or(|b| b.at != at) {
+            out.push(StatsBucket {
+                at,
+                counts: BTreeMap::new(),
+            });
+        }
+        let bucket = out.last_mut().expect("pushed above");
+        bucket.counts.entry(channel).or_default().insert(status, n);
+    }
+    Ok(out)
 }
 
 /// Accept → sent latency percentiles (ms) of the deliveries sent in the last `window_secs`.

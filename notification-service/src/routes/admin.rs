@@ -265,13 +265,32 @@ async fn stats(
     let window_secs = parse_window(q.window.as_deref().unwrap_or("1h")).ok_or_else(|| {
         ApiError::invalid_field("window", "must be like 30s, 15m, 1h or 7d (at most 31d)")
     })?;
+    let bucket_secs = match q.bucket.as_deref() {
+        None => None,
+        Some(b) => Some(
+            parse_window(b)
+                .filter(|&b| b <= window_secs && window_secs / b <= 500)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "bucket",
+                        "must be like 1m, 5m or 1h, no longer than the window and at most 500 \
+                         of them in it",
+                    )
+                })?,
+        ),
+    };
     let mut conn = state.pool.acquire().await?;
     let counts = crate::db::admin::counts(&mut conn, window_secs).await?;
     let latency_ms = crate::db::admin::latency(&mut conn, window_secs).await?;
+    let series = match bucket_secs {
+        Some(b) => Some(crate::db::admin::series(&mut conn, window_secs, b).await?),
+        None => None,
+    };
     Ok(Json(Stats {
         window_secs,
         counts,
         latency_ms,
+        series,
     }))
 }
 
