@@ -48,6 +48,12 @@ const SOURCES: &[Source] = &[
         names_assets: false,
     },
     Source {
+        name: "ui.js",
+        bytes: include_bytes!("../assets/ui.js"),
+        content_type: JS,
+        names_assets: false,
+    },
+    Source {
         name: "app.js",
         bytes: include_bytes!("../assets/app/app.js"),
         content_type: JS,

@@ -5,8 +5,8 @@
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, foreignRequests, launch, open, profileCached, screenshot, sendSettled, seriousViolations,
-  stack, until,
+  api, foreignRequests, launch, mint, open, profileCached, screenshot, sendSettled,
+  seriousViolations, stack, until,
 } from "./browser.mjs";
 
 const token = stack.tokens.user;
@@ -128,6 +128,18 @@ for (const [width, name] of [[1440, "desktop"], [375, "phone"]]) {
     await page.context().close();
   });
 }
+
+test("another user's link shows only that user's own settings and history", async () => {
+  const other = await api("POST", "/v1/users", stack.tokens.service, { email: "other@example.com" });
+  assert.equal(other.status, 201, JSON.stringify(other.body));
+  const page = await open(browser);
+  await page.goto(`${stack.url}/app#token=${mint(other.body.user_id, "user")}`);
+  await page.getByRole("heading", { name: "Channels" }).waitFor();
+  assert.equal(await page.getByLabel("Email", { exact: true }).first().inputValue(), "other@example.com");
+  const history = await page.locator("#history tbody").innerText();
+  assert.doesNotMatch(history, /news/, "the first user's notifications are not here");
+  await page.context().close();
+});
 
 test("without a session /app says how to sign in, and an admin's token is not a user's", async () => {
   const page = await open(browser);

@@ -1,6 +1,7 @@
 // What every browser test shares: the stack under test (NOTIFY_STACK: a `notifyctl up`
 // stack.json), Debian's chromium driven by playwright-core, axe-core, screenshots.
 import { execFileSync } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { readFileSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
@@ -98,4 +99,15 @@ export async function sendSettled(body) {
     const v = await api("GET", `/v1/notifications/${sent.body.id}`, stack.tokens.admin);
     return v.body.deliveries.every((d) => !OPEN.has(d.status)) && v.body;
   });
+}
+
+// A token signed with the stack's dev secret (HS256), as `notifyctl token` mints them.
+export function mint(sub, role, ttlSecs = 600) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({
+    sub, role, iat: now, exp: now + ttlSecs, iss: stack.jwt.iss, aud: stack.jwt.aud,
+  })}`;
+  const sig = createHmac("sha256", stack.jwt.secret).update(body).digest("base64url");
+  return `${body}.${sig}`;
 }

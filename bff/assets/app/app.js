@@ -2,9 +2,9 @@
 // matrix, quiet hours, language, devices and history — each read and saved through the public
 // API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
+import { $, cell, el, failure, say } from "{{asset:ui.js}}";
 
 const api = new Api();
-const $ = (id) => document.getElementById(id);
 const CHANNELS = { email: "Email", sms: "SMS", push: "Push", telegram: "Telegram", webhook: "Webhook" };
 const STATUS_WORDS = {
   sent: "sent", delivered: "delivered", queued: "on its way", sending: "on its way",
@@ -25,25 +25,6 @@ let me = null;
 let prefs = null;
 let historyCursor = null;
 const historyKinds = new Set();
-
-function say(text, kind = "") {
-  const s = $("status");
-  s.textContent = text;
-  s.className = kind;
-}
-
-// "Not saved: …" with the fields a 422 named.
-function failure(what, e) {
-  const fields = (e.problem && e.problem.errors) || [];
-  const detail = fields.length ? fields.map((f) => `${f.field} ${f.message}`).join("; ") : e.message;
-  say(`${what}: ${detail}`, "bad");
-}
-
-function el(tag, props = {}, ...children) {
-  const e = Object.assign(document.createElement(tag), props);
-  e.append(...children);
-  return e;
-}
 
 const channelName = (c) => CHANNELS[c] || c;
 const when = (t) => new Date(t).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
@@ -180,11 +161,6 @@ async function loadHistory() {
   const body = $("history").tBodies[0];
   for (const n of page.items) {
     historyKinds.add(n.category);
-    const cell = (label, textContent) => {
-      const td = el("td", { textContent });
-      td.dataset.label = label;
-      return td;
-    };
     const row = el("tr", {},
       cell("When", when(n.created_at)),
       cell("Kind", n.category),

@@ -3,9 +3,9 @@
 // templates with a live preview per locale —
 // all through the public admin API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
+import { $, cell, el, failure, say } from "{{asset:ui.js}}";
 
 const api = new Api();
-const $ = (id) => document.getElementById(id);
 const VIEWS = ["notifications", "notification", "dead-letters", "stats", "templates"];
 const STATUS_COLORS = {
   sent: "#1a7f37", delivered: "#116329", queued: "#0b5fcc", sending: "#0b5fcc", pending: "#6e7781",
@@ -14,30 +14,6 @@ const STATUS_COLORS = {
 };
 let searchCursor = null;
 let deadIds = [];
-
-function say(text, kind = "") {
-  const s = $("status");
-  s.textContent = text;
-  s.className = kind;
-}
-
-function failure(what, e) {
-  const fields = (e.problem && e.problem.errors) || [];
-  const detail = fields.length ? fields.map((f) => `${f.field} ${f.message}`).join("; ") : e.message;
-  say(`${what}: ${detail}`, "bad");
-}
-
-function el(tag, props = {}, ...children) {
-  const e = Object.assign(document.createElement(tag), props);
-  e.append(...children);
-  return e;
-}
-
-function cell(label, ...content) {
-  const td = el("td", {}, ...content);
-  td.dataset.label = label;
-  return td;
-}
 
 const when = (t) => new Date(t).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
 const errorText = (e) => (e ? `${e.code}: ${e.message}` : "");
