@@ -45,8 +45,17 @@ pub struct Up {
 }
 
 /// Starts `notifyctl up` on free ports with `args` added and `env` set, and waits for its
-/// stack file.
+/// stack file. The public ports (`--port`, `--grpc-port`, `--prometheus-port`) are reserved
+/// free ones unless `args` names them: two tests on the launcher's defaults would meet on
+/// each other's nginx.
 pub fn up(args: &[&str], env: &[(&str, &str)]) -> Up {
+    let mut ports = Vec::new();
+    for flag in ["--port", "--grpc-port", "--prometheus-port"] {
+        if !args.contains(&flag) {
+            ports.push(flag.to_owned());
+            ports.push(devkit::free_port().to_string());
+        }
+    }
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_notifyctl"));
     let siblings = bin.parent().unwrap();
     for name in [
@@ -76,6 +85,7 @@ pub fn up(args: &[&str], env: &[(&str, &str)]) -> Up {
     let mut cmd = Command::new(&bin);
     cmd.args(["up", "--smtp-port", "0", "--db-prefix", &db_prefix])
         .args(args)
+        .args(&ports)
         .arg("--dir")
         .arg(&dir.0)
         .envs(env.iter().copied())
