@@ -243,18 +243,20 @@ fn page(web: &Web, path: &str, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
-async fn page_at<const I: usize>(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    page(&web, PAGES[I].0, &headers)
-}
-
-/// `/assets/{file}` and the pages.
+/// `/assets/{file}` and every page of [`PAGES`] at its path.
 pub fn router() -> Router {
-    Router::new()
-        .route("/assets/{file}", get(asset))
-        .route("/docs", get(page_at::<0>))
-        .route("/app", get(page_at::<1>))
-        .route("/console", get(page_at::<2>))
-        .with_state(Arc::new(Web::new()))
+    let mut router = Router::new().route("/assets/{file}", get(asset));
+    for &(path, _) in PAGES {
+        router = router.route(
+            path,
+            get(
+                move |State(web): State<Arc<Web>>, headers: HeaderMap| async move {
+                    page(&web, path, &headers)
+                },
+            ),
+        );
+    }
+    router.with_state(Arc::new(Web::new()))
 }
 
 const DOCS: &str = r#"<!doctype html>

@@ -15,7 +15,9 @@ use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use super::{As, Client, Target, error_text, parse_time, query, table, when};
+use super::{
+    As, Client, Target, address_cell, error_text, parse_time, provider_cell, query, table, when,
+};
 
 /// Ids re-driven per request: small enough for a progress bar to move, far under the API's
 /// limit of [`MAX_REDRIVE_IDS`].
@@ -163,10 +165,8 @@ pub fn render(items: &[DeliveryView]) -> String {
             vec![
                 d.id.to_string(),
                 d.channel.clone(),
-                table::shorten(d.address.as_deref().unwrap_or("-"), 40),
-                d.last_attempt
-                    .as_ref()
-                    .map_or_else(String::new, |a| a.provider.clone()),
+                address_cell(d),
+                provider_cell(d),
                 d.attempts.to_string(),
                 when(d.updated_at),
                 error_text(d.last_error.as_ref()),

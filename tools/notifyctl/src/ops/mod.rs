@@ -235,6 +235,18 @@ pub fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// A delivery's address as a table shows it.
+pub fn address_cell(d: &api::notifications::DeliveryView) -> String {
+    table::shorten(d.address.as_deref().unwrap_or("-"), 40)
+}
+
+/// The provider of a delivery's last attempt, empty before the first.
+pub fn provider_cell(d: &api::notifications::DeliveryView) -> String {
+    d.last_attempt
+        .as_ref()
+        .map_or_else(String::new, |a| a.provider.clone())
+}
+
 /// `last_error` of a delivery as `code: message`, shortened for a table.
 pub fn error_text(e: Option<&serde_json::Value>) -> String {
     let Some(e) = e else { return String::new() };

@@ -9,7 +9,7 @@ use std::{
 use api::notifications::NotificationView;
 use uuid::Uuid;
 
-use super::{As, Client, Target, error_text, table, when};
+use super::{As, Client, Target, address_cell, error_text, provider_cell, table, when};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StatusArgs {
@@ -63,12 +63,10 @@ pub fn render(n: &NotificationView) -> String {
             vec![
                 d.id.to_string(),
                 d.channel.clone(),
-                table::shorten(d.address.as_deref().unwrap_or("-"), 40),
+                address_cell(d),
                 d.status.clone(),
                 d.attempts.to_string(),
-                d.last_attempt
-                    .as_ref()
-                    .map_or_else(String::new, |a| a.provider.clone()),
+                provider_cell(d),
                 error_text(d.last_error.as_ref()),
             ]
         })
