@@ -59,6 +59,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // First, before anything is connected: settings anyone could forge tokens for stop here.
+    let verifier = Arc::new(JwtVerifier::new(&cfg.jwt)?);
     let redis = common::redis::connect(&cfg.redis).await?;
     let limiter = cfg.rate_limits.enabled.then(|| {
         Arc::new(rate_limit::RateLimiter::new(
@@ -72,7 +74,7 @@ pub async fn run(
         cfg.redis.clone(),
     )));
     let state = AppState {
-        verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
+        verifier,
         upstream: Arc::new(upstream::Upstreams::new(&cfg.upstreams)?),
         limiter,
         idempotency,

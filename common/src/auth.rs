@@ -77,7 +77,8 @@ impl From<JwtAlgorithm> for Algorithm {
 pub struct JwtConfig {
     /// Pinned algorithm; tokens signed with anything else are rejected.
     pub algorithm: JwtAlgorithm,
-    /// HS256 shared secret (at least 32 bytes in production).
+    /// HS256 shared secret: at least 32 bytes, never one published anywhere. No default: a
+    /// service refuses to start without one (see [`JwtConfig::check`]).
     pub secret: SecretString,
     /// PEM public key for RS256 / EdDSA.
     pub public_key_pem: Option<String>,
@@ -87,18 +88,87 @@ pub struct JwtConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp` / `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Development only: start with an HS256 secret shorter than 32 bytes or one that is
+    /// published (the old example configs' secret). Never set in a deployment: anyone who
+    /// knows the secret can mint an admin token.
+    pub allow_weak_secret: bool,
 }
 
 impl Default for JwtConfig {
     fn default() -> Self {
         Self {
             algorithm: JwtAlgorithm::HS256,
-            secret: SecretString::from("dev-only-secret-change-me-dev-only-secret"),
+            secret: SecretString::from(""),
             public_key_pem: None,
             issuer: "notify-dev".into(),
             audience: "notify".into(),
             leeway_secs: 30,
+            allow_weak_secret: false,
         }
+    }
+}
+
+/// The shortest HS256 secret a deployment may use (RFC 7518 §3.2: a key at least as long as
+/// the hash output).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Secrets that were published as examples (this repository's old example configs and
+/// defaults, jwt.io's sample) or are placeholders: never accepted outside development.
+const PUBLISHED_SECRETS: &[&str] = &[
+    "dev-only-secret-change-me-dev-only-secret",
+    "your-256-bit-secret",
+    "change-me",
+    "changeme",
+    "secret",
+];
+
+impl JwtConfig {
+    /// HS256 settings with a fresh random 32-byte secret (hex): what a development stack or a
+    /// test signs with, so no two stacks accept each other's tokens.
+    pub fn with_random_secret() -> Self {
+        use rand::Rng as _;
+        let bytes: [u8; 32] = rand::rng().random();
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            secret: secret.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Refuses settings anyone could forge tokens for: an HS256 secret that is missing,
+    /// shorter than [`MIN_SECRET_BYTES`] or published, unless `allow_weak_secret` is set.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.algorithm != JwtAlgorithm::HS256 {
+            return Ok(());
+        }
+        let secret = self.secret.expose_secret();
+        anyhow::ensure!(
+            !secret.is_empty(),
+            "jwt.secret is not set: set NOTIFY_JWT__SECRET to at least {MIN_SECRET_BYTES} random \
+             bytes (e.g. `openssl rand -hex 32`), the same for every service of the deployment, \
+             or use jwt.algorithm = \"RS256\"/\"EdDSA\" with jwt.public_key_pem"
+        );
+        if self.allow_weak_secret {
+            return Ok(());
+        }
+        let published = PUBLISHED_SECRETS
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(secret.trim()));
+        anyhow::ensure!(
+            !published,
+            "jwt.secret is a published example secret: anyone can sign an admin token with it. \
+             Set NOTIFY_JWT__SECRET to at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl \
+             rand -hex 32`); jwt.allow_weak_secret = true accepts it on a development machine only"
+        );
+        anyhow::ensure!(
+            secret.len() >= MIN_SECRET_BYTES,
+            "jwt.secret is {} bytes, shorter than the {MIN_SECRET_BYTES} HS256 needs to resist \
+             guessing: set NOTIFY_JWT__SECRET to at least {MIN_SECRET_BYTES} random bytes (e.g. \
+             `openssl rand -hex 32`); jwt.allow_weak_secret = true accepts it on a development \
+             machine only",
+            secret.len()
+        );
+        Ok(())
     }
 }
 
@@ -109,13 +179,11 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
+    /// Fails on settings [`JwtConfig::check`] refuses, so a service never starts with them.
     pub fn new(cfg: &JwtConfig) -> anyhow::Result<Self> {
+        cfg.check()?;
         let key = match cfg.algorithm {
-            JwtAlgorithm::HS256 => {
-                let secret = cfg.secret.expose_secret();
-                anyhow::ensure!(!secret.is_empty(), "jwt.secret must be set for HS256");
-                DecodingKey::from_secret(secret.as_bytes())
-            }
+            JwtAlgorithm::HS256 => DecodingKey::from_secret(cfg.secret.expose_secret().as_bytes()),
             JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(
                 cfg.public_key_pem
                     .as_deref()
@@ -260,7 +328,44 @@ mod tests {
     use super::*;
 
     fn cfg() -> JwtConfig {
-        JwtConfig::default()
+        JwtConfig {
+            secret: SecretString::from("test-secret-test-secret-test-secret!"),
+            ..JwtConfig::default()
+        }
+    }
+
+    #[test]
+    fn refuses_a_missing_short_or_published_secret_unless_told_it_is_development() {
+        let err = |c: &JwtConfig| JwtVerifier::new(c).err().map(|e| e.to_string());
+        let missing = err(&JwtConfig::default()).expect("no secret: refused");
+        assert!(missing.contains("NOTIFY_JWT__SECRET"), "{missing}");
+        let published = JwtConfig {
+            secret: SecretString::from("dev-only-secret-change-me-dev-only-secret"),
+            ..JwtConfig::default()
+        };
+        let e = err(&published).expect("the old example secret: refused");
+        assert!(e.contains("published"), "{e}");
+        let short = JwtConfig {
+            secret: SecretString::from("a-31-byte-secret-is-one-too-few"),
+            ..JwtConfig::default()
+        };
+        let e = err(&short).expect("31 bytes: refused");
+        assert!(e.contains("31 bytes"), "{e}");
+        assert!(err(&cfg()).is_none(), "36 random-looking bytes start");
+        assert!(err(&JwtConfig::with_random_secret()).is_none());
+        for weak in [published, short] {
+            let dev = JwtConfig {
+                allow_weak_secret: true,
+                ..weak
+            };
+            assert!(err(&dev).is_none(), "the development flag accepts it");
+        }
+        // Even the development flag does not make an empty secret a key.
+        let empty_dev = JwtConfig {
+            allow_weak_secret: true,
+            ..JwtConfig::default()
+        };
+        assert!(err(&empty_dev).is_some());
     }
 
     #[test]
@@ -321,9 +426,9 @@ mod tests {
             &claims(60, None),
         );
         assert_eq!(v.verify(&confused).unwrap_err().status.as_u16(), 401);
-        // A valid HS256 token of the default secret is no good either.
+        // A valid HS256 token of an HS256 deployment's secret is no good either.
         assert!(
-            v.verify(&mint_hs256(&JwtConfig::default(), "u", Role::User, 60).unwrap())
+            v.verify(&mint_hs256(&super::tests::cfg(), "u", Role::User, 60).unwrap())
                 .is_err()
         );
     }

@@ -113,7 +113,7 @@ impl Default for Options {
                 service: generous,
                 admin: generous,
             },
-            jwt: JwtConfig::default(),
+            jwt: JwtConfig::with_random_secret(),
             signing_key_pem: None,
             welcome: true,
             enabled_channels: vec![common::events::Channel::Email],

@@ -86,6 +86,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // First, before anything is connected: settings anyone could forge tokens for stop here.
+    let verifier = Arc::new(JwtVerifier::new(&cfg.jwt)?);
     let registry = common::metrics::Registry::default();
     let pool = common::db::connect_lazy(&cfg.database)?;
     let redis = common::redis::connect(&cfg.redis).await?;
@@ -93,7 +95,7 @@ pub async fn run(
         users_client::UsersClient::new(&cfg.users, &cfg.jwt, Some((redis, cfg.redis.clone())))?;
     let state = AppState {
         pool: pool.clone(),
-        verifier: Arc::new(JwtVerifier::new(&cfg.jwt)?),
+        verifier,
         users: Arc::new(users),
         planning: Arc::new(cfg.planning.clone()),
         metrics: Arc::new(metrics::Metrics::new(&registry)),

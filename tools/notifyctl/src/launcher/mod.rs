@@ -18,7 +18,6 @@ use std::{
 use anyhow::Context;
 use common::{auth::Role, events::all_topics};
 use devkit::{http_sink::HttpSink, kafka::DevCluster, nginx::Nginx, smtp::SmtpSink};
-use rand::Rng;
 
 mod children;
 pub mod prometheus;
@@ -98,15 +97,9 @@ impl UpArgs {
 /// A fresh random HS256 secret (hex) and the JWT settings that use it: every stack this tool
 /// starts signs its tokens with its own.
 pub(crate) fn dev_signing_key() -> (String, common::auth::JwtConfig) {
-    let secret: String = {
-        let bytes: [u8; 32] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
-    let jwt = common::auth::JwtConfig {
-        secret: secret.clone().into(),
-        ..Default::default()
-    };
-    (secret, jwt)
+    use secrecy::ExposeSecret as _;
+    let jwt = common::auth::JwtConfig::with_random_secret();
+    (jwt.secret.expose_secret().to_owned(), jwt)
 }
 
 /// A stack [`start`]ed in this process; everything stops when it is dropped.
