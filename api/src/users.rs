@@ -18,6 +18,9 @@ pub struct RegisterUser {
     /// E.164.
     #[schema(example = "+4930123456")]
     pub phone: Option<String>,
+    /// Admins only (a service gets 403): users link their own chat through the bot
+    /// (`POST /v1/me/telegram/link`). A chat belongs to one user (409 `telegram_chat_taken`).
+    #[schema(pattern = "^-?[0-9]{1,31}$")]
     pub telegram_chat_id: Option<String>,
     /// A BCP 47 language tag.
     #[schema(example = "de-AT")]
@@ -40,7 +43,9 @@ pub struct ContactsBody {
     /// E.164.
     #[schema(example = "+4930123456")]
     pub phone: Option<String>,
-    /// Numeric; groups are negative.
+    /// The chat linked through the bot (`POST /v1/me/telegram/link`): send it back to keep
+    /// it, null or absent to unlink. Any other chat id is refused (422): a chat is claimed
+    /// only by proving it holds the link code.
     #[schema(pattern = "^-?[0-9]{1,31}$")]
     pub telegram_chat_id: Option<String>,
 }

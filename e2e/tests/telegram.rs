@@ -239,3 +239,108 @@ async fn a_user_links_their_chat_receives_and_stops() {
         "{d}"
     );
 }
+
+/// A chat id proves nothing: before this, `PUT /v1/me/contacts` and `POST /v1/users` took any
+/// chat id, so anyone could route another person's chat to their account (and `/stop` from
+/// that chat picked one of its "owners"). Now a chat is claimed only with a link code, or set
+/// by an admin, and it has at most one user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_is_claimed_only_through_the_link_flow_and_has_one_user() {
+    let bot_api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": true })))
+        .mount(&bot_api)
+        .await;
+    let stack = Stack::start(options(&bot_api)).await.unwrap();
+    let owner = stack.register_user("owner@example.test").await.unwrap();
+    let owner_token = stack.token(Role::User, &owner.to_string());
+    let (_, link) = stack
+        .call(Method::POST, "/v1/me/telegram/link", Some(&owner_token), None)
+        .await
+        .unwrap();
+    let code = link["code"].as_str().unwrap();
+    assert_eq!(
+        update(&stack, 1, CHAT, &format!("/start {code}"), Some(SECRET)).await,
+        200
+    );
+    let chat = CHAT.to_string();
+
+    // Another user names the owner's chat (or any chat) as theirs: 422, nothing changes.
+    let intruder = stack.register_user("intruder@example.test").await.unwrap();
+    let intruder_token = stack.token(Role::User, &intruder.to_string());
+    for claimed in [chat.as_str(), "777"] {
+        let (status, problem) = stack
+            .call(
+                Method::PUT,
+                "/v1/me/contacts",
+                Some(&intruder_token),
+                Some(json!({ "email": "intruder@example.test", "telegram_chat_id": claimed })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], "telegram_chat_id", "{problem}");
+    }
+    assert!(me(&stack, &intruder_token).await["contacts"]["telegram_chat_id"].is_null());
+    let holders: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM contacts WHERE telegram_chat_id = $1")
+            .bind(&chat)
+            .fetch_all(&stack.users_pool)
+            .await
+            .unwrap();
+    assert_eq!(holders, vec![owner]);
+
+    // A service may not register a user with a chat; an admin may, but not one that is taken.
+    let users_before: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&stack.users_pool)
+        .await
+        .unwrap();
+    let stack = &stack;
+    let register = |role: Role, chat_id: &str| {
+        let body = json!({ "email": "new@example.test", "telegram_chat_id": chat_id });
+        let token = stack.token(role, "onboarding");
+        async move {
+            stack
+                .call(Method::POST, "/v1/users", Some(&token), Some(body))
+                .await
+                .unwrap()
+        }
+    };
+    let (status, problem) = register(Role::Service, "5555").await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (403, Some("forbidden")),
+        "{problem}"
+    );
+    let (status, problem) = register(Role::Admin, &chat).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (409, Some("telegram_chat_taken")),
+        "{problem}"
+    );
+    let users_after: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&stack.users_pool)
+        .await
+        .unwrap();
+    assert_eq!(users_after, users_before, "a refused registration wrote a user");
+    let (status, created) = register(Role::Admin, "5555").await;
+    assert_eq!(status, 201, "{created}");
+
+    // The owner keeps the chat by sending it back, and drops it with null.
+    let put = |chat_id: Value| {
+        let body = json!({ "email": "owner@example.test", "telegram_chat_id": chat_id });
+        let token = owner_token.clone();
+        let stack = &stack;
+        async move {
+            stack
+                .call(Method::PUT, "/v1/me/contacts", Some(&token), Some(body))
+                .await
+                .unwrap()
+        }
+    };
+    let (status, kept) = put(json!(chat)).await;
+    assert_eq!((status, &kept["telegram_chat_id"]), (200, &json!(chat)), "{kept}");
+    let (status, dropped) = put(Value::Null).await;
+    assert_eq!(status, 200, "{dropped}");
+    assert!(me(&stack, &owner_token).await["contacts"]["telegram_chat_id"].is_null());
+}

@@ -44,9 +44,9 @@ pub async fn first_update(conn: &mut PgConnection, update_id: i64) -> sqlx::Resu
     )
 }
 
-/// The user whose contacts hold this chat.
+/// The user whose contacts hold this chat (at most one: a unique index).
 pub async fn user_of_chat(conn: &mut PgConnection, chat_id: &str) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("SELECT user_id FROM contacts WHERE telegram_chat_id = $1 LIMIT 1")
+    sqlx::query_scalar("SELECT user_id FROM contacts WHERE telegram_chat_id = $1")
         .bind(chat_id)
         .fetch_optional(conn)
         .await
@@ -66,4 +66,18 @@ pub async fn release_chat(
     .bind(keep)
     .fetch_all(conn)
     .await
+}
+
+/// A write that would give a chat a second user (the unique index `contacts_telegram`) as a
+/// 409; any other error as it is.
+pub fn taken_as_conflict(err: sqlx::Error) -> common::problem::ApiError {
+    match &err {
+        sqlx::Error::Database(e) if e.constraint() == Some("contacts_telegram") => {
+            common::problem::ApiError::conflict(
+                "telegram_chat_taken",
+                "this Telegram chat belongs to another user",
+            )
+        }
+        _ => err.into(),
+    }
 }

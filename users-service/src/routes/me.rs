@@ -129,6 +129,16 @@ async fn put_contacts(
     }
     let mut tx = state.pool.begin().await?;
     existing(&mut tx, id).await?;
+    // The chat linked through the bot may be kept (the same id sent back) or dropped (absent or
+    // null), never replaced by one the user names: that would claim someone else's chat.
+    let linked = db::contacts(&mut tx, id).await?.telegram_chat_id;
+    if contacts.telegram_chat_id.is_some() && contacts.telegram_chat_id != linked {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "telegram_chat_id",
+            "a Telegram chat is linked only through the bot: POST /v1/me/telegram/link, then send \
+             the code to the bot (send the linked chat id back, or null to unlink)",
+        )]));
+    }
     db::replace_contacts(&mut tx, id, &contacts).await?;
     changed(&mut tx, id).await?;
     tx.commit().await?;

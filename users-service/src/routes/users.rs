@@ -43,6 +43,15 @@ async fn register(
     if !errors.0.is_empty() {
         return Err(ApiError::validation(errors.0));
     }
+    // A chat id says nothing about who holds the chat: whoever sets it gets that chat's
+    // messages and its `/stop`. Users prove it through the bot (POST /v1/me/telegram/link);
+    // only an admin may set one without proof.
+    if telegram.is_some() && principal.role() != Role::Admin {
+        return Err(ApiError::forbidden(
+            "only an admin may set telegram_chat_id: users link their chat through the bot \
+             (POST /v1/me/telegram/link)",
+        ));
+    }
 
     let user_id = Uuid::now_v7();
     let contacts = Contacts {
@@ -64,7 +73,9 @@ async fn register(
         timezone: timezone.as_deref().unwrap_or("UTC"),
         contacts: &contacts,
     };
-    db::insert_user(&mut tx, &user).await?;
+    db::insert_user(&mut tx, &user)
+        .await
+        .map_err(db::telegram::taken_as_conflict)?;
     outbox::enqueue(&mut tx, &[message]).await?;
     tx.commit().await?;
     tracing::info!(%user_id, "user registered");
