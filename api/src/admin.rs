@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::notifications::{AttemptView, DeliveryView, NotificationView};
+use crate::notifications::{AttemptView, DeliveryView, NotificationSummary};
 
 /// Most ids in one re-drive request.
 pub const MAX_REDRIVE_IDS: usize = 1000;
@@ -23,7 +23,8 @@ pub struct NotificationQuery {
     pub channel: Option<String>,
     /// A category.
     pub category: Option<String>,
-    /// A user id or an address.
+    /// A user id or an address. A service's search matches only addresses it gave itself,
+    /// never one resolved from a user's profile.
     pub recipient: Option<String>,
     /// Created at or after (RFC 3339).
     pub since: Option<DateTime<Utc>>,
@@ -37,11 +38,12 @@ pub struct NotificationQuery {
 }
 
 crate::page!(
-    /// A page of notifications.
-    NotificationPage of NotificationView
+    /// A page of notifications, each with its delivery counts (deliveries are paged per
+    /// notification at `GET /v1/notifications/{id}/deliveries`).
+    NotificationPage of NotificationSummary
 );
 crate::page!(
-    /// A page of deliveries (dead letters).
+    /// A page of deliveries (dead letters; one notification's deliveries).
     DeliveryPage of DeliveryView
 );
 

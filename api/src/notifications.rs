@@ -69,7 +69,12 @@ pub struct ContentBody {
     pub html: Option<String>,
 }
 
-/// A notification with every delivery.
+/// Most deliveries a notification's view carries inline; the rest are paged at
+/// `GET /v1/notifications/{id}/deliveries` (a response stays bounded however many recipients
+/// and channels a notification has).
+pub const INLINE_DELIVERIES: usize = 100;
+
+/// A notification with its first deliveries and the counts of all of them.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Notification)]
 pub struct NotificationView {
@@ -82,8 +87,70 @@ pub struct NotificationView {
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at: Option<DateTime<Utc>>,
+    /// Every delivery counted by status and channel.
+    pub delivery_counts: DeliveryCounts,
+    /// The first 100 deliveries (in id order); `deliveries_next_cursor` pages the rest.
+    #[schema(max_items = 100)]
     pub deliveries: Vec<DeliveryView>,
+    /// Present when there are more than the inline deliveries: pass it as `cursor` to
+    /// `GET /v1/notifications/{id}/deliveries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries_next_cursor: Option<String>,
 }
+
+/// A notification in a list: its counts, no delivery inline (one notification may have
+/// thousands).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotificationSummary {
+    pub id: Uuid,
+    /// Derived from its deliveries' statuses.
+    #[schema(example = "in_progress")]
+    pub status: String,
+    pub category: String,
+    pub priority: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<DateTime<Utc>>,
+    pub delivery_counts: DeliveryCounts,
+}
+
+/// How many deliveries a notification has, per status and per channel × status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryCounts {
+    pub total: i64,
+    #[schema(example = json!({"sent": 2, "suppressed": 1}))]
+    pub by_status: std::collections::BTreeMap<String, i64>,
+    #[schema(example = json!({"email": {"sent": 2}, "sms": {"suppressed": 1}}))]
+    pub by_channel: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+}
+
+impl DeliveryCounts {
+    /// Counts `n` more deliveries of `channel` in `status`.
+    pub fn add(&mut self, channel: &str, status: &str, n: i64) {
+        self.total += n;
+        *self.by_status.entry(status.to_owned()).or_default() += n;
+        *self
+            .by_channel
+            .entry(channel.to_owned())
+            .or_default()
+            .entry(status.to_owned())
+            .or_default() += n;
+    }
+}
+
+/// `GET /v1/notifications/{id}/deliveries`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    /// 1..=500, default 100.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `deliveries_next_cursor` of the notification, or `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Most deliveries in one page of `GET /v1/notifications/{id}/deliveries`.
+pub const MAX_DELIVERY_PAGE: i64 = 500;
 
 /// One recipient × channel.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

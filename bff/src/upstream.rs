@@ -96,7 +96,7 @@ impl Upstreams {
             )
             .await?;
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024)
+        let bytes = axum::body::to_bytes(resp.into_body(), MAX_ANSWER_BYTES)
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("reading an upstream body: {e}")))?;
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
@@ -187,11 +187,25 @@ impl Upstreams {
                 out_headers.insert(name, v.clone());
             }
         }
-        let bytes = resp.bytes().await.map_err(|e| {
-            tracing::warn!(error = %e, ?service, "upstream response cut off");
-            ApiError::unavailable(
-                "the service behind this endpoint did not finish its answer; retry",
-            )
+        let bytes = read_capped(resp, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            Capped::TooLarge => {
+                tracing::error!(?service, path = path_and_query, limit = MAX_ANSWER_BYTES, "upstream answer over the bff's cap");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_answer_too_large",
+                    if writes {
+                        "the service's answer is larger than the bff passes on; the request may have been carried out — retry with the same Idempotency-Key"
+                    } else {
+                        "the service's answer is larger than the bff passes on: ask for less (a smaller `limit`)"
+                    },
+                )
+            }
+            Capped::Cut(e) => {
+                tracing::warn!(error = %e, ?service, "upstream response cut off");
+                ApiError::unavailable(
+                    "the service behind this endpoint did not finish its answer; retry",
+                )
+            }
         })?;
         let mut out = Response::new(Body::from(bytes));
         *out.status_mut() = status;
@@ -204,4 +218,30 @@ impl Upstreams {
         }
         Ok(out)
     }
+}
+
+/// The largest answer the bff buffers from a service and passes on (4 MiB). Every service
+/// answer is bounded well below it (lists carry counts, deliveries come in pages); the cap
+/// keeps a bug or a future route from holding unbounded memory per request in the bff.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+enum Capped {
+    TooLarge,
+    Cut(reqwest::Error),
+}
+
+/// The body of `resp`, or [`Capped::TooLarge`] as soon as it passes `limit` bytes (by its
+/// `Content-Length`, or while reading): never more than `limit` buffered.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, Capped> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Cut)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(Capped::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
 }

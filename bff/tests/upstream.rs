@@ -1,12 +1,84 @@
-//! What the bff answers when a service does not answer in time: a write may have been carried
-//! out, so the caller is told exactly that (504 `upstream_timeout`, retry with the same
-//! Idempotency-Key) — never a plain "unavailable, retry" that invites a duplicate.
+//! What the bff answers when a service does not answer as it should: a write that is not
+//! answered in time may have been carried out, so the caller is told exactly that (504
+//! `upstream_timeout`, retry with the same Idempotency-Key) — never a plain "unavailable,
+//! retry" that invites a duplicate; an answer larger than the bff passes on is a 502, never
+//! buffered whole.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use common::auth::{JwtConfig, Role};
 use devkit::{redis::TestPrefix, tasks::TaskGroup};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+
+/// A bff in front of `upstream` (both services), with its own Redis prefix.
+struct Bff {
+    addr: SocketAddr,
+    token: String,
+    http: reqwest::Client,
+    services: TaskGroup,
+    _keys: TestPrefix,
+}
+
+impl Bff {
+    async fn start(upstream: &MockServer, timeout_ms: u64) -> Self {
+        let keys = TestPrefix::local();
+        let jwt = JwtConfig::with_random_secret();
+        let cfg = bff::Config {
+            http: common::http::HttpConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            },
+            jwt: jwt.clone(),
+            upstreams: bff::config::UpstreamsConfig {
+                users_url: upstream.uri(),
+                notifications_url: upstream.uri(),
+                timeout_ms,
+            },
+            redis: common::redis::RedisConfig {
+                key_prefix: keys.prefix().to_owned(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut services = TaskGroup::new();
+        services.spawn("bff", bff::run(cfg, listener, services.token()));
+        let token = common::auth::mint_hs256(&jwt, "billing", Role::Service, 600).unwrap();
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the bff never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            addr,
+            token,
+            http,
+            services,
+            _keys: keys,
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("http://{}{path}", self.addr))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+const SOME_ID: &str = "0190a6b4-0000-7000-8000-000000000000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_service_is_slow_to_answer_is_504_saying_it_may_have_happened() {
@@ -15,48 +87,12 @@ async fn a_write_the_service_is_slow_to_answer_is_504_saying_it_may_have_happene
         .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(3)))
         .mount(&slow)
         .await;
-    let keys = TestPrefix::local();
-    let jwt = JwtConfig::default();
-    let cfg = bff::Config {
-        http: common::http::HttpConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
-        },
-        jwt: jwt.clone(),
-        upstreams: bff::config::UpstreamsConfig {
-            users_url: slow.uri(),
-            notifications_url: slow.uri(),
-            timeout_ms: 500,
-        },
-        redis: common::redis::RedisConfig {
-            key_prefix: keys.prefix().to_owned(),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut services = TaskGroup::new();
-    services.spawn("bff", bff::run(cfg, listener, services.token()));
-    let token = common::auth::mint_hs256(&jwt, "billing", Role::Service, 600).unwrap();
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bff never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut bff = Bff::start(&slow, 500).await;
 
-    let post = http
-        .post(format!("http://{addr}/v1/notifications"))
-        .bearer_auth(&token)
+    let post = bff
+        .http
+        .post(format!("http://{}/v1/notifications", bff.addr))
+        .bearer_auth(&bff.token)
         .json(
             &serde_json::json!({ "recipients": [{ "email": "a@example.com" }],
                                    "category": "news", "content": { "text": "x" } }),
@@ -75,14 +111,44 @@ async fn a_write_the_service_is_slow_to_answer_is_504_saying_it_may_have_happene
         "{problem}"
     );
     // A read that times out is plainly unavailable.
-    let get = http
-        .get(format!(
-            "http://{addr}/v1/notifications/0190a6b4-0000-7000-8000-000000000000"
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let get = bff.get(&format!("/v1/notifications/{SOME_ID}")).await;
     assert_eq!(get.status(), 503);
-    services.stop(Duration::from_secs(10)).await.unwrap();
+    bff.services.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Before, the bff buffered any answer whole (3 MB for one page of the list was seen); now
+/// one over [`bff::upstream::MAX_ANSWER_BYTES`] is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_cap_is_a_502_not_a_buffer() {
+    let upstream = MockServer::start().await;
+    let huge = format!(
+        "{{\"items\": \"{}\"}}",
+        "x".repeat(bff::upstream::MAX_ANSWER_BYTES)
+    );
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_raw(huge, "application/json"))
+        .mount(&upstream)
+        .await;
+    let mut bff = Bff::start(&upstream, 5_000).await;
+    let resp = bff.get(&format!("/v1/notifications/{SOME_ID}")).await;
+    assert_eq!(resp.status(), 502);
+    let problem: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(problem["type"], "upstream_answer_too_large", "{problem}");
+    // Just under the cap passes.
+    upstream.reset().await;
+    let fits = format!(
+        "{{\"items\": \"{}\"}}",
+        "x".repeat(bff::upstream::MAX_ANSWER_BYTES - 100)
+    );
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_raw(fits, "application/json"))
+        .mount(&upstream)
+        .await;
+    assert_eq!(
+        bff.get(&format!("/v1/notifications/{SOME_ID}"))
+            .await
+            .status(),
+        200
+    );
+    bff.services.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use anyhow::Context as _;
+
 use common::auth::Role;
 use devkit::kafka::DevCluster;
 use serde_json::Value;
@@ -271,6 +273,34 @@ impl Stack {
         }
     }
 
+    /// Every delivery of the notification `view` (an answer of `POST` or `GET
+    /// /v1/notifications/{id}`): its inline ones, then the pages of
+    /// `GET /v1/notifications/{id}/deliveries` from its `deliveries_next_cursor`.
+    pub async fn all_deliveries(&self, token: &str, view: &Value) -> anyhow::Result<Vec<Value>> {
+        let id = view["id"].as_str().context("a notification view has an id")?;
+        let mut all = view["deliveries"]
+            .as_array()
+            .context("a notification view has deliveries")?
+            .clone();
+        let mut cursor = view["deliveries_next_cursor"].as_str().map(str::to_owned);
+        while let Some(c) = cursor {
+            let (status, page) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/notifications/{id}/deliveries?limit=500&cursor={c}"),
+                    Some(token),
+                    None,
+                )
+                .await?;
+            anyhow::ensure!(status == 200, "GET deliveries answered {status}: {page}");
+            let items = page["items"].as_array().context("a page has items")?;
+            anyhow::ensure!(!items.is_empty(), "an empty page with a cursor: {page}");
+            all.extend(items.iter().cloned());
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+        }
+        Ok(all)
+    }
+
     /// Polls `GET /v1/notifications/{id}` until every delivery has left the open states and
     /// returns that view; an error (with the last view) if `timeout` passes first.
     pub async fn wait_settled(
@@ -290,17 +320,12 @@ impl Stack {
                 )
                 .await?;
             anyhow::ensure!(status == 200, "GET answered {status}: {body}");
-            let open = body["deliveries"]
-                .as_array()
-                .map(|ds| {
-                    ds.iter().any(|d| {
-                        matches!(
-                            d["status"].as_str(),
-                            Some("pending" | "queued" | "sending" | "retrying")
-                        )
-                    })
-                })
-                .unwrap_or(true);
+            // Every delivery is counted, however many are inline.
+            let counts = &body["delivery_counts"]["by_status"];
+            let open = ["pending", "queued", "sending", "retrying"]
+                .iter()
+                .any(|s| counts[s].as_i64().unwrap_or(0) > 0)
+                || !counts.is_object();
             if !open {
                 return Ok(body);
             }

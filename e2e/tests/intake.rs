@@ -105,9 +105,20 @@ async fn a_thousand_mixed_recipients_plan_exactly_the_expected_deliveries() {
         1,
         "300 user recipients, one batched profile lookup"
     );
-    let deliveries = view["deliveries"].as_array().unwrap();
+    // The answer is bounded: 100 deliveries inline, all of them counted, the rest paged.
+    assert_eq!(view["deliveries"].as_array().unwrap().len(), 100);
+    assert_eq!(view["delivery_counts"]["total"], 1000, "{}", view["delivery_counts"]);
+    let by_status = &view["delivery_counts"]["by_status"];
+    let pending = recipients
+        .iter()
+        .filter(|(k, _)| matches!(k, Kind::User | Kind::Raw))
+        .count();
+    assert_eq!(by_status["pending"], pending, "{by_status}");
+    assert_eq!(by_status["suppressed"], 1000 - pending, "{by_status}");
+    assert!(view["deliveries_next_cursor"].is_string(), "more to page");
+    let deliveries = stack.all_deliveries(&svc, &view).await.unwrap();
     assert_eq!(deliveries.len(), 1000);
-    for (i, ((kind, recipient), d)) in recipients.iter().zip(deliveries).enumerate() {
+    for (i, ((kind, recipient), d)) in recipients.iter().zip(&deliveries).enumerate() {
         // Raw addresses are stored normalised (domain lower-cased).
         let expected_recipient = match recipient["email"].as_str() {
             Some(e) => json!({ "email": e.replace("@Example.ORG", "@example.org") }),
@@ -153,15 +164,14 @@ async fn a_thousand_mixed_recipients_plan_exactly_the_expected_deliveries() {
         )
         .await
         .unwrap();
-    let summary = |v: &Value| -> Vec<(Value, Value, Value)> {
-        v["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
+    let summary = |ds: &[Value]| -> Vec<(Value, Value, Value)> {
+        ds.iter()
             .map(|d| (d["id"].clone(), d["status"].clone(), d["reason"].clone()))
             .collect()
     };
-    assert_eq!(summary(&stored), summary(&view));
+    assert_eq!(stored["delivery_counts"], view["delivery_counts"]);
+    let stored_deliveries = stack.all_deliveries(&svc, &stored).await.unwrap();
+    assert_eq!(summary(&stored_deliveries), summary(&deliveries));
 }
 
 async fn count(stack: &Stack, sql: &str) -> i64 {
@@ -457,4 +467,111 @@ async fn a_request_that_would_plan_too_much_content_is_refused() {
         .unwrap();
     assert_eq!(status, 202, "{view}");
     assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 100);
+}
+
+/// Every answer is bounded however many recipients a notification has: a list page carries
+/// counts, not deliveries (before: 3 MB for one page over three 1,000-recipient
+/// notifications), a notification carries its first 100 deliveries, and the rest come in
+/// pages that add up to every delivery exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_views_of_big_notifications_stay_small() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let send_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let recipients: Vec<Value> = (0..1000)
+            .map(|i| json!({ "email": format!("n{n}-r{i}@example.org") }))
+            .collect();
+        let view = stack
+            .send(
+                &svc,
+                json!({ "recipients": recipients, "category": "promo", "send_at": send_at,
+                        "content": { "text": "50% off" } }),
+            )
+            .await
+            .unwrap();
+        ids.push(view["id"].as_str().unwrap().to_owned());
+    }
+    for (path, token) in [
+        ("/v1/notifications?limit=200", &svc),
+        (
+            "/v1/admin/notifications?limit=200",
+            &stack.token(Role::Admin, "ops"),
+        ),
+    ] {
+        let resp = stack
+            .http
+            .get(format!("{}{path}", stack.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        assert!(text.len() < 8_000, "{path}: {} bytes", text.len());
+        let page: Value = serde_json::from_str(&text).unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 3, "{page}");
+        for item in items {
+            assert_eq!(item["delivery_counts"]["total"], 1000, "{item}");
+            assert_eq!(
+                item["delivery_counts"]["by_channel"]["email"]["pending"],
+                1000
+            );
+            assert_eq!(item["status"], "scheduled");
+            assert!(item.get("deliveries").is_none(), "{item}");
+        }
+    }
+    let (status, view) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{}", ids[0]),
+            Some(&svc),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(view.to_string().len() < 100_000, "{} bytes", view.to_string().len());
+    assert_eq!(view["deliveries"].as_array().unwrap().len(), 100);
+    let all = stack.all_deliveries(&svc, &view).await.unwrap();
+    let distinct: std::collections::HashSet<&str> =
+        all.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!((all.len(), distinct.len()), (1000, 1000));
+    assert!(
+        all.windows(2)
+            .all(|w| w[0]["id"].as_str() < w[1]["id"].as_str()),
+        "in id order"
+    );
+
+    // Another service cannot page them; a bad cursor or limit is a 422 naming it.
+    let (status, _) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{}/deliveries", ids[0]),
+            Some(&stack.token(Role::Service, "someone-else")),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    for (query, field) in [("cursor=nope", "cursor"), ("limit=501", "limit")] {
+        let (status, problem) = stack
+            .call(
+                Method::GET,
+                &format!("/v1/notifications/{}/deliveries?{query}", ids[0]),
+                Some(&svc),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
 }

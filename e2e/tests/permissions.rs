@@ -1,6 +1,9 @@
 //! Who may do what: a service sends only the categories and priorities it is granted (403
-//! naming the field otherwise), sees only the addresses it gave itself, and cannot read
-//! delivery profiles from users-service's internal API.
+//! naming the field otherwise), sees only the addresses it gave itself (no user's address in
+//! a view, a filter that cannot confirm a guessed one, no provider text about a user's
+//! delivery), and cannot read delivery profiles from users-service's internal API.
+
+use std::time::Duration;
 
 use common::auth::Role;
 use e2e::{Options, Service, Stack};
@@ -147,6 +150,73 @@ async fn a_service_sees_only_the_addresses_it_gave_and_no_profiles() {
         vec![json!("private@example.com"), json!("given@example.com")],
         "{to_admin}"
     );
+
+    // A guessed address of a user is not confirmed by a filter: the service's search matches
+    // only addresses it gave (before, `?recipient=<the right guess>` found the notification).
+    let admin = stack.token(Role::Admin, "ops");
+    let found = |token: &str, recipient: &str| {
+        let path = format!("/v1/notifications?recipient={recipient}");
+        let token = token.to_owned();
+        let stack = &stack;
+        async move {
+            let (status, page) = stack
+                .call(Method::GET, &path, Some(&token), None)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{page}");
+            page["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(found(&svc, "private@example.com").await, 0);
+    assert_eq!(found(&svc, "nobody@example.com").await, 0);
+    assert_eq!(found(&svc, "given@example.com").await, 1);
+    assert_eq!(found(&svc, &user.to_string()).await, 1);
+    assert_eq!(found(&admin, "private@example.com").await, 1);
+
+    // Providers echo the address in their text: a service sees the code, not the text, of a
+    // delivery to a user (the provider's answer written as the repeater records one).
+    stack.wait_settled(id, &svc, Duration::from_secs(30)).await.unwrap();
+    let echo = "550 5.1.1 <private@example.com>: mailbox unavailable";
+    sqlx::query(
+        "UPDATE deliveries SET last_error = jsonb_build_object('code', 'rejected', 'message', $2::text)
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .bind(echo)
+    .execute(&stack.notify_pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, attempt, outcome, provider, error_code, error_message, duration_ms, at)
+         SELECT id, 99, 'permanent_failure', 'smtp', 'rejected', $2, 5, now() FROM deliveries WHERE user_id = $1",
+    )
+    .bind(user)
+    .bind(echo)
+    .execute(&stack.notify_pool)
+    .await
+    .unwrap();
+    let (_, shown) = stack
+        .call(Method::GET, &format!("/v1/notifications/{id}"), Some(&svc), None)
+        .await
+        .unwrap();
+    let (_, paged) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{id}/deliveries"),
+            Some(&svc),
+            None,
+        )
+        .await
+        .unwrap();
+    for seen in [&shown, &paged] {
+        assert!(!seen.to_string().contains("private@example.com"), "{seen}");
+        assert!(seen.to_string().contains("rejected"), "{seen}");
+    }
+    let (_, to_admin) = stack
+        .call(Method::GET, &format!("/v1/notifications/{id}"), Some(&admin), None)
+        .await
+        .unwrap();
+    assert!(to_admin.to_string().contains(echo), "admins see the provider's text");
 
     // users-service's internal profiles: notification-service only.
     let internal = format!(

@@ -1,7 +1,7 @@
 //! A notification as planned, before it is written: what its deliveries' first dispatch
 //! messages are made of, and the answer to `POST /v1/notifications` without a second read.
 
-use api::notifications::{DeliveryView, NotificationView};
+use api::notifications::{DeliveryCounts, DeliveryView, INLINE_DELIVERIES, NotificationView};
 use chrono::{DateTime, Utc};
 use common::outbox::OutboxMessage;
 use uuid::Uuid;
@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     planning::{PlannedDelivery, PlannedStatus},
     request::SendRequest,
-    views::notification_status,
+    views::notification_status_counted,
 };
 
 /// A notification as planned, ready to write.
@@ -41,11 +41,19 @@ impl<'a> NewNotification<'a> {
         }
     }
 
-    /// The response body of `POST /v1/notifications`, without a second read.
+    /// The response body of `POST /v1/notifications`, without a second read: every delivery
+    /// counted, the first [`INLINE_DELIVERIES`] (in id order) inline.
     pub fn view(&self) -> NotificationView {
-        let deliveries: Vec<DeliveryView> = self
-            .deliveries
-            .iter()
+        let mut delivery_counts = DeliveryCounts::default();
+        for d in self.deliveries {
+            delivery_counts.add(d.channel.as_str(), d.status.as_str(), 1);
+        }
+        let mut first: Vec<&PlannedDelivery> = self.deliveries.iter().collect();
+        first.sort_unstable_by_key(|d| d.id);
+        let more = first.len() > INLINE_DELIVERIES;
+        first.truncate(INLINE_DELIVERIES);
+        let deliveries: Vec<DeliveryView> = first
+            .into_iter()
             .map(|d| DeliveryView {
                 id: d.id,
                 notification_id: self.id,
@@ -64,14 +72,25 @@ impl<'a> NewNotification<'a> {
                 fallback_of: None,
             })
             .collect();
+        let deliveries_next_cursor = more
+            .then(|| deliveries.last().map(|d| d.id.to_string()))
+            .flatten();
         NotificationView {
             id: self.id,
-            status: notification_status(deliveries.iter().map(|d| d.status.as_str())).into(),
+            status: notification_status_counted(
+                delivery_counts
+                    .by_status
+                    .iter()
+                    .map(|(s, n)| (s.as_str(), *n)),
+            )
+            .into(),
             category: self.request.category.clone(),
             priority: self.request.priority.as_str().into(),
             created_at: self.created_at,
             send_at: self.request.send_at,
+            delivery_counts,
             deliveries,
+            deliveries_next_cursor,
         }
     }
 }

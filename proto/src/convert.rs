@@ -4,9 +4,10 @@
 //! REST API's field paths); everything else is validated by the service, once, for both.
 
 use api::{
-    admin::NotificationPage,
+    admin::{DeliveryPage, NotificationPage},
     notifications::{
-        AttemptView, ContentBody, DeliveryView, NotificationView, RecipientBody, SendBody,
+        AttemptView, ContentBody, DeliveryCounts, DeliveryView, NotificationSummary,
+        NotificationView, RecipientBody, SendBody,
     },
 };
 use common::{events::Priority, problem::FieldError};
@@ -152,12 +153,66 @@ pub fn notification(n: NotificationView) -> v1::Notification {
         created_at: Some(wkt::timestamp(n.created_at)),
         send_at: n.send_at.map(wkt::timestamp),
         deliveries: n.deliveries.into_iter().map(delivery).collect(),
+        delivery_counts: Some(counts(n.delivery_counts)),
+        deliveries_next_cursor: n.deliveries_next_cursor,
+    }
+}
+
+fn summary(n: NotificationSummary) -> v1::Notification {
+    v1::Notification {
+        id: n.id.to_string(),
+        status: n.status,
+        category: n.category,
+        priority: priority_to(&n.priority).into(),
+        created_at: Some(wkt::timestamp(n.created_at)),
+        send_at: n.send_at.map(wkt::timestamp),
+        deliveries: Vec::new(),
+        delivery_counts: Some(counts(n.delivery_counts)),
+        deliveries_next_cursor: None,
+    }
+}
+
+fn counts(c: DeliveryCounts) -> v1::DeliveryCounts {
+    v1::DeliveryCounts {
+        total: c.total,
+        by_status: c.by_status.into_iter().collect(),
+        by_channel: c
+            .by_channel
+            .into_iter()
+            .map(|(channel, by_status)| {
+                (
+                    channel,
+                    v1::StatusCounts {
+                        by_status: by_status.into_iter().collect(),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
 pub fn list_response(page: NotificationPage) -> v1::ListResponse {
     v1::ListResponse {
-        items: page.items.into_iter().map(notification).collect(),
+        items: page.items.into_iter().map(summary).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+/// `ListDeliveries`' REST query (`limit`, `cursor`).
+pub fn deliveries_query(req: &v1::ListDeliveriesRequest) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    if req.limit != 0 {
+        q.append_pair("limit", &req.limit.to_string());
+    }
+    if let Some(cursor) = &req.cursor {
+        q.append_pair("cursor", cursor);
+    }
+    q.finish()
+}
+
+pub fn deliveries_response(page: DeliveryPage) -> v1::ListDeliveriesResponse {
+    v1::ListDeliveriesResponse {
+        items: page.items.into_iter().map(delivery).collect(),
         next_cursor: page.next_cursor,
     }
 }

@@ -42,7 +42,7 @@ async function search(more = false) {
   const body = $("results").tBodies[0];
   if (!more) body.replaceChildren();
   for (const n of page.items) {
-    const summary = n.deliveries.map((d) => `${d.channel} ${d.status}`).join(", ");
+    const summary = countsText(n.delivery_counts);
     body.append(el("tr", {},
       cell("Created", el("a", { href: `#/notifications/${n.id}`, textContent: when(n.created_at) })),
       cell("Kind", n.category),
@@ -60,17 +60,42 @@ function attemptLine(a) {
   return `Attempt ${a.attempt} at ${when(a.at)}: ${outcome} via ${a.provider} in ${a.duration_ms} ms${error}`;
 }
 
+// "email: 2 sent, 1 dead; sms: 1 suppressed"
+function countsText(counts) {
+  return Object.entries(counts.by_channel)
+    .map(([channel, statuses]) => `${channel}: ${Object.entries(statuses).map(([s, k]) => `${k} ${s}`).join(", ")}`)
+    .join("; ");
+}
+
+let deliveriesCursor = null;
+let deliveriesOf = null;
+
 async function showNotification(id) {
   show("notification");
   const n = await api.get(`/v1/notifications/${id}`);
+  deliveriesOf = n;
   $("notification-title").textContent = `Notification ${n.id}`;
   const facts = [["Status", n.status], ["Kind", n.category], ["Priority", n.priority],
     ["Created", when(n.created_at)]];
   if (n.send_at) facts.push(["Send at", when(n.send_at)]);
+  facts.push(["Deliveries", `${n.delivery_counts.total} (${countsText(n.delivery_counts)})`]);
   $("notification-facts").replaceChildren(
     ...facts.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
-  const details = await Promise.all(n.deliveries.map((d) => api.get(`/v1/admin/deliveries/${d.id}`)));
-  $("deliveries").replaceChildren(...details.map((detail) => {
+  $("deliveries").replaceChildren();
+  await appendDeliveries(n.deliveries, n.deliveries_next_cursor);
+  say("");
+}
+
+// The next page of the notification's deliveries (the view carries the first 100).
+async function moreDeliveries() {
+  const n = deliveriesOf;
+  const page = await api.get(`/v1/notifications/${n.id}/deliveries?cursor=${encodeURIComponent(deliveriesCursor)}&limit=100`);
+  await appendDeliveries(page.items, page.next_cursor);
+}
+
+async function appendDeliveries(deliveries, cursor) {
+  const details = await Promise.all(deliveries.map((d) => api.get(`/v1/admin/deliveries/${d.id}`)));
+  $("deliveries").append(...details.map((detail) => {
     const d = detail; // the delivery's fields, flattened, with attempt_log and redrives
     const events = [
       ...detail.attempt_log.map((a) => ({ at: a.at, text: attemptLine(a) })),
@@ -94,7 +119,10 @@ async function showNotification(id) {
       : el("p", { className: "muted", textContent: "No attempt yet." }));
     return section;
   }));
-  say("");
+  deliveriesCursor = cursor || null;
+  $("deliveries-more").hidden = !deliveriesCursor;
+  const shown = $("deliveries").children.length;
+  $("deliveries-shown").textContent = `Showing ${shown} of ${deliveriesOf.delivery_counts.total} deliveries.`;
 }
 
 // --- Dead letters: filter, count, confirm, re-drive exactly those ---
@@ -408,6 +436,7 @@ function wire() {
     search().catch((e) => failure("Could not search", e));
   });
   $("results-more").addEventListener("click", () => search(true).catch((e) => failure("Could not load more", e)));
+  $("deliveries-more").addEventListener("click", () => moreDeliveries().catch((e) => failure("Could not load more", e)));
   $("dead-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     loadDead().then(() => say("")).catch((e) => failure("Could not filter", e));

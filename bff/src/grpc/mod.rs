@@ -299,4 +299,18 @@ impl Notifications for Grpc {
         let answer = self.call(&meta, Method::GET, &path, None).await?;
         Self::reply(answer, convert::list_response)
     }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<v1::ListDeliveriesRequest>,
+    ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        let (meta, _, message) = request.into_parts();
+        let query = convert::deliveries_query(&message);
+        let mut path = notification_path(&message.id, "/deliveries");
+        if !query.is_empty() {
+            path = format!("{path}?{query}");
+        }
+        let answer = self.call(&meta, Method::GET, &path, None).await?;
+        Self::reply(answer, convert::deliveries_response)
+    }
 }

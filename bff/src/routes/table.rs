@@ -10,8 +10,8 @@ use api::{
         SuppressionPage, SuppressionQuery, TemplateBody, TemplateView,
     },
     notifications::{
-        BounceAnswer, BounceReport, HistoryPage, HistoryQuery, NotificationView, ReceiptAnswer,
-        SendBody,
+        BounceAnswer, BounceReport, DeliveriesQuery, HistoryPage, HistoryQuery, NotificationView,
+        ReceiptAnswer, SendBody,
     },
     users::{
         ContactsBody, DeviceBody, DeviceList, Me, PreferencesBody, PreferencesView, RegisterUser,
@@ -86,7 +86,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 31] = [
+pub static ROUTES: [Route; 32] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -122,9 +122,10 @@ pub static ROUTES: [Route; 31] = [
             Service::Notifications,
             "notifications",
             "Notifications you sent, by filters, newest first (service, admin)\n\nA service \
-             sees its own notifications (the addresses of registered users hidden, as in \
-             `GET /v1/notifications/{id}`); an admin sees everyone's, as \
-             `GET /v1/admin/notifications`. Keyset-paginated.",
+             sees its own notifications, and a `recipient` address matches only addresses it \
+             gave itself (never one resolved from a user's profile); an admin sees everyone's, \
+             as `GET /v1/admin/notifications`. Each item carries its delivery counts; the \
+             deliveries are paged at `GET /v1/notifications/{id}/deliveries`. Keyset-paginated.",
             &[ok(
                 200,
                 "A page of notifications",
@@ -140,8 +141,28 @@ pub static ROUTES: [Route; 31] = [
             SERVICE_OR_ADMIN,
             Service::Notifications,
             "notifications",
-            "A notification with every delivery (owning service, admin)",
+            "A notification with its first 100 deliveries and the counts of all (owning \
+             service, admin)\n\nMore deliveries: `deliveries_next_cursor` pages them at \
+             `GET /v1/notifications/{id}/deliveries`. A service sees no address, and no \
+             provider text, of a delivery to a registered user.",
             &[ok(200, "The notification", schema::<NotificationView>)],
+        )
+    },
+    Route {
+        param: Some(Param::Id("notification")),
+        query: Some(PAGE_QUERY),
+        query_params: Some(query::<DeliveriesQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/notifications/{id}/deliveries",
+            SERVICE_OR_ADMIN,
+            Service::Notifications,
+            "notifications",
+            "A notification's deliveries, a page at a time (owning service, admin)\n\nIn id \
+             order; start with the notification's `deliveries_next_cursor`, or without a \
+             cursor for the first page. A service sees no address, and no provider text, of a \
+             delivery to a registered user.",
+            &[ok(200, "A page of deliveries", schema::<DeliveryPage>)],
         )
     },
     Route {

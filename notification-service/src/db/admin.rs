@@ -4,24 +4,44 @@ use std::collections::BTreeMap;
 
 use api::{
     admin::{AttemptEvent, Latency, NotificationQuery, RedriveView, StatsBucket},
-    notifications::AttemptView,
+    notifications::{AttemptView, NotificationSummary},
 };
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// Ids of the notifications matching every filter of `q` (and sent by `owner`, when given),
-/// newest first, after `cursor`, at most `limit`. The SQL holds only the filters given, so each combination gets a plan on its
-/// own index.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: Uuid,
+    category: String,
+    priority: String,
+    created_at: DateTime<Utc>,
+    send_at: Option<DateTime<Utc>>,
+    channel: Option<String>,
+    status: Option<String>,
+    replaced: Option<bool>,
+    n: Option<i64>,
+}
+
+/// The notifications matching every filter of `q` (and sent by `owner`, when given), newest
+/// first, after `cursor`, at most `limit`, each with its delivery counts: one statement per
+/// page however many deliveries the notifications have. The SQL holds only the filters given,
+/// so each combination gets a plan on its own index.
+///
+/// With an `owner` (a service searching its own), an address in `recipient` matches only
+/// deliveries to addresses the service gave itself: one resolved from a user's profile must
+/// not be confirmable by guessing it.
 pub async fn search(
     conn: &mut PgConnection,
     q: &NotificationQuery,
     owner: Option<&str>,
     cursor: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
-) -> sqlx::Result<Vec<Uuid>> {
-    let mut sql: QueryBuilder<Postgres> =
-        QueryBuilder::new("SELECT n.id FROM notifications n WHERE true");
+) -> sqlx::Result<Vec<NotificationSummary>> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+        "WITH page AS (SELECT n.id, n.category, n.priority, n.created_at, n.send_at
+                       FROM notifications n WHERE true",
+    );
     if let Some(o) = owner {
         sql.push(" AND n.created_by = ").push_bind(o.to_owned());
     }
@@ -52,25 +72,67 @@ pub async fn search(
         if let Some(r) = &q.recipient {
             match Uuid::parse_str(r) {
                 Ok(user) => sql.push(" AND d.user_id = ").push_bind(user),
-                Err(_) => sql.push(" AND d.address = ").push_bind(r.clone()),
+                Err(_) => {
+                    if owner.is_some() {
+                        sql.push(" AND d.user_id IS NULL");
+                    }
+                    sql.push(" AND d.address = ").push_bind(r.clone())
+                }
             };
         }
         sql.push(")");
     }
     sql.push(" ORDER BY n.created_at DESC, n.id DESC LIMIT ")
         .push_bind(limit);
-    sql.build_query_scalar().fetch_all(conn).await
-}
-
-/// The notification a delivery belongs to.
-pub async fn notification_of(
-    conn: &mut PgConnection,
-    delivery: Uuid,
-) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("SELECT notification_id FROM deliveries WHERE id = $1")
-        .bind(delivery)
-        .fetch_optional(conn)
-        .await
+    sql.push(
+        ")
+         SELECT p.id, p.category, p.priority, p.created_at, p.send_at,
+                c.channel, c.status, c.replaced, c.n
+         FROM page p
+         LEFT JOIN LATERAL (
+             SELECT d.channel, d.status,
+                    EXISTS (SELECT 1 FROM deliveries f WHERE f.fallback_of = d.id) AS replaced,
+                    count(*) AS n
+             FROM deliveries d WHERE d.notification_id = p.id
+             GROUP BY 1, 2, 3
+         ) c ON true
+         ORDER BY p.created_at DESC, p.id DESC",
+    );
+    let rows: Vec<SummaryRow> = sql.build_query_as().fetch_all(conn).await?;
+    let mut items: Vec<(NotificationSummary, Vec<(String, i64)>)> = Vec::new();
+    for r in rows {
+        if items.last().is_none_or(|(n, _)| n.id != r.id) {
+            items.push((
+                NotificationSummary {
+                    id: r.id,
+                    status: String::new(),
+                    category: r.category,
+                    priority: r.priority,
+                    created_at: r.created_at,
+                    send_at: r.send_at,
+                    delivery_counts: Default::default(),
+                },
+                Vec::new(),
+            ));
+        }
+        let (summary, live) = items.last_mut().expect("pushed above");
+        if let (Some(channel), Some(status), Some(n)) = (r.channel, r.status, r.n) {
+            summary.delivery_counts.add(&channel, &status, n);
+            if r.replaced != Some(true) {
+                live.push((status, n));
+            }
+        }
+    }
+    Ok(items
+        .into_iter()
+        .map(|(mut summary, live)| {
+            summary.status = delivery::status::notification_status_counted(
+                live.iter().map(|(s, n)| (s.as_str(), *n)),
+            )
+            .into();
+            summary
+        })
+        .collect())
 }
 
 #[derive(sqlx::FromRow)]

@@ -1,13 +1,19 @@
 //! Writing a planned notification and reading it back.
 
-use api::notifications::{AttemptView, ChannelStatus, DeliveryView, HistoryItem, NotificationView};
+use api::notifications::{
+    AttemptView, ChannelStatus, DeliveryCounts, DeliveryView, HistoryItem, INLINE_DELIVERIES,
+    NotificationView,
+};
 use chrono::{DateTime, Utc};
 use common::{events::Content, outbox::OutboxMessage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use crate::planned::NewNotification;
-use crate::{planned::dispatch_rows, views::notification_status};
+use crate::{
+    planned::dispatch_rows,
+    views::{notification_status, notification_status_counted},
+};
 
 /// Writes the notification, its deliveries and their outbox rows — three statements, however
 /// many recipients. Call inside a transaction. Returns false (and writes nothing) when a
@@ -243,7 +249,8 @@ pub async fn deliveries(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-/// A notification and its owner, or `None`.
+/// A notification and its owner, or `None`: its first [`INLINE_DELIVERIES`] deliveries and
+/// the counts of all of them (three statements, however many deliveries it has).
 pub async fn fetch(
     conn: &mut PgConnection,
     id: Uuid,
@@ -257,32 +264,93 @@ pub async fn fetch(
     else {
         return Ok(None);
     };
-    let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
-        "{DELIVERY_SELECT} WHERE d.notification_id = $1 ORDER BY d.id"
-    ))
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let deliveries: Vec<DeliveryView> = rows.into_iter().map(Into::into).collect();
-    // A dead delivery that a fallback delivery replaced counts through its replacement.
-    let replaced: std::collections::HashSet<Uuid> =
-        deliveries.iter().filter_map(|d| d.fallback_of).collect();
+    let mut deliveries = deliveries_after(conn, id, None, INLINE_DELIVERIES as i64 + 1).await?;
+    let deliveries_next_cursor = more_after(&mut deliveries, INLINE_DELIVERIES);
+    let counted = counts(conn, &[id]).await?.remove(&id).unwrap_or_default();
     let view = NotificationView {
         id: n.id,
-        status: notification_status(
-            deliveries
-                .iter()
-                .filter(|d| !replaced.contains(&d.id))
-                .map(|d| d.status.as_str()),
-        )
-        .into(),
+        status: counted.status.into(),
         category: n.category,
         priority: n.priority,
         created_at: n.created_at,
         send_at: n.send_at,
+        delivery_counts: counted.counts,
         deliveries,
+        deliveries_next_cursor,
     };
     Ok(Some((n.created_by, view)))
+}
+
+/// Keeps the first `limit` of `page` (fetched with one more than `limit`); the cursor to the
+/// rest when there was more.
+pub fn more_after(page: &mut Vec<DeliveryView>, limit: usize) -> Option<String> {
+    if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|d| d.id.to_string())
+    } else {
+        None
+    }
+}
+
+/// Notification `id`'s deliveries in id order after `after`, at most `limit`.
+pub async fn deliveries_after(
+    conn: &mut PgConnection,
+    id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<DeliveryView>> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        "{DELIVERY_SELECT} WHERE d.notification_id = $1 AND ($2::uuid IS NULL OR d.id > $2)
+         ORDER BY d.id LIMIT $3"
+    ))
+    .bind(id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// A notification's deliveries counted, and the status derived from them.
+#[derive(Debug, Default)]
+pub struct Counted {
+    pub counts: DeliveryCounts,
+    pub status: &'static str,
+}
+
+/// The delivery counts of each of `ids` (one statement). A dead delivery that a fallback
+/// delivery replaced is counted, but the notification's status goes by its replacement.
+pub async fn counts(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, Counted>> {
+    let rows: Vec<(Uuid, String, String, bool, i64)> = sqlx::query_as(
+        "SELECT d.notification_id, d.channel, d.status,
+                EXISTS (SELECT 1 FROM deliveries f WHERE f.fallback_of = d.id) AS replaced,
+                count(*)
+         FROM deliveries d WHERE d.notification_id = ANY($1)
+         GROUP BY 1, 2, 3, 4",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, (DeliveryCounts, Vec<(String, i64)>)> =
+        std::collections::HashMap::new();
+    for (id, channel, status, replaced, n) in rows {
+        let (counts, live) = by_id.entry(id).or_default();
+        counts.add(&channel, &status, n);
+        if !replaced {
+            live.push((status, n));
+        }
+    }
+    Ok(by_id
+        .into_iter()
+        .map(|(id, (counts, live))| {
+            let status =
+                notification_status_counted(live.iter().map(|(s, n)| (s.as_str(), *n)));
+            (id, Counted { counts, status })
+        })
+        .collect())
 }
 
 /// The content stored with a notification (used when a retry rebuilds a dispatch).

@@ -113,15 +113,9 @@ pub(crate) async fn search(
     }
 
     let mut conn = state.pool.acquire().await?;
-    let ids = crate::db::admin::search(&mut conn, q, owner, cursor, limit + 1).await?;
-    let more = ids.len() as i64 > limit;
-    let mut items = Vec::with_capacity(ids.len());
-    for id in ids.into_iter().take(limit as usize) {
-        if let Some((_, view)) = db::fetch(&mut conn, id).await? {
-            items.push(view);
-        }
-    }
-    let next_cursor = if more {
+    let mut items = crate::db::admin::search(&mut conn, q, owner, cursor, limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
         items.last().map(|n| cursor_of(n.created_at, n.id))
     } else {
         None
@@ -137,16 +131,9 @@ async fn delivery(
     principal.require(&[Role::Admin])?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no delivery has this id"))?;
     let mut conn = state.pool.acquire().await?;
-    let notification_id = crate::db::admin::notification_of(&mut conn, id)
+    let delivery = db::deliveries(&mut conn, &[id])
         .await?
-        .ok_or_else(|| ApiError::not_found("no delivery has this id"))?;
-    let (_, view) = db::fetch(&mut conn, notification_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no delivery has this id"))?;
-    let delivery = view
-        .deliveries
-        .into_iter()
-        .find(|d| d.id == id)
+        .pop()
         .ok_or_else(|| ApiError::not_found("no delivery has this id"))?;
     let attempt_log = crate::db::admin::attempts(&mut conn, id).await?;
     let redrives = crate::db::admin::redrives(&mut conn, id).await?;

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use api::admin::{NotificationPage, NotificationQuery};
+use api::{
+    admin::{DeliveryPage, NotificationPage, NotificationQuery},
+    notifications::{DeliveriesQuery, MAX_DELIVERY_PAGE},
+};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -18,7 +21,7 @@ use common::{
     auth::{Principal, Role},
     http::RawBody,
     idempotency,
-    problem::ApiError,
+    problem::{ApiError, FieldError},
 };
 use uuid::Uuid;
 
@@ -35,6 +38,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/notifications", post(send).get(list))
         .route("/v1/notifications/{id}", get(show))
+        .route("/v1/notifications/{id}/deliveries", get(deliveries))
         .route("/v1/notifications/{id}/cancel", post(cancel))
 }
 
@@ -166,28 +170,21 @@ fn replayed(response: serde_json::Value) -> Response {
     resp
 }
 
-/// `GET /v1/notifications`: a service's own notifications (addresses of users hidden, as in
-/// [`show`]); an admin's, everyone's — the admin search's filters and pages.
+/// `GET /v1/notifications`: a service's own notifications (an address filter matches only
+/// addresses it gave); an admin's, everyone's — the admin search's filters and pages. Items
+/// carry delivery counts, not deliveries.
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Query(q): Query<NotificationQuery>,
 ) -> Result<Json<NotificationPage>, ApiError> {
     principal.require(&[Role::Service, Role::Admin])?;
-    if principal.role() == Role::Admin {
-        return super::admin::search(&state, &q, None).await.map(Json);
-    }
-    let mut page = super::admin::search(&state, &q, Some(principal.subject())).await?;
-    page.items = page
-        .items
-        .into_iter()
-        .map(crate::views::for_service)
-        .collect();
-    Ok(Json(page))
+    let owner = (principal.role() != Role::Admin).then(|| principal.subject());
+    super::admin::search(&state, &q, owner).await.map(Json)
 }
 
-/// The notification with every delivery. The owning service and admins only; anyone else
-/// gets 404 (existence is not revealed).
+/// The notification with its first deliveries and the counts of all. The owning service and
+/// admins only; anyone else gets 404 (existence is not revealed).
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -205,6 +202,49 @@ async fn show(
         _ => Err(ApiError::not_found("no notification has this id")),
     }
 }
+
+/// `GET /v1/notifications/{id}/deliveries`: the notification's deliveries in id order, a page
+/// at a time (the owning service, with users' addresses hidden, and admins).
+async fn deliveries(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    principal.require(&[Role::Service, Role::Admin])?;
+    let mut errors = Vec::new();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_DELIVERY_PAGE).contains(&limit) {
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be from 1 to {MAX_DELIVERY_PAGE}"),
+        ));
+    }
+    let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
+    let after = cursor.and_then(|c| Uuid::parse_str(c).ok());
+    if cursor.is_some() && after.is_none() {
+        errors.push(FieldError::new("cursor", "is not a cursor this API gave out"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let id =
+        Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no notification has this id"))?;
+    let mut conn = state.pool.acquire().await?;
+    match db::owner(&mut conn, id).await? {
+        Some(owner) if principal.role() == Role::Admin || owner == principal.subject() => {}
+        _ => return Err(ApiError::not_found("no notification has this id")),
+    }
+    let mut items = db::deliveries_after(&mut conn, id, after, limit + 1).await?;
+    let next_cursor = db::more_after(&mut items, limit as usize);
+    if principal.role() != Role::Admin {
+        items = items.into_iter().map(crate::views::delivery_for_service).collect();
+    }
+    Ok(Json(DeliveryPage { items, next_cursor }))
+}
+
+/// Most deliveries a cancel's 409 names one by one (the detail counts them all).
+const MAX_NAMED_DISPATCHED: usize = 100;
 
 /// `POST /v1/notifications/{id}/cancel` (owning service, admin): cancels every delivery not yet
 /// handed to Kafka (scheduled, deferred by quiet hours, or waiting for a retry). 200 when
@@ -243,6 +283,7 @@ async fn cancel(
         let errors = outcome
             .dispatched
             .iter()
+            .take(MAX_NAMED_DISPATCHED)
             .map(|(d, status)| {
                 common::problem::FieldError::new(
                     format!("deliveries.{d}"),
@@ -253,7 +294,7 @@ async fn cancel(
         let mut err = ApiError::conflict(
             "already_dispatched",
             format!(
-                "{} deliveries were already dispatched and cannot be cancelled; {} were cancelled",
+                "{} deliveries were already dispatched and cannot be cancelled (the first {MAX_NAMED_DISPATCHED} are named); {} were cancelled",
                 outcome.dispatched.len(),
                 outcome.cancelled.len()
             ),

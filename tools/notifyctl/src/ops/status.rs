@@ -77,6 +77,20 @@ pub fn render(n: &NotificationView) -> String {
         ],
         &rows,
     ));
+    if n.deliveries_next_cursor.is_some() {
+        let counts: Vec<String> = n
+            .delivery_counts
+            .by_status
+            .iter()
+            .map(|(status, k)| format!("{k} {status}"))
+            .collect();
+        out.push_str(&format!(
+            "the first {} of {} deliveries ({})\n",
+            n.deliveries.len(),
+            n.delivery_counts.total,
+            counts.join(", ")
+        ));
+    }
     out
 }
 
