@@ -80,7 +80,15 @@ pub async fn run(
         idempotency,
     };
     let registry = common::metrics::Registry::default();
-    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
+    // The readiness details name internal hosts: only on the admin (metrics) port.
+    let admin = Router::new()
+        .route(
+            "/readyz",
+            axum::routing::get(routes::health::readyz_detailed),
+        )
+        .with_state(state.clone());
+    let _metrics =
+        common::http::serve_metrics(&cfg.http, &registry, admin, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "bff listening");
     common::http::serve(listener, router(state, &cfg, &registry), shutdown).await?;
     Ok(())

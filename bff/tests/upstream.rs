@@ -13,6 +13,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
 /// A bff in front of `upstream` (both services), with its own Redis prefix.
 struct Bff {
     addr: SocketAddr,
+    /// `http.metrics_listen`: the admin port.
+    admin: SocketAddr,
     token: String,
     http: reqwest::Client,
     services: TaskGroup,
@@ -23,9 +25,11 @@ impl Bff {
     async fn start(upstream: &MockServer, timeout_ms: u64) -> Self {
         let keys = TestPrefix::local();
         let jwt = JwtConfig::with_random_secret();
+        let admin: SocketAddr = ([127, 0, 0, 1], devkit::ports::reserve()).into();
         let cfg = bff::Config {
             http: common::http::HttpConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
+                metrics_listen: Some(admin),
                 ..Default::default()
             },
             jwt: jwt.clone(),
@@ -61,6 +65,7 @@ impl Bff {
         }
         Self {
             addr,
+            admin,
             token,
             http,
             services,
@@ -87,7 +92,7 @@ async fn a_write_the_service_is_slow_to_answer_is_504_saying_it_may_have_happene
         .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(3)))
         .mount(&slow)
         .await;
-    let mut bff = Bff::start(&slow, 500).await;
+    let bff = Bff::start(&slow, 500).await;
 
     let post = bff
         .http
@@ -129,7 +134,7 @@ async fn an_answer_over_the_cap_is_a_502_not_a_buffer() {
         .respond_with(ResponseTemplate::new(200).set_body_raw(huge, "application/json"))
         .mount(&upstream)
         .await;
-    let mut bff = Bff::start(&upstream, 5_000).await;
+    let bff = Bff::start(&upstream, 5_000).await;
     let resp = bff.get(&format!("/v1/notifications/{SOME_ID}")).await;
     assert_eq!(resp.status(), 502);
     let problem: serde_json::Value = resp.json().await.unwrap();
@@ -149,6 +154,36 @@ async fn an_answer_over_the_cap_is_a_502_not_a_buffer() {
             .await
             .status(),
         200
+    );
+    bff.services.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Readiness on the public port says ready or not, nothing more: the upstreams' errors name
+/// internal hosts and ports (before, `/readyz` through nginx echoed them). The details are on
+/// the admin port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_readiness_names_no_internal_host() {
+    let upstream = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&upstream)
+        .await;
+    let bff = Bff::start(&upstream, 5_000).await;
+    let public = bff.get("/readyz").await;
+    assert_eq!(public.status(), 503);
+    let body: serde_json::Value = public.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "status": "not_ready" }));
+    let detailed = bff
+        .http
+        .get(format!("http://{}/readyz", bff.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(detailed.status(), 503);
+    let body: serde_json::Value = detailed.json().await.unwrap();
+    assert_eq!(
+        body["checks"]["users-service"], "answered 500 Internal Server Error",
+        "{body}"
     );
     bff.services.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -21,7 +21,14 @@ impl EmailAddress {
         )
         .map_err(|e| format!("is not a valid email address ({e})"))?;
         let (local, domain) = (parsed.local_part(), parsed.domain());
-        if !domain.contains('.') && !domain.starts_with('[') {
+        // `x@[10.0.0.5]` would have the relay deliver to any host, internal ones included.
+        if domain.starts_with('[') {
+            return Err(
+                "is not an accepted email address (an address literal as the domain is not taken: use a domain name)"
+                    .into(),
+            );
+        }
+        if !domain.contains('.') {
             return Err("is not a valid email address (the domain has no dot)".into());
         }
         Ok(Self(format!("{local}@{}", domain.to_ascii_lowercase())))
@@ -102,9 +109,33 @@ pub fn parse_telegram_chat_id(raw: &str) -> Result<String, String> {
     }
 }
 
-/// A push device token as a provider takes it: printable ASCII, at most 4 KiB.
-pub fn is_push_token(token: &str) -> bool {
-    !token.is_empty() && token.len() <= 4096 && token.bytes().all(|b| b.is_ascii_graphic())
+/// Why `token` cannot be a device token of `platform`, if it cannot. FCM registration tokens
+/// are printable ASCII, at most 4 KiB (they travel in a JSON body). APNs device tokens are
+/// hexadecimal, at most 400 digits: they travel in the URL path (`/3/device/<token>`), where a
+/// `/`, `?`, `#` or `..` would change which request is made.
+pub fn check_push_token(platform: Platform, token: &str) -> Result<(), &'static str> {
+    match platform {
+        Platform::Fcm => {
+            if !token.is_empty()
+                && token.len() <= 4096
+                && token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                Ok(())
+            } else {
+                Err("an FCM token is 1 to 4096 printable ASCII characters")
+            }
+        }
+        Platform::Apns => {
+            if !token.is_empty()
+                && token.len() <= 400
+                && token.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                Ok(())
+            } else {
+                Err("an APNs device token is 1 to 400 hexadecimal digits")
+            }
+        }
+    }
 }
 
 /// A push delivery's address: the platform and the device token, written `fcm:<token>` /
@@ -144,7 +175,17 @@ mod tests {
             EmailAddress::parse("Ann.Lee@Example.COM").unwrap().as_str(),
             "Ann.Lee@example.com"
         );
-        for bad in ["", "no-at-sign", "a@", "@b.com", "a b@c.com", "a@localhost"] {
+        for bad in [
+            "",
+            "no-at-sign",
+            "a@",
+            "@b.com",
+            "a b@c.com",
+            "a@localhost",
+            "x@[10.0.0.5]",
+            "x@[127.0.0.1]",
+            "x@[IPv6:::1]",
+        ] {
             assert!(
                 EmailAddress::parse(bad).is_err(),
                 "{bad} should be rejected"
@@ -161,6 +202,23 @@ mod tests {
         for bad in ["030 1234567", "+0123456789", "+12ab5678901", "+123"] {
             assert!(PhoneE164::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn apns_tokens_are_hex_so_they_cannot_change_the_request_path() {
+        assert!(check_push_token(Platform::Apns, &"a0".repeat(32)).is_ok());
+        for bad in [
+            "",
+            "../../3/device/other",
+            "abc?x=1",
+            "abc/def",
+            "zz",
+            &"a".repeat(401),
+        ] {
+            assert!(check_push_token(Platform::Apns, bad).is_err(), "{bad}");
+        }
+        assert!(check_push_token(Platform::Fcm, "fcm-token:with/anything").is_ok());
+        assert!(check_push_token(Platform::Fcm, "has space").is_err());
     }
 
     #[test]

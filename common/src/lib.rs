@@ -7,8 +7,9 @@
 //! client setup with the settings that do not lose messages ([`kafka`]), the transactional
 //! outbox and its relay ([`outbox`]), group commit for concurrent writers ([`group_commit`]),
 //! the wire types that travel over Kafka ([`events`]), the syntax of values that cross
-//! process boundaries — addresses, names, language tags, one parser each ([`address`]) — and
-//! the shutdown signal ([`shutdown`]). HTTP bodies are the `api` crate's; the delivery
+//! process boundaries — addresses, names, language tags, one parser each ([`address`]) — the
+//! one SSRF guard for every outbound call a caller can steer ([`ssrf`]), and the shutdown
+//! signal ([`shutdown`]). HTTP bodies are the `api` crate's; the delivery
 //! lifecycle is the `delivery` crate's.
 
 pub mod address;
@@ -27,4 +28,5 @@ pub mod problem;
 pub mod redis;
 pub mod shutdown;
 pub mod signing;
+pub mod ssrf;
 pub mod telemetry;

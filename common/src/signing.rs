@@ -69,7 +69,9 @@ impl SigningKey {
             return Err(Refused::Unsigned);
         };
         let ts: i64 = ts.trim().parse().map_err(|_| Refused::Unsigned)?;
-        if (now - ts).abs() > tolerance_secs {
+        // Checked: a timestamp near i64::MIN must not wrap into "within the tolerance".
+        let off_by = now.checked_sub(ts).map(i64::unsigned_abs);
+        if off_by.is_none_or(|d| d > tolerance_secs.unsigned_abs()) {
             return Err(Refused::Stale);
         }
         let expected = self.mac(id, ts, body);
@@ -94,6 +96,30 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `now - ts` used to be plain arithmetic: a timestamp at the edge of i64 panicked in a
+    /// debug build and wrapped in release (`(now - (now - 2^63)).abs()` is i64::MIN, "within"
+    /// any tolerance).
+    #[test]
+    fn timestamps_at_the_edges_of_i64_are_stale_not_a_panic_or_a_wrap() {
+        let key = SigningKey::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let now = 1_700_000_000_i64;
+        for ts in [i64::MIN, i64::MAX, now.wrapping_sub(i64::MIN), i64::MIN + 1] {
+            let sig = key.sign("msg_1", ts, b"{}");
+            assert_eq!(
+                key.verify(
+                    Some("msg_1"),
+                    Some(&ts.to_string()),
+                    Some(&sig),
+                    b"{}",
+                    now,
+                    300
+                ),
+                Err(Refused::Stale),
+                "{ts}"
+            );
+        }
+    }
 
     #[test]
     fn what_is_signed_verifies_and_nothing_else_does() {

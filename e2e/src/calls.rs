@@ -277,7 +277,9 @@ impl Stack {
     /// /v1/notifications/{id}`): its inline ones, then the pages of
     /// `GET /v1/notifications/{id}/deliveries` from its `deliveries_next_cursor`.
     pub async fn all_deliveries(&self, token: &str, view: &Value) -> anyhow::Result<Vec<Value>> {
-        let id = view["id"].as_str().context("a notification view has an id")?;
+        let id = view["id"]
+            .as_str()
+            .context("a notification view has an id")?;
         let mut all = view["deliveries"]
             .as_array()
             .context("a notification view has deliveries")?

@@ -107,7 +107,11 @@ async fn a_thousand_mixed_recipients_plan_exactly_the_expected_deliveries() {
     );
     // The answer is bounded: 100 deliveries inline, all of them counted, the rest paged.
     assert_eq!(view["deliveries"].as_array().unwrap().len(), 100);
-    assert_eq!(view["delivery_counts"]["total"], 1000, "{}", view["delivery_counts"]);
+    assert_eq!(
+        view["delivery_counts"]["total"], 1000,
+        "{}",
+        view["delivery_counts"]
+    );
     let by_status = &view["delivery_counts"]["by_status"];
     let pending = recipients
         .iter()
@@ -538,7 +542,11 @@ async fn lists_and_views_of_big_notifications_stay_small() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    assert!(view.to_string().len() < 100_000, "{} bytes", view.to_string().len());
+    assert!(
+        view.to_string().len() < 100_000,
+        "{} bytes",
+        view.to_string().len()
+    );
     assert_eq!(view["deliveries"].as_array().unwrap().len(), 100);
     let all = stack.all_deliveries(&svc, &view).await.unwrap();
     let distinct: std::collections::HashSet<&str> =

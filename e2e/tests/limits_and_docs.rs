@@ -225,6 +225,7 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "post /v1/notifications",
         "get /v1/notifications",
         "get /v1/notifications/{id}",
+        "get /v1/notifications/{id}/deliveries",
         "post /v1/notifications/{id}/cancel",
         "post /v1/users",
         "get /v1/me",

@@ -152,7 +152,7 @@ async fn one_user_never_reaches_another_users_data_and_roles_are_enforced() {
         Method::POST,
         "/v1/me/devices",
         &tb,
-        Some(json!({ "platform": "apns", "token": "b-phone" })),
+        Some(json!({ "platform": "apns", "token": "b0f0e0" })),
     )
     .await;
 

@@ -175,7 +175,10 @@ async fn a_service_sees_only_the_addresses_it_gave_and_no_profiles() {
 
     // Providers echo the address in their text: a service sees the code, not the text, of a
     // delivery to a user (the provider's answer written as the repeater records one).
-    stack.wait_settled(id, &svc, Duration::from_secs(30)).await.unwrap();
+    stack
+        .wait_settled(id, &svc, Duration::from_secs(30))
+        .await
+        .unwrap();
     let echo = "550 5.1.1 <private@example.com>: mailbox unavailable";
     sqlx::query(
         "UPDATE deliveries SET last_error = jsonb_build_object('code', 'rejected', 'message', $2::text)
@@ -196,7 +199,12 @@ async fn a_service_sees_only_the_addresses_it_gave_and_no_profiles() {
     .await
     .unwrap();
     let (_, shown) = stack
-        .call(Method::GET, &format!("/v1/notifications/{id}"), Some(&svc), None)
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{id}"),
+            Some(&svc),
+            None,
+        )
         .await
         .unwrap();
     let (_, paged) = stack
@@ -213,10 +221,18 @@ async fn a_service_sees_only_the_addresses_it_gave_and_no_profiles() {
         assert!(seen.to_string().contains("rejected"), "{seen}");
     }
     let (_, to_admin) = stack
-        .call(Method::GET, &format!("/v1/notifications/{id}"), Some(&admin), None)
+        .call(
+            Method::GET,
+            &format!("/v1/notifications/{id}"),
+            Some(&admin),
+            None,
+        )
         .await
         .unwrap();
-    assert!(to_admin.to_string().contains(echo), "admins see the provider's text");
+    assert!(
+        to_admin.to_string().contains(echo),
+        "admins see the provider's text"
+    );
 
     // users-service's internal profiles: notification-service only.
     let internal = format!(

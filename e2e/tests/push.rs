@@ -16,18 +16,18 @@ use wiremock::{
 const EC_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/ec_p256_private.pem");
 const SEND: &str = "/v1/projects/notify-e2e/messages:send";
 
-/// FCM and APNs on one mock server: `dead-token` is unknown to both, `live-token` works.
+/// FCM and APNs on one mock server: `deadbeefdead` is unknown to both, `beefcafe0123` works.
 async fn providers() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/3/device/dead-token"))
+        .and(path("/3/device/deadbeefdead"))
         .respond_with(ResponseTemplate::new(410).set_body_json(json!({
             "reason": "Unregistered", "timestamp": 1_700_000_000_000_i64
         })))
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/3/device/live-token"))
+        .and(path("/3/device/beefcafe0123"))
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("apns-id", "4F2C1C0A-0000-0000-0000-000000000001"),
@@ -43,7 +43,7 @@ async fn providers() -> MockServer {
         .await;
     Mock::given(method("POST"))
         .and(path(SEND))
-        .and(body_string_contains("\"token\":\"dead-token\""))
+        .and(body_string_contains("\"token\":\"deadbeefdead\""))
         .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
             "code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND",
             "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]
@@ -52,7 +52,7 @@ async fn providers() -> MockServer {
         .await;
     Mock::given(method("POST"))
         .and(path(SEND))
-        .and(body_string_contains("\"token\":\"live-token\""))
+        .and(body_string_contains("\"token\":\"beefcafe0123\""))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "name": "projects/notify-e2e/messages/1" })),
@@ -140,7 +140,7 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
     let stack = Stack::start(options(&server)).await.unwrap();
     let user = stack.register_user("pia@example.com").await.unwrap();
     let pia = stack.token(Role::User, &user.to_string());
-    for token in ["dead-token", "live-token"] {
+    for token in ["deadbeefdead", "beefcafe0123"] {
         let (status, body) = stack
             .call(
                 Method::POST,
@@ -158,11 +158,15 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
         push_rows(&first),
         vec![
             (
-                format!("{platform}:dead-token"),
+                format!("{platform}:deadbeefdead"),
                 "dead".into(),
                 json!("invalid_address")
             ),
-            (format!("{platform}:live-token"), "sent".into(), Value::Null),
+            (
+                format!("{platform}:beefcafe0123"),
+                "sent".into(),
+                Value::Null
+            ),
         ],
         "{first}"
     );
@@ -181,7 +185,7 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
             .iter()
             .map(|d| d["token"].as_str().unwrap().to_owned())
             .collect();
-        if tokens == ["live-token"] {
+        if tokens == ["beefcafe0123"] {
             break;
         }
         assert!(
@@ -201,7 +205,11 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
     let second = notify(&stack, user).await;
     assert_eq!(
         push_rows(&second),
-        vec![(format!("{platform}:live-token"), "sent".into(), Value::Null)],
+        vec![(
+            format!("{platform}:beefcafe0123"),
+            "sent".into(),
+            Value::Null
+        )],
         "{second}"
     );
     // The provider saw the dead token exactly once: invalid_address is never retried.
@@ -211,8 +219,8 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
         .unwrap()
         .iter()
         .filter(|r| {
-            r.url.path().ends_with("/dead-token")
-                || String::from_utf8_lossy(&r.body).contains("dead-token")
+            r.url.path().ends_with("/deadbeefdead")
+                || String::from_utf8_lossy(&r.body).contains("deadbeefdead")
         })
         .count();
     assert_eq!(dead_sends, 1);

@@ -255,7 +255,12 @@ async fn a_chat_is_claimed_only_through_the_link_flow_and_has_one_user() {
     let owner = stack.register_user("owner@example.test").await.unwrap();
     let owner_token = stack.token(Role::User, &owner.to_string());
     let (_, link) = stack
-        .call(Method::POST, "/v1/me/telegram/link", Some(&owner_token), None)
+        .call(
+            Method::POST,
+            "/v1/me/telegram/link",
+            Some(&owner_token),
+            None,
+        )
         .await
         .unwrap();
     let code = link["code"].as_str().unwrap();
@@ -279,7 +284,10 @@ async fn a_chat_is_claimed_only_through_the_link_flow_and_has_one_user() {
             .await
             .unwrap();
         assert_eq!(status, 422, "{problem}");
-        assert_eq!(problem["errors"][0]["field"], "telegram_chat_id", "{problem}");
+        assert_eq!(
+            problem["errors"][0]["field"], "telegram_chat_id",
+            "{problem}"
+        );
     }
     assert!(me(&stack, &intruder_token).await["contacts"]["telegram_chat_id"].is_null());
     let holders: Vec<uuid::Uuid> =
@@ -322,7 +330,10 @@ async fn a_chat_is_claimed_only_through_the_link_flow_and_has_one_user() {
         .fetch_one(&stack.users_pool)
         .await
         .unwrap();
-    assert_eq!(users_after, users_before, "a refused registration wrote a user");
+    assert_eq!(
+        users_after, users_before,
+        "a refused registration wrote a user"
+    );
     let (status, created) = register(Role::Admin, "5555").await;
     assert_eq!(status, 201, "{created}");
 
@@ -339,8 +350,12 @@ async fn a_chat_is_claimed_only_through_the_link_flow_and_has_one_user() {
         }
     };
     let (status, kept) = put(json!(chat)).await;
-    assert_eq!((status, &kept["telegram_chat_id"]), (200, &json!(chat)), "{kept}");
+    assert_eq!(
+        (status, &kept["telegram_chat_id"]),
+        (200, &json!(chat)),
+        "{kept}"
+    );
     let (status, dropped) = put(Value::Null).await;
     assert_eq!(status, 200, "{dropped}");
-    assert!(me(&stack, &owner_token).await["contacts"]["telegram_chat_id"].is_null());
+    assert!(me(stack, &owner_token).await["contacts"]["telegram_chat_id"].is_null());
 }

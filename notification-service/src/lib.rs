@@ -147,7 +147,9 @@ pub async fn run(
         })
     };
     tracing::info!(addr = %listener.local_addr()?, "notification-service listening");
-    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
+    let _metrics =
+        common::http::serve_metrics(&cfg.http, &registry, axum::Router::new(), shutdown.clone())
+            .await?;
     common::http::serve(listener, router(state, &registry, &cfg), shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(relay) = relay {

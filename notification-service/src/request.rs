@@ -111,14 +111,16 @@ fn parse_raw(r: &RecipientBody) -> Result<Recipient, (&'static str, String)> {
         let Some(platform) = Platform::parse(platform) else {
             return Err(("device.platform", "must be fcm or apns".into()));
         };
-        return Ok(if common::address::is_push_token(token) {
-            Recipient::Device {
-                platform,
-                token: token.to_owned(),
-            }
-        } else {
-            invalid(Channel::Push, serde_json::json!({ "device": device }))
-        });
+        return Ok(
+            if common::address::check_push_token(platform, token).is_ok() {
+                Recipient::Device {
+                    platform,
+                    token: token.to_owned(),
+                }
+            } else {
+                invalid(Channel::Push, serde_json::json!({ "device": device }))
+            },
+        );
     }
     if let Some(webhook) = &r.webhook {
         let Some(url) = webhook.get("url").and_then(|u| u.as_str()) else {

@@ -78,6 +78,11 @@ mod tests {
         // An address the service gave itself is its own to see.
         let own = delivery_for_service(delivery(json!({ "email": "lea@example.org" })));
         assert_eq!(own.address.as_deref(), Some("lea@example.org"));
-        assert!(own.last_error.unwrap()["message"].as_str().unwrap().contains("550"));
+        assert!(
+            own.last_error.unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .contains("550")
+        );
     }
 }

@@ -81,7 +81,9 @@ pub async fn run(
         pool: pool.clone(),
         membership,
     });
-    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
+    let _metrics =
+        common::http::serve_metrics(&cfg.http, &registry, axum::Router::new(), shutdown.clone())
+            .await?;
     tracing::info!(addr = %listener.local_addr()?, "repeater listening (health)");
     common::http::serve(
         listener,

@@ -98,7 +98,9 @@ pub async fn run(
         &state.membership,
         &shutdown,
     )?;
-    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
+    let _metrics =
+        common::http::serve_metrics(&cfg.http, &registry, axum::Router::new(), shutdown.clone())
+            .await?;
     tracing::info!(addr = %listener.local_addr()?, "users-service listening");
     common::http::serve(listener, router(state, &registry, &cfg), shutdown.clone()).await?;
     shutdown.cancel();

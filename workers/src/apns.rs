@@ -156,6 +156,13 @@ impl ApnsProvider {
     }
 
     pub async fn send(&self, msg: &DispatchMessage, device_token: &str) -> ProviderResult {
+        // The token goes into the URL path: only hex may (planning and device registration
+        // check it too; a message from elsewhere must not choose the request's path).
+        if let Err(rule) =
+            common::address::check_push_token(common::events::Platform::Apns, device_token)
+        {
+            return ProviderResult::failed(Outcome::InvalidAddress, "apns_bad_token", rule);
+        }
         let jwt = match self.token.get(chrono::Utc::now().timestamp()) {
             Ok(t) => t,
             Err(e) => {

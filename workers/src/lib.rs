@@ -168,7 +168,9 @@ pub async fn run(
         consumers.extend(started);
     }
 
-    let _metrics = common::http::serve_metrics(&cfg.http, &registry, shutdown.clone()).await?;
+    let _metrics =
+        common::http::serve_metrics(&cfg.http, &registry, axum::Router::new(), shutdown.clone())
+            .await?;
     tracing::info!(addr = %listener.local_addr()?, "workers listening (health)");
     common::http::serve(
         listener,

@@ -211,6 +211,7 @@ fn webhook(allow_loopback: bool) -> workers::webhook::WebhookProvider {
         secret: SecretString::from(WEBHOOK_SECRET),
         timeout_ms: 2_000,
         allow_loopback,
+        proxy_url: None,
     })
     .unwrap()
 }
@@ -296,6 +297,13 @@ async fn webhook_answers_are_classified_and_internal_targets_refused() {
             "webhook_400",
             None,
         ),
+        // A redirect is an answer, never followed (it could point inside).
+        (
+            ResponseTemplate::new(302).insert_header("location", "http://169.254.169.254/"),
+            Outcome::PermanentFailure,
+            "webhook_302",
+            None,
+        ),
     ];
     for (response, outcome, code, retry_after) in cases {
         let server = MockServer::start().await;
@@ -326,6 +334,7 @@ async fn webhook_answers_are_classified_and_internal_targets_refused() {
     let port = server.address().port();
     for url in [
         format!("http://127.0.0.1:{port}/h"),
+        format!("http://[::ffff:127.0.0.1]:{port}/h"),
         format!("http://localhost:{port}/h"),
     ] {
         let r = webhook(false).send(&message(Channel::Webhook, &url)).await;

@@ -330,42 +330,42 @@ async fn apns_errors_are_classified() {
     };
     let cases = [
         (
-            "gone",
+            "0a0e",
             reason(410, "Unregistered"),
             Outcome::InvalidAddress,
             "apns_Unregistered",
             None,
         ),
         (
-            "bad",
+            "bad0",
             reason(400, "BadDeviceToken"),
             Outcome::InvalidAddress,
             "apns_BadDeviceToken",
             None,
         ),
         (
-            "busy",
+            "b0b0",
             reason(429, "TooManyRequests").insert_header("retry-after", "7"),
             Outcome::TransientFailure,
             "apns_TooManyRequests",
             Some(7_000),
         ),
         (
-            "down",
+            "d0e0",
             reason(503, "ServiceUnavailable"),
             Outcome::TransientFailure,
             "apns_ServiceUnavailable",
             None,
         ),
         (
-            "big",
+            "b1b1",
             reason(413, "PayloadTooLarge"),
             Outcome::PermanentFailure,
             "apns_PayloadTooLarge",
             None,
         ),
         (
-            "stale",
+            "5a1e",
             reason(403, "ExpiredProviderToken"),
             Outcome::TransientFailure,
             "apns_ExpiredProviderToken",
@@ -387,6 +387,29 @@ async fn apns_errors_are_classified() {
         assert_eq!(r.outcome, outcome, "{token}");
         assert_eq!(r.error.unwrap().code, code, "{token}");
         assert_eq!(r.retry_after_ms, retry_after, "{token}");
+    }
+}
+
+/// An APNs token goes into the URL path: one that is not hex (`../`, `?`, `/`) is an invalid
+/// address, and APNs is never called with a path it chose.
+#[tokio::test]
+async fn an_apns_token_that_is_not_hex_never_reaches_the_url() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let push = apns(&server);
+    for token in ["../../v1/other", "abc?x=1", "abc/def", "abc#frag"] {
+        let r = push
+            .send(&message(&format!("apns:{token}"), Lane::Bulk))
+            .await;
+        assert_eq!(
+            (r.outcome, r.error.unwrap().code.as_str()),
+            (Outcome::InvalidAddress, "apns_bad_token"),
+            "{token}"
+        );
     }
 }
 

@@ -577,7 +577,10 @@ pub static ROUTES: [Route; 32] = [
         param: None,
         query: None,
         tag: "health",
-        doc: "Both services behind the bff answer",
+        doc: "Both services behind the bff answer\n\n`{\"status\": \"ready\"}` or 503 \
+              `{\"status\": \"not_ready\"}`, nothing more (which dependency failed, and why, \
+              is logged and shown on the bff's admin port, `http.metrics_listen`). Shed like \
+              any request when the bff is saturated.",
         request: None,
         query_params: None,
         answers: &[empty(200, "ready"), empty(503, "a dependency is down")],

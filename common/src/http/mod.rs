@@ -123,11 +123,13 @@ async fn count_request(metrics: HttpMetrics, req: Request, next: Next) -> Respon
     resp
 }
 
-/// Serves `/metrics` on `cfg.metrics_listen` until `shutdown`, when it is set. The port is
-/// bound before this returns, so a taken port stops the service at start.
+/// Serves `/metrics` on `cfg.metrics_listen` until `shutdown`, when it is set, with `admin`'s
+/// routes beside it (what only operators may read, e.g. the bff's detailed readiness). The
+/// port is bound before this returns, so a taken port stops the service at start.
 pub async fn serve_metrics(
     cfg: &HttpConfig,
     registry: &Registry,
+    admin: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(addr) = cfg.metrics_listen else {
@@ -139,7 +141,8 @@ pub async fn serve_metrics(
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     let router = Router::new()
         .route("/metrics", registry.endpoint())
-        .route("/healthz", axum::routing::get(healthz));
+        .route("/healthz", axum::routing::get(healthz))
+        .merge(admin);
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "the metrics listener stopped");
@@ -156,7 +159,10 @@ async fn shed_overload(
     req: Request,
     next: Next,
 ) -> Response {
-    let exempt = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    // Liveness and metrics always answer (they cost nothing). `/readyz` is shed like any
+    // request: it calls dependencies, so a flood of it must not get past the limit, and a
+    // saturated instance saying "not ready" is what a load balancer should hear.
+    let exempt = matches!(req.uri().path(), "/healthz" | "/metrics");
     let _permit = match in_flight.try_acquire_owned() {
         Ok(permit) => Some(permit),
         Err(_) if exempt => None,
@@ -192,7 +198,13 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// 4xx/5xx that is not a problem becomes one with the same status and headers, its text as
 /// the detail. A handler's own problems pass untouched.
 async fn problems_only(req: Request, next: Next) -> Response {
+    // Readiness has its own small body (`{"status": "not_ready"}`), which is what a 503 from
+    // it means; every other error is a problem.
+    let readiness = req.uri().path() == "/readyz";
     let resp = next.run(req).await;
+    if readiness {
+        return resp;
+    }
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -356,6 +368,26 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// A readiness result for anyone: 200 `{"status": "ready"}` or 503 `{"status":
+/// "not_ready"}`, nothing about the dependencies (their errors name internal hosts); the
+/// failures are logged, and [`readiness`] serves the details where only operators reach.
+pub fn readiness_bare(checks: Vec<(&'static str, Result<(), String>)>) -> Response {
+    let failed: Vec<_> = checks.iter().filter(|(_, r)| r.is_err()).collect();
+    for (name, r) in &failed {
+        tracing::warn!(
+            dependency = name,
+            error = r.as_ref().err().map(String::as_str),
+            "not ready"
+        );
+    }
+    let (status, word) = if failed.is_empty() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    };
+    (status, axum::Json(serde_json::json!({ "status": word }))).into_response()
+}
+
 /// Renders a readiness result: 200 when every dependency answered, 503 naming the ones that
 /// did not.
 pub fn readiness(checks: Vec<(&'static str, Result<(), String>)>) -> Response {
@@ -380,7 +412,7 @@ mod tests {
     use super::*;
 
     /// Over `max_in_flight`, a request is answered 503 `overloaded` with `Retry-After` at
-    /// once; health is still answered; a finished request frees its place.
+    /// once (readiness too); liveness is still answered; a finished request frees its place.
     #[tokio::test]
     async fn requests_over_the_in_flight_limit_are_shed_not_queued() {
         use tower::ServiceExt;
@@ -399,7 +431,8 @@ mod tests {
                     }
                 }),
             )
-            .route("/healthz", axum::routing::get(healthz));
+            .route("/healthz", axum::routing::get(healthz))
+            .route("/readyz", axum::routing::get(|| async { "ready" }));
         let cfg = HttpConfig {
             max_in_flight: 1,
             ..HttpConfig::default()
@@ -423,6 +456,9 @@ mod tests {
         );
         let health = app.clone().oneshot(get("/healthz")).await.unwrap();
         assert_eq!(health.status(), StatusCode::OK);
+        // Readiness calls dependencies: a flood of it is shed like any request.
+        let ready = app.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
         release.notify_one();

@@ -346,8 +346,7 @@ pub async fn counts(
     Ok(by_id
         .into_iter()
         .map(|(id, (counts, live))| {
-            let status =
-                notification_status_counted(live.iter().map(|(s, n)| (s.as_str(), *n)));
+            let status = notification_status_counted(live.iter().map(|(s, n)| (s.as_str(), *n)));
             (id, Counted { counts, status })
         })
         .collect())

@@ -223,7 +223,10 @@ async fn deliveries(
     let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
     let after = cursor.and_then(|c| Uuid::parse_str(c).ok());
     if cursor.is_some() && after.is_none() {
-        errors.push(FieldError::new("cursor", "is not a cursor this API gave out"));
+        errors.push(FieldError::new(
+            "cursor",
+            "is not a cursor this API gave out",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
@@ -238,7 +241,10 @@ async fn deliveries(
     let mut items = db::deliveries_after(&mut conn, id, after, limit + 1).await?;
     let next_cursor = db::more_after(&mut items, limit as usize);
     if principal.role() != Role::Admin {
-        items = items.into_iter().map(crate::views::delivery_for_service).collect();
+        items = items
+            .into_iter()
+            .map(crate::views::delivery_for_service)
+            .collect();
     }
     Ok(Json(DeliveryPage { items, next_cursor }))
 }

@@ -294,11 +294,12 @@ async fn add_device(
         errors.push(FieldError::new("platform", "must be fcm or apns"));
     }
     let token = body.token.trim();
-    if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        errors.push(FieldError::new(
-            "token",
-            "must be 1-4096 visible ASCII characters",
-        ));
+    let check = match platform {
+        Some(p) => common::address::check_push_token(p, token),
+        None => common::address::check_push_token(Platform::Fcm, token),
+    };
+    if let Err(rule) = check {
+        errors.push(FieldError::new("token", rule));
     }
     let Some(platform) = platform.filter(|_| errors.is_empty()) else {
         return Err(ApiError::validation(errors));
