@@ -303,3 +303,40 @@ pub struct SuppressionQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
+
+/// An event of `notify.events` that could never be handled (a welcome whose template does not
+/// render, a message that does not decode): recorded and skipped so the rest flowed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SkippedEvent {
+    pub id: i64,
+    /// The topic as the deployment names it (with its prefix).
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// `user.registered`, `delivery.dead`, … (`unknown` when it did not decode).
+    #[schema(example = "user.registered")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The message as it came (the first 4 KiB).
+    pub payload: String,
+    /// Why it could not be handled.
+    pub error: String,
+    pub skipped_at: DateTime<Utc>,
+}
+
+crate::page!(
+    /// A page of skipped events, newest first.
+    SkippedEventPage of SkippedEvent
+);
+
+/// `GET /v1/admin/skipped-events`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SkippedEventQuery {
+    /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}

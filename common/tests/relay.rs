@@ -263,3 +263,116 @@ async fn a_row_kafka_refuses_is_set_aside_and_the_rows_behind_it_are_published()
     got.sort();
     assert_eq!(got, vec!["behind-1", "behind-2"]);
 }
+
+/// A partition without a leader for minutes looks, to the relay, exactly like a row of its own
+/// failing while the rest of the batch goes through. Such a row used to be set aside after 5
+/// tries — its delivery then ended `dead` and fell back to another channel, an event was lost
+/// for good. Now it waits, however many tries it takes, and is published once the partition
+/// has a leader again; how long it has been failing is on the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_failing_transiently_waits_and_is_never_set_aside() {
+    let prefix = format!("r{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (stalled, healthy) = (
+        format!("{prefix}notify.events"),
+        format!("{prefix}notify.status"),
+    );
+    let cluster = DevCluster::start(&[stalled.clone(), healthy.clone()], 1).unwrap();
+    cluster.set_leader(&stalled, 0, 1).unwrap();
+    cluster.set_leader(&healthy, 0, 2).unwrap();
+    let kafka = KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers().to_owned(),
+        topic_prefix: prefix,
+        // A record for the leaderless partition times out after 1 s instead of 30.
+        properties: [("message.timeout.ms".to_owned(), "1000".to_owned())].into(),
+    };
+    let db = TestDatabase::create("relay").await.unwrap();
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/notify");
+    sqlx::migrate::Migrator::new(migrations)
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let relay = Relay::new(
+        pool.clone(),
+        producer(&kafka, "t").unwrap(),
+        kafka.clone(),
+        RelayConfig::default(),
+    );
+    cluster.broker_down(1).unwrap();
+
+    let row = |topic: &str, text: &str| {
+        OutboxMessage::new(topic, "k", &serde_json::json!({ "text": text })).unwrap()
+    };
+    for round in 0..8 {
+        let mut tx = pool.begin().await.unwrap();
+        let mut rows = vec![row("notify.status", &format!("ok-{round}"))];
+        if round == 0 {
+            rows.insert(0, row("notify.events", "waits"));
+        }
+        enqueue(&mut tx, &rows).await.unwrap();
+        tx.commit().await.unwrap();
+        // Its backoff moved it back: make it due again, so every round tries it.
+        sqlx::query("UPDATE outbox SET available_at = now() WHERE topic = 'notify.events'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(relay.publish_batch().await.unwrap(), 1, "round {round}");
+    }
+    let (attempts, failed_at, first_failed): (
+        i32,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT attempts, failed_at, first_failed_at FROM outbox WHERE topic = 'notify.events'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 8);
+    assert!(
+        failed_at.is_none(),
+        "a transient failure never sets a row aside"
+    );
+    assert!(
+        first_failed.is_some(),
+        "how long it has been failing is kept"
+    );
+
+    // The partition has a leader again: the row goes out, once.
+    cluster.broker_up(1).unwrap();
+    sqlx::query("UPDATE outbox SET available_at = now() WHERE topic = 'notify.events'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        relay.publish_batch().await.ok();
+        let published: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT published_at FROM outbox WHERE topic = 'notify.events'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if published.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the row was not published after the broker came back"
+        );
+        sqlx::query("UPDATE outbox SET available_at = now() WHERE topic = 'notify.events'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (bootstrap, topic) = (kafka.bootstrap_servers.clone(), stalled.clone());
+    let on_topic = tokio::task::spawn_blocking(move || {
+        devkit::kafka::read_topic(&bootstrap, &topic, Duration::from_secs(15))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(on_topic.len(), 1);
+}

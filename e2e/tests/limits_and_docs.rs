@@ -254,6 +254,7 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "delete /v1/admin/suppressions/{id}",
         "get /healthz",
         "get /readyz",
+        "get /v1/admin/skipped-events",
     ];
     expected.sort();
     assert_eq!(listed, expected);

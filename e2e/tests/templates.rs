@@ -320,3 +320,97 @@ async fn a_preview_renders_a_variant_as_intake_would_and_names_what_does_not_ren
         .unwrap();
     assert_eq!(status, 403);
 }
+
+/// A welcome template that cannot render (it needs a variable a welcome never has) used to be
+/// retried in place forever: eight such registrations held every slot of the events consumer
+/// and fallback planning and profile-cache eviction stopped for everyone. Now each is recorded
+/// (admins read why) and skipped, and the rest of `notify.events` flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_that_cannot_render_is_recorded_and_skipped_and_the_rest_flows() {
+    let stack = Stack::start(Options::default()).await.unwrap();
+    let admin = stack.token(Role::Admin, "ops");
+    let needs_order =
+        json!({ "locales": { "en": { "subject": "Hi", "text": "Your order {{ order_id }}" } } });
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            "/v1/admin/templates/welcome",
+            Some(&admin),
+            Some(needs_order),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // More broken welcomes than the consumer handles at once (8).
+    let mut users = Vec::new();
+    for i in 0..10 {
+        users.push(
+            stack
+                .register_user(&format!("w{i}@example.com"))
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let skipped = loop {
+        let (status, page) = stack
+            .call(
+                Method::GET,
+                "/v1/admin/skipped-events?limit=50",
+                Some(&admin),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap().clone();
+        if items.len() >= users.len() {
+            break items;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "welcomes not recorded as skipped: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(skipped.len(), users.len(), "each once: {skipped:?}");
+    for item in &skipped {
+        assert_eq!(item["event_type"], "user.registered", "{item}");
+        let error = item["error"].as_str().unwrap();
+        assert!(error.contains("welcome template"), "{error}");
+        let user = item["key"].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+        assert!(users.contains(&user), "{item}");
+    }
+    assert_eq!(stack.smtp.mails().len(), 0, "no welcome went out");
+    stack
+        .expect_metrics(&[(
+            e2e::Service::Notifications,
+            "notify_events_skipped_total{event=\"user.registered\"} 10",
+        )])
+        .await
+        .unwrap();
+
+    // The consumer is free: a preference change still evicts the cached profile.
+    stack
+        .send_settled(
+            json!({ "recipients": [{ "user_id": users[0] }], "category": "news",
+                              "content": { "text": "hello" } }),
+        )
+        .await
+        .unwrap();
+    let token = stack.token(Role::User, &users[0].to_string());
+    let (status, _) = stack
+        .call(
+            Method::PUT,
+            "/v1/me/preferences",
+            Some(&token),
+            Some(json!({ "channels": { "email": false }, "categories": {} })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    stack
+        .wait_profile_evicted(users[0], Duration::from_secs(30))
+        .await
+        .unwrap();
+}

@@ -4,6 +4,13 @@
 //!
 //! Idempotent: the welcome notification's id is derived from the user id (UUIDv5), so a
 //! redelivered event finds it already written and sends nothing twice.
+//!
+//! An event that can never be handled — it does not decode, or the welcome's template does not
+//! render (or does not exist) — is recorded in `skipped_events` (admins read them at
+//! `GET /v1/admin/skipped-events`; `notify_events_skipped_total` counts them) and skipped, so
+//! the rest flows: retried in place, eight of them would hold every slot of this consumer and
+//! stop fallback planning and profile-cache eviction for everyone. What may succeed later (a
+//! database or users-service away) is retried in place.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -35,8 +42,69 @@ pub struct EventsHandler {
     pub welcome: Arc<WelcomeConfig>,
 }
 
+/// Why a welcome was not written.
+enum WelcomeFailure {
+    /// It never will be as things stand (its template does not render): skip and record.
+    Never(String),
+    /// It may be on a retry (a dependency is away).
+    Retry(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for WelcomeFailure {
+    fn from(e: E) -> Self {
+        Self::Retry(e.into())
+    }
+}
+
+/// The most of a skipped message that is kept.
+const KEPT_PAYLOAD_BYTES: usize = 4096;
+
 impl EventsHandler {
-    async fn welcome(&self, user_id: Uuid) -> anyhow::Result<()> {
+    /// Records `raw` as skipped, with why; counted.
+    async fn skip(
+        &self,
+        raw: &OwnedMessage,
+        event_type: &str,
+        error: &str,
+    ) -> Result<(), HandleError> {
+        tracing::error!(
+            event_type,
+            error,
+            topic = raw.topic(),
+            offset = raw.offset(),
+            "event cannot be handled; recorded and skipped"
+        );
+        let payload = String::from_utf8_lossy(raw.payload().unwrap_or_default());
+        let mut end = payload.len().min(KEPT_PAYLOAD_BYTES);
+        while !payload.is_char_boundary(end) {
+            end -= 1;
+        }
+        let key = raw.key().map(String::from_utf8_lossy);
+        let mut conn = self
+            .state
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| HandleError::Retry(e.into()))?;
+        crate::db::skipped::record(
+            &mut conn,
+            &crate::db::skipped::Skipped {
+                topic: raw.topic(),
+                partition: raw.partition(),
+                offset: raw.offset(),
+                event_type,
+                key: key.as_deref(),
+                payload: &payload[..end],
+                error,
+            },
+        )
+        .await
+        .map_err(|e| HandleError::Retry(e.into()))?;
+        self.state.metrics.event_skipped(event_type);
+        Ok(())
+    }
+
+    async fn welcome(&self, user_id: Uuid) -> Result<(), WelcomeFailure> {
         let token = self
             .state
             .users
@@ -81,14 +149,21 @@ impl EventsHandler {
             return Ok(());
         }
         let mut tx = self.state.pool.begin().await?;
-        crate::templates::apply(
+        if let Err(e) = crate::templates::apply(
             &mut tx,
             &mut req,
             &deliveries,
             &self.state.planning.default_locale,
         )
         .await
-        .map_err(|e| anyhow::anyhow!("welcome template: {e}"))?;
+        {
+            // A 4xx: the template is missing or does not render with what a welcome has.
+            return Err(if e.status.is_client_error() {
+                WelcomeFailure::Never(format!("welcome template: {}", e.detail))
+            } else {
+                WelcomeFailure::Retry(anyhow::anyhow!("welcome template: {e}"))
+            });
+        }
         let notification = NewNotification {
             id: welcome_id(user_id),
             created_by: "notification-service",
@@ -105,11 +180,23 @@ impl EventsHandler {
 
 impl MessageHandler for EventsHandler {
     async fn handle(&self, raw: &OwnedMessage) -> Result<(), HandleError> {
-        let event: DomainEvent = serde_json::from_slice(raw.payload().unwrap_or_default())
-            .map_err(|e| HandleError::Skip(anyhow::anyhow!("undecodable domain event: {e}")))?;
+        let event: DomainEvent = match serde_json::from_slice(raw.payload().unwrap_or_default()) {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .skip(raw, "unknown", &format!("undecodable domain event: {e}"))
+                    .await;
+            }
+        };
         match event {
             DomainEvent::UserRegistered { user_id, .. } if self.welcome.enabled => {
-                self.welcome(user_id).await.map_err(HandleError::Retry)
+                match self.welcome(user_id).await {
+                    Ok(()) => Ok(()),
+                    Err(WelcomeFailure::Never(why)) => {
+                        self.skip(raw, "user.registered", &why).await
+                    }
+                    Err(WelcomeFailure::Retry(e)) => Err(HandleError::Retry(e)),
+                }
             }
             DomainEvent::UserRegistered { .. } => Ok(()),
             DomainEvent::DeliveryDead { delivery_id, .. } => {

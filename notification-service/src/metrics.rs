@@ -1,5 +1,5 @@
-//! notification-service's metrics: admin re-drives of dead letters and fallback deliveries
-//! planned (the repeater counts the rest of the delivery life cycle).
+//! notification-service's metrics: admin re-drives of dead letters, fallback deliveries
+//! planned, receipts, events skipped (the repeater counts the rest of the delivery life cycle).
 
 use common::metrics::{Counter, EncodeLabelSet, Family, Registry};
 
@@ -12,6 +12,12 @@ pub struct Metrics {
     pub dead_letters_redriven: Counter,
     pub fallbacks_planned: Family<ChannelLabel, Counter>,
     receipts: Family<ReceiptLabel, Counter>,
+    events_skipped: Family<EventLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,7 +33,13 @@ impl Metrics {
             dead_letters_redriven: Counter::default(),
             fallbacks_planned: Family::default(),
             receipts: Family::default(),
+            events_skipped: Family::default(),
         };
+        for event in ["user.registered", "delivery.dead", "unknown"] {
+            let _ = m.events_skipped.get_or_create(&EventLabel {
+                event: event.to_owned(),
+            });
+        }
         // Every series at zero from the start (see common::metrics).
         for c in common::events::Channel::ALL {
             let _ = m.fallbacks_planned.get_or_create(&ChannelLabel {
@@ -57,11 +69,25 @@ impl Metrics {
             m.fallbacks_planned.clone(),
         );
         registry.register(
+            "notify_events_skipped",
+            "notify.events messages that could never be handled, recorded in skipped_events and skipped, by event",
+            m.events_skipped.clone(),
+        );
+        registry.register(
             "notify_receipts",
             "Delivery receipts by provider and outcome (applied, ignored, unmatched, replayed, invalid_signature)",
             m.receipts.clone(),
         );
         m
+    }
+
+    /// Counts one skipped event.
+    pub fn event_skipped(&self, event: &str) {
+        self.events_skipped
+            .get_or_create(&EventLabel {
+                event: event.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one receipt.

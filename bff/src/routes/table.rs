@@ -6,8 +6,9 @@
 use api::{
     admin::{
         AttemptFeed, AttemptQuery, DeadLetterQuery, DeliveryDetail, DeliveryPage, NotificationPage,
-        NotificationQuery, Preview, PreviewBody, RedriveBody, Redriven, Stats, StatsQuery,
-        SuppressionPage, SuppressionQuery, TemplateBody, TemplateView,
+        NotificationQuery, Preview, PreviewBody, RedriveBody, Redriven, SkippedEventPage,
+        SkippedEventQuery, Stats, StatsQuery, SuppressionPage, SuppressionQuery, TemplateBody,
+        TemplateView,
     },
     notifications::{
         BounceAnswer, BounceReport, DeliveriesQuery, HistoryPage, HistoryQuery, NotificationView,
@@ -86,7 +87,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 32] = [
+pub static ROUTES: [Route; 33] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -403,6 +404,26 @@ pub static ROUTES: [Route; 32] = [
                 200,
                 "Attempts and the position after them",
                 schema::<AttemptFeed>,
+            )],
+        )
+    },
+    Route {
+        query: Some(PAGE_QUERY),
+        query_params: Some(query::<SkippedEventQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/admin/skipped-events",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Events that could never be handled, newest first\n\nA `user.registered` whose \
+             welcome template does not render (or does not exist), a message that does not \
+             decode: recorded with why and skipped, so the rest of `notify.events` flowed. \
+             Counted in `notify_events_skipped_total`.",
+            &[ok(
+                200,
+                "A page of skipped events",
+                schema::<SkippedEventPage>,
             )],
         )
     },

@@ -16,10 +16,14 @@
 //!
 //! * *permanent* — Kafka will never take this record (over the message size, an invalid
 //!   record, an invalid topic): the row is set aside at once (`failed_at`);
-//! * *transient* while other rows of the batch were published — the row's own problem: it is
-//!   retried later (`available_at` moves back, doubling from `row_backoff_ms`), so it no longer
-//!   sits at the head, and set aside after `max_row_attempts`;
+//! * *transient* while other rows of the batch were published — the row's own problem (one
+//!   partition without a leader looks exactly like this): it is retried later (`available_at`
+//!   moves back, doubling from `row_backoff_ms` up to `max_row_backoff_secs`), so it no longer
+//!   sits at the head, and **never** set aside: only Kafka saying "never" does that;
 //! * *transient* with nothing published — Kafka is away: the whole relay backs off.
+//!
+//! How long the oldest unpublished row has been failing is `notify_outbox_oldest_failing_seconds`
+//! (alert `NotifyOutboxNotPublishing`).
 //!
 //! What succeeded in a batch is committed whatever else failed. A set-aside row is never
 //! picked again; it is counted (`notify_outbox_rows_failed_total`) and the service that owns
@@ -150,11 +154,11 @@ pub struct RelayConfig {
     pub retention_secs: u64,
     /// How often the purge runs; each run deletes in batches until nothing old is left.
     pub purge_interval_secs: u64,
-    /// A row whose publish fails while the rest of its batch goes through is tried this many
-    /// times, then set aside (`failed_at`).
-    pub max_row_attempts: i32,
-    /// The first retry delay of such a row (doubling, at most 5 min).
+    /// The first retry delay of a row whose publish fails transiently while the rest of its
+    /// batch goes through (doubling each time). Such a row is retried until Kafka takes it.
     pub row_backoff_ms: u64,
+    /// The longest delay between two tries of such a row.
+    pub max_row_backoff_secs: u64,
 }
 
 impl Default for RelayConfig {
@@ -165,8 +169,8 @@ impl Default for RelayConfig {
             poll_interval_ms: 500,
             retention_secs: 3600,
             purge_interval_secs: 10,
-            max_row_attempts: 5,
             row_backoff_ms: 1_000,
+            max_row_backoff_secs: 60,
         }
     }
 }
@@ -187,6 +191,7 @@ struct RelayMetrics {
     retried: Counter,
     purged: Counter,
     due: Gauge,
+    oldest_failing: Gauge,
 }
 
 impl RelayMetrics {
@@ -213,6 +218,12 @@ impl RelayMetrics {
             "notify_outbox_purged",
             "Published or set-aside outbox rows deleted after the retention",
             self.purged.clone(),
+        );
+        registry.register(
+            "notify_outbox_oldest_failing_seconds",
+            "How long the oldest unpublished outbox row has been failing to publish, in seconds \
+             (0: none is failing; refreshed by the purge task)",
+            self.oldest_failing.clone(),
         );
         registry.register(
             "notify_outbox_due_rows",

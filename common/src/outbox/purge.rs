@@ -1,5 +1,5 @@
 //! The purge task: published and set-aside rows older than the retention, in batches, and the
-//! due-rows gauge.
+//! due-rows and oldest-failing gauges.
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,6 +48,17 @@ impl Purger {
         .await
     }
 
+    /// Seconds since the oldest unpublished, not set-aside row first failed (0: none).
+    async fn oldest_failing(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(first_failed_at))::bigint, 0)
+             FROM outbox
+             WHERE first_failed_at IS NOT NULL AND published_at IS NULL AND failed_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Every `purge_interval_secs` until `shutdown`.
     pub(super) async fn run(self, shutdown: CancellationToken) {
         let interval = Duration::from_secs(self.cfg.purge_interval_secs.max(1));
@@ -66,6 +77,14 @@ impl Purger {
                     self.metrics.due.set(n);
                 }
                 Err(e) => tracing::warn!(error = %e, "counting due outbox rows failed"),
+            }
+            match self.oldest_failing().await {
+                Ok(secs) => {
+                    self.metrics.oldest_failing.set(secs);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the oldest failing outbox row failed")
+                }
             }
         }
     }

@@ -163,7 +163,7 @@ impl Relay {
         for (row, e) in &failed {
             let error = e.to_string();
             let attempts = row.attempts + 1;
-            if is_permanent(e) || (healthy && attempts >= self.cfg.max_row_attempts) {
+            if is_permanent(e) {
                 tracing::error!(row = row.id, topic = %row.topic, error = %error, attempts,
                     "Kafka will not accept this outbox row; it is set aside");
                 sqlx::query(
@@ -176,13 +176,18 @@ impl Relay {
                 .await?;
                 set_aside.push(row.topic.clone());
             } else if healthy {
+                // Transient (a partition without a leader, a broker timing out) while the rest
+                // of the batch went through: this row waits, leaving the head, however long
+                // it takes — never set aside (its delivery would end `dead` and fall back to
+                // another channel because Kafka hiccupped; an event would be lost for good).
                 let delay = Duration::from_millis(self.cfg.row_backoff_ms)
                     .saturating_mul(1 << (row.attempts.clamp(0, 16) as u32))
-                    .min(Duration::from_secs(300));
+                    .min(Duration::from_secs(self.cfg.max_row_backoff_secs.max(1)));
                 tracing::warn!(row = row.id, topic = %row.topic, error = %error, attempts, ?delay,
                     "outbox row not acknowledged while others were; retrying it later");
                 sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                            first_failed_at = COALESCE(first_failed_at, now()),
                             available_at = now() + make_interval(secs => $3)
                      WHERE id = $1",
                 )
@@ -194,7 +199,9 @@ impl Relay {
                 self.metrics.retried.inc();
             } else {
                 sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                            first_failed_at = COALESCE(first_failed_at, now())
+                     WHERE id = $1",
                 )
                 .bind(row.id)
                 .bind(&error)

@@ -4,5 +4,6 @@ pub mod admin;
 pub mod dead_letters;
 pub mod idempotency;
 pub mod notifications;
+pub mod skipped;
 pub mod suppressions;
 pub mod templates;

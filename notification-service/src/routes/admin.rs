@@ -5,8 +5,8 @@
 //! `notifyctl tail` follows).
 
 use api::admin::{
-    AttemptFeed, AttemptQuery, DeliveryDetail, NotificationPage, NotificationQuery, Stats,
-    StatsQuery,
+    AttemptFeed, AttemptQuery, DeliveryDetail, NotificationPage, NotificationQuery,
+    SkippedEventPage, SkippedEventQuery, Stats, StatsQuery,
 };
 use axum::{
     Json, Router,
@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/deliveries/{id}", get(delivery))
         .route("/v1/admin/stats", get(stats))
         .route("/v1/admin/attempts", get(attempts))
+        .route("/v1/admin/skipped-events", get(skipped_events))
 }
 
 /// `<timestamp in µs>_<id>`: the keyset position handed out as `next_cursor`.
@@ -279,6 +280,52 @@ async fn stats(
         latency_ms,
         series,
     }))
+}
+
+/// `GET /v1/admin/skipped-events`: events of `notify.events` that could never be handled,
+/// newest first (a welcome whose template does not render, a message that does not decode).
+async fn skipped_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<SkippedEventQuery>,
+) -> Result<Json<SkippedEventPage>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let mut errors = Vec::new();
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        errors.push(common::problem::FieldError::new(
+            "limit",
+            "must be from 1 to 200",
+        ));
+    }
+    let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
+    let before = cursor.and_then(|c| {
+        let (micros, id) = c.split_once('_')?;
+        Some((
+            DateTime::from_timestamp_micros(micros.parse().ok()?).filter(in_database_range)?,
+            id.parse::<i64>().ok()?,
+        ))
+    });
+    if cursor.is_some() && before.is_none() {
+        errors.push(common::problem::FieldError::new(
+            "cursor",
+            "is not a cursor this API gave out",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let mut items = crate::db::skipped::list(&mut conn, before, limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|e| format!("{}_{}", e.skipped_at.timestamp_micros(), e.id))
+    } else {
+        None
+    };
+    Ok(Json(SkippedEventPage { items, next_cursor }))
 }
 
 #[cfg(test)]

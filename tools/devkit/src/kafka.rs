@@ -18,6 +18,7 @@ use rdkafka::{
 enum Cmd {
     BrokerDown(i32),
     LeadersOff(i32, Vec<String>),
+    Leader(String, i32, i32),
     BrokerUp(i32),
     Rtt(i32, Duration),
     Stop,
@@ -100,6 +101,9 @@ impl DevCluster {
                             }
                             Ok(())
                         })(),
+                        Cmd::Leader(topic, partition, broker) => cluster
+                            .partition_leader(&topic, partition, Some(broker))
+                            .map_err(Into::into),
                         Cmd::Rtt(id, rtt) => {
                             cluster.broker_round_trip_time(id, rtt).map_err(Into::into)
                         }
@@ -147,6 +151,12 @@ impl DevCluster {
     /// groups, which then stay unavailable until it is back).
     pub fn move_leaders_off(&self, id: i32, groups: &[String]) -> anyhow::Result<()> {
         self.call(Cmd::LeadersOff(id, groups.to_vec()))
+    }
+
+    /// Makes broker `broker` (1-based) the leader of `topic`'s `partition` (the full, prefixed
+    /// name): with that broker down, only that partition is without a leader.
+    pub fn set_leader(&self, topic: &str, partition: i32, broker: i32) -> anyhow::Result<()> {
+        self.call(Cmd::Leader(topic.to_owned(), partition, broker))
     }
 
     /// Delays every answer of broker `id` (1-based) by `rtt`: a slow network or broker.
