@@ -18,14 +18,29 @@ export class Api {
 
   // Signs in with a token in the URL fragment (`#token=…`: never sent to a server, removed
   // from the address bar at once), else resumes the cookie's session. Answers the session.
-  async signIn() {
+  // When the browser is signed in as someone else already, the bff refuses a silent swap
+  // (409 `session_switch`: a link must not sign a person into another's account);
+  // `confirmSwitch(current, next)` asks the person — `current` is the session they have,
+  // `next` who the link is for ({sub, role}) — and the swap happens only if it answers true.
+  async signIn(confirmSwitch = async () => false) {
     const token = new URLSearchParams(location.hash.slice(1)).get("token");
     let session;
     if (token) {
       history.replaceState(null, "", location.pathname + location.search);
-      session = await this.call("POST", "/session", undefined, {
-        Authorization: `Bearer ${token}`,
+      const post = (headers = {}) => this.call("POST", "/session", undefined, {
+        Authorization: `Bearer ${token}`, ...headers,
       });
+      try {
+        session = await post();
+      } catch (e) {
+        if (e.status !== 409 || e.problem.type !== "session_switch") throw e;
+        const current = await this.call("GET", "/session");
+        if (await confirmSwitch(current, claimsOf(token))) {
+          session = await post({ "X-Session-Switch": "confirm" });
+        } else {
+          session = current;
+        }
+      }
     } else {
       session = await this.call("GET", "/session");
     }
@@ -73,5 +88,16 @@ export class Api {
     }
     if (!resp.ok) throw new ApiError(resp.status, data);
     return data;
+  }
+}
+
+// The subject and role a token names (unverified: only to ask the person; the bff verifies).
+function claimsOf(token) {
+  try {
+    const part = token.split(".")[1].replaceAll("-", "+").replaceAll("_", "/");
+    const claims = JSON.parse(atob(part));
+    return { sub: String(claims.sub ?? "?"), role: String(claims.role ?? "?") };
+  } catch {
+    return { sub: "?", role: "?" };
   }
 }

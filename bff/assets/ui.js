@@ -29,3 +29,29 @@ export function cell(label, ...content) {
   td.dataset.label = label;
   return td;
 }
+
+// Asks the person before a sign-in link replaces the session this browser has (the bff
+// refuses a silent swap): a modal dialog naming both; true only for "Switch".
+export function confirmSwitch(current, next) {
+  const who = (s) => `${s.sub} (${s.role})`;
+  const dialog = el("dialog", { id: "switch-dialog" });
+  dialog.setAttribute("aria-labelledby", "switch-text");
+  const form = el("form", { method: "dialog" },
+    el("p", { id: "switch-text", textContent:
+      `You are signed in as ${who(current)}. This link signs you in as ${who(next)} instead. ` +
+      "Switch only if you asked for this link." }),
+    el("div", { className: "actions" },
+      el("button", { value: "stay", textContent: `Stay as ${current.sub}` }),
+      el("button", { value: "switch", id: "switch-go", textContent: "Switch" })));
+  dialog.append(form);
+  document.body.append(dialog);
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const yes = dialog.returnValue === "switch";
+      dialog.remove();
+      resolve(yes);
+    }, { once: true });
+  });
+}

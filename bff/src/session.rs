@@ -2,9 +2,14 @@
 //! cookie, turned back into `Authorization: Bearer` for every `/v1/` call the page makes.
 //!
 //! - `POST /session` with `Authorization: Bearer <token>` (the page read it from its URL
-//!   fragment, which no server sees): sets `notify_session` (`HttpOnly; Secure;
-//!   SameSite=Strict; Path=/`, until the token expires) and answers who is signed in and the
-//!   CSRF token.
+//!   fragment, which no server sees): sets `__Host-notify_session` (`HttpOnly; Secure;
+//!   SameSite=Strict; Path=/`, until the token expires; the `__Host-` prefix makes the browser
+//!   refuse the cookie from any other host or path, so a sibling subdomain cannot plant one)
+//!   and answers who is signed in and the CSRF token. When the browser is already signed in
+//!   as someone else, the swap needs `X-Session-Switch: confirm` (409 `session_switch`
+//!   without it): a link to `/app#token=<attacker's token>` must not silently sign a victim
+//!   into the attacker's account (login CSRF), where they would then type their own phone
+//!   number. The pages ask the person first.
 //! - `GET /session`: the same answer for the cookie's session (a reloaded page gets its CSRF
 //!   token back), 401 without one.
 //! - `DELETE /session`: signs out (the cookie is expired).
@@ -29,8 +34,11 @@ use sha2::{Digest, Sha256};
 
 use crate::AppState;
 
-pub const COOKIE: &str = "notify_session";
+pub const COOKIE: &str = "__Host-notify_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// `X-Session-Switch: confirm`: the person agreed to leave the session they have for the
+/// token's.
+pub const SWITCH_HEADER: &str = "x-session-switch";
 
 /// Who is signed in, and what to send as `X-CSRF-Token` with each write.
 #[derive(Debug, Serialize)]
@@ -87,8 +95,29 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
     [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
 }
 
-/// `POST /session`: the bearer token becomes the session cookie.
-async fn create(principal: Principal) -> Response {
+/// `POST /session`: the bearer token becomes the session cookie — at once when the browser
+/// has no session (or one of the same caller, or one that no longer verifies), only with
+/// `X-Session-Switch: confirm` when it is signed in as someone else.
+async fn create(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+    principal: Principal,
+) -> Response {
+    let current = cookie(&headers, COOKIE).and_then(|t| state.verifier.verify(t).ok());
+    let confirmed = headers
+        .get(SWITCH_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"confirm"));
+    if let Some(current) = current
+        && (current.sub != principal.claims.sub || current.role != principal.claims.role)
+        && !confirmed
+    {
+        return ApiError::conflict(
+            "session_switch",
+            "this browser is signed in as someone else: switching needs the person's \
+             confirmation (X-Session-Switch: confirm); nothing changed",
+        )
+        .into_response();
+    }
     let max_age = (principal.claims.exp - chrono::Utc::now().timestamp()).max(0);
     (
         [(header::SET_COOKIE, set_cookie(&principal.token, max_age))],
@@ -166,13 +195,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(
             header::COOKIE,
-            HeaderValue::from_static("a=1; notify_session=tok; b=2"),
+            HeaderValue::from_static("a=1; __Host-notify_session=tok; b=2"),
         );
         assert_eq!(cookie(&h, COOKIE), Some("tok"));
         assert_eq!(cookie(&h, "b"), Some("2"));
         assert_eq!(cookie(&h, "c"), None);
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("notify_session="));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-notify_session="),
+        );
         assert_eq!(cookie(&h, COOKIE), None);
     }
 

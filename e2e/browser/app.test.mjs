@@ -150,3 +150,32 @@ test("without a session /app says how to sign in, and an admin's token is not a 
   assert.equal(await page.locator("#content").isHidden(), true);
   await page.context().close();
 });
+
+test("a link for someone else asks before it replaces the session, and staying keeps it", async () => {
+  const mine = await api("GET", "/v1/me", token);
+  const other = await api("POST", "/v1/users", stack.tokens.service, { email: "someone-else@example.com" });
+  assert.equal(other.status, 201, JSON.stringify(other.body));
+  const theirs = mint(other.body.user_id, "user");
+  const page = await signedIn();
+  const email = () => page.getByLabel("Email", { exact: true }).first().inputValue();
+  assert.equal(await email(), mine.body.contacts.email);
+
+  // The link reloads the page, which asks instead of switching silently.
+  await page.goto(`${stack.url}/app#token=${theirs}`);
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor();
+  const text = await dialog.innerText();
+  assert.match(text, new RegExp(user), "it names who is signed in");
+  assert.match(text, new RegExp(other.body.user_id), "and who the link is for");
+  assert.deepEqual(await seriousViolations(page), []);
+  await page.getByRole("button", { name: /^Stay as/ }).click();
+  await page.getByRole("heading", { name: "Channels" }).waitFor();
+  assert.equal(await email(), mine.body.contacts.email, "still signed in as before");
+  assert.equal(new URL(page.url()).hash, "", "the other token left the address bar");
+
+  // Asked again, the person switches.
+  await page.goto(`${stack.url}/app#token=${theirs}`);
+  await page.getByRole("button", { name: "Switch" }).click();
+  await until("the page to show the other account", async () => (await email()) === "someone-else@example.com");
+  await page.context().close();
+});

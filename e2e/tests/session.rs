@@ -2,6 +2,7 @@
 //! then carries the page's API calls, writes refused without the session's CSRF token and
 //! changing nothing, sign-out, and a cookie never standing in for a role it does not have.
 
+use bff::session::COOKIE;
 use common::auth::Role;
 use e2e::{Options, Stack};
 use reqwest::{Method, header};
@@ -19,7 +20,7 @@ async fn with_cookie(
     let mut req = stack
         .http
         .request(method, format!("{}{path}", stack.url()))
-        .header(header::COOKIE, format!("notify_session={cookie}"));
+        .header(header::COOKIE, format!("{COOKIE}={cookie}"));
     if let Some(c) = csrf {
         req = req.header("x-csrf-token", c);
     }
@@ -37,7 +38,13 @@ async fn with_cookie(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_becomes_a_cookie_session_whose_writes_need_its_csrf_token() {
-    let stack = Stack::start(Options::default()).await.unwrap();
+    let stack = Stack::start(Options {
+        nginx: true,
+        bff_instances: 2,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let user = stack.register_user("cookie@example.com").await.unwrap();
     let token = stack.token(Role::User, &user.to_string());
 
@@ -55,10 +62,7 @@ async fn a_token_becomes_a_cookie_session_whose_writes_need_its_csrf_token() {
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(
-        set.starts_with(&format!("notify_session={token};")),
-        "{set}"
-    );
+    assert!(set.starts_with(&format!("{COOKIE}={token};")), "{set}");
     for attr in [
         "HttpOnly",
         "Secure",
@@ -141,7 +145,7 @@ async fn a_token_becomes_a_cookie_session_whose_writes_need_its_csrf_token() {
     let me: Value = stack
         .http
         .get(format!("{}/v1/me", stack.url()))
-        .header(header::COOKIE, format!("notify_session={token}"))
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
         .bearer_auth(&other_token)
         .send()
         .await
@@ -173,14 +177,87 @@ async fn a_token_becomes_a_cookie_session_whose_writes_need_its_csrf_token() {
     let resp = stack
         .http
         .delete(format!("{}/session", stack.url()))
-        .header(header::COOKIE, format!("notify_session={token}"))
+        .header(header::COOKIE, format!("{COOKIE}={token}"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
     let set = resp.headers()[header::SET_COOKIE].to_str().unwrap();
     assert!(
-        set.starts_with("notify_session=;") && set.contains("Max-Age=0"),
+        set.starts_with(&format!("{COOKIE}=;")) && set.contains("Max-Age=0"),
         "{set}"
+    );
+}
+
+/// A sign-in link must not silently replace the session a browser has (login CSRF: a link to
+/// `/app#token=<attacker's token>` would put the victim in the attacker's account, where they
+/// type their own phone number). The bff refuses the swap without the person's confirmation;
+/// the same person's new token, or a session that no longer verifies, is replaced at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_not_swapped_for_someone_elses_without_confirmation() {
+    let stack = Stack::start(Options {
+        nginx: true,
+        bff_instances: 2,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let victim = stack.register_user("victim@example.com").await.unwrap();
+    let victim_token = stack.token(Role::User, &victim.to_string());
+    let attacker = stack.register_user("attacker@example.com").await.unwrap();
+    let attacker_token = stack.token(Role::User, &attacker.to_string());
+    let exchange = |cookie: Option<&str>, token: &str, confirm: bool| {
+        let mut req = stack
+            .http
+            .post(format!("{}/session", stack.url()))
+            .bearer_auth(token);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, format!("{COOKIE}={c}"));
+        }
+        if confirm {
+            req = req.header("x-session-switch", "confirm");
+        }
+        async move { req.send().await.unwrap() }
+    };
+
+    let refused = exchange(Some(&victim_token), &attacker_token, false).await;
+    assert_eq!(refused.status(), 409);
+    assert!(refused.headers().get(header::SET_COOKIE).is_none());
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "session_switch", "{problem}");
+    // The victim is still themself.
+    let (_, session) =
+        with_cookie(&stack, Method::GET, "/session", &victim_token, None, None).await;
+    assert_eq!(session["sub"], victim.to_string());
+
+    // Confirmed, the swap happens.
+    let switched = exchange(Some(&victim_token), &attacker_token, true).await;
+    assert_eq!(switched.status(), 200);
+    let set = switched.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        set.starts_with(&format!("{COOKIE}={attacker_token};")),
+        "{set}"
+    );
+
+    // The same person's fresh token, no session, or a dead one: no question asked.
+    let fresh = stack.token(Role::User, &victim.to_string());
+    assert_eq!(
+        exchange(Some(&victim_token), &fresh, false).await.status(),
+        200
+    );
+    assert_eq!(exchange(None, &attacker_token, false).await.status(), 200);
+    assert_eq!(
+        exchange(Some("junk"), &attacker_token, false)
+            .await
+            .status(),
+        200
+    );
+    // The same subject with another role is someone else.
+    let admin_named_like_victim = stack.token(Role::Admin, &victim.to_string());
+    assert_eq!(
+        exchange(Some(&victim_token), &admin_named_like_victim, false)
+            .await
+            .status(),
+        409
     );
 }

@@ -2,7 +2,7 @@
 // matrix, quiet hours, language, devices and history — each read and saved through the public
 // API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
-import { $, cell, el, failure, say } from "{{asset:ui.js}}";
+import { $, cell, confirmSwitch, el, failure, say } from "{{asset:ui.js}}";
 
 const api = new Api();
 const CHANNELS = { email: "Email", sms: "SMS", push: "Push", telegram: "Telegram", webhook: "Webhook" };
@@ -221,7 +221,7 @@ function wireForms() {
 async function main() {
   let session;
   try {
-    session = await api.signIn();
+    session = await api.signIn(confirmSwitch);
   } catch (e) {
     say(e.status === 401
       ? "You are signed out. Open the link from your notification settings to sign in."

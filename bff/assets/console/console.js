@@ -3,7 +3,7 @@
 // templates with a live preview per locale —
 // all through the public admin API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
-import { $, cell, el, failure, say } from "{{asset:ui.js}}";
+import { $, cell, confirmSwitch, el, failure, say } from "{{asset:ui.js}}";
 
 const api = new Api();
 const VIEWS = ["notifications", "notification", "dead-letters", "stats", "templates"];
@@ -454,7 +454,7 @@ function wire() {
 async function main() {
   let session;
   try {
-    session = await api.signIn();
+    session = await api.signIn(confirmSwitch);
   } catch (e) {
     say(e.status === 401 ? "You are signed out. Sign in with an admin's link." : `Could not sign in: ${e.message}`, "bad");
     return;
