@@ -211,13 +211,47 @@ pub struct RedriveBody {
     pub filter: Option<DeadLetterFilter>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Redriven {
     /// Dead letters given a new attempt.
     pub redriven: u64,
     /// Ids given that were not (or no longer) dead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Uuid>,
+    /// Dead letters not re-driven because their address is on the suppression list (the first
+    /// 1,000; `refused_total` counts them all). They stay dead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 1000)]
+    pub refused: Vec<RefusedRedrive>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A dead letter a re-drive left dead, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RefusedRedrive {
+    pub id: Uuid,
+    /// `bounced` (hard bounce) or `complained`: lift it with
+    /// `DELETE /v1/admin/suppressions/{id}` first if the address works again.
+    #[schema(example = "bounced")]
+    pub reason: String,
+}
+
+impl Redriven {
+    /// Records that `id` was refused for `reason`.
+    pub fn refuse(&mut self, id: Uuid, reason: &str) {
+        self.refused_total += 1;
+        if self.refused.len() < 1000 {
+            self.refused.push(RefusedRedrive {
+                id,
+                reason: reason.to_owned(),
+            });
+        }
+    }
 }
 
 /// One locale of a template (minijinja; HTML auto-escaped).

@@ -10,6 +10,7 @@
 //! - [`cancel`]: what has not been dispatched yet;
 //! - [`fallback`]: which channel a dead delivery's user is tried on next, claimed once;
 //! - [`receipts`]: a provider's delivery receipt moves `sent` to `delivered` / `undelivered`;
+//! - [`recheck`]: what the re-check before an attempt changes (suppressed, or a new address);
 //! - [`lost`]: the stuck scan's queries (the repeater holds its Kafka side).
 //!
 //! notification-service and the repeater call this crate and never write delivery state
@@ -23,6 +24,7 @@ pub mod fallback;
 pub mod insert;
 pub mod lost;
 pub mod receipts;
+pub mod recheck;
 pub mod redrive;
 pub mod retry;
 pub mod status;

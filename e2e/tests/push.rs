@@ -16,7 +16,7 @@ use wiremock::{
 const EC_PRIVATE: &str = include_str!("../../tools/devkit/fixtures/ec_p256_private.pem");
 const SEND: &str = "/v1/projects/notify-e2e/messages:send";
 
-/// FCM and APNs on one mock server: `deadbeefdead` is unknown to both, `beefcafe0123` works.
+/// FCM and APNs on one mock server: `deadbeefdead` is unknown to both, `feedcafe0123` works.
 async fn providers() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -27,7 +27,7 @@ async fn providers() -> MockServer {
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/3/device/beefcafe0123"))
+        .and(path("/3/device/feedcafe0123"))
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("apns-id", "4F2C1C0A-0000-0000-0000-000000000001"),
@@ -52,7 +52,7 @@ async fn providers() -> MockServer {
         .await;
     Mock::given(method("POST"))
         .and(path(SEND))
-        .and(body_string_contains("\"token\":\"beefcafe0123\""))
+        .and(body_string_contains("\"token\":\"feedcafe0123\""))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "name": "projects/notify-e2e/messages/1" })),
@@ -140,7 +140,7 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
     let stack = Stack::start(options(&server)).await.unwrap();
     let user = stack.register_user("pia@example.com").await.unwrap();
     let pia = stack.token(Role::User, &user.to_string());
-    for token in ["deadbeefdead", "beefcafe0123"] {
+    for token in ["deadbeefdead", "feedcafe0123"] {
         let (status, body) = stack
             .call(
                 Method::POST,
@@ -163,7 +163,7 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
                 json!("invalid_address")
             ),
             (
-                format!("{platform}:beefcafe0123"),
+                format!("{platform}:feedcafe0123"),
                 "sent".into(),
                 Value::Null
             ),
@@ -185,7 +185,7 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
             .iter()
             .map(|d| d["token"].as_str().unwrap().to_owned())
             .collect();
-        if tokens == ["beefcafe0123"] {
+        if tokens == ["feedcafe0123"] {
             break;
         }
         assert!(
@@ -206,7 +206,7 @@ async fn a_dead_token_is_removed_and_not_used_again(platform: &str) {
     assert_eq!(
         push_rows(&second),
         vec![(
-            format!("{platform}:beefcafe0123"),
+            format!("{platform}:feedcafe0123"),
             "sent".into(),
             Value::Null
         )],

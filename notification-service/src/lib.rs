@@ -4,8 +4,9 @@
 //! profiles from users-service in one batch ([`users_client`]), plans one delivery per
 //! recipient × channel ([`planning`]) and writes the notification, its deliveries and their
 //! outbox rows in one transaction ([`db`]) before answering 202. The outbox relay (from
-//! `common`) publishes the dispatch messages to Kafka. [`views`] are the response shapes of the
-//! public contract.
+//! `common`) publishes the dispatch messages to Kafka; a dispatch that goes out later than it
+//! was planned (a retry, a re-drive, a scheduled send) passes [`recheck`] first. [`views`] are
+//! the response shapes of the public contract.
 
 pub mod config;
 pub mod db;
@@ -17,6 +18,7 @@ pub mod permissions;
 pub mod planned;
 pub mod planning;
 pub mod quiet_hours;
+pub mod recheck;
 pub mod request;
 pub mod routes;
 pub mod suppression;
@@ -121,12 +123,18 @@ pub async fn run(
         &state.membership,
         &shutdown,
     )?;
-    let relay = common::outbox::spawn_relay(
+    // Every dispatch that goes out later than it was planned is re-checked first (decision 0026).
+    let recheck = Arc::new(recheck::Recheck {
+        users: state.users.clone(),
+        metrics: state.metrics.clone(),
+    });
+    let relay = common::outbox::spawn_gated_relay(
         &pool,
         &cfg.kafka,
         &cfg.relay,
         "notification-service-relay",
         Some(&registry),
+        Some(recheck),
         &shutdown,
     )?;
     // Expired idempotency keys are purged hourly (they are also ignored once 24 h old).

@@ -13,6 +13,12 @@ pub struct Metrics {
     pub fallbacks_planned: Family<ChannelLabel, Counter>,
     receipts: Family<ReceiptLabel, Counter>,
     events_skipped: Family<EventLabel, Counter>,
+    rechecks: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,7 +40,11 @@ impl Metrics {
             fallbacks_planned: Family::default(),
             receipts: Family::default(),
             events_skipped: Family::default(),
+            rechecks: Family::default(),
         };
+        for outcome in ["passed", "suppressed", "readdressed", "deferred"] {
+            let _ = m.rechecks.get_or_create(&OutcomeLabel { outcome });
+        }
         for event in ["user.registered", "delivery.dead", "unknown"] {
             let _ = m.events_skipped.get_or_create(&EventLabel {
                 event: event.to_owned(),
@@ -74,6 +84,11 @@ impl Metrics {
             m.events_skipped.clone(),
         );
         registry.register(
+            "notify_rechecks",
+            "Dispatches re-checked before a later attempt (decision 0026), by outcome: passed, suppressed, readdressed, deferred",
+            m.rechecks.clone(),
+        );
+        registry.register(
             "notify_receipts",
             "Delivery receipts by provider and outcome (applied, ignored, unmatched, replayed, invalid_signature)",
             m.receipts.clone(),
@@ -88,6 +103,11 @@ impl Metrics {
                 event: event.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one re-checked dispatch.
+    pub fn rechecked(&self, outcome: &'static str) {
+        self.rechecks.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Counts one receipt.

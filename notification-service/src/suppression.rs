@@ -31,13 +31,31 @@ pub async fn apply(pool: &PgPool, deliveries: &mut [PlannedDelivery]) -> sqlx::R
             .and_then(|a| suppressed.get(a));
         if let Some(reason) = reason {
             d.status = PlannedStatus::Suppressed;
-            d.reason = Some(if reason == "complaint" {
-                "complained"
-            } else {
-                "bounced"
-            });
+            d.reason = Some(reason_of(reason));
             d.available_at = None;
         }
     }
     Ok(())
+}
+
+/// A delivery's `suppressed` reason for a suppression list entry's kind.
+pub fn reason_of(kind: &str) -> &'static str {
+    if kind == "complaint" {
+        "complained"
+    } else {
+        "bounced"
+    }
+}
+
+/// Why `address` may not be sent to on `channel` (`bounced`, `complained`), if it may not.
+pub async fn suppressed(
+    conn: &mut sqlx::PgConnection,
+    channel: Channel,
+    address: &str,
+) -> sqlx::Result<Option<&'static str>> {
+    if channel != Channel::Email {
+        return Ok(None);
+    }
+    let found = crate::db::suppressions::lookup(conn, channel.as_str(), &[address]).await?;
+    Ok(found.get(address).map(|kind| reason_of(kind)))
 }

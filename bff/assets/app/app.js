@@ -18,6 +18,7 @@ const REASON_WORDS = {
   opted_out: "not sent (your settings)", no_contact: "not sent (no address)",
   unknown_user: "not sent", invalid_address: "not sent (address invalid)",
   bounced: "not sent (address bounced)", complained: "not sent (you reported spam)",
+  device_removed: "not sent (device removed)",
 };
 const deliveryWords = (d) =>
   (d.status === "suppressed" && REASON_WORDS[d.reason]) || STATUS_WORDS[d.status] || d.status;

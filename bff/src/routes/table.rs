@@ -191,8 +191,13 @@ pub static ROUTES: [Route; 33] = [
             Service::Users,
             "users",
             "Register a user (service, admin)\n\nEmits `user.registered`; the user gets the \
-             `welcome` notification on the channels they have.",
-            &[ok(201, "Registered", schema::<Registered>)],
+             `welcome` notification on the channels they have. Only an admin may set \
+             `telegram_chat_id` (users link their chat through the bot), and a chat has one \
+             user.",
+            &[
+                ok(201, "Registered", schema::<Registered>),
+                problem(409, "The Telegram chat belongs to another user"),
+            ],
         )
     },
     Route {
@@ -218,7 +223,10 @@ pub static ROUTES: [Route; 33] = [
             USER,
             Service::Users,
             "me",
-            "Replace the contact set (absent fields are cleared)",
+            "Replace the contact set (absent fields are cleared)\n\n`telegram_chat_id` keeps \
+             (the linked chat sent back) or drops (null) the chat linked through the bot; any \
+             other chat id is refused (422): a chat is linked only with `POST \
+             /v1/me/telegram/link`.",
             &[ok(200, "The contacts", schema::<api::profiles::Contacts>)],
         )
     },

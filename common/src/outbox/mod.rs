@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+pub mod gate;
 mod purge;
 mod relay;
 
@@ -243,6 +244,19 @@ pub fn spawn_relay(
     registry: Option<&Registry>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    spawn_gated_relay(pool, kafka, cfg, client_id, registry, None, shutdown)
+}
+
+/// [`spawn_relay`] whose due rows pass `gate` before they are published.
+pub fn spawn_gated_relay(
+    pool: &PgPool,
+    kafka: &KafkaConfig,
+    cfg: &RelayConfig,
+    client_id: &str,
+    registry: Option<&Registry>,
+    gate: Option<std::sync::Arc<dyn gate::Gate>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if !cfg.enabled {
         return Ok(None);
     }
@@ -250,6 +264,9 @@ pub fn spawn_relay(
     let mut relay = Relay::new(pool.clone(), producer, kafka.clone(), cfg.clone());
     if let Some(r) = registry {
         relay = relay.with_metrics(r);
+    }
+    if let Some(g) = gate {
+        relay = relay.with_gate(g);
     }
     Ok(Some(tokio::spawn(relay.run(shutdown.clone()))))
 }

@@ -12,7 +12,11 @@ use rdkafka::{
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
-use super::{NORMAL, NOTIFY_CHANNEL, RelayConfig, RelayMetrics, TopicLabel, URGENT, purge::Purger};
+use super::{
+    NORMAL, NOTIFY_CHANNEL, RelayConfig, RelayMetrics, TopicLabel, URGENT,
+    gate::{Gate, GateRow, Verdict},
+    purge::Purger,
+};
 use crate::{kafka::KafkaConfig, metrics::Registry};
 
 /// Publishes committed outbox rows to Kafka.
@@ -22,6 +26,7 @@ pub struct Relay {
     kafka: KafkaConfig,
     cfg: RelayConfig,
     metrics: Arc<RelayMetrics>,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -32,12 +37,14 @@ struct Row {
     payload: String,
     headers: sqlx::types::Json<BTreeMap<String, String>>,
     attempts: i32,
+    deferred: bool,
 }
 
 /// The relay's batch query, in two parts (with and without a priority filter between them).
 macro_rules! due_rows {
     () => {
-        "SELECT id, topic, key, payload::text AS payload, headers, attempts
+        "SELECT id, topic, key, payload::text AS payload, headers, attempts,
+                available_at > created_at + interval '1 second' AS deferred
          FROM outbox
          WHERE published_at IS NULL AND failed_at IS NULL AND available_at <= now()"
     };
@@ -77,7 +84,14 @@ impl Relay {
             kafka,
             cfg,
             metrics: Arc::default(),
+            gate: None,
         }
+    }
+
+    /// Passes every due row through `gate` before publishing it (see [`Gate`]).
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Counts into `registry` (the service's `/metrics`).
@@ -115,6 +129,16 @@ impl Relay {
             }
         };
         if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows = match &self.gate {
+            Some(gate) => self.admit(gate.as_ref(), &mut tx, rows).await?,
+            None => rows,
+        };
+        if rows.is_empty() {
+            tx.commit()
+                .await
+                .context("committing the gate's decisions")?;
             return Ok(0);
         }
         let topics: Vec<String> = rows.iter().map(|r| self.kafka.topic(&r.topic)).collect();
@@ -226,6 +250,62 @@ impl Relay {
             );
         }
         Ok(published.len())
+    }
+
+    /// The rows `gate` lets through now (with the payload it says), in order; the rest are
+    /// deleted or made due later in `tx`.
+    async fn admit(
+        &self,
+        gate: &dyn Gate,
+        tx: &mut sqlx::PgConnection,
+        rows: Vec<Row>,
+    ) -> anyhow::Result<Vec<Row>> {
+        let seen: Vec<GateRow> = rows
+            .iter()
+            .map(|r| GateRow {
+                id: r.id,
+                topic: r.topic.clone(),
+                key: r.key.clone(),
+                payload: r.payload.clone(),
+                headers: r.headers.0.clone(),
+                deferred: r.deferred,
+            })
+            .collect();
+        let verdicts = gate.admit(tx, &seen).await.context("the relay's gate")?;
+        anyhow::ensure!(
+            verdicts.len() == rows.len(),
+            "the gate answered {} verdicts for {} rows",
+            verdicts.len(),
+            rows.len()
+        );
+        let (mut pass, mut dropped) = (Vec::with_capacity(rows.len()), Vec::new());
+        for (mut row, verdict) in rows.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Publish => pass.push(row),
+                Verdict::PublishAs(payload) => {
+                    row.payload = payload;
+                    pass.push(row);
+                }
+                Verdict::Drop => dropped.push(row.id),
+                Verdict::Defer(after) => {
+                    sqlx::query(
+                        "UPDATE outbox SET available_at = now() + make_interval(secs => $2)
+                         WHERE id = $1",
+                    )
+                    .bind(row.id)
+                    .bind(after.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                .bind(&dropped)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(pass)
     }
 
     /// Deletes rows published (or set aside) longer ago than the retention, in batches until

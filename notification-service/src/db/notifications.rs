@@ -140,6 +140,22 @@ async fn write_deliveries(
     delivery::insert::insert(conn, &deliveries, outbox_rows).await
 }
 
+/// The categories of notifications `ids` (those that exist).
+pub async fn categories(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, String>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, category FROM notifications WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The service that sent notification `id`.
 pub async fn owner(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT created_by FROM notifications WHERE id = $1")
@@ -252,6 +268,22 @@ pub async fn deliveries(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
 /// A notification and its owner, or `None`: its first [`INLINE_DELIVERIES`] deliveries and
 /// the counts of all of them (three statements, however many deliveries it has).
 pub async fn fetch(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<(String, NotificationView)>> {
+    // One snapshot for the three reads: the counts and the inline deliveries must agree (a
+    // delivery sent between two statements would otherwise be counted `sent` and shown
+    // `queued`).
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let found = fetch_in(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(found)
+}
+
+async fn fetch_in(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> sqlx::Result<Option<(String, NotificationView)>> {

@@ -5,7 +5,8 @@
 //! A re-drive gives the delivery a new attempt (`current_attempt + 1`, a fresh dispatch in the
 //! outbox, the whole retry schedule again) and writes who did it to `redrives`
 //! (`delivery::redrive`). Deliveries that are no longer dead are left alone and
-//! counted as skipped.
+//! counted as skipped; one whose address is on the suppression list (it bounced hard, or the
+//! person complained) is refused, with the reason, and stays dead.
 
 use api::admin::{
     DeadLetterFilter, DeadLetterQuery, DeliveryPage, MAX_REDRIVE_IDS, RedriveBody, Redriven,
@@ -133,18 +134,35 @@ async fn redrive(
     Ok(Json(out))
 }
 
-/// Locks the delivery and re-drives it if it is (still) dead.
+/// What a re-drive did with one delivery.
+enum Redrive {
+    Redriven,
+    /// Its address is on the suppression list (a hard bounce, a complaint): sending again
+    /// would hurt the sender's reputation, so it stays dead. The reason says which.
+    Refused(&'static str),
+    /// Not (or no longer) dead.
+    NotDead,
+}
+
+/// Locks the delivery and re-drives it if it is (still) dead and its address is not
+/// suppressed.
 async fn redrive_if_dead(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
     actor: &str,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Redrive> {
     match LockedDelivery::lock(conn, id).await? {
         Some(d) if d.status == delivery::Status::Dead => {
+            if let Some(address) = d.address.as_deref()
+                && let Some(reason) =
+                    crate::suppression::suppressed(conn, d.channel, address).await?
+            {
+                return Ok(Redrive::Refused(reason));
+            }
             delivery::redrive(conn, &d, RedriveKind::DeadLetter, actor, d.status.as_str()).await?;
-            Ok(true)
+            Ok(Redrive::Redriven)
         }
-        _ => Ok(false),
+        _ => Ok(Redrive::NotDead),
     }
 }
 
@@ -154,15 +172,12 @@ async fn redrive_ids(state: &AppState, ids: &[Uuid], actor: &str) -> anyhow::Res
     ids.sort();
     ids.dedup();
     let mut tx = state.pool.begin().await?;
-    let mut out = Redriven {
-        redriven: 0,
-        skipped: Vec::new(),
-    };
+    let mut out = Redriven::default();
     for id in ids {
-        if redrive_if_dead(&mut tx, id, actor).await? {
-            out.redriven += 1;
-        } else {
-            out.skipped.push(id);
+        match redrive_if_dead(&mut tx, id, actor).await? {
+            Redrive::Redriven => out.redriven += 1,
+            Redrive::Refused(reason) => out.refuse(id, reason),
+            Redrive::NotDead => out.skipped.push(id),
         }
     }
     tx.commit().await?;
@@ -176,21 +191,34 @@ async fn redrive_filter(
     actor: &str,
 ) -> anyhow::Result<Redriven> {
     let started = Utc::now();
-    let mut redriven = 0;
+    let mut out = Redriven::default();
+    let mut refused_ids = std::collections::HashSet::new();
     loop {
         let mut tx = state.pool.begin().await?;
-        // One that dies again during this request is not re-driven twice.
-        let ids = crate::db::dead_letters::lock_batch(&mut tx, filter, started, BATCH).await?;
+        // One that dies again during this request is not re-driven twice; one refused stays
+        // dead and matches again, so the batch leaves it out.
+        let mut ids = crate::db::dead_letters::lock_batch(
+            &mut tx,
+            filter,
+            started,
+            BATCH + refused_ids.len() as i64,
+        )
+        .await?;
+        ids.retain(|id| !refused_ids.contains(id));
         if ids.is_empty() {
             break;
         }
         for id in ids {
-            redriven += u64::from(redrive_if_dead(&mut tx, id, actor).await?);
+            match redrive_if_dead(&mut tx, id, actor).await? {
+                Redrive::Redriven => out.redriven += 1,
+                Redrive::Refused(reason) => {
+                    refused_ids.insert(id);
+                    out.refuse(id, reason);
+                }
+                Redrive::NotDead => {}
+            }
         }
         tx.commit().await?;
     }
-    Ok(Redriven {
-        redriven,
-        skipped: Vec::new(),
-    })
+    Ok(out)
 }

@@ -233,7 +233,7 @@ async fn redrive(
                 .expect("a valid template"),
         )
     };
-    let (mut redriven, mut skipped) = (0u64, Vec::new());
+    let mut total = Redriven::default();
     for batch in ids.chunks(BATCH.min(MAX_REDRIVE_IDS)) {
         let (answer, _): (Redriven, _) = client
             .post(
@@ -246,19 +246,36 @@ async fn redrive(
             )
             .await
             .inspect_err(|_| bar.abandon())?;
-        redriven += answer.redriven;
-        skipped.extend(answer.skipped);
+        total.redriven += answer.redriven;
+        total.skipped.extend(answer.skipped);
+        for r in &answer.refused {
+            total.refuse(r.id, &r.reason);
+        }
         bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
+    let Redriven {
+        redriven,
+        skipped,
+        refused,
+        refused_total,
+    } = &total;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&Redriven { redriven, skipped })?
-        );
+        println!("{}", serde_json::to_string(&total)?);
     } else {
         let mut out = out.lock();
         writeln!(out, "re-drove {redriven} dead letters")?;
+        if *refused_total > 0 {
+            writeln!(
+                out,
+                "refused {refused_total} whose address is suppressed (they stay dead): {}",
+                refused
+                    .iter()
+                    .map(|r| format!("{} ({})", r.id, r.reason))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )?;
+        }
         if !skipped.is_empty() {
             writeln!(
                 out,
