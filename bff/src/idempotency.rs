@@ -2,10 +2,17 @@
 //! 24 h per (caller, key), so a replay is answered without reaching notification-service.
 //! Postgres (in notification-service) stays the source of truth: a cache miss, or Redis being
 //! down, simply forwards the request, and notification-service replays or refuses it.
+//!
+//! Only answers up to [`MAX_CACHED_BYTES`] are cached (a 202 carries at most 100 deliveries,
+//! ~40 KB): Redis memory is shared with the workers' send claims, and a full Redis stops
+//! sending. A larger answer is replayed from Postgres.
 
 use common::{idempotency::TTL_SECS, redis::RedisConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+
+/// The largest answer kept in Redis (64 KiB).
+pub const MAX_CACHED_BYTES: usize = 64 * 1024;
 
 pub struct IdempotencyCache {
     redis: redis::aio::ConnectionManager,
@@ -43,10 +50,18 @@ impl IdempotencyCache {
         }
     }
 
+    /// Caches `entry` for 24 h, unless it is larger than [`MAX_CACHED_BYTES`].
     pub async fn put(&self, caller: &str, key: &str, entry: &Entry) {
         let Ok(json) = serde_json::to_string(entry) else {
             return;
         };
+        if json.len() > MAX_CACHED_BYTES {
+            tracing::debug!(
+                bytes = json.len(),
+                "idempotent answer too large to cache; Postgres replays it"
+            );
+            return;
+        }
         if let Err(e) = self
             .redis
             .clone()

@@ -70,7 +70,7 @@ pub async fn run(
         ))
     });
     let idempotency = Some(Arc::new(idempotency::IdempotencyCache::new(
-        redis,
+        redis.clone(),
         cfg.redis.clone(),
     )));
     let state = AppState {
@@ -80,6 +80,12 @@ pub async fn run(
         idempotency,
     };
     let registry = common::metrics::Registry::default();
+    let _memory = common::redis::spawn_memory_gauge(
+        redis,
+        &registry,
+        std::time::Duration::from_secs(10),
+        shutdown.clone(),
+    );
     // The readiness details name internal hosts: only on the admin (metrics) port.
     let admin = Router::new()
         .route(

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod problem;
 pub mod redis;
+pub mod retention;
 pub mod shutdown;
 pub mod signing;
 pub mod ssrf;

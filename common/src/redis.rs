@@ -56,3 +56,70 @@ pub async fn ping(conn: &mut redis::aio::ConnectionManager) -> Result<(), String
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+/// How full the Redis a service uses is: `INFO memory`'s `used_memory` and `maxmemory`, read
+/// every `every`, as `notify_redis_memory_used_bytes` and `notify_redis_memory_max_bytes`
+/// (0: no limit), and whether it evicts keys when full (`notify_redis_evicting`: 1 unless
+/// `maxmemory-policy` is `noeviction`). A full Redis stops sending (no claim can be written)
+/// and an evicting one can drop a claim, so a send goes out twice: the alert
+/// `NotifyRedisMemoryHigh` fires at 80 %. Read failures are logged and leave the last values.
+pub fn spawn_memory_gauge(
+    conn: redis::aio::ConnectionManager,
+    registry: &crate::metrics::Registry,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    use crate::metrics::Gauge;
+    let (used, max, evicting): (Gauge, Gauge, Gauge) = Default::default();
+    registry.register(
+        "notify_redis_memory_used_bytes",
+        "Memory the Redis this service uses holds (INFO memory used_memory)",
+        used.clone(),
+    );
+    registry.register(
+        "notify_redis_memory_max_bytes",
+        "That Redis's maxmemory (0: no limit)",
+        max.clone(),
+    );
+    registry.register(
+        "notify_redis_evicting",
+        "1 when that Redis evicts keys when full (maxmemory-policy is not noeviction)",
+        evicting.clone(),
+    );
+    tokio::spawn(async move {
+        let mut conn = conn;
+        loop {
+            match memory(&mut conn).await {
+                Ok((u, m, policy)) => {
+                    used.set(u);
+                    max.set(m);
+                    evicting.set(i64::from(policy != "noeviction"));
+                }
+                Err(e) => tracing::debug!(error = %e, "reading Redis memory failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    })
+}
+
+/// `(used_memory, maxmemory, maxmemory_policy)` from `INFO memory`.
+async fn memory(
+    conn: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<(i64, i64, String)> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    let number = |name: &str| field(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok((
+        number("used_memory"),
+        number("maxmemory"),
+        field("maxmemory_policy").unwrap_or_default(),
+    ))
+}

@@ -106,8 +106,14 @@ async fn settle(
     Ok(moved == 1)
 }
 
+/// How long a receipt that arrived before its attempt was recorded is matched: an attempt that
+/// has not shown up in a day never will (retention deletes the receipt then).
+pub const UNMATCHED_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// Applies receipts that arrived before their attempt was recorded (at most `limit`, oldest
-/// first); returns how many found their delivery.
+/// first, of the last [`UNMATCHED_WINDOW`]: older ones are never looked at again, so an
+/// unmatchable receipt is not scanned every round forever); returns how many found their
+/// delivery.
 pub async fn reconcile(pool: &PgPool, limit: i64) -> anyhow::Result<u64> {
     let unmatched: Vec<(String, String, String, Uuid)> = sqlx::query_as(
         "SELECT r.provider, r.provider_message_id, r.status, a.delivery_id
@@ -115,11 +121,12 @@ pub async fn reconcile(pool: &PgPool, limit: i64) -> anyhow::Result<u64> {
          JOIN LATERAL (SELECT delivery_id FROM attempts
                        WHERE provider = r.provider AND provider_message_id = r.provider_message_id
                        ORDER BY attempt DESC LIMIT 1) a ON true
-         WHERE r.delivery_id IS NULL
+         WHERE r.delivery_id IS NULL AND r.received_at > now() - make_interval(secs => $2)
          ORDER BY r.received_at
          LIMIT $1",
     )
     .bind(limit)
+    .bind(UNMATCHED_WINDOW.as_secs_f64())
     .fetch_all(pool)
     .await?;
     let mut matched = 0;

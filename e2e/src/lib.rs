@@ -284,6 +284,7 @@ impl Stack {
             receipts: opts.receipts.clone(),
             bounces: opts.bounces.clone(),
             telemetry: Default::default(),
+            retention: Default::default(),
         };
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;

@@ -134,6 +134,7 @@ fn every_service_in_compose_is_configured_checked_and_ordered() {
         "kafka-init",
         "postgres",
         "redis",
+        "redis-cache",
         "smtp",
         "prometheus",
         "grafana",

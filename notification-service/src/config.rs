@@ -33,6 +33,8 @@ pub struct Config {
     pub bounces: crate::routes::bounces::BouncesConfig,
     /// Trace export over OTLP (off unless `otlp_endpoint` is set).
     pub telemetry: common::telemetry::TelemetryConfig,
+    /// How long receipts, bounce report ids and skipped events are kept.
+    pub retention: crate::db::retention::RetentionSettings,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             intake: Default::default(),
             receipts: Default::default(),
             bounces: Default::default(),
+            retention: Default::default(),
         }
     }
 }

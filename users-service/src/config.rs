@@ -24,6 +24,8 @@ pub struct Config {
     pub telegram: crate::routes::telegram::TelegramConfig,
     /// Trace export over OTLP (off unless `otlp_endpoint` is set).
     pub telemetry: common::telemetry::TelemetryConfig,
+    /// How long the bot's update ids and link codes are kept.
+    pub retention: crate::db::retention::RetentionSettings,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             mandatory_categories: vec!["security".into()],
             internal_callers: vec!["notification-service".into()],
             telegram: Default::default(),
+            retention: Default::default(),
         }
     }
 }

@@ -98,6 +98,13 @@ pub async fn run(
         &state.membership,
         &shutdown,
     )?;
+    let _retention = common::retention::spawn(
+        pool.clone(),
+        cfg.retention.rules(),
+        cfg.retention.purge(),
+        &registry,
+        shutdown.clone(),
+    );
     let _metrics =
         common::http::serve_metrics(&cfg.http, &registry, axum::Router::new(), shutdown.clone())
             .await?;

@@ -168,6 +168,13 @@ pub async fn run(
         consumers.extend(started);
     }
 
+    // The claims' Redis must neither fill up nor evict (decision 0004): its memory, watched.
+    let _memory = common::redis::spawn_memory_gauge(
+        redis.clone(),
+        &registry,
+        std::time::Duration::from_secs(10),
+        shutdown.clone(),
+    );
     let _metrics =
         common::http::serve_metrics(&cfg.http, &registry, axum::Router::new(), shutdown.clone())
             .await?;

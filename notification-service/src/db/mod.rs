@@ -4,6 +4,7 @@ pub mod admin;
 pub mod dead_letters;
 pub mod idempotency;
 pub mod notifications;
+pub mod retention;
 pub mod skipped;
 pub mod suppressions;
 pub mod templates;

@@ -257,7 +257,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
     };
     eprintln!("bench: starting the stack (release build, rate limits off) …");
     // An interrupted run's keys.
-    launcher::forget_redis_keys(&up.redis, &launcher::workers_redis_prefix(&up.db_prefix))?;
+    launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix))?;
     let running = launcher::start(&up)?;
     eprintln!(
         "  up at {} ({} bff behind {})",
@@ -347,9 +347,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
     eprintln!("bench: stopping the stack …");
     running.stop();
     // Its workers' dedupe keys (two per delivery, kept 7 days) would fill the shared Redis.
-    if let Err(e) =
-        launcher::forget_redis_keys(&up.redis, &launcher::workers_redis_prefix(&up.db_prefix))
-    {
+    if let Err(e) = launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix)) {
         eprintln!("bench: {e:#}");
     }
     outcome?;

@@ -69,6 +69,17 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
         }),
     ));
     assert_eq!(sent["deliveries"][0]["status"], "sent", "{sent}");
+    // Every service keeps its Redis keys under the stack's prefix (deleted when the test ends):
+    // the bff's rate-limit budget and the workers' claims here (the profile cache too, but its
+    // entries expire). Before, only the workers had it, so stacks shared budgets with each
+    // other and with a developer's `make up`.
+    let prefix = launched.redis_prefix().to_owned();
+    for kind in ["rl:", "dispatch:"] {
+        assert!(
+            !support::redis_keys(&format!("{prefix}{kind}*")).is_empty(),
+            "no {kind} key under {prefix}"
+        );
+    }
 
     // Prometheus scrapes every process: each service's job has `notify_*` series.
     let jobs = rt.block_on(async {

@@ -301,4 +301,5 @@ pub async fn delete_device(conn: &mut PgConnection, user: Uuid, id: Uuid) -> sql
         .await?;
     Ok(res.rows_affected() == 1)
 }
+pub mod retention;
 pub mod telegram;

@@ -27,7 +27,7 @@ pub(crate) use children::binary;
 pub use children::kafka_only;
 use children::{Children, host_port, reachable, spawn, wait_for_signal};
 use providers::{ALL_CHANNELS, fake_providers};
-pub use providers::{forget_redis_keys, workers_redis_prefix};
+pub use providers::{forget_redis_keys, redis_prefix};
 
 use crate::stack::{JwtInfo, StackFile, Tokens};
 
@@ -313,6 +313,10 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
         ),
         ("NOTIFY_REDIS__URL".to_owned(), args.redis.clone()),
         (
+            "NOTIFY_REDIS__KEY_PREFIX".to_owned(),
+            redis_prefix(&args.db_prefix),
+        ),
+        (
             "RUST_LOG".to_owned(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
         ),
@@ -395,10 +399,6 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
     let mut workers_env = with(&[
         listen(workers_port),
         ("NOTIFY_EMAIL__SMTP_URL", smtp.url()),
-        (
-            "NOTIFY_REDIS__KEY_PREFIX",
-            workers_redis_prefix(&args.db_prefix),
-        ),
         ("NOTIFY_CHANNELS", ALL_CHANNELS.into()),
     ]);
     workers_env.extend(provider_env);

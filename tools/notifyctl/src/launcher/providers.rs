@@ -62,10 +62,12 @@ pub(super) fn fake_providers(dir: &Path, sink: &HttpSink) -> anyhow::Result<Vec<
     Ok(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
-/// The workers' Redis key prefix (their per-delivery dedupe keys, kept 7 days): `notify:dev:`
-/// for `make up`, one of its own for a stack with a database prefix, so a benchmark's millions
-/// of keys can be removed with it ([`forget_redis_keys`]) instead of filling the shared Redis.
-pub fn workers_redis_prefix(db_prefix: &str) -> String {
+/// The Redis key prefix of every service of a stack (the workers' per-delivery dedupe keys,
+/// kept 7 days; the bff's rate-limit budgets and idempotency answers; the profile cache):
+/// `notify:dev:` for `make up`, one of its own for a stack with a database prefix, so two
+/// stacks never share a budget and a test's or a benchmark's keys can be removed with it
+/// ([`forget_redis_keys`]) instead of filling the shared Redis.
+pub fn redis_prefix(db_prefix: &str) -> String {
     format!("notify:{db_prefix}dev:")
 }
 

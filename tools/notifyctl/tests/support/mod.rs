@@ -44,6 +44,33 @@ pub struct Up {
     pub dir: TempDir,
 }
 
+#[allow(dead_code)]
+impl Up {
+    /// The Redis key prefix of every service of this stack.
+    pub fn redis_prefix(&self) -> &str {
+        &self._redis_keys.0
+    }
+}
+
+/// The keys under `pattern` in the machine's Redis (SCAN, never KEYS).
+#[allow(dead_code)]
+pub fn redis_keys(pattern: &str) -> Vec<String> {
+    let out = Command::new("redis-cli")
+        .args([
+            "-u",
+            "redis://127.0.0.1:6379",
+            "--scan",
+            "--pattern",
+            pattern,
+        ])
+        .output()
+        .expect("running redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Starts `notifyctl up` on free ports with `args` added and `env` set, and waits for its
 /// stack file. The public ports (`--port`, `--grpc-port`, `--prometheus-port`) are reserved
 /// free ones unless `args` names them: two tests on the launcher's defaults would meet on
@@ -79,8 +106,10 @@ pub fn up(args: &[&str], env: &[(&str, &str)]) -> Up {
         TestDatabase::adopt(&format!("{db_prefix}users")),
         TestDatabase::adopt(&format!("{db_prefix}notify")),
     ];
-    // So are the workers' dedupe keys (kept 7 days otherwise: every run would leave some).
-    let redis_keys = ForgetKeys(notifyctl::launcher::workers_redis_prefix(&db_prefix));
+    // So are its Redis keys: every service of the stack has the prefix (the workers' dedupe
+    // keys are kept 7 days otherwise; the bff's rate-limit budgets would be shared with other
+    // stacks and a developer's `make up`).
+    let redis_keys = ForgetKeys(notifyctl::launcher::redis_prefix(&db_prefix));
     let log = std::fs::File::create(dir.0.join("up.log")).unwrap();
     let mut cmd = Command::new(&bin);
     cmd.args(["up", "--smtp-port", "0", "--db-prefix", &db_prefix])
