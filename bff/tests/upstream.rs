@@ -187,3 +187,38 @@ async fn public_readiness_names_no_internal_host() {
     );
     bff.services.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// A service that sheds load answers 503 with `Retry-After`: the bff passes both on (a client
+/// told when to retry, with the same Idempotency-Key), never a generic error of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_503_and_retry_after_reach_the_caller() {
+    let upstream = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(
+            ResponseTemplate::new(503)
+                .insert_header("retry-after", "7")
+                .set_body_raw(
+                    r#"{"type":"overloaded","title":"Service Unavailable","status":503,"detail":"busy"}"#,
+                    "application/problem+json",
+                ),
+        )
+        .mount(&upstream)
+        .await;
+    let bff = Bff::start(&upstream, 5_000).await;
+    let resp = bff
+        .http
+        .post(format!("http://{}/v1/notifications", bff.addr))
+        .bearer_auth(&bff.token)
+        .json(
+            &serde_json::json!({ "recipients": [{ "email": "a@example.com" }],
+                                   "category": "news", "content": { "text": "x" } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let problem: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(problem["type"], "overloaded", "{problem}");
+    bff.services.stop(Duration::from_secs(10)).await.unwrap();
+}

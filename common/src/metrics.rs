@@ -277,8 +277,17 @@ mod tests {
         a.register("things", "Things", ca.clone());
         b.register("things", "Things", cb.clone());
         ca.inc();
-        assert!(a.render().contains("things_total 1"), "{}", a.render());
-        assert!(b.render().contains("things_total 0"), "{}", b.render());
+        // Whole lines: `things_total 1` must not pass for `things_total 10`.
+        assert!(
+            a.render().lines().any(|l| l == "things_total 1"),
+            "{}",
+            a.render()
+        );
+        assert!(
+            b.render().lines().any(|l| l == "things_total 0"),
+            "{}",
+            b.render()
+        );
     }
 
     /// The process figures are this process's: memory is at least what a buffer it holds

@@ -73,12 +73,23 @@ mod tests {
     fn follows_the_schedule_with_bounded_jitter_then_gives_up() {
         let cfg = RetryConfig::default();
         let mut rng = StdRng::seed_from_u64(7);
-        for _ in 0..100 {
-            let d = next_delay(&cfg.schedule_secs, cfg.jitter, 1, None, &mut rng)
-                .unwrap()
-                .as_secs_f64();
-            assert!((4.0..=6.0).contains(&d), "{d}");
+        let delays: Vec<f64> = (0..100)
+            .map(|_| {
+                next_delay(&cfg.schedule_secs, cfg.jitter, 1, None, &mut rng)
+                    .unwrap()
+                    .as_secs_f64()
+            })
+            .collect();
+        for d in &delays {
+            assert!((4.0..=6.0).contains(d), "{d}");
         }
+        // Jitter spreads them (a range check alone passes with none): both halves of the
+        // ±20 % band are used, and no two of the first ten are equal.
+        assert!(delays.iter().any(|d| *d < 4.5) && delays.iter().any(|d| *d > 5.5));
+        let mut first: Vec<f64> = delays[..10].to_vec();
+        first.sort_by(f64::total_cmp);
+        first.dedup();
+        assert_eq!(first.len(), 10, "{delays:?}");
         let d = next_delay(&cfg.schedule_secs, cfg.jitter, 3, None, &mut rng)
             .unwrap()
             .as_secs_f64();

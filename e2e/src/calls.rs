@@ -170,11 +170,16 @@ impl Stack {
     }
 
     /// Stops bff instance `i` gracefully and waits until it has.
+    /// Stops bff `i` (its in-flight requests finish first); panics if it has not stopped
+    /// within 30 s rather than hanging the test.
     pub async fn stop_bff(&mut self, i: usize) {
         let bff = &mut self.bffs[i];
         bff.shutdown.cancel();
         if let Some(t) = bff.task.take() {
-            let _ = t.await;
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("bff did not stop within 30 s")
+                .ok();
         }
     }
 

@@ -17,12 +17,19 @@ pub(crate) async fn counting_proxy(
     listener: TcpListener,
     upstream: SocketAddr,
     lookups: Arc<AtomicUsize>,
+    down: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (client, lookups) = (client.clone(), lookups.clone());
+        let (client, lookups, down) = (client.clone(), lookups.clone(), down.clone());
         async move {
+            if down.load(Ordering::SeqCst) {
+                // users-service as its load balancer reports it when no instance answers.
+                let mut r = axum::response::Response::new(axum::body::Body::empty());
+                *r.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+                return r;
+            }
             let (parts, body) = req.into_parts();
             if parts.uri.path() == "/internal/v1/profiles/batch" {
                 lookups.fetch_add(1, Ordering::SeqCst);

@@ -170,6 +170,9 @@ pub struct Stack {
     pub redis: RedisConfig,
     /// Calls notification-service made to users-service's batch profile endpoint.
     pub profile_lookups: Arc<AtomicUsize>,
+    /// While set, users-service is unreachable for notification-service (its proxy answers
+    /// 502, as a load balancer with no instance behind it does).
+    pub users_down: Arc<std::sync::atomic::AtomicBool>,
     pub notify_pool: PgPool,
     /// users-service's database (read-only use in tests: its outbox, say).
     pub users_pool: PgPool,
@@ -253,10 +256,17 @@ impl Stack {
         // notification-service reaches users-service through a counting proxy, so tests can
         // assert how many profile lookups a request made.
         let profile_lookups = Arc::new(AtomicUsize::new(0));
+        let users_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (l, users_proxy) = listener().await;
         services.spawn(
             "users-proxy",
-            counting_proxy(l, users_addr, profile_lookups.clone(), shutdown.clone()),
+            counting_proxy(
+                l,
+                users_addr,
+                profile_lookups.clone(),
+                users_down.clone(),
+                shutdown.clone(),
+            ),
         );
 
         let (l, notify_addr) = listener().await;
@@ -378,6 +388,7 @@ impl Stack {
             kafka_cfg,
             redis: redis.clone(),
             profile_lookups,
+            users_down,
             notify_pool,
             users_pool,
             bffs,

@@ -94,7 +94,10 @@ async fn admins_filter_page_and_inspect_every_attempt() {
     // Pages of 10 over the 25 "news" notifications, with new ones arriving between pages.
     let mut seen = Vec::new();
     let mut cursor = String::new();
+    // Bounded: 25 in pages of 10 end on the third page; a cursor that never ends is a defect
+    // to report, not a loop to hang in.
     for round in 0.. {
+        assert!(round < 10, "pages never ended: {seen:?}");
         let (status, page) = get(format!(
             "/v1/admin/notifications?category=news&limit=10&cursor={cursor}"
         ))

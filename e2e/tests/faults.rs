@@ -220,11 +220,7 @@ async fn while_redis_is_down_requests_are_accepted_and_nothing_is_sent_until_it_
         .wait_settled(third["id"].as_str().unwrap(), &svc, Duration::from_secs(20))
         .await
         .unwrap();
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = devkit::redis::connect(&redis.url()).await.unwrap();
     let cached: bool = redis::cmd("EXISTS")
         .arg(stack.redis.key(&format!("profile:{user}")))
         .query_async(&mut conn)
@@ -243,7 +239,8 @@ async fn a_cancel_during_a_kafka_outage_answers_at_once_instead_of_hanging() {
     .await
     .unwrap();
     let svc = stack.token(Role::Service, "billing");
-    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    // Scheduled an hour ahead, so nothing is published before the brokers are down.
+    let at = chrono::Utc::now() + chrono::Duration::hours(1);
     let view = send(
         &stack,
         &svc,
@@ -252,12 +249,17 @@ async fn a_cancel_during_a_kafka_outage_answers_at_once_instead_of_hanging() {
     )
     .await;
     let id = view["id"].as_str().unwrap().to_owned();
-    // Every broker goes away before send_at: the relay takes the row when it comes due and
-    // waits for Kafka's acknowledgement, holding the row's lock.
+    // Every broker goes away, then the row comes due: the relay takes it and waits for
+    // Kafka's acknowledgement, holding the row's lock.
     for b in stack.kafka().broker_ids() {
         stack.kafka().broker_down(b).unwrap();
     }
     let delivery = view["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    sqlx::query("UPDATE outbox SET available_at = now() WHERE headers ->> 'delivery-id' = $1")
+        .bind(&delivery)
+        .execute(&stack.notify_pool)
+        .await
+        .unwrap();
     // Until someone else holds the row's lock: `NOWAIT` fails only then.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -299,7 +301,11 @@ async fn a_cancel_during_a_kafka_outage_answers_at_once_instead_of_hanging() {
         (409, Some("dispatch_in_progress")),
         "{problem}"
     );
-    assert!(took < Duration::from_secs(10), "the cancel took {took:?}");
+    // It waited for the lock (`lock_timeout` 2 s) before giving up — not at once, not forever.
+    assert!(
+        took >= Duration::from_millis(1_900) && took < Duration::from_secs(30),
+        "the cancel took {took:?}"
+    );
 
     // Kafka comes back: the message goes out, exactly once, and the delivery is sent.
     for b in stack.kafka().broker_ids() {
@@ -311,4 +317,78 @@ async fn a_cancel_during_a_kafka_outage_answers_at_once_instead_of_hanging() {
         .unwrap();
     assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
     assert_eq!(stack.smtp.mails().len(), 1);
+}
+
+/// users-service down: a send to a registered user cannot be planned, so it is refused with
+/// 503 "nothing was accepted" — and nothing is written (no notification, no outbox row), so a
+/// retry with the same `Idempotency-Key` is a fresh start. Sends to raw addresses need no
+/// profile and go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_users_service_down_a_send_to_a_user_is_503_and_writes_nothing() {
+    let stack = Stack::start(Options {
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let user = stack.register_user("down@example.com").await.unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    stack
+        .users_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let resp = stack
+        .http
+        .post(format!("{}/v1/notifications", stack.url()))
+        .bearer_auth(&svc)
+        .header("idempotency-key", "during-outage")
+        .json(
+            &json!({ "recipients": [{ "user_id": user }], "category": "news",
+                       "content": { "text": "x" } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let problem: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(problem["type"], "dependency_unavailable", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was accepted"),
+        "{problem}"
+    );
+    for table in ["notifications", "deliveries", "outbox", "idempotency_keys"] {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&stack.notify_pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "{table}");
+    }
+    // A raw address needs no profile.
+    let view = send(
+        &stack,
+        &svc,
+        json!({ "recipients": [{ "email": "raw@example.com" }], "category": "news",
+                "content": { "text": "x" } }),
+    )
+    .await;
+    assert!(view["id"].is_string(), "{view}");
+    // Back: the same key is a fresh request.
+    stack
+        .users_down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let resp = stack
+        .http
+        .post(format!("{}/v1/notifications", stack.url()))
+        .bearer_auth(&svc)
+        .header("idempotency-key", "during-outage")
+        .json(
+            &json!({ "recipients": [{ "user_id": user }], "category": "news",
+                       "content": { "text": "x" } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
 }

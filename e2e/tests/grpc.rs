@@ -467,6 +467,8 @@ async fn reflected_services(stack: &Stack) -> Vec<String> {
     };
     let channel = Channel::from_shared(stack.grpc_url())
         .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
         .connect()
         .await
         .unwrap();

@@ -116,9 +116,11 @@ fn a_failing_test_ends_within_seconds_and_leaves_nothing_behind() {
     );
     let held: Held = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
 
+    // Ends on its own, long before nextest would kill it (120 s): a guard against a teardown
+    // that hangs, not a speed target (a loaded machine takes seconds to stop a stack).
     let took = Duration::from_millis((exited_at - held.failing_at_ms) as u64);
     assert!(
-        took < Duration::from_secs(15),
+        took < Duration::from_secs(60),
         "the failed test took {took:?} to end:\n{log}"
     );
     let running: Vec<u32> = held.pids.iter().copied().filter(|p| alive(*p)).collect();

@@ -27,6 +27,19 @@ async fn post(stack: &Stack, token: &str, key: &str, body: &str) -> (u16, Option
     (status, replayed, resp.json().await.unwrap())
 }
 
+/// `POST /v1/notifications` requests notification-service answered (its own counter: what
+/// reached it, past the bff's cache).
+async fn served_by_notification_service(stack: &Stack) -> u64 {
+    let metrics = stack.metrics(e2e::Service::Notifications).await.unwrap();
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(r#"notify_http_requests_total{method="POST",route="/v1/notifications","#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 async fn count(stack: &Stack, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(&stack.notify_pool)
@@ -42,14 +55,28 @@ async fn a_replay_returns_the_original_answer_and_sends_nothing_twice() {
     let (status, replayed, first) = post(&stack, &svc, "order-42", body).await;
     assert_eq!((status, replayed), (202, None), "{first}");
 
-    // Same request, formatted differently: answered from the bff's Redis cache.
+    // Same request, formatted differently: answered from the bff's Redis cache — it never
+    // reaches notification-service.
+    let mut redis = common::redis::connect(&stack.redis).await.unwrap();
+    let cached: bool = redis::cmd("EXISTS")
+        .arg(stack.redis.key("idem:billing:order-42"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(cached, "the bff cached the answer");
+    let served = served_by_notification_service(&stack).await;
+    assert_eq!(served, 1);
     let reformatted = r#"{"category":"receipt","content":{"text":"paid"},"recipients":[{"email":"ida@example.com"}]}"#;
     let (status, replayed, again) = post(&stack, &svc, "order-42", reformatted).await;
     assert_eq!((status, replayed.as_deref()), (202, Some("true")));
     assert_eq!(again, first, "the original answer, same ids");
+    assert_eq!(
+        served_by_notification_service(&stack).await,
+        served,
+        "the replay went past the bff's cache"
+    );
 
-    // Without the cache, Postgres answers the same way.
-    let mut redis = common::redis::connect(&stack.redis).await.unwrap();
+    // Without the cache, Postgres answers the same way (the request reaches the service).
     let _: () = redis::cmd("DEL")
         .arg(stack.redis.key("idem:billing:order-42"))
         .query_async(&mut redis)
@@ -57,6 +84,7 @@ async fn a_replay_returns_the_original_answer_and_sends_nothing_twice() {
         .unwrap();
     let (status, replayed, from_db) = post(&stack, &svc, "order-42", body).await;
     assert_eq!((status, replayed.as_deref()), (202, Some("true")));
+    assert_eq!(served_by_notification_service(&stack).await, served + 1);
     assert_eq!(from_db["id"], first["id"]);
     assert_eq!(from_db["deliveries"][0]["id"], first["deliveries"][0]["id"]);
 

@@ -558,6 +558,36 @@ async fn lists_and_views_of_big_notifications_stay_small() {
         "in id order"
     );
 
+    // The list pages with its cursor: 2, then the last 1, newest first, none twice.
+    let (_, first) = stack
+        .call(Method::GET, "/v1/notifications?limit=2", Some(&svc), None)
+        .await
+        .unwrap();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let (_, second) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/notifications?limit=2&cursor={cursor}"),
+            Some(&svc),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(second.get("next_cursor").is_none(), "{second}");
+    let paged: Vec<String> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(paged, newest_first);
+
     // Another service cannot page them; a bad cursor or limit is a 422 naming it.
     let (status, _) = stack
         .call(

@@ -7,6 +7,25 @@ use e2e::{Options, Stack};
 use reqwest::Method;
 use serde_json::json;
 
+/// How many requests the bff with metrics port `addr` answered on `route` (its own counter:
+/// what reached it past nginx).
+async fn bff_answered(stack: &Stack, addr: std::net::SocketAddr, route: &str) -> u64 {
+    let text = stack
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = format!("route=\"{route}\",");
+    text.lines()
+        .filter(|l| l.starts_with("notify_http_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_spreads_over_two_bffs_and_loses_no_request_when_one_stops() {
     let mut stack = Stack::start(Options {
@@ -84,11 +103,20 @@ async fn nginx_spreads_over_two_bffs_and_loses_no_request_when_one_stops() {
     let mails = stack.smtp.wait_for(40, Duration::from_secs(30)).await;
     assert_eq!(mails.len(), 40);
 
+    // nginx never routes /metrics: it answers 404 itself (the bff would answer 404 too, so
+    // the proof is that no bff saw the request).
+    let running = stack.bffs[1].metrics_addr;
+    let before = bff_answered(&stack, running, "unmatched").await;
     let (status, _) = stack
         .call(Method::GET, "/metrics", None, None)
         .await
         .unwrap();
     assert_eq!(status, 404, "nginx never routes /metrics");
+    assert_eq!(
+        bff_answered(&stack, running, "unmatched").await,
+        before,
+        "/metrics reached a bff"
+    );
 }
 
 /// Sends a request head only (`Expect: 100-continue`) to nginx and returns its answer: nginx
@@ -150,6 +178,7 @@ async fn nginx_refuses_oversized_bodies_and_floods_from_one_address_as_problem_j
 
     // A flood from one address: the burst passes, the rest is 429 problem+json with
     // Retry-After — before any bff sees it.
+    let healthz_before = bff_answered(&stack, stack.bffs[0].metrics_addr, "/healthz").await;
     let statuses = futures::future::join_all((0..30).map(|_| {
         let stack = &stack;
         async move {
@@ -177,6 +206,12 @@ async fn nginx_refuses_oversized_bodies_and_floods_from_one_address_as_problem_j
     .await;
     let ok = statuses.iter().filter(|s| s.0 == 200).count();
     let limited: Vec<_> = statuses.iter().filter(|s| s.0 == 429).collect();
+    // The refused ones never reached the bff: it answered exactly the ones that passed.
+    assert_eq!(
+        bff_answered(&stack, stack.bffs[0].metrics_addr, "/healthz").await - healthz_before,
+        ok as u64,
+        "{statuses:?}"
+    );
     assert_eq!(ok + limited.len(), 30, "{statuses:?}");
     // The burst of 5, plus 1/s while the 30 run: a few more on a slow machine.
     assert!((1..=20).contains(&ok), "{ok} passed: {statuses:?}");

@@ -217,10 +217,10 @@ async fn every_metric_a_dashboard_or_alert_reads_is_exported() {
 
     // The intake panels' series: the bff counted the accepted request by its route pattern.
     let bff = stack.metrics(Service::Bff).await.unwrap();
+    // Exactly the one request the test sent (a line, not a prefix: `… 1`, not any count).
     assert!(
-        bff.lines().any(|l| l.starts_with(
-            r#"notify_http_requests_total{method="POST",route="/v1/notifications",status="202"} "#
-        )),
+        bff.lines().any(|l| l
+            == r#"notify_http_requests_total{method="POST",route="/v1/notifications",status="202"} 1"#),
         "{bff}"
     );
     // Every channel × outcome of the configured providers is there from the start.

@@ -43,36 +43,57 @@ async fn outbox_times(
     .unwrap()
 }
 
+/// Brings notification `id`'s due row to 2 s from now on the database's clock (the time a
+/// test would otherwise wait for, without a margin deciding the outcome); the new due time.
+async fn due_in_two_seconds(stack: &Stack, id: &str) -> DateTime<Utc> {
+    sqlx::query_scalar(
+        "UPDATE outbox o SET available_at = clock_timestamp() + interval '2 seconds'
+         FROM deliveries d
+         WHERE o.headers ->> 'delivery-id' = d.id::text AND d.notification_id = $1::uuid
+         RETURNING o.available_at",
+    )
+    .bind(id)
+    .fetch_one(&stack.notify_pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_send_fires_at_send_at_and_not_before() {
     let stack = Stack::start(Options::default()).await.unwrap();
     let svc = stack.token(Role::Service, "billing");
-    let at = Utc::now() + chrono::Duration::seconds(2);
+    // An hour ahead: still scheduled when the answer comes, however slow the machine.
+    let at = Utc::now() + chrono::Duration::hours(1);
     let view = send(&stack, &svc, "sam@example.com", Some(at)).await;
     assert_eq!(view["status"], "scheduled");
     assert_eq!(view["deliveries"][0]["status"], "pending");
-    let mails = stack.smtp.wait_for(1, Duration::from_secs(30)).await;
-    assert_eq!(mails.len(), 1);
-    // Never early: the provider received it at or after send_at (one machine, one clock).
-    assert!(
-        mails[0].at >= at,
-        "sent {} ms early",
-        (at - mails[0].at).num_milliseconds()
-    );
-    // On time: the relay published it within 1 s of send_at (both instants the database's:
-    // what the scheduler controls, whatever the load on the rest of the pipeline).
-    let times = outbox_times(&stack, view["id"].as_str().unwrap()).await;
+    let id = view["id"].as_str().unwrap();
+    let times = outbox_times(&stack, id).await;
     assert_eq!(times.len(), 1);
-    let (due, published) = (times[0].0, times[0].1.expect("published"));
     assert_eq!(
-        due.timestamp_micros(),
+        times[0].0.timestamp_micros(),
         at.timestamp_micros(),
         "due at send_at"
     );
+    assert_eq!(times[0].1, None, "not published before it is due");
+    // The hour passes (but for 2 s): the scheduler must fire at the due time, not before.
+    let due = due_in_two_seconds(&stack, id).await;
+    let mails = stack.smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1);
+    // Never early: the provider received it at or after its due time (one machine, one clock).
+    assert!(
+        mails[0].at >= due,
+        "sent {} ms early",
+        (due - mails[0].at).num_milliseconds()
+    );
+    // And not forgotten: published after it was due (both instants the database's). How soon
+    // is the benchmark's to say; a bound here only guards against a relay that never looks.
+    let times = outbox_times(&stack, id).await;
+    let published = times[0].1.expect("published");
     let late = published - due;
     assert!(
-        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(1),
-        "published {} ms after send_at",
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(20),
+        "published {} ms after it was due",
         late.num_milliseconds()
     );
 }
@@ -82,7 +103,8 @@ async fn cancel_before_dispatch_stops_it_and_after_dispatch_is_409() {
     let stack = Stack::start(Options::default()).await.unwrap();
     let svc = stack.token(Role::Service, "billing");
 
-    let later_at = Utc::now() + chrono::Duration::seconds(2);
+    // An hour ahead: nothing is due while the cancel is on its way, however slow the machine.
+    let later_at = Utc::now() + chrono::Duration::hours(1);
     let later = send(&stack, &svc, "never@example.com", Some(later_at)).await;
     let path = format!("/v1/notifications/{}/cancel", later["id"].as_str().unwrap());
     let (status, view) = stack
@@ -144,17 +166,13 @@ async fn cancel_before_dispatch_stops_it_and_after_dispatch_is_409() {
         )
     );
 
-    // Its dispatch message is gone from the outbox, so nothing can publish it; and past its
-    // send_at (plus a relay round), nothing did.
+    // Its dispatch message is gone from the outbox, so nothing can ever publish it (the
+    // mechanism, rather than waiting an hour to see nothing happen).
     assert!(
         outbox_times(&stack, later["id"].as_str().unwrap())
             .await
             .is_empty()
     );
-    let past = (later_at + chrono::Duration::milliseconds(500) - Utc::now())
-        .to_std()
-        .unwrap_or_default();
-    tokio::time::sleep(past).await;
     let to: Vec<Vec<String>> = stack.smtp.mails().into_iter().map(|m| m.to).collect();
     assert_eq!(
         to,
@@ -168,22 +186,30 @@ async fn cancels_racing_the_relay_never_leave_a_delivery_both_sent_and_cancelled
     let stack = Stack::start(Options::default()).await.unwrap();
     let svc = stack.token(Role::Service, "billing");
     const N: usize = 100;
-    // Far enough ahead that all 100 are accepted before it, on a loaded machine too.
-    let at = Utc::now() + chrono::Duration::seconds(6);
+    // Accepted an hour ahead (however long accepting 100 takes), then all made due 3 s from
+    // now on the database's clock, together.
+    let hour = Utc::now() + chrono::Duration::hours(1);
     let ids: Vec<String> = futures::future::join_all((0..N).map(|i| {
         let (stack, svc) = (&stack, &svc);
         async move {
-            send(stack, svc, &format!("race{i}@example.com"), Some(at)).await["id"]
+            send(stack, svc, &format!("race{i}@example.com"), Some(hour)).await["id"]
                 .as_str()
                 .unwrap()
                 .to_owned()
         }
     }))
     .await;
-    assert!(
-        Utc::now() < at - chrono::Duration::milliseconds(300),
-        "accepting 100 notifications took more than 5.7 s"
-    );
+    let due: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "WITH due AS (SELECT clock_timestamp() + interval '3 seconds' AS at)
+         UPDATE outbox SET available_at = (SELECT at FROM due)
+         WHERE published_at IS NULL AND topic LIKE 'notify.dispatch.%'
+         RETURNING available_at",
+    )
+    .fetch_all(&stack.notify_pool)
+    .await
+    .unwrap();
+    assert_eq!(due.len(), N, "every dispatch waiting");
+    let at = due[0];
     // Every broker answers 600 ms late from now on: the relay holds the due rows' locks for
     // at least that long while it waits for Kafka's acknowledgement — a wide race window.
     for b in stack.kafka().broker_ids() {

@@ -58,7 +58,12 @@ async fn every_answer_conforms_to_the_openapi_document_and_none_is_a_server_erro
         (Role::User, user.as_str()),
     ] {
         let token = stack.token(role, sub);
-        let mut cmd = tokio::process::Command::new(&bin);
+        let out_path = std::env::temp_dir().join(format!(
+            "schemathesis-{}-{role:?}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let out_file = std::fs::File::create(&out_path).unwrap();
+        let mut cmd = std::process::Command::new(&bin);
         cmd.arg("run")
             .arg(format!("{base}/openapi.json"))
             .args(["--header", &format!("Authorization: Bearer {token}")])
@@ -73,16 +78,24 @@ async fn every_answer_conforms_to_the_openapi_document_and_none_is_a_server_erro
             .current_dir(std::env::temp_dir())
             .env("SCHEMATHESIS_TELEMETRY", "false")
             .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("schemathesis ({role:?}) did not finish in 300 s"))
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+            .stdout(out_file.try_clone().unwrap())
+            .stderr(out_file);
+        // Guarded: stopped if this test fails or is killed (it dies with this process too).
+        let mut child = devkit::process::Guarded::spawn("schemathesis", cmd).unwrap();
+        let status = tokio::task::spawn_blocking(move || {
+            let status = child.wait_timeout(Duration::from_secs(60));
+            drop(child);
+            status
+        })
+        .await
+        .unwrap();
+        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_path);
+        let status = status
+            .unwrap_or_else(|| panic!("schemathesis ({role:?}) did not finish in 60 s:\n{stdout}"));
         assert!(
-            out.status.success(),
-            "schemathesis with a {role:?} token found failures:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            status.success(),
+            "schemathesis with a {role:?} token found failures:\n{stdout}"
         );
         // It ran: a summary with generated cases, none failing.
         assert!(

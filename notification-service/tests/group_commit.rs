@@ -111,6 +111,42 @@ async fn concurrent_requests_commit_together_and_a_bad_one_fails_alone() {
     );
 }
 
+/// Concurrent good requests really share transactions: rows written by one transaction carry
+/// its id (`xmin`). Without group commit each would be a transaction of its own (a batch
+/// with a bad request falls back to one each, hence a test of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_transactions() {
+    let db = TestDatabase::create("group_commit_shared").await.unwrap();
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    notification_service::MIGRATOR.run(&pool).await.unwrap();
+    let intake = Intake::start(
+        pool.clone(),
+        &IntakeConfig {
+            writers: 1,
+            ..IntakeConfig::default()
+        },
+    );
+    let writes: Vec<_> = (0..40)
+        .map(|n| {
+            let intake = intake.clone();
+            tokio::spawn(async move { intake.write(planned(n, "shop")).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM notifications").await, 40);
+    let transactions = count(
+        &pool,
+        "SELECT count(DISTINCT xmin::text) FROM notifications",
+    )
+    .await;
+    assert!(
+        transactions < 40,
+        "40 concurrent requests took {transactions} transactions: nothing was grouped"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_group_commit_off_each_request_is_its_own_transaction() {
     let db = TestDatabase::create("group_commit_off").await.unwrap();
@@ -127,4 +163,22 @@ async fn with_group_commit_off_each_request_is_its_own_transaction() {
     assert!(intake.write(planned(2, "bad\u{0}")).await.is_err());
     assert_eq!(count(&pool, "SELECT count(*) FROM notifications").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 2);
+    // Concurrent requests each commit on their own.
+    let writes: Vec<_> = (10..20)
+        .map(|n| {
+            let intake = intake.clone();
+            tokio::spawn(async move { intake.write(planned(n, "shop")).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT xmin::text) FROM notifications"
+        )
+        .await,
+        11
+    );
 }

@@ -482,6 +482,16 @@ async fn concurrent_events_are_applied_together_each_with_its_own_outcome() {
         .await
         .unwrap();
     assert_eq!(recorded, 40 + 40 + 2);
+    // Applied together: rows one transaction wrote share its id (`xmin`). Applied one by one,
+    // the 82 attempts would be 82 transactions.
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM attempts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        transactions < 82,
+        "82 attempts in {transactions} transactions: nothing was applied together"
+    );
     assert_eq!(
         metric(&registry, "notify_repeater_duplicate_status_events_total"),
         1

@@ -152,12 +152,28 @@ async fn a_redriven_attempt_of_a_delivery_already_sent_is_reported_not_sent_agai
 
 #[tokio::test]
 async fn a_copy_arriving_mid_send_waits_for_the_first_instead_of_sending() {
-    let server = gateway(Duration::from_millis(500)).await;
+    // The gateway takes 3 s: the copy comes while the first send is surely still running.
+    let server = gateway(Duration::from_secs(3)).await;
     let keys = TestPrefix::local();
     let d = dispatcher(&server, &keys).await;
     let msg = message();
+    let claim = format!("{}dispatch:{}:1", keys.prefix(), msg.delivery_id);
+    let mut conn = devkit::redis::connect(keys.url()).await.unwrap();
     let (a, b) = tokio::join!(d.process(&msg), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The copy starts once the first holds the claim (a state, not a head start).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let taken: bool = redis::cmd("EXISTS")
+                .arg(&claim)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if taken {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no claim taken");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         d.process(&msg).await
     });
     let sent = a.unwrap();
@@ -280,24 +296,24 @@ async fn the_same_kafka_message_twice_is_sent_once_and_reported_twice() {
     assert_eq!(sends.len(), 1, "the gateway got one request");
 
     // The send is counted once, with its latency, on the worker's /metrics.
-    let metrics = reqwest::get(format!("http://{health}/metrics"))
+    let metrics = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{health}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains(
-            r#"notify_worker_sends_total{channel="sms",provider="sms_gateway",outcome="sent"} 1"#
-        ),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            r#"notify_worker_send_duration_seconds_count{channel="sms",provider="sms_gateway"} 1"#
-        ),
-        "{metrics}"
-    );
+    // Whole lines: `… 1` must not pass for `… 10`.
+    for line in [
+        r#"notify_worker_sends_total{channel="sms",provider="sms_gateway",outcome="sent"} 1"#,
+        r#"notify_worker_send_duration_seconds_count{channel="sms",provider="sms_gateway"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
     services.stop(Duration::from_secs(30)).await.unwrap();
 }
 
@@ -356,11 +372,7 @@ async fn a_send_whose_record_could_not_be_written_is_never_sent_again() {
     });
     // Once the claim is in Redis the send runs (3 s at the gateway): kill Redis then.
     let claim = format!("{}dispatch:{}:1", keys.prefix(), msg.delivery_id);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = devkit::redis::connect(&redis.url()).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let taken: bool = redis::cmd("EXISTS")

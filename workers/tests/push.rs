@@ -450,3 +450,46 @@ async fn a_token_endpoint_that_never_answers_fails_the_send_within_the_timeout()
         started.elapsed()
     );
 }
+
+/// The APNs provider token is signed once and reused until it is due (Apple refuses tokens
+/// renewed more than once in 20 minutes, and older than an hour): the same token within
+/// `token_refresh_secs`, a new one (a later `iat`) after it, and a new one at once after Apple
+/// called it expired.
+#[test]
+fn the_apns_provider_token_is_reused_then_renewed() {
+    use workers::apns::ProviderToken;
+    let token = ProviderToken::new(
+        EC_PRIVATE.as_bytes(),
+        "KEY1234567",
+        "TEAM123456",
+        Duration::from_secs(3000),
+    )
+    .unwrap();
+    let iat = |t: &str| {
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        jsonwebtoken::decode::<serde_json::Value>(
+            t,
+            &jsonwebtoken::DecodingKey::from_ec_pem(EC_PUBLIC.as_bytes()).unwrap(),
+            &v,
+        )
+        .unwrap()
+        .claims["iat"]
+            .as_i64()
+            .unwrap()
+    };
+    let t0 = 1_700_000_000;
+    let first = token.get(t0).unwrap();
+    assert_eq!(token.get(t0 + 2999).unwrap(), first, "reused while fresh");
+    let renewed = token.get(t0 + 3000).unwrap();
+    assert_ne!(renewed, first);
+    assert_eq!(iat(&renewed), t0 + 3000);
+    token.reset();
+    let after_reset = token.get(t0 + 3001).unwrap();
+    assert_eq!(
+        iat(&after_reset),
+        t0 + 3001,
+        "a refused token is not reused"
+    );
+}

@@ -466,6 +466,78 @@ mod tests {
         assert_eq!(again.status(), StatusCode::OK);
     }
 
+    /// A handler that panics answers a 500 problem+json (logged once), not a dropped
+    /// connection — which the bff would report as "unavailable, retry".
+    #[tokio::test]
+    async fn a_panic_is_a_500_problem() {
+        use tower::ServiceExt;
+        let router = Router::new().route(
+            "/boom",
+            axum::routing::get(|| async {
+                if true {
+                    panic!("a bug");
+                }
+                "never"
+            }),
+        );
+        let app = with_edge_layers(router, &HttpConfig::default(), &Registry::default());
+        let resp = app
+            .oneshot(
+                axum::http::Request::get("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["type"], "internal", "{problem}");
+        assert!(
+            !problem.to_string().contains("a bug"),
+            "nothing of the panic shows: {problem}"
+        );
+    }
+
+    /// `/readyz` answers 503 until every Kafka consumer of the instance has joined its group
+    /// (a load balancer must not send traffic a consumer cannot yet take), then 200.
+    #[tokio::test]
+    async fn readiness_waits_for_every_consumer_to_join() {
+        use tower::ServiceExt;
+        #[derive(Clone, axum::extract::FromRef)]
+        struct State {
+            pool: sqlx::PgPool,
+            membership: crate::kafka::Membership,
+        }
+        let pool = crate::db::connect_lazy(&crate::db::DatabaseConfig::new(
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        ))
+        .unwrap();
+        let membership = crate::kafka::Membership::default();
+        let joined = membership.track("notification-service.events");
+        let app = health().with_state(State {
+            pool,
+            membership: membership.clone(),
+        });
+        let ready = |app: Router| async move {
+            app.oneshot(
+                axum::http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+        };
+        assert_eq!(ready(app.clone()).await, StatusCode::SERVICE_UNAVAILABLE);
+        joined.set();
+        assert_eq!(ready(app).await, StatusCode::OK);
+    }
+
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]
     struct Body {

@@ -126,7 +126,7 @@ pub struct Joined {
 }
 
 impl Joined {
-    fn set(&self) {
+    pub(crate) fn set(&self) {
         let mut groups = self.membership.0.lock().expect("membership lock poisoned");
         if let Some(joined) = groups.get_mut(&self.group)
             && !*joined

@@ -171,3 +171,16 @@ impl Drop for RedisServer {
         }
     }
 }
+
+/// A connection to the Redis at `url` for a test to look at keys, with bounded waits: the
+/// connection and every command give up after 10 s (a hung Redis fails the test with this
+/// message instead of hanging it).
+pub async fn connect(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(std::time::Duration::from_secs(10))
+        .set_response_timeout(std::time::Duration::from_secs(10));
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .with_context(|| format!("connecting to Redis at {url} (10 s at most)"))
+}

@@ -201,33 +201,35 @@ fn up_serves_the_whole_path_and_ctrl_c_stops_everything() {
     // The load tool against this stack: every accepted notification accounted as sent, the
     // report written.
     let out = dir.join("load");
-    let load = Command::new(&bin)
-        .args([
-            "load",
-            "--scenario",
-            "e2e",
-            "--channel",
-            "webhook",
-            "--rate",
-            "20",
-            "--duration-secs",
-            "3",
-            "--settle-secs",
-            "60",
-        ])
-        .arg("--stack")
-        .arg(dir.join("stack.json"))
-        .arg("--out")
-        .arg(&out)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&load.stdout),
-        String::from_utf8_lossy(&load.stderr)
-    );
-    assert!(load.status.success(), "{said}");
+    let log_path = dir.join("load.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut load = Command::new(&bin);
+    load.args([
+        "load",
+        "--scenario",
+        "e2e",
+        "--channel",
+        "webhook",
+        "--rate",
+        "20",
+        "--duration-secs",
+        "3",
+        "--settle-secs",
+        "60",
+    ])
+    .arg("--stack")
+    .arg(dir.join("stack.json"))
+    .arg("--out")
+    .arg(&out)
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log);
+    // Guarded and bounded: stopped if this test fails, given up on long before nextest's kill.
+    let mut load = devkit::process::Guarded::spawn("notifyctl load", load).unwrap();
+    let status = load.wait_timeout(Duration::from_secs(45));
+    let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("notifyctl load did not end in 45 s:\n{said}"));
+    assert!(status.success(), "{said}");
     let result: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("e2e-webhook.json")).unwrap()).unwrap();
     assert_eq!(result["accepted"], 60, "{said}");
