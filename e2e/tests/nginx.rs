@@ -176,6 +176,17 @@ async fn nginx_refuses_oversized_bodies_and_floods_from_one_address_as_problem_j
         (Some("payload_too_large"), Some("too-big-1"))
     );
 
+    // TRACE: nginx refuses it itself, saying what is allowed (a 405 must carry `Allow`).
+    let trace = stack
+        .http
+        .request(Method::TRACE, format!("{}/v1/notifications", stack.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trace.status(), 405);
+    assert_eq!(trace.headers()["allow"], "GET, HEAD, POST, PUT, DELETE");
+    assert_eq!(trace.headers()["content-type"], "application/problem+json");
+
     // A flood from one address: the burst passes, the rest is 429 problem+json with
     // Retry-After — before any bff sees it.
     let healthz_before = bff_answered(&stack, stack.bffs[0].metrics_addr, "/healthz").await;

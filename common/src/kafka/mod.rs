@@ -52,9 +52,19 @@ impl KafkaConfig {
         format!("{}{name}", self.topic_prefix)
     }
 
+    /// What every client shares (decision 0002, "Timeouts"): a request a broker does not
+    /// answer is given up on after 10 s (`socket.timeout.ms`, librdkafka's default 60 s, and
+    /// never more than the remaining `message.timeout.ms` for a produce: 30 s) — a broker that
+    /// dies without closing its connections would otherwise hold every produce in flight to it
+    /// that long, and the relay, which waits for its batch's acknowledgements, with them: `make
+    /// chaos` saw sending stop for 30 s at every broker outage. With idempotence a retried
+    /// produce is never written twice. And a broker that comes back is reconnected to within a
+    /// second (`reconnect.backoff.max.ms`, default 10 s).
     fn base(&self) -> ClientConfig {
         let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &self.bootstrap_servers);
+        cfg.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("socket.timeout.ms", "10000")
+            .set("reconnect.backoff.max.ms", "1000");
         cfg
     }
 
