@@ -46,7 +46,7 @@ async fn old_rows_go_a_bounded_batch_at_a_time_and_young_ones_stay() {
     let bounded = RetentionConfig {
         batch_size: 100,
         max_batches_per_round: 2,
-        ..settings.purge()
+        ..settings.purge.clone()
     };
     // One round deletes at most 2 × 100 of a table.
     let done = purge_round(&pool, &settings.rules(), &bounded)

@@ -101,7 +101,7 @@ pub async fn run(
     let _retention = common::retention::spawn(
         pool.clone(),
         cfg.retention.rules(),
-        cfg.retention.purge(),
+        cfg.retention.purge.clone(),
         &registry,
         shutdown.clone(),
     );

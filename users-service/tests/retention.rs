@@ -38,7 +38,7 @@ async fn old_update_ids_and_expired_codes_are_deleted_and_young_ones_stay() {
     .await
     .unwrap();
     let settings = RetentionSettings::default();
-    let mut cfg = settings.purge();
+    let mut cfg = settings.purge.clone();
     cfg.batch_size = 50;
     cfg.max_batches_per_round = 2;
     let done = purge_round(&pool, &settings.rules(), &cfg).await.unwrap();

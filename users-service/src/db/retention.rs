@@ -6,14 +6,12 @@ use std::time::Duration;
 use common::retention::{RetentionConfig, Rule};
 use serde::Deserialize;
 
-/// `[retention]`: how often and how much (`common::retention`), and each table's age limit.
+/// `[retention]`: each table's age limit, and how often and how much is purged
+/// (`[retention.purge]`, `common::retention`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RetentionSettings {
-    pub enabled: bool,
-    pub interval_secs: u64,
-    pub batch_size: i64,
-    pub max_batches_per_round: u32,
+    pub purge: RetentionConfig,
     /// The bot's update ids are kept this long to take each once (Telegram gives up retrying a
     /// webhook after a day).
     pub telegram_updates_secs: u64,
@@ -23,12 +21,8 @@ pub struct RetentionSettings {
 
 impl Default for RetentionSettings {
     fn default() -> Self {
-        let purge = RetentionConfig::default();
         Self {
-            enabled: purge.enabled,
-            interval_secs: purge.interval_secs,
-            batch_size: purge.batch_size,
-            max_batches_per_round: purge.max_batches_per_round,
+            purge: RetentionConfig::default(),
             telegram_updates_secs: 2 * 86_400,
             telegram_link_codes_secs: 86_400,
         }
@@ -36,15 +30,6 @@ impl Default for RetentionSettings {
 }
 
 impl RetentionSettings {
-    pub fn purge(&self) -> RetentionConfig {
-        RetentionConfig {
-            enabled: self.enabled,
-            interval_secs: self.interval_secs,
-            batch_size: self.batch_size,
-            max_batches_per_round: self.max_batches_per_round,
-        }
-    }
-
     /// The rules for these settings.
     pub fn rules(&self) -> Vec<Rule> {
         let secs = Duration::from_secs;
