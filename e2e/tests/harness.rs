@@ -105,8 +105,8 @@ fn a_failing_test_ends_within_seconds_and_leaves_nothing_behind() {
         .stderr(out);
     let mut child = Guarded::spawn("the failing test", cmd).unwrap();
     let status = child
-        .wait_timeout(Duration::from_secs(150))
-        .expect("the failing test did not end within 150 s");
+        .wait_timeout(Duration::from_secs(90))
+        .expect("the failing test did not end within 90 s");
     let exited_at = now_ms();
     let log = std::fs::read_to_string(&output).unwrap_or_default();
     assert!(!status.success(), "the test was meant to fail:\n{log}");

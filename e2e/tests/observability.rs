@@ -186,7 +186,9 @@ async fn every_metric_a_dashboard_or_alert_reads_is_exported() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let repeater = stack.metrics(Service::Repeater).await.unwrap();
-        if repeater.contains("notify_repeater_dispatch_lag_messages{") {
+        if repeater.contains("notify_repeater_dispatch_lag_messages{")
+            && repeater.contains("notify_repeater_status_lag_messages{")
+        {
             break;
         }
         assert!(

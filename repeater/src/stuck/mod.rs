@@ -213,6 +213,20 @@ impl StuckScan {
         // end, then the repeater's progress on it.
         let db_time = common::db::clock(&self.pool).await?;
         let dispatch = self.dispatch_positions().await?;
+        let status = self
+            .positions(REPEATER_GROUP, vec![STATUS_TOPIC.to_owned()])
+            .await?;
+        // Both lag gauges are set together, with no wait between them, status first: a reader
+        // who sees a scan's dispatch lag sees its status lag too.
+        for p in &status {
+            let lag = (p.high - p.committed.max(p.low)).max(0);
+            self.metrics
+                .status_lag
+                .get_or_create(&metrics::PartitionLabel {
+                    partition: p.partition,
+                })
+                .set(lag);
+        }
         let mut dispatch_lag: HashMap<&str, i64> = HashMap::new();
         for p in &dispatch {
             *dispatch_lag.entry(p.topic.as_str()).or_default() +=
@@ -223,18 +237,6 @@ impl StuckScan {
                 .dispatch_lag
                 .get_or_create(&metrics::TopicLabel {
                     topic: topic.to_owned(),
-                })
-                .set(lag);
-        }
-        let status = self
-            .positions(REPEATER_GROUP, vec![STATUS_TOPIC.to_owned()])
-            .await?;
-        for p in &status {
-            let lag = (p.high - p.committed.max(p.low)).max(0);
-            self.metrics
-                .status_lag
-                .get_or_create(&metrics::PartitionLabel {
-                    partition: p.partition,
                 })
                 .set(lag);
         }

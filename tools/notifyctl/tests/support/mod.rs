@@ -138,7 +138,8 @@ pub fn up(args: &[&str], env: &[(&str, &str)]) -> Up {
 
 /// Waits for `notifyctl up`'s stack file, failing at once if the launcher exits.
 fn wait_for_stack(up: &mut Guarded, dir: &Path) -> StackFile {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Inside nextest's 120 s kill, so this test's own message is what a failure shows.
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(s) = StackFile::read(&dir.join("stack.json")) {
             return s;
@@ -149,7 +150,7 @@ fn wait_for_stack(up: &mut Guarded, dir: &Path) -> StackFile {
         }
         assert!(
             Instant::now() < deadline,
-            "no stack.json after 120 s; see {}/logs",
+            "no stack.json after 90 s; see {}/logs",
             dir.display()
         );
         std::thread::sleep(Duration::from_millis(200));
