@@ -76,10 +76,11 @@ pub struct RedriveView {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
-    /// `30s`, `15m`, `1h`, `7d` (default `1h`, at most `31d`).
+    /// `30s`, `15m`, `1h`, `7d` (default `1h`; 1 s to 31 days, no leading zero).
     pub window: Option<String>,
-    /// With it, `series` holds the counts per bucket of this length (`1m`, `5m`, `1h`…; at
-    /// most 500 buckets in the window).
+    /// With it, `series` holds the counts per bucket of this length (`1m`, `5m`, `1h`…;
+    /// widened to at most 500 buckets in the window, narrowed to the window: `bucket_secs`
+    /// says which length was used).
     pub bucket: Option<String>,
 }
 
@@ -87,6 +88,10 @@ pub struct StatsQuery {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     pub window_secs: i64,
+    /// With `bucket`: the bucket length used — the one asked for, widened to at most 500
+    /// buckets in the window and narrowed to the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_secs: Option<i64>,
     /// `{channel: {status: count}}` of deliveries created in the window.
     #[schema(example = json!({"email": {"sent": 120, "dead": 2}}))]
     pub counts: BTreeMap<String, BTreeMap<String, i64>>,
@@ -286,7 +291,13 @@ pub struct TemplateView {
 /// `POST /v1/admin/template-preview`: one variant rendered with data; nothing is stored.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = TemplatePreviewRequest)]
+#[schema(
+    as = TemplatePreviewRequest,
+    example = json!({
+        "variant": { "subject": "Your invoice {{ number }}", "text": "Invoice {{ number }} is ready." },
+        "data": { "number": 42 }
+    })
+)]
 pub struct PreviewBody {
     pub variant: TemplateVariant,
     /// The variables, as a notification's `data` carries them; `{}` when absent.

@@ -9,6 +9,7 @@
 //! - [`notifications`]: sending, reading and cancelling notifications, a user's history;
 //! - [`admin`]: admin searches, stats, dead letters, templates;
 //! - [`users`]: registration, contacts, preferences, devices, `GET /v1/me`;
+//! - [`rules`]: what the services enforce beyond the shapes, added to the OpenAPI document;
 //! - [`profiles`]: users-service's internal contract with notification-service (delivery
 //!   profiles, with the rule "may this user get this category on this channel").
 
@@ -31,4 +32,5 @@ pub(crate) use page;
 pub mod admin;
 pub mod notifications;
 pub mod profiles;
+pub mod rules;
 pub mod users;

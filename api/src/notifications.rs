@@ -22,7 +22,8 @@ pub struct SendBody {
     pub category: String,
     #[serde(default)]
     pub priority: Priority,
-    /// Only these channels (default: every channel the user's preferences allow).
+    /// Only these channels for `user_id` recipients (default: every channel the user's
+    /// preferences allow); a recipient given by address is reached on its own channel.
     #[schema(example = json!(["email"]), min_items = 1)]
     pub channels: Option<Vec<String>>,
     /// A template name (instead of `content`).

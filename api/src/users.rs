@@ -44,7 +44,8 @@ pub struct ContactsBody {
     #[schema(example = "+4930123456")]
     pub phone: Option<String>,
     /// The chat linked through the bot (`POST /v1/me/telegram/link`): send it back to keep
-    /// it, null or absent to unlink. Any other chat id is refused (422): a chat is claimed
+    /// it, null or absent to unlink. Any other chat id is refused (409
+    /// `telegram_chat_not_linked`): a chat is claimed
     /// only by proving it holds the link code.
     #[schema(pattern = "^-?[0-9]{1,31}$")]
     pub telegram_chat_id: Option<String>,
@@ -83,7 +84,7 @@ pub struct QuietHoursBody {
     /// `HH:MM`, 24 h.
     #[schema(example = "22:00")]
     pub start: String,
-    /// `HH:MM`, 24 h.
+    /// `HH:MM`, 24 h; the same as `start` is an empty window (never quiet).
     #[schema(example = "07:00")]
     pub end: String,
     /// An IANA zone.

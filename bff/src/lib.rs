@@ -46,7 +46,7 @@ pub fn router(state: AppState, cfg: &Config, registry: &common::metrics::Registr
     let api = routes::router()
         .merge(session::router())
         .with_state(state.clone())
-        .merge(openapi::docs_router(openapi::document()))
+        .merge(openapi::docs_router(openapi::served()))
         .merge(web::router())
         .layer(axum::middleware::from_fn(session::cookie_to_bearer));
     let rest = common::http::with_edge_layers(api, &cfg.http, registry);

@@ -307,8 +307,16 @@ pub fn document_problems(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The document as served: [`document`] with the rules of [`api::rules`] the derive cannot
+/// state (exactly one recipient kind, closed sets, cursor forms, no NUL).
+pub fn served() -> serde_json::Value {
+    let mut doc = serde_json::to_value(document()).expect("the document serialises");
+    api::rules::refine(&mut doc);
+    doc
+}
+
 /// `/openapi.json` (the Redoc page at `/docs` that renders it is [`crate::web`]'s).
-pub fn docs_router(doc: utoipa::openapi::OpenApi) -> Router {
+pub fn docs_router(doc: serde_json::Value) -> Router {
     let doc = Arc::new(doc);
     Router::new().route(
         "/openapi.json",

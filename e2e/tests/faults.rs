@@ -1,7 +1,11 @@
 //! The delivery guarantee under infrastructure faults:
 //!
 //! * a Kafka broker goes down while notifications are being published and consumed: every one
-//!   is still delivered, once — the idempotent producer's retries add no duplicate to the log;
+//!   is still delivered, once;
+//! * the brokers answer a produce only after the client gave up on it (it was written, the
+//!   answer came too late): the retry is recognised by the idempotent producer's sequence
+//!   numbers and the log holds each message once (with `enable.idempotence=false` this test
+//!   finds the dispatches twice);
 //! * Redis goes down: requests are still accepted (rate limits fail open, idempotency and
 //!   profiles fall back to Postgres and users-service), but no worker sends without its
 //!   duplicate-send claim — the message waits in Kafka, visibly, and goes out once Redis is
@@ -116,6 +120,72 @@ async fn a_broker_going_down_mid_stream_loses_and_duplicates_nothing() {
         .await,
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_answered_after_the_client_gave_up_is_retried_and_written_once() {
+    // Every client gives up on an unanswered request after 2 s here (10 s in production).
+    let stack = Stack::start(Options {
+        welcome: false,
+        kafka_properties: [("socket.timeout.ms".to_owned(), "2000".to_owned())].into(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let body = |i: usize| {
+        json!({ "recipients": [{ "email": format!("late{i}@example.com") }], "category": "news",
+                "content": { "text": format!("message {i}") } })
+    };
+    // One sent first: every producer has its id and its connections.
+    let first = send(&stack, &svc, body(0)).await;
+    stack
+        .wait_settled(first["id"].as_str().unwrap(), &svc, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Every broker now answers 6 s late: each produce is appended on arrival, the producer
+    // gives up on its answer after 2 s (found by a scan once a second), drops the connection
+    // and sends it again.
+    let brokers = stack.kafka().broker_ids();
+    for id in brokers.clone() {
+        stack
+            .kafka()
+            .set_round_trip_time(id, Duration::from_secs(6))
+            .unwrap();
+    }
+    eprintln!("DBG rtt set {:?}", std::time::SystemTime::now());
+    const N: usize = 5;
+    let mut ids = vec![first["id"].as_str().unwrap().to_owned()];
+    for i in 1..=N {
+        ids.push(send(&stack, &svc, body(i)).await["id"].as_str().unwrap().to_owned());
+    }
+    // The relay publishes within moments of each commit; once the first answers were given
+    // up on, the brokers are quick again and the retries are answered. (Quick earlier, a
+    // late answer would be flushed before its timeout by the next request on its connection.)
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in brokers {
+        stack
+            .kafka()
+            .set_round_trip_time(id, Duration::ZERO)
+            .unwrap();
+    }
+    for id in &ids {
+        let view = stack
+            .wait_settled(id, &svc, Duration::from_secs(60))
+            .await
+            .unwrap();
+        eprintln!("DBG settled {id} {:?}", std::time::SystemTime::now());
+        assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+    }
+    eprintln!("DBG {}", messages(&stack, "notify.dispatch.email.bulk").await);
+    assert_eq!(stack.smtp.mails().len(), N + 1, "each mailed once");
+    // The log holds each dispatch and each status once.
+    assert_eq!(
+        messages(&stack, "notify.dispatch.email.bulk").await,
+        (N + 1) as i64
+    );
+    assert_eq!(messages(&stack, "notify.status").await, (N + 1) as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,7 +270,7 @@ async fn a_chat_is_claimed_only_through_the_link_flow_and_has_one_user() {
     );
     let chat = CHAT.to_string();
 
-    // Another user names the owner's chat (or any chat) as theirs: 422, nothing changes.
+    // Another user names the owner's chat (or any chat) as theirs: 409, nothing changes.
     let intruder = stack.register_user("intruder@example.test").await.unwrap();
     let intruder_token = stack.token(Role::User, &intruder.to_string());
     for claimed in [chat.as_str(), "777"] {
@@ -283,11 +283,8 @@ async fn a_chat_is_claimed_only_through_the_link_flow_and_has_one_user() {
             )
             .await
             .unwrap();
-        assert_eq!(status, 422, "{problem}");
-        assert_eq!(
-            problem["errors"][0]["field"], "telegram_chat_id",
-            "{problem}"
-        );
+        assert_eq!(status, 409, "{problem}");
+        assert_eq!(problem["type"], "telegram_chat_not_linked", "{problem}");
     }
     assert!(me(&stack, &intruder_token).await["contacts"]["telegram_chat_id"].is_null());
     let holders: Vec<uuid::Uuid> =

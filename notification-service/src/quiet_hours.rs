@@ -35,7 +35,10 @@ pub fn quiet_until(q: &QuietHours, now: DateTime<Utc>) -> Option<DateTime<Utc>> 
     let (start, end) = (clock(&q.start)?, clock(&q.end)?);
     let local = now.with_timezone(&tz).naive_local();
     let (date, t) = (local.date(), local.time());
-    let end_date = if start < end {
+    let end_date = if start == end {
+        // An empty window: never quiet.
+        return None;
+    } else if start < end {
         (start <= t && t < end).then_some(date)?
     } else if t >= start {
         date.succ_opt()?
@@ -61,6 +64,14 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_same_start_and_end_is_never_quiet() {
+        let empty = q("22:00", "22:00", "UTC");
+        for at in ["2026-01-10T21:59:00Z", "2026-01-10T22:00:00Z", "2026-01-10T03:00:00Z"] {
+            assert_eq!(quiet_until(&empty, utc(at)), None, "{at}");
+        }
     }
 
     #[test]

@@ -99,11 +99,11 @@ pub fn render(v: &Variant, data: &serde_json::Value) -> Result<Content, RenderEr
     if content
         .subject
         .as_ref()
-        .is_some_and(|s| s.len() > crate::request::MAX_SUBJECT_BYTES)
+        .is_some_and(|s| s.chars().count() > crate::request::MAX_SUBJECT_CHARS)
     {
         return Err(RenderError::Template(format!(
-            "the rendered subject is longer than {} bytes",
-            crate::request::MAX_SUBJECT_BYTES
+            "the rendered subject is longer than {} characters",
+            crate::request::MAX_SUBJECT_CHARS
         )));
     }
     Ok(content)

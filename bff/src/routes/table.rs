@@ -31,12 +31,13 @@ const SERVICE_OR_ADMIN: &[Role] = &[Role::Service, Role::Admin];
 
 /// Admin searches: filters with timestamps, addresses and cursors.
 const ADMIN_QUERY: QueryRule = QueryRule {
-    extra: b"=&-_%.@+:",
-    max_len: 1024,
+    extra: b"=&-_%.@+:~",
+    // Every filter at its longest, percent-encoded (up to 12 bytes a character), fits.
+    max_len: 6144,
 };
 /// A user's history: a limit and a cursor.
 const PAGE_QUERY: QueryRule = QueryRule {
-    extra: b"=&-_%.",
+    extra: b"=&-_%.~",
     max_len: 512,
 };
 
@@ -225,9 +226,15 @@ pub static ROUTES: [Route; 33] = [
             "me",
             "Replace the contact set (absent fields are cleared)\n\n`telegram_chat_id` keeps \
              (the linked chat sent back) or drops (null) the chat linked through the bot; any \
-             other chat id is refused (422): a chat is linked only with `POST \
-             /v1/me/telegram/link`.",
-            &[ok(200, "The contacts", schema::<api::profiles::Contacts>)],
+             other chat id is refused (409 `telegram_chat_not_linked`): a chat is linked only \
+             with `POST /v1/me/telegram/link`.",
+            &[
+                ok(200, "The contacts", schema::<api::profiles::Contacts>),
+                problem(
+                    409,
+                    "`telegram_chat_not_linked`: not the chat this user linked through the bot",
+                ),
+            ],
         )
     },
     route(

@@ -239,22 +239,9 @@ async fn dead_letters_are_filtered_and_redriven_by_time_of_death() {
     };
     assert_eq!(list(format!("?since={t}")).await, vec![dead[1].clone()]);
     assert_eq!(list(format!("?until={t}")).await, vec![dead[0].clone()]);
-    // An empty or reversed range is refused, naming `until`.
+    // An empty or reversed range is empty (a range the document allows is never refused).
     for until in [t.clone(), "2000-01-01T00:00:00Z".to_owned()] {
-        let (status, problem) = stack
-            .call(
-                Method::GET,
-                &format!("/v1/admin/dead-letters?since={t}&until={until}"),
-                Some(&admin),
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            (status, problem["errors"][0]["field"].as_str()),
-            (422, Some("until")),
-            "{problem}"
-        );
+        assert!(list(format!("?since={t}&until={until}")).await.is_empty());
     }
     let (status, _) = stack
         .call(

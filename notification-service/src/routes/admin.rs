@@ -38,6 +38,9 @@ pub(crate) fn cursor_of(at: DateTime<Utc>, id: Uuid) -> String {
 }
 
 pub(crate) fn parse_cursor(c: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    if !api::rules::PAGE_CURSOR.is_match(c) {
+        return None;
+    }
     let (micros, id) = c.split_once('_')?;
     Some((
         DateTime::from_timestamp_micros(micros.parse().ok()?)?,
@@ -108,6 +111,24 @@ pub(crate) async fn search(
             "is not a channel",
         ));
     }
+    if q.category
+        .as_deref()
+        .is_some_and(|c| common::address::parse_name(c).is_err())
+    {
+        errors.push(common::problem::FieldError::new(
+            "category",
+            common::address::NAME_RULE,
+        ));
+    }
+    if q.recipient
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > api::rules::MAX_ADDRESS_CHARS)
+    {
+        errors.push(common::problem::FieldError::new(
+            "recipient",
+            "must be at most 320 characters",
+        ));
+    }
     let (limit, cursor) = page_args(q.limit, q.cursor.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
@@ -155,6 +176,9 @@ fn feed_cursor((at, id, attempt): crate::db::admin::FeedPosition) -> String {
 }
 
 fn parse_feed_cursor(c: &str) -> Option<crate::db::admin::FeedPosition> {
+    if !api::rules::FEED_CURSOR.is_match(c) {
+        return None;
+    }
     let mut parts = c.splitn(3, '_');
     let at =
         DateTime::from_timestamp_micros(parts.next()?.parse().ok()?).filter(in_database_range)?;
@@ -197,12 +221,6 @@ async fn attempts(
             "must be between the years 1 and 9999",
         ));
     }
-    if cursor.is_some() && q.since.is_some() {
-        errors.push(common::problem::FieldError::new(
-            "since",
-            "give either `since` or `cursor`",
-        ));
-    }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -210,7 +228,9 @@ async fn attempts(
     // A start position sorts before every attempt recorded at that instant (no delivery has
     // the nil id).
     let after = match (after, q.since) {
-        (Some(after), _) => after,
+        // Both: whichever is later.
+        (Some(after), Some(since)) => after.max((since, Uuid::nil(), 0)),
+        (Some(after), None) => after,
         (None, Some(since)) => (since, Uuid::nil(), 0),
         (None, None) => (
             crate::db::admin::feed_start(&mut conn, FEED_SETTLE).await?,
@@ -228,7 +248,11 @@ async fn attempts(
     }))
 }
 
+/// A length of time as [`api::rules::DURATION`] says it: 1 s to 31 days.
 fn parse_window(w: &str) -> Option<i64> {
+    if !api::rules::DURATION.is_match(w) {
+        return None;
+    }
     let unit = w.chars().last()?;
     let n: i64 = w[..w.len() - unit.len_utf8()]
         .parse()
@@ -253,18 +277,16 @@ async fn stats(
     let window_secs = parse_window(q.window.as_deref().unwrap_or("1h")).ok_or_else(|| {
         ApiError::invalid_field("window", "must be like 30s, 15m, 1h or 7d (at most 31d)")
     })?;
+    // At most 500 buckets and none longer than the window: a bucket outside that is widened
+    // or narrowed to fit, and the answer says which length was used.
     let bucket_secs = match q.bucket.as_deref() {
         None => None,
         Some(b) => Some(
             parse_window(b)
-                .filter(|&b| b <= window_secs && window_secs / b <= 500)
                 .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "bucket",
-                        "must be like 1m, 5m or 1h, no longer than the window and at most 500 \
-                         of them in it",
-                    )
-                })?,
+                    ApiError::invalid_field("bucket", "must be like 1m, 5m or 1h (at most 31d)")
+                })?
+                .clamp((window_secs + 499) / 500, window_secs),
         ),
     };
     let mut conn = state.pool.acquire().await?;
@@ -276,6 +298,7 @@ async fn stats(
     };
     Ok(Json(Stats {
         window_secs,
+        bucket_secs,
         counts,
         latency_ms,
         series,
@@ -300,6 +323,9 @@ async fn skipped_events(
     }
     let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
     let before = cursor.and_then(|c| {
+        if !api::rules::SKIPPED_CURSOR.is_match(c) {
+            return None;
+        }
         let (micros, id) = c.split_once('_')?;
         Some((
             DateTime::from_timestamp_micros(micros.parse().ok()?).filter(in_database_range)?,

@@ -63,14 +63,7 @@ fn check(filter: &DeadLetterFilter, prefix: &str, errors: &mut Vec<FieldError>) 
             ));
         }
     }
-    if let (Some(s), Some(u)) = (filter.since, filter.until)
-        && s >= u
-    {
-        errors.push(FieldError::new(
-            format!("{prefix}until"),
-            "must be after `since`",
-        ));
-    }
+    // `until` at or before `since` is an empty range: it matches no dead letter.
 }
 
 async fn list(

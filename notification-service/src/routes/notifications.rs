@@ -221,7 +221,9 @@ async fn deliveries(
         ));
     }
     let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
-    let after = cursor.and_then(|c| Uuid::parse_str(c).ok());
+    let after = cursor
+        .filter(|c| api::rules::DELIVERY_CURSOR.is_match(c))
+        .and_then(|c| Uuid::parse_str(c).ok());
     if cursor.is_some() && after.is_none() {
         errors.push(FieldError::new(
             "cursor",

@@ -41,6 +41,12 @@ async fn list(
     {
         errors.push(FieldError::new("channel", "is not a channel"));
     }
+    if q.address
+        .as_deref()
+        .is_some_and(|a| a.chars().count() > api::rules::MAX_ADDRESS_CHARS)
+    {
+        errors.push(FieldError::new("address", "must be at most 320 characters"));
+    }
     let (limit, cursor) = page_args(q.limit, q.cursor.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));

@@ -14,7 +14,7 @@ pub fn parse_timezone(raw: &str) -> Result<String, String> {
 pub fn parse_clock(raw: &str) -> Result<chrono::NaiveTime, String> {
     let bad = || format!("`{raw}` is not a time of day (HH:MM, 00:00 to 23:59)");
     let (h, m) = raw.split_once(':').ok_or_else(bad)?;
-    if h.len() != 2 || m.len() != 2 {
+    if !api::rules::CLOCK.is_match(raw) {
         return Err(bad());
     }
     let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);

@@ -133,11 +133,12 @@ async fn put_contacts(
     // null), never replaced by one the user names: that would claim someone else's chat.
     let linked = db::contacts(&mut tx, id).await?.telegram_chat_id;
     if contacts.telegram_chat_id.is_some() && contacts.telegram_chat_id != linked {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "telegram_chat_id",
+        // 409: the id is well formed; it conflicts with the chat this user has linked.
+        return Err(ApiError::conflict(
+            "telegram_chat_not_linked",
             "a Telegram chat is linked only through the bot: POST /v1/me/telegram/link, then send \
              the code to the bot (send the linked chat id back, or null to unlink)",
-        )]));
+        ));
     }
     db::replace_contacts(&mut tx, id, &contacts).await?;
     changed(&mut tx, id).await?;
@@ -206,18 +207,15 @@ fn validate_preferences(body: PreferencesBody) -> Result<(Preferences, Option<St
             ));
         }
         let quiet_hours = body.quiet_hours.and_then(|q| {
-            let start = parse_clock(&q.start)
-                .map_err(|m| errors.push(FieldError::new("quiet_hours.start", m)))
-                .ok();
-            let end = parse_clock(&q.end)
-                .map_err(|m| errors.push(FieldError::new("quiet_hours.end", m)))
-                .ok();
+            if let Err(m) = parse_clock(&q.start) {
+                errors.push(FieldError::new("quiet_hours.start", m));
+            }
+            if let Err(m) = parse_clock(&q.end) {
+                errors.push(FieldError::new("quiet_hours.end", m));
+            }
             let tz = parse_timezone(&q.timezone)
                 .map_err(|m| errors.push(FieldError::new("quiet_hours.timezone", m)))
                 .ok();
-            if start.is_some() && start == end {
-                errors.push(FieldError::new("quiet_hours.end", "must differ from start"));
-            }
             Some(QuietHours {
                 start: q.start,
                 end: q.end,
