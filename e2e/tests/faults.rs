@@ -3,9 +3,12 @@
 //! * a Kafka broker goes down while notifications are being published and consumed: every one
 //!   is still delivered, once;
 //! * the brokers answer a produce only after the client gave up on it (it was written, the
-//!   answer came too late): the retry is recognised by the idempotent producer's sequence
-//!   numbers and the log holds each message once (with `enable.idempotence=false` this test
-//!   finds the dispatches twice);
+//!   answer came too late) and the client sends it again: each notification is still mailed
+//!   once and its status applied once. A real broker drops the retried copy by the idempotent
+//!   producer's sequence numbers; librdkafka's mock cluster checks sequences only for
+//!   transactional producers (`rd_kafka_mock_validate_records`), so here the copy reaches the
+//!   log, and the test counts it through the layers behind (the worker's per-attempt claim
+//!   re-reports instead of sending, the repeater counts the second status as a duplicate);
 //! * Redis goes down: requests are still accepted (rate limits fail open, idempotency and
 //!   profiles fall back to Postgres and users-service), but no worker sends without its
 //!   duplicate-send claim — the message waits in Kafka, visibly, and goes out once Redis is
@@ -123,7 +126,7 @@ async fn a_broker_going_down_mid_stream_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_produce_answered_after_the_client_gave_up_is_retried_and_written_once() {
+async fn a_produce_answered_after_the_client_gave_up_is_sent_again_and_still_mailed_once() {
     // Every client gives up on an unanswered request after 2 s here (10 s in production).
     let stack = Stack::start(Options {
         welcome: false,
@@ -154,7 +157,6 @@ async fn a_produce_answered_after_the_client_gave_up_is_retried_and_written_once
             .set_round_trip_time(id, Duration::from_secs(6))
             .unwrap();
     }
-    eprintln!("DBG rtt set {:?}", std::time::SystemTime::now());
     const N: usize = 5;
     let mut ids = vec![first["id"].as_str().unwrap().to_owned()];
     for i in 1..=N {
@@ -175,17 +177,38 @@ async fn a_produce_answered_after_the_client_gave_up_is_retried_and_written_once
             .wait_settled(id, &svc, Duration::from_secs(60))
             .await
             .unwrap();
-        eprintln!("DBG settled {id} {:?}", std::time::SystemTime::now());
         assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+        assert_eq!(view["deliveries"][0]["attempts"], 1, "{view}");
     }
-    eprintln!("DBG {}", messages(&stack, "notify.dispatch.email.bulk").await);
     assert_eq!(stack.smtp.mails().len(), N + 1, "each mailed once");
-    // The log holds each dispatch and each status once.
-    assert_eq!(
-        messages(&stack, "notify.dispatch.email.bulk").await,
-        (N + 1) as i64
+    // The producers did send again (a copy reached the mock's log: see the module's text), and
+    // every extra status the copies caused was recognised as a duplicate.
+    let dispatches = messages(&stack, "notify.dispatch.email.bulk").await;
+    assert!(
+        dispatches > (N + 1) as i64,
+        "no copy in the log: no produce was sent again (or the mock cluster now drops copies as \
+         a broker does: then assert exactly {} here)",
+        N + 1
     );
-    assert_eq!(messages(&stack, "notify.status").await, (N + 1) as i64);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses = messages(&stack, "notify.status").await;
+        let repeater = stack.metrics(Service::Repeater).await.unwrap();
+        let duplicates: i64 = repeater
+            .lines()
+            .find_map(|l| l.strip_prefix("notify_repeater_duplicate_status_events_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if statuses == (N + 1) as i64 + duplicates {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{statuses} statuses for {} sends and {duplicates} duplicates",
+            N + 1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
