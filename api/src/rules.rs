@@ -139,9 +139,7 @@ fn exactly_one(fields: &[(&str, Value)]) -> Value {
     Value::Array(
         fields
             .iter()
-            .map(|(name, ty)| {
-                json!({ "required": [name], "properties": { (*name): ty } })
-            })
+            .map(|(name, ty)| json!({ "required": [name], "properties": { (*name): ty } }))
             .collect(),
     )
 }
@@ -299,7 +297,10 @@ fn refine_schemas(doc: &mut Value) {
             &mut c["properties"]["subject"],
             json!({ "pattern": ONE_LINE.pattern, "maxLength": 998 }),
         );
-        merge(&mut c["properties"]["html"], json!({ "maxLength": 200_000 }));
+        merge(
+            &mut c["properties"]["html"],
+            json!({ "maxLength": 200_000 }),
+        );
     }
     if let Some(r) = schemas.get_mut("RedriveRequest") {
         r["oneOf"] = exactly_one(&[
@@ -310,7 +311,9 @@ fn refine_schemas(doc: &mut Value) {
     if let Some(f) = schemas.get_mut("RedriveFilter") {
         merge(
             &mut f["properties"]["channel"],
-            nullable_string(json!({ "enum": channels().as_array().unwrap().iter().cloned().chain([Value::Null]).collect::<Vec<_>>() })),
+            nullable_string(
+                json!({ "enum": channels().as_array().unwrap().iter().cloned().chain([Value::Null]).collect::<Vec<_>>() }),
+            ),
         );
     }
     for name in ["RegisterUser", "ContactsBody"] {
@@ -414,13 +417,37 @@ mod tests {
     fn patterns_and_parsers_agree() {
         use common::address::{parse_locale, parse_name, parse_telegram_chat_id};
         let samples = [
-            "", "en", "de-AT", "zh-Hant-TW", "e", "english", "en-", "-en", "en--at", "de-AT1234",
-            "de-AT12345", "ab", "a1", "0", "-1", "12", "-", "+1", "1-2", "billing", "a.b-c_d",
-            "Billing", "a b", "x".repeat(64).as_str(), "x".repeat(65).as_str(),
-            "1".repeat(32).as_str(), "1".repeat(33).as_str(),
+            "",
+            "en",
+            "de-AT",
+            "zh-Hant-TW",
+            "e",
+            "english",
+            "en-",
+            "-en",
+            "en--at",
+            "de-AT1234",
+            "de-AT12345",
+            "ab",
+            "a1",
+            "0",
+            "-1",
+            "12",
+            "-",
+            "+1",
+            "1-2",
+            "billing",
+            "a.b-c_d",
+            "Billing",
+            "a b",
+            "x".repeat(64).as_str(),
+            "x".repeat(65).as_str(),
+            "1".repeat(32).as_str(),
+            "1".repeat(33).as_str(),
             format!("-{}", "1".repeat(31)).as_str(),
             format!("-{}", "1".repeat(32)).as_str(),
-            "en-abcdefgh-abcdefgh-abcdefgh-abc", "en-abcdefgh-abcdefgh-abcdefgh-abcd",
+            "en-abcdefgh-abcdefgh-abcdefgh-abc",
+            "en-abcdefgh-abcdefgh-abcdefgh-abcd",
         ]
         .map(str::to_owned);
         for s in &samples {
@@ -440,10 +467,14 @@ mod tests {
 
     #[test]
     fn durations_are_one_second_to_31_days() {
-        for ok in ["1s", "2678400s", "44640m", "744h", "31d", "1h", "15m", "999999s"] {
+        for ok in [
+            "1s", "2678400s", "44640m", "744h", "31d", "1h", "15m", "999999s",
+        ] {
             assert!(DURATION.is_match(ok), "{ok}");
         }
-        for bad in ["0s", "2678401s", "44641m", "745h", "32d", "01h", "+1h", "1w", "h", ""] {
+        for bad in [
+            "0s", "2678401s", "44641m", "745h", "32d", "01h", "+1h", "1w", "h", "",
+        ] {
             assert!(!DURATION.is_match(bad), "{bad}");
         }
         // Every count of each unit up to its bound, and none above.

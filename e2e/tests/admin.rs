@@ -171,7 +171,18 @@ async fn admins_filter_page_and_inspect_every_attempt() {
         over_time["counts"]["email"]["sent"].as_i64().unwrap()
     );
     assert!(stats.get("series").is_none(), "no series without a bucket");
-    for bad in ["window=1h&bucket=2h", "window=1d&bucket=1s", "bucket=soon"] {
+    assert_eq!(over_time["bucket_secs"], 60, "{over_time}");
+    // A bucket longer than the window is narrowed to it; one making more than 500 buckets is
+    // widened to 1/500 of the window; the answer says which length was used.
+    for (q, used) in [("window=1h&bucket=2h", 3600), ("window=1d&bucket=1s", 173)] {
+        let (status, answer) = get(format!("/v1/admin/stats?{q}")).await;
+        assert_eq!(
+            (status, answer["bucket_secs"].as_i64()),
+            (200, Some(used)),
+            "{q}: {answer}"
+        );
+    }
+    for bad in ["bucket=soon", "bucket=0s", "bucket=01m", "bucket=32d"] {
         let (status, problem) = get(format!("/v1/admin/stats?{bad}")).await;
         assert_eq!(
             (status, problem["errors"][0]["field"].as_str()),

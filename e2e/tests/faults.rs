@@ -160,7 +160,12 @@ async fn a_produce_answered_after_the_client_gave_up_is_sent_again_and_still_mai
     const N: usize = 5;
     let mut ids = vec![first["id"].as_str().unwrap().to_owned()];
     for i in 1..=N {
-        ids.push(send(&stack, &svc, body(i)).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            send(&stack, &svc, body(i)).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     // The relay publishes within moments of each commit; once the first answers were given
     // up on, the brokers are quick again and the retries are answered. (Quick earlier, a

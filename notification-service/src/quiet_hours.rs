@@ -69,7 +69,11 @@ mod tests {
     #[test]
     fn the_same_start_and_end_is_never_quiet() {
         let empty = q("22:00", "22:00", "UTC");
-        for at in ["2026-01-10T21:59:00Z", "2026-01-10T22:00:00Z", "2026-01-10T03:00:00Z"] {
+        for at in [
+            "2026-01-10T21:59:00Z",
+            "2026-01-10T22:00:00Z",
+            "2026-01-10T03:00:00Z",
+        ] {
             assert_eq!(quiet_until(&empty, utc(at)), None, "{at}");
         }
     }

@@ -336,12 +336,9 @@ pub fn validate(
                 if let Some(problem) = content_too_large(&c.text, c.html.as_deref()) {
                     err("content".into(), &problem);
                 }
-                if c.subject
-                    .as_ref()
-                    .is_some_and(|s| {
-                        s.chars().count() > MAX_SUBJECT_CHARS || s.contains(['\r', '\n'])
-                    })
-                {
+                if c.subject.as_ref().is_some_and(|s| {
+                    s.chars().count() > MAX_SUBJECT_CHARS || s.contains(['\r', '\n'])
+                }) {
                     err(
                         "content.subject".into(),
                         "must be one line of at most 998 characters",
