@@ -36,9 +36,15 @@ function show(view) {
 
 // --- Notifications: search and one notification ---
 
+// Answers can arrive out of order (the first page still loading when a filtered search is
+// asked for): only the newest search's answer is shown.
+let searchSeq = 0;
+
 async function search(more = false) {
   if (!more) searchCursor = null;
+  const seq = ++searchSeq;
   const page = await api.get(`/v1/admin/notifications${query($("search-form"), { limit: "50", cursor: searchCursor })}`);
+  if (seq !== searchSeq) return;
   const body = $("results").tBodies[0];
   if (!more) body.replaceChildren();
   for (const n of page.items) {
