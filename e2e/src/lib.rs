@@ -286,7 +286,7 @@ impl Stack {
                 enabled: opts.welcome,
                 ..Default::default()
             },
-            planning: notification_service::config::PlanningConfig {
+            planning: notification_service::planning::PlanningConfig {
                 enabled_channels: opts.enabled_channels.clone(),
                 ..Default::default()
             },

@@ -2,8 +2,8 @@
 //! `config/notification-service.example.toml`.
 
 use common::{
-    auth::JwtConfig, db::DatabaseConfig, events::Channel, http::HttpConfig, kafka::KafkaConfig,
-    outbox::RelayConfig, redis::RedisConfig,
+    auth::JwtConfig, db::DatabaseConfig, http::HttpConfig, kafka::KafkaConfig, outbox::RelayConfig,
+    redis::RedisConfig,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ pub struct Config {
     /// Publishes the `notify` outbox (dispatches from intake and retries from the repeater).
     pub relay: RelayConfig,
     pub users: UsersClientConfig,
-    pub planning: PlanningConfig,
+    pub planning: crate::planning::PlanningConfig,
     /// The profile cache.
     pub redis: RedisConfig,
     /// The notification every new user gets (`user.registered`).
@@ -47,7 +47,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             relay: RelayConfig::default(),
             users: UsersClientConfig::default(),
-            planning: PlanningConfig::default(),
+            planning: Default::default(),
             redis: RedisConfig::default(),
             welcome: WelcomeConfig::default(),
             permissions: Default::default(),
@@ -81,29 +81,6 @@ impl Default for UsersClientConfig {
             timeout_ms: 5_000,
             service_token: None,
             cache_ttl_secs: 60,
-        }
-    }
-}
-
-/// Planning rules that are deployment choices.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct PlanningConfig {
-    /// Channels this deployment delivers. Requests naming another channel get 422 instead of
-    /// deliveries no worker would ever send.
-    pub enabled_channels: Vec<Channel>,
-    /// Categories that always take the urgent lane (besides `priority: high`).
-    pub urgent_categories: Vec<String>,
-    /// Templates fall back to this locale.
-    pub default_locale: String,
-}
-
-impl Default for PlanningConfig {
-    fn default() -> Self {
-        Self {
-            enabled_channels: vec![Channel::Email],
-            urgent_categories: vec!["security".into(), "otp".into()],
-            default_locale: "en".into(),
         }
     }
 }

@@ -152,7 +152,7 @@ impl EventsHandler {
         if let Err(e) = crate::templates::apply(
             &mut tx,
             &mut req,
-            &deliveries,
+            &crate::planning::locales_to_render(&deliveries),
             &self.state.planning.default_locale,
         )
         .await

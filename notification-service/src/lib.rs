@@ -45,7 +45,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub verifier: Arc<JwtVerifier>,
     pub users: Arc<users_client::UsersClient>,
-    pub planning: Arc<config::PlanningConfig>,
+    pub planning: Arc<planning::PlanningConfig>,
     /// This instance's metric families (served at `/metrics`).
     pub metrics: Arc<metrics::Metrics>,
     /// What each calling service may send.

@@ -12,13 +12,36 @@ use std::collections::HashMap;
 use api::profiles::DeliveryProfile;
 use chrono::{DateTime, Utc};
 use common::events::{Channel, Lane};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
-    config::PlanningConfig,
     quiet_hours::quiet_until,
     request::{Priority, Recipient, SendRequest},
 };
+
+/// Planning rules that are deployment choices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PlanningConfig {
+    /// Channels this deployment delivers. Requests naming another channel get 422 instead of
+    /// deliveries no worker would ever send.
+    pub enabled_channels: Vec<Channel>,
+    /// Categories that always take the urgent lane (besides `priority: high`).
+    pub urgent_categories: Vec<String>,
+    /// Templates fall back to this locale.
+    pub default_locale: String,
+}
+
+impl Default for PlanningConfig {
+    fn default() -> Self {
+        Self {
+            enabled_channels: vec![Channel::Email],
+            urgent_categories: vec!["security".into(), "otp".into()],
+            default_locale: "en".into(),
+        }
+    }
+}
 
 /// The status a delivery is planned in (the lifecycle crate's).
 pub use delivery::insert::Start as PlannedStatus;
@@ -46,6 +69,15 @@ pub fn lane(req: &SendRequest, cfg: &PlanningConfig) -> Lane {
     } else {
         Lane::Bulk
     }
+}
+
+/// The locales a template request is rendered in: those of the deliveries that will be sent.
+pub fn locales_to_render(deliveries: &[PlannedDelivery]) -> Vec<Option<&str>> {
+    deliveries
+        .iter()
+        .filter(|d| d.status != PlannedStatus::Suppressed)
+        .map(|d| d.locale.as_deref())
+        .collect()
 }
 
 /// Plans every delivery of `req`. `profiles` holds the users that exist.
@@ -168,7 +200,7 @@ pub fn planned_bytes(req: &SendRequest, deliveries: &[PlannedDelivery]) -> usize
         .iter()
         .filter(|d| d.status != PlannedStatus::Suppressed)
         .map(|d| {
-            let c = crate::templates::content_for(
+            let c = delivery::dispatch::content_for(
                 &req.content,
                 req.localized.as_ref(),
                 d.locale.as_deref(),

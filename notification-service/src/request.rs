@@ -9,8 +9,6 @@ use common::{
 };
 use uuid::Uuid;
 
-use crate::config::PlanningConfig;
-
 pub use api::notifications::{ContentBody, MAX_RECIPIENTS, RecipientBody, SendBody};
 pub use common::events::Priority;
 
@@ -180,7 +178,7 @@ pub struct SendRequest {
 /// Checks every rule of a send request and reports every broken field at once (422).
 pub fn validate(
     body: SendBody,
-    cfg: &PlanningConfig,
+    enabled_channels: &[Channel],
     now: DateTime<Utc>,
 ) -> Result<SendRequest, ApiError> {
     {
@@ -206,7 +204,7 @@ pub fn validate(
                         format!("channels[{i}]"),
                         "unknown channel (email, sms, push, webhook, telegram)",
                     ),
-                    Some(c) if !cfg.enabled_channels.contains(&c) => err(
+                    Some(c) if !enabled_channels.contains(&c) => err(
                         format!("channels[{i}]"),
                         "this channel is not enabled in this deployment",
                     ),
@@ -259,7 +257,7 @@ pub fn validate(
                 },
             };
             if let Some(channel) = recipient.channel()
-                && !cfg.enabled_channels.contains(&channel)
+                && !enabled_channels.contains(&channel)
             {
                 err(
                     format!("recipients[{i}]"),
@@ -298,7 +296,7 @@ pub fn validate(
                         format!("fallback[{i}]"),
                         "unknown channel (email, sms, push, webhook, telegram)",
                     ),
-                    Some(c) if !cfg.enabled_channels.contains(&c) => err(
+                    Some(c) if !enabled_channels.contains(&c) => err(
                         format!("fallback[{i}]"),
                         "this channel is not enabled in this deployment",
                     ),

@@ -125,12 +125,13 @@ pub fn pick<'a>(
 }
 
 /// Renders a template request: the default locale into `req.content`, and one rendering per
-/// locale of the deliveries that will be sent into `req.localized`. A missing template or a
-/// render error is a 422 naming `template` or `data`; nothing has been written yet.
+/// locale of `wanted` (those of the deliveries that will be sent,
+/// `planning::locales_to_render`) into `req.localized`. A missing template or a render error
+/// is a 422 naming `template` or `data`; nothing has been written yet.
 pub async fn apply(
     conn: &mut sqlx::PgConnection,
     req: &mut crate::request::SendRequest,
-    deliveries: &[crate::planning::PlannedDelivery],
+    wanted: &[Option<&str>],
     default_locale: &str,
 ) -> Result<(), common::problem::ApiError> {
     use common::problem::ApiError;
@@ -156,21 +157,15 @@ pub async fn apply(
     };
     req.content = render_for(None)?;
     let mut localized = BTreeMap::new();
-    for d in deliveries
-        .iter()
-        .filter(|d| d.status != crate::planning::PlannedStatus::Suppressed)
-    {
-        let key = d.locale.clone().unwrap_or_default();
+    for &locale in wanted {
+        let key = locale.unwrap_or_default().to_owned();
         if let std::collections::btree_map::Entry::Vacant(slot) = localized.entry(key) {
-            slot.insert(render_for(d.locale.as_deref())?);
+            slot.insert(render_for(locale)?);
         }
     }
     req.localized = Some(localized);
     Ok(())
 }
-
-/// The content a delivery in `locale` gets (one rule, kept with the dispatch message).
-pub use delivery::dispatch::content_for;
 
 #[cfg(test)]
 mod tests {

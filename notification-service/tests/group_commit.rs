@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use devkit::pg::TestDatabase;
 use notification_service::{
-    config::PlanningConfig,
     intake::{Intake, IntakeConfig, Planned},
-    planning,
+    planning::{self, PlanningConfig},
     request::SendBody,
 };
 use sqlx::PgPool;
@@ -22,7 +21,8 @@ fn planned(n: usize, created_by: &str) -> Planned {
         "content": { "subject": "Shipped", "text": format!("order {n}") }
     }))
     .unwrap();
-    let request = notification_service::request::validate(body, &cfg, now).unwrap();
+    let request =
+        notification_service::request::validate(body, &cfg.enabled_channels, now).unwrap();
     let deliveries = planning::plan(&request, &HashMap::new(), &cfg, now);
     Planned::new(created_by, request, deliveries, now).unwrap()
 }

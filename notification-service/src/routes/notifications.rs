@@ -59,7 +59,7 @@ async fn send(
     let body: SendBody = common::http::parse_json(&bytes)?;
     let now = chrono::Utc::now();
     // Invalid requests are refused before the key is claimed: nothing is remembered for them.
-    let req = crate::request::validate(body, &state.planning, now)?;
+    let req = crate::request::validate(body, &state.planning.enabled_channels, now)?;
     state.permissions.check(principal.subject(), &req)?;
 
     let caller = principal.subject();
@@ -131,7 +131,7 @@ async fn accept(
         crate::templates::apply(
             &mut conn,
             &mut req,
-            &deliveries,
+            &planning::locales_to_render(&deliveries),
             &state.planning.default_locale,
         )
         .await?;
