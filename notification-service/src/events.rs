@@ -12,7 +12,7 @@
 //! stop fallback planning and profile-cache eviction for everyone. What may succeed later (a
 //! database or users-service away) is retried in place.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use common::{
     events::{Content, DomainEvent},
@@ -25,7 +25,7 @@ use crate::{
     AppState,
     config::WelcomeConfig,
     db::notifications::{self as db, NewNotification},
-    planning,
+    intake,
     request::{Priority, Recipient, SendRequest},
 };
 
@@ -105,20 +105,6 @@ impl EventsHandler {
     }
 
     async fn welcome(&self, user_id: Uuid) -> Result<(), WelcomeFailure> {
-        let token = self
-            .state
-            .users
-            .service_token()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let profiles: HashMap<Uuid, _> = self
-            .state
-            .users
-            .profiles(&token, &[user_id])
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .into_iter()
-            .map(|p| (p.user_id, p))
-            .collect();
         let now = chrono::Utc::now();
         let mut req = SendRequest {
             recipients: vec![Recipient::User(user_id)],
@@ -138,25 +124,20 @@ impl EventsHandler {
             localized: None,
             fallback: None,
         };
+        let state = &self.state;
+        let profiles = intake::profiles_for(state, &req)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         // Only the channels the user has: no suppressed rows for contacts they never gave.
-        let mut deliveries: Vec<_> = planning::plan(&req, &profiles, &self.state.planning, now)
-            .into_iter()
-            .filter(|d| d.reason != Some("no_contact"))
-            .collect();
-        crate::suppression::apply(&self.state.pool, &mut deliveries).await?;
+        let mut deliveries = intake::plan(state, &req, &profiles, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        deliveries.retain(|d| d.reason != Some("no_contact"));
         if deliveries.is_empty() {
             tracing::info!(%user_id, "new user has no reachable channel; no welcome");
             return Ok(());
         }
-        let mut tx = self.state.pool.begin().await?;
-        if let Err(e) = crate::templates::apply(
-            &mut tx,
-            &mut req,
-            &crate::planning::locales_to_render(&deliveries),
-            &self.state.planning.default_locale,
-        )
-        .await
-        {
+        if let Err(e) = intake::render(state, &mut req, &deliveries).await {
             // A 4xx: the template is missing or does not render with what a welcome has.
             return Err(if e.status.is_client_error() {
                 WelcomeFailure::Never(format!("welcome template: {}", e.detail))
@@ -171,6 +152,7 @@ impl EventsHandler {
             deliveries: &deliveries,
             created_at: now,
         };
+        let mut tx = self.state.pool.begin().await?;
         let written = db::insert(&mut tx, &notification).await?;
         tx.commit().await?;
         tracing::info!(%user_id, written, "welcome notification");

@@ -8,8 +8,6 @@
 //! here. Idempotent: the dead delivery's row is locked and a delivery already linked to it
 //! means the event was handled before.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use common::events::Channel;
 use delivery::fallback::{Candidates, Claim};
@@ -18,7 +16,8 @@ use uuid::Uuid;
 use crate::{
     AppState,
     db::notifications::{NewNotification, insert_deliveries},
-    planning::{self, PlannedDelivery, PlannedStatus},
+    intake,
+    planning::{PlannedDelivery, PlannedStatus},
     request::SendRequest,
 };
 
@@ -46,19 +45,10 @@ pub async fn on_dead(state: &AppState, delivery_id: Uuid) -> anyhow::Result<Fall
         };
     drop(conn);
 
-    let token = state
-        .users
-        .service_token()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let profiles: HashMap<Uuid, _> = state
-        .users
-        .profiles(&token, &[user_id])
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .into_iter()
-        .map(|p| (p.user_id, p))
-        .collect();
     let mut req = SendRequest::stored(&dead, user_id);
+    let profiles = intake::profiles_for(state, &req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = Utc::now();
     // The first channel that can carry it; channels that cannot (opted out, no contact) are
     // written as suppressed deliveries on the way, so the chain explains itself.
@@ -66,8 +56,9 @@ pub async fn on_dead(state: &AppState, delivery_id: Uuid) -> anyhow::Result<Fall
     let mut chosen = None;
     for channel in candidates {
         req.channels = Some(vec![channel]);
-        let mut ds = planning::plan(&req, &profiles, &state.planning, now);
-        crate::suppression::apply(&state.pool, &mut ds).await?;
+        let ds = intake::plan(state, &req, &profiles, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let deliverable = ds.iter().any(|p| p.status != PlannedStatus::Suppressed);
         planned.extend(ds);
         chosen = Some(channel);

@@ -1,8 +1,10 @@
 //! notification-service: intake, planning and history. Owns database `notify`.
 //!
-//! `POST /v1/notifications` validates the request ([`request`]), fetches recipients' delivery
-//! profiles from users-service in one batch ([`users_client`]), plans one delivery per
-//! recipient × channel ([`planning`]) and writes the notification, its deliveries and their
+//! [`intake`] owns turning a request into written notifications, for the send route, the
+//! welcome of a new user ([`events`]) and channel fallback ([`fallback`]) alike: it validates
+//! the request ([`request`]), fetches recipients' delivery profiles from users-service in one
+//! batch ([`users_client`]), plans one delivery per recipient × channel ([`planning`]),
+//! renders templates ([`templates`]) and writes the notification, its deliveries and their
 //! outbox rows in one transaction ([`db`]) before answering 202. The outbox relay (from
 //! `common`) publishes the dispatch messages to Kafka; a dispatch that goes out later than it
 //! was planned (a retry, a re-drive, a scheduled send) passes [`recheck`] first. [`views`] are

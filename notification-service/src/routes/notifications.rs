@@ -1,8 +1,6 @@
 //! `POST /v1/notifications` (send), `GET /v1/notifications` (a service's own, filtered),
 //! `GET /v1/notifications/{id}` and `POST /v1/notifications/{id}/cancel`.
 
-use std::collections::HashMap;
-
 use api::{
     admin::{DeliveryPage, NotificationPage, NotificationQuery},
     notifications::{DeliveriesQuery, MAX_DELIVERY_PAGE},
@@ -14,7 +12,7 @@ use axum::{
     routing::{get, post},
 };
 use axum::{
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, HeaderValue},
     response::{IntoResponse, Response},
 };
 use common::{
@@ -25,14 +23,7 @@ use common::{
 };
 use uuid::Uuid;
 
-use crate::{
-    AppState,
-    db::idempotency::{self as idem, Claim},
-    db::notifications as db,
-    planning,
-    request::{Recipient, SendBody, SendRequest},
-    views::NotificationView,
-};
+use crate::{AppState, db::notifications as db, request::SendBody, views::NotificationView};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -57,109 +48,14 @@ async fn send(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let key = idempotency::parse_key(key_header)?;
     let body: SendBody = common::http::parse_json(&bytes)?;
-    let now = chrono::Utc::now();
-    // Invalid requests are refused before the key is claimed: nothing is remembered for them.
-    let req = crate::request::validate(body, &state.planning.enabled_channels, now)?;
-    state.permissions.check(principal.subject(), &req)?;
-
-    let caller = principal.subject();
-    if let Some(key) = &key {
-        match idem::claim(&state.pool, caller, key, &idempotency::body_hash(&bytes)).await? {
-            Claim::New => {}
-            Claim::Replay(response) => return Ok(replayed(response)),
-            Claim::InFlight => {
-                return Err(ApiError::conflict(
-                    "idempotency_in_flight",
-                    "a request with this Idempotency-Key is still being handled; retry shortly",
-                )
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
-            }
-            Claim::Mismatch => {
-                return Err(ApiError::invalid_field(
-                    "Idempotency-Key",
-                    "was already used with a different request body",
-                ));
-            }
+    let hash = idempotency::body_hash(&bytes);
+    let key = key.map(|k| (k, hash));
+    match crate::intake::submit(&state, &principal, body, key).await? {
+        crate::intake::Submitted::Accepted(view) => {
+            Ok((StatusCode::ACCEPTED, Json(view)).into_response())
         }
+        crate::intake::Submitted::Replayed(response) => Ok(replayed(response)),
     }
-    let accepted = accept(&state, &principal, &req, key.as_deref(), now).await;
-    if accepted.is_err()
-        && let Some(key) = &key
-        && let Err(e) = idem::release(&state.pool, caller, key).await
-    {
-        tracing::warn!(error = %e, "could not release an idempotency key");
-    }
-    let view = accepted?;
-    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
-}
-
-/// Plans and writes a validated request (and completes its idempotency claim in the same
-/// transaction).
-async fn accept(
-    state: &AppState,
-    principal: &Principal,
-    req: &SendRequest,
-    key: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<NotificationView, ApiError> {
-    let user_ids: Vec<Uuid> = req
-        .recipients
-        .iter()
-        .filter_map(|r| match r {
-            Recipient::User(id) => Some(*id),
-            _ => None,
-        })
-        .collect();
-    let profiles = if user_ids.is_empty() {
-        HashMap::new()
-    } else {
-        // As notification-service itself: users-service serves profiles to it only.
-        state
-            .users
-            .profiles(&state.users.service_token()?, &user_ids)
-            .await?
-            .into_iter()
-            .map(|p| (p.user_id, p))
-            .collect()
-    };
-
-    let mut deliveries = planning::plan(req, &profiles, &state.planning, now);
-    crate::suppression::apply(&state.pool, &mut deliveries).await?;
-    let mut req = req.clone();
-    if req.template.is_some() {
-        let mut conn = state.pool.acquire().await?;
-        crate::templates::apply(
-            &mut conn,
-            &mut req,
-            &planning::locales_to_render(&deliveries),
-            &state.planning.default_locale,
-        )
-        .await?;
-    }
-    let planned = planning::planned_bytes(&req, &deliveries);
-    if planned > planning::MAX_PLANNED_BYTES {
-        return Err(ApiError::invalid_field(
-            "recipients",
-            format!(
-                "this request would write {} MB of dispatch messages (every delivery carries the content); at most {} MB: send fewer recipients per request or smaller content",
-                planned / 1_000_000,
-                planning::MAX_PLANNED_BYTES / 1_000_000
-            ),
-        ));
-    }
-    let mut planned = crate::intake::Planned::new(principal.subject(), req, deliveries, now)?;
-    tracing::Span::current().record("notification_id", tracing::field::display(planned.id));
-    // Only services send: the answer (stored for replays too) shows what a service may see.
-    let view = crate::views::for_service(planned.notification().view());
-    if let Some(key) = key {
-        let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-        planned.idempotency = Some((key.to_owned(), response));
-    }
-    let deliveries = planned.deliveries.len();
-    // Committed (possibly together with concurrent requests) before this returns.
-    state.intake.write(planned).await?;
-    tracing::info!(deliveries, "notification accepted");
-    Ok(view)
 }
 
 /// The stored answer of an earlier request with the same key.
