@@ -267,3 +267,42 @@ pub struct BounceAnswer {
     /// Soft bounces counted so far for the address (soft bounces only).
     pub soft_bounces: Option<i32>,
 }
+
+/// Most notifications in one `POST /v1/notifications/batch`.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Most recipients over all the notifications of one batch.
+pub const MAX_BATCH_RECIPIENTS: usize = 10_000;
+/// The largest batch body (nginx, the bff and notification-service take this much on the
+/// batch route; every other route keeps `http.body_limit_bytes`).
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// `POST /v1/notifications/batch`: up to 1,000 notifications, each the body of a single send
+/// plus its own optional `idempotency_key` (the document gives each item's exact schema).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = BatchRequest)]
+pub struct BatchBody {
+    #[schema(min_items = 1, max_items = 1000, value_type = Vec<Object>)]
+    pub notifications: Vec<serde_json::Value>,
+}
+
+/// One answer per item of the batch, in the items' order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = BatchAnswer)]
+pub struct BatchAnswer {
+    pub results: Vec<BatchResult>,
+}
+
+/// What became of one item: `202` accepted, `200` the replay of an earlier item or request
+/// with the same idempotency key and body, or the 4xx (or 503) a single send would have got,
+/// with its problem.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    #[schema(example = 202)]
+    pub status: u16,
+    /// The notification's id (accepted or replayed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<common::problem::Problem>,
+}

@@ -91,6 +91,10 @@ rule!(
     NOT_BLANK = r"^[^\x00]*[^\x00\t\n\x0c\r ][^\x00]*$"
 );
 rule!(
+    /// An idempotency key: 1 to 255 visible ASCII characters.
+    IDEMPOTENCY_KEY = r"^[!-~]{1,255}$"
+);
+rule!(
     /// One line (a subject).
     ONE_LINE = r"^[^\x00\r\n]*$"
 );
@@ -244,6 +248,29 @@ fn refine_schemas(doc: &mut Value) {
             "A notification to send: to 1..=1000 recipients, exactly one of `content` and a \
              `template` rendered with `data`."
         );
+    }
+    // A batch item is a send body plus its own idempotency key.
+    if let Some(send) = schemas.get("SendBody").cloned() {
+        let mut item = send;
+        item["properties"]["idempotency_key"] = json!({
+            "type": ["string", "null"],
+            "pattern": IDEMPOTENCY_KEY.pattern,
+            "description": "Same key and item within 24 h: the first answer again (status 200); a different item: 422."
+        });
+        item["description"] = json!(
+            "One notification of a batch: the body of a single send, plus its own optional \
+             `idempotency_key`."
+        );
+        schemas.insert("BatchItem".into(), item);
+        // Any value is taken: an item that is not a valid `BatchItem` is answered in its own
+        // result (422), it never refuses the batch — so the request's schema cannot refuse it.
+        if let Some(batch) = schemas.get_mut("BatchRequest") {
+            batch["properties"]["notifications"]["items"] = json!({
+                "description": "A `BatchItem` (the body of a single send plus its own \
+                    `idempotency_key`), validated like a single send: an item that is not one \
+                    gets its own 422 result and the others go on."
+            });
+        }
     }
     if let Some(r) = schemas.get_mut("RecipientBody") {
         let device = json!({

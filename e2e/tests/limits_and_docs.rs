@@ -223,6 +223,7 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
     listed.sort();
     let mut expected = vec![
         "post /v1/notifications",
+        "post /v1/notifications/batch",
         "get /v1/notifications",
         "get /v1/notifications/{id}",
         "get /v1/notifications/{id}/deliveries",

@@ -142,6 +142,8 @@ pub struct Route {
     pub request: Option<SchemaFn>,
     pub query_params: Option<ParamsFn>,
     pub answers: &'static [Answer],
+    /// A larger request body than `http.body_limit_bytes` (the batch send).
+    pub body_limit: Option<usize>,
 }
 
 impl Route {
@@ -161,6 +163,10 @@ pub fn router() -> Router<AppState> {
             Handler::Signed => forward::anonymous(route),
             Handler::Healthz => on(route.filter(), health::healthz),
             Handler::Readyz => on(route.filter(), health::readyz),
+        };
+        let method = match route.body_limit {
+            Some(limit) => method.layer(axum::extract::DefaultBodyLimit::max(limit)),
+            None => method,
         };
         router = router.route(route.path, method);
     }

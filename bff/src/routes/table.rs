@@ -85,10 +85,11 @@ const fn route(
         request: None,
         query_params: None,
         answers,
+        body_limit: None,
     }
 }
 
-pub static ROUTES: [Route; 33] = [
+pub static ROUTES: [Route; 34] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -112,6 +113,30 @@ pub static ROUTES: [Route; 33] = [
                     "The first request with this Idempotency-Key is still running",
                 ),
             ],
+        )
+    },
+    Route {
+        request: Some(schema::<api::notifications::BatchBody>),
+        body_limit: Some(api::notifications::MAX_BATCH_BYTES),
+        ..route(
+            Verb::Post,
+            "/v1/notifications/batch",
+            SERVICE,
+            Service::Notifications,
+            "notifications",
+            "Send up to 1,000 notifications (service)\n\nEach item is the body of a single \
+             send plus its own optional `idempotency_key`; the answer (200) holds one result per \
+             item, in order: `202` accepted (with its `id`), `200` the replay of an earlier send \
+             with the same key and body, or the 4xx a single send would get, with its \
+             `problem`. One bad item never fails the others; each accepted item is committed \
+             before the answer. The whole request is refused only when it holds no item or \
+             more than 1,000, more than 10,000 recipients in all (422), or more than 8 MiB \
+             (413).",
+            &[ok(
+                200,
+                "One result per item, in order",
+                schema::<api::notifications::BatchAnswer>,
+            )],
         )
     },
     Route {
@@ -497,6 +522,7 @@ pub static ROUTES: [Route; 33] = [
             problem(409, "This receipt was received before; nothing changed"),
             problem(422, "MessageSid or MessageStatus is missing"),
         ],
+        body_limit: None,
     },
     route(
         Verb::Post,
@@ -534,6 +560,7 @@ pub static ROUTES: [Route; 33] = [
             problem(404, "This deployment has no Telegram bot"),
             problem(422, "The body is not a Bot API update"),
         ],
+        body_limit: None,
     },
     Route {
         method: Verb::Post,
@@ -562,6 +589,7 @@ pub static ROUTES: [Route; 33] = [
             problem(415, "The body is not `application/json`"),
             problem(422, "A field is invalid; `errors` names each"),
         ],
+        body_limit: None,
     },
     Route {
         query: Some(ADMIN_QUERY),
@@ -602,6 +630,7 @@ pub static ROUTES: [Route; 33] = [
         request: None,
         query_params: None,
         answers: &[empty(200, "alive")],
+        body_limit: None,
     },
     Route {
         method: Verb::Get,
@@ -620,5 +649,6 @@ pub static ROUTES: [Route; 33] = [
         request: None,
         query_params: None,
         answers: &[empty(200, "ready"), empty(503, "a dependency is down")],
+        body_limit: None,
     },
 ];

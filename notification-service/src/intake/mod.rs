@@ -38,21 +38,29 @@ pub enum Submitted {
     Replayed(serde_json::Value),
 }
 
-/// A service's send request as it arrived (parsed, with its `Idempotency-Key` and the hash of
-/// its body): validated, checked against the caller's grants, its key claimed, then
-/// [`accept`]ed; a key is released again if accepting fails, so a retry can succeed.
+/// An idempotency key with the hash of the body it came with, and the field a problem names
+/// (`Idempotency-Key` for a single send, `idempotency_key` for a batch item).
+pub struct Keyed {
+    pub key: String,
+    pub hash: String,
+    pub field: &'static str,
+}
+
+/// A service's send request as it arrived (parsed, with its idempotency key): validated,
+/// checked against the caller's grants, its key claimed, then [`accept`]ed; a key is released
+/// again if accepting fails, so a retry can succeed.
 pub async fn submit(
     state: &AppState,
     principal: &Principal,
     body: SendBody,
-    key: Option<(String, String)>,
+    key: Option<Keyed>,
 ) -> Result<Submitted, ApiError> {
     let now = Utc::now();
     // Invalid requests are refused before the key is claimed: nothing is remembered for them.
     let req = crate::request::validate(body, &state.planning.enabled_channels, now)?;
     state.permissions.check(principal.subject(), &req)?;
     let caller = principal.subject();
-    if let Some((key, hash)) = &key {
+    if let Some(Keyed { key, hash, field }) = &key {
         match idem::claim(&state.pool, caller, key, hash).await? {
             Claim::New => {}
             Claim::Replay(response) => return Ok(Submitted::Replayed(response)),
@@ -68,13 +76,13 @@ pub async fn submit(
             }
             Claim::Mismatch => {
                 return Err(ApiError::invalid_field(
-                    "Idempotency-Key",
+                    *field,
                     "was already used with a different request body",
                 ));
             }
         }
     }
-    let key = key.map(|(k, _)| k);
+    let key = key.map(|k| k.key);
     let accepted = accept(state, principal, &req, key.as_deref(), now).await;
     if accepted.is_err()
         && let Some(key) = &key
@@ -183,4 +191,114 @@ pub async fn accept(
     state.intake.write(planned).await?;
     tracing::info!(deliveries, "notification accepted");
     Ok(view)
+}
+
+/// How many items of a batch are planned at once (their writes share group commits).
+const BATCH_CONCURRENCY: usize = 32;
+
+/// `POST /v1/notifications/batch`: each item submitted as a single send would be (its own
+/// validation, grant check and idempotency key), several at once so their writes share
+/// transactions; one answer per item, in order. One bad item never fails the others. The
+/// whole request is refused (422, nothing written) only for what no item can fix: not 1 to
+/// 1,000 items, or more than 10,000 recipients in all.
+pub async fn submit_batch(
+    state: &AppState,
+    principal: &Principal,
+    body: api::notifications::BatchBody,
+) -> Result<api::notifications::BatchAnswer, ApiError> {
+    use api::notifications::{BatchAnswer, BatchResult, MAX_BATCH_ITEMS, MAX_BATCH_RECIPIENTS};
+    use futures::StreamExt;
+
+    let items = body.notifications;
+    if !(1..=MAX_BATCH_ITEMS).contains(&items.len()) {
+        return Err(ApiError::invalid_field(
+            "notifications",
+            format!("must hold 1 to {MAX_BATCH_ITEMS} notifications"),
+        ));
+    }
+    let recipients: usize = items
+        .iter()
+        .map(|i| {
+            i.get("recipients")
+                .and_then(|r| r.as_array())
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    if recipients > MAX_BATCH_RECIPIENTS {
+        return Err(ApiError::invalid_field(
+            "notifications",
+            format!(
+                "hold {recipients} recipients in all; at most {MAX_BATCH_RECIPIENTS} per batch"
+            ),
+        ));
+    }
+    let results: Vec<BatchResult> = futures::stream::iter(items.into_iter().enumerate())
+        .map(|(i, item)| async move {
+            let outcome = match batch_item(item) {
+                Ok((body, key)) => submit(state, principal, body, key).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(Submitted::Accepted(view)) => BatchResult {
+                    status: 202,
+                    id: Some(view.id),
+                    problem: None,
+                },
+                Ok(Submitted::Replayed(answer)) => BatchResult {
+                    status: 200,
+                    id: answer["id"].as_str().and_then(|id| id.parse().ok()),
+                    problem: None,
+                },
+                Err(e) => {
+                    if e.status.is_server_error() {
+                        tracing::warn!(item = i, error = %e, "a batch item was not accepted");
+                    }
+                    BatchResult {
+                        status: e.status.as_u16(),
+                        id: None,
+                        problem: Some(e.problem()),
+                    }
+                }
+            }
+        })
+        .buffered(BATCH_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(BatchAnswer { results })
+}
+
+/// One item of a batch: its send body and its idempotency key with the hash of the rest (the
+/// same key and item within 24 h are a replay, as for a single send).
+fn batch_item(mut item: serde_json::Value) -> Result<(SendBody, Option<Keyed>), ApiError> {
+    let key = match item
+        .as_object_mut()
+        .and_then(|o| o.remove("idempotency_key"))
+    {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(k)) => Some(
+            common::idempotency::parse_key(Some(k.as_str()))
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "idempotency_key",
+                        "must be 1-255 visible ASCII characters",
+                    )
+                })?,
+        ),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "idempotency_key",
+                "must be 1-255 visible ASCII characters",
+            ));
+        }
+    };
+    let bytes = serde_json::to_vec(&item).map_err(anyhow::Error::from)?;
+    let body: SendBody = common::http::parse_json(&bytes)?;
+    let key = key.map(|key| Keyed {
+        key,
+        hash: common::idempotency::body_hash(&bytes),
+        field: "idempotency_key",
+    });
+    Ok((body, key))
 }

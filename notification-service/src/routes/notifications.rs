@@ -28,6 +28,12 @@ use crate::{AppState, db::notifications as db, request::SendBody, views::Notific
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/notifications", post(send).get(list))
+        .route(
+            "/v1/notifications/batch",
+            post(send_batch).layer(axum::extract::DefaultBodyLimit::max(
+                api::notifications::MAX_BATCH_BYTES,
+            )),
+        )
         .route("/v1/notifications/{id}", get(show))
         .route("/v1/notifications/{id}/deliveries", get(deliveries))
         .route("/v1/notifications/{id}/cancel", post(cancel))
@@ -48,14 +54,31 @@ async fn send(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let key = idempotency::parse_key(key_header)?;
     let body: SendBody = common::http::parse_json(&bytes)?;
-    let hash = idempotency::body_hash(&bytes);
-    let key = key.map(|k| (k, hash));
+    let key = key.map(|key| crate::intake::Keyed {
+        key,
+        hash: idempotency::body_hash(&bytes),
+        field: "Idempotency-Key",
+    });
     match crate::intake::submit(&state, &principal, body, key).await? {
         crate::intake::Submitted::Accepted(view) => {
             Ok((StatusCode::ACCEPTED, Json(view)).into_response())
         }
         crate::intake::Submitted::Replayed(response) => Ok(replayed(response)),
     }
+}
+
+/// Accepts up to 1,000 notifications in one request: one answer per item (`crate::intake`).
+#[tracing::instrument(skip_all, fields(caller = %principal.subject()))]
+async fn send_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawBody(bytes): RawBody,
+) -> Result<Json<api::notifications::BatchAnswer>, ApiError> {
+    principal.require(&[Role::Service])?;
+    let body: api::notifications::BatchBody = common::http::parse_json(&bytes)?;
+    crate::intake::submit_batch(&state, &principal, body)
+        .await
+        .map(Json)
 }
 
 /// The stored answer of an earlier request with the same key.
