@@ -182,3 +182,14 @@ mod mime_lite {
         }
     }
 }
+
+#[cfg(test)]
+mod round_trip_tests {
+    /// What Postgres answers for a stored JSON number near f64::MAX (every digit) parses back.
+    #[test]
+    fn a_number_postgres_spells_out_in_full_parses_back() {
+        let spelled = format!("{{\"a\": 17976931348623157{}}}", "0".repeat(292));
+        let v: serde_json::Value = serde_json::from_str(&spelled).unwrap();
+        assert_eq!(v["a"].as_f64(), Some(1.7976931348623157e308));
+    }
+}
