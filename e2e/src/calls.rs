@@ -197,6 +197,14 @@ impl Stack {
         Ok(body["user_id"].as_str().unwrap_or_default().parse()?)
     }
 
+    /// `SELECT count(*) …` (or any one-integer query) on the stack's `notify` database.
+    pub async fn notify_count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.notify_pool)
+            .await
+            .expect("a one-integer query on notify")
+    }
+
     /// One JSON call to the public URL.
     pub async fn call(
         &self,

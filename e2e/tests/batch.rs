@@ -14,13 +14,6 @@ fn item(to: &str) -> Value {
             "content": { "subject": "Invoice", "text": format!("for {to}") } })
 }
 
-async fn count(stack: &Stack, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&stack.notify_pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_answers_each_item_in_order_and_one_bad_item_fails_alone() {
     let stack = Stack::start(Options {
@@ -76,7 +69,12 @@ async fn a_batch_answers_each_item_in_order_and_one_bad_item_fails_alone() {
         .iter()
         .map(|&i| results[i]["id"].as_str().unwrap())
         .collect();
-    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 3);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        3
+    );
     for id in &ids {
         let view = stack
             .wait_settled(id, &svc, Duration::from_secs(60))
@@ -111,7 +109,12 @@ async fn a_batch_answers_each_item_in_order_and_one_bad_item_fails_alone() {
         "{again}"
     );
     assert_eq!(r[2]["status"], 202, "{again}");
-    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 4);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +183,9 @@ async fn whole_request_limits_refuse_the_batch_and_write_nothing() {
     assert_eq!(status, 413, "{problem}");
     assert_eq!(problem["type"], "payload_too_large", "{problem}");
     assert_eq!(
-        count(&stack, "SELECT count(*) FROM notifications").await,
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
         300
     );
 }

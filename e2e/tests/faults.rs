@@ -41,13 +41,6 @@ async fn send_once(stack: &Stack, token: &str, key: &str, body: &Value) -> Value
     resp.json().await.unwrap()
 }
 
-async fn count(stack: &Stack, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&stack.notify_pool)
-        .await
-        .unwrap()
-}
-
 /// Messages on `topic` (unprefixed) of the stack's cluster.
 async fn messages(stack: &Stack, topic: &str) -> i64 {
     let (bootstrap, topic) = (
@@ -116,11 +109,9 @@ async fn a_broker_going_down_mid_stream_loses_and_duplicates_nothing() {
     );
     assert_eq!(messages(&stack, "notify.status").await, N as i64);
     assert_eq!(
-        count(
-            &stack,
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-        )
-        .await,
+        stack
+            .notify_count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
         0
     );
 }
@@ -310,7 +301,12 @@ async fn while_redis_is_down_requests_are_accepted_and_nothing_is_sent_until_it_
     // The key was kept in Postgres: a replay answers the same notification.
     let replayed = send_once(&stack, &svc, "while-redis-is-down", &body).await;
     assert_eq!(replayed["id"], second["id"]);
-    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 2);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        2
+    );
 
     // The services reconnected by themselves: the next send caches the profile again.
     let third = send(&stack, &svc, body).await;

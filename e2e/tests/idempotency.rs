@@ -40,13 +40,6 @@ async fn served_by_notification_service(stack: &Stack) -> u64 {
         .sum()
 }
 
-async fn count(stack: &Stack, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&stack.notify_pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_returns_the_original_answer_and_sends_nothing_twice() {
     let stack = Stack::start(Options::default()).await.unwrap();
@@ -88,8 +81,16 @@ async fn a_replay_returns_the_original_answer_and_sends_nothing_twice() {
     assert_eq!(from_db["id"], first["id"]);
     assert_eq!(from_db["deliveries"][0]["id"], first["deliveries"][0]["id"]);
 
-    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 1);
-    assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 1);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        1
+    );
+    assert_eq!(
+        stack.notify_count("SELECT count(*) FROM deliveries").await,
+        1
+    );
     let settled = stack
         .wait_settled(first["id"].as_str().unwrap(), &svc, Duration::from_secs(20))
         .await
@@ -138,11 +139,9 @@ async fn a_replay_returns_the_original_answer_and_sends_nothing_twice() {
     .await;
     assert_eq!(status, 422);
     assert_eq!(
-        count(
-            &stack,
-            "SELECT count(*) FROM idempotency_keys WHERE key = 'order-43'"
-        )
-        .await,
+        stack
+            .notify_count("SELECT count(*) FROM idempotency_keys WHERE key = 'order-43'")
+            .await,
         0
     );
 }
@@ -170,6 +169,14 @@ async fn twenty_concurrent_requests_with_one_key_make_one_notification() {
         accepted.iter().all(|b| b["id"] == accepted[0]["id"]),
         "every 202 carries the same notification"
     );
-    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 1);
-    assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 1);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        1
+    );
+    assert_eq!(
+        stack.notify_count("SELECT count(*) FROM deliveries").await,
+        1
+    );
 }

@@ -149,13 +149,16 @@ async fn a_thousand_mixed_recipients_plan_exactly_the_expected_deliveries() {
         assert_eq!(d["lane"], "bulk");
     }
 
-    assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 1000);
     assert_eq!(
-        count(
-            &stack,
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND available_at > now()"
-        )
-        .await,
+        stack.notify_count("SELECT count(*) FROM deliveries").await,
+        1000
+    );
+    assert_eq!(
+        stack
+            .notify_count(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL AND available_at > now()"
+            )
+            .await,
         800
     );
     // What was answered is what was stored.
@@ -176,13 +179,6 @@ async fn a_thousand_mixed_recipients_plan_exactly_the_expected_deliveries() {
     assert_eq!(stored["delivery_counts"], view["delivery_counts"]);
     let stored_deliveries = stack.all_deliveries(&svc, &stored).await.unwrap();
     assert_eq!(summary(&stored_deliveries), summary(&deliveries));
-}
-
-async fn count(stack: &Stack, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&stack.notify_pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,8 +403,13 @@ async fn a_channel_the_deployment_has_not_enabled_is_refused_never_silently_drop
             "{problem}"
         );
     }
-    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 0);
-    assert_eq!(count(&stack, "SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        0
+    );
+    assert_eq!(stack.notify_count("SELECT count(*) FROM outbox").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,7 +459,12 @@ async fn a_request_that_would_plan_too_much_content_is_refused() {
             .contains("at most 32 MB"),
         "{problem}"
     );
-    assert_eq!(count(&stack, "SELECT count(*) FROM notifications").await, 0);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        0
+    );
     // 100 of them (~24 MB) are fine.
     let (status, view) = stack
         .call(
@@ -470,7 +476,10 @@ async fn a_request_that_would_plan_too_much_content_is_refused() {
         .await
         .unwrap();
     assert_eq!(status, 202, "{view}");
-    assert_eq!(count(&stack, "SELECT count(*) FROM deliveries").await, 100);
+    assert_eq!(
+        stack.notify_count("SELECT count(*) FROM deliveries").await,
+        100
+    );
 }
 
 /// Every answer is bounded however many recipients a notification has: a list page carries
