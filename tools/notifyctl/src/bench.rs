@@ -9,7 +9,6 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 use crate::{
     launcher::{self, UpArgs},
@@ -22,7 +21,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = ".dev/bench")]
     pub out: PathBuf,
     /// Which scenarios (comma-separated): intake-paused, intake, e2e-webhook, e2e-email,
-    /// e2e-sms, e2e-push, fanout, urgent-under-bulk — or all.
+    /// e2e-sms, e2e-push, fanout, batch, urgent-under-bulk — or all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub scenarios: Vec<String>,
     /// Seconds of load per scenario.
@@ -37,6 +36,12 @@ pub struct BenchArgs {
     /// 1,000-recipient requests per second for `fanout`.
     #[arg(long, default_value_t = 2.0)]
     pub fanout_rate: f64,
+    /// Batch requests per second for `batch` (each `--batch-size` single-recipient
+    /// notifications).
+    #[arg(long, default_value_t = 20.0)]
+    pub batch_rate: f64,
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
     /// Bulk deliveries queued before the urgent ones in `urgent-under-bulk`.
     #[arg(long, default_value_t = 100_000)]
     pub backlog: u64,
@@ -53,14 +58,9 @@ pub struct BenchArgs {
     pub kafka_partitions: i32,
 }
 
-/// pgbench's figure, measured in the same run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Baseline {
-    pub tps: f64,
-    pub command: String,
-}
+pub use crate::report::Baseline;
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "intake-paused",
     "intake",
     "e2e-webhook",
@@ -68,6 +68,7 @@ const ALL: [&str; 8] = [
     "e2e-sms",
     "e2e-push",
     "fanout",
+    "batch",
     "urgent-under-bulk",
 ];
 
@@ -287,6 +288,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
             "e2e-email" => (Scenario::E2e, LoadChannel::Email, args.e2e_rate, 1, false),
             "e2e-sms" => (Scenario::E2e, LoadChannel::Sms, args.e2e_rate, 1, false),
             "e2e-push" => (Scenario::E2e, LoadChannel::Push, args.e2e_rate, 1, false),
+            "batch" => (
+                Scenario::Batch,
+                LoadChannel::Webhook,
+                args.batch_rate,
+                1,
+                false,
+            ),
             "fanout" => (
                 Scenario::Fanout,
                 LoadChannel::Webhook,
@@ -309,6 +317,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
             duration_secs: args.duration_secs,
             recipients: Some(recipients),
             backlog: args.backlog,
+            batch_size: args.batch_size,
             pause_workers: pause,
             settle_secs: 600,
             max_in_flight: 4_000,

@@ -32,6 +32,9 @@ pub struct Plan {
 pub enum Outcome {
     /// Accepted, with the id the system gave it.
     Accepted(String),
+    /// A batch answered: the ids of its accepted notifications (each counts as accepted; the
+    /// latency is the batch's).
+    Batch(Vec<String>),
     /// Answered with an error status.
     Refused(u16),
     /// No answer (connection refused, timeout).
@@ -51,6 +54,32 @@ pub async fn post_notification(
             Ok(v) => Outcome::Accepted(v["id"].as_str().unwrap_or_default().to_owned()),
             Err(_) => Outcome::Failed,
         },
+        Ok(r) => Outcome::Refused(r.status().as_u16()),
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// Posts one batch (`POST /v1/notifications/batch`) and says what it came to: the ids of the
+/// items accepted (202) or replayed (200).
+pub async fn post_batch(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> Outcome {
+    match http.post(url).bearer_auth(token).json(body).send().await {
+        Ok(r) if r.status().as_u16() == 200 => {
+            match r.json::<api::notifications::BatchAnswer>().await {
+                Ok(a) => Outcome::Batch(
+                    a.results
+                        .into_iter()
+                        .filter(|r| r.status == 200 || r.status == 202)
+                        .filter_map(|r| r.id.map(|id| id.to_string()))
+                        .collect(),
+                ),
+                Err(_) => Outcome::Failed,
+            }
+        }
         Ok(r) => Outcome::Refused(r.status().as_u16()),
         Err(_) => Outcome::Failed,
     }
@@ -172,17 +201,27 @@ where
                     let outcome = fut.await;
                     let took = due.elapsed();
                     let mut st = state.lock().expect("load state");
-                    match outcome {
-                        Outcome::Accepted(id) => {
-                            let us = (took.as_micros() as u64).clamp(1, 3_600_000_000);
-                            st.record(second, us);
-                            st.accepted.push((id, second));
-                            let s = st.second(second);
-                            s.accepted += 1;
-                            s.max_ms = s.max_ms.max(us as f64 / 1000.0);
+                    let accepted = match outcome {
+                        Outcome::Accepted(id) => vec![id],
+                        Outcome::Batch(ids) => ids,
+                        Outcome::Refused(_) => {
+                            st.second(second).refused += 1;
+                            Vec::new()
                         }
-                        Outcome::Refused(_) => st.second(second).refused += 1,
-                        Outcome::Failed => st.second(second).failed += 1,
+                        Outcome::Failed => {
+                            st.second(second).failed += 1;
+                            Vec::new()
+                        }
+                    };
+                    if !accepted.is_empty() {
+                        let us = (took.as_micros() as u64).clamp(1, 3_600_000_000);
+                        st.record(second, us);
+                        let n = accepted.len() as u64;
+                        st.accepted
+                            .extend(accepted.into_iter().map(|id| (id, second)));
+                        let s = st.second(second);
+                        s.accepted += n;
+                        s.max_ms = s.max_ms.max(us as f64 / 1000.0);
                     }
                     drop(permit);
                 });

@@ -124,6 +124,7 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
         duration_secs: 1,
         recipients: None,
         backlog: 0,
+        batch_size: 100,
         pause_workers: false,
         settle_secs: 2,
         max_in_flight: 100,

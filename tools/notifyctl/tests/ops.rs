@@ -11,7 +11,7 @@ use std::{
 };
 
 use devkit::process::Guarded;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod support;
 
@@ -103,6 +103,47 @@ fn an_operator_sends_follows_tails_and_redrives_from_the_command_line() {
             .any(|l| l.contains("email") && l.contains("sent")),
         "{}",
         status.stdout
+    );
+
+    // Many from a JSON Lines file, through the batch route in batches of 100: one result per
+    // item (a blank line skipped, a bad item refused alone, exit 1); again, every keyed item
+    // replayed.
+    let file = up.dir.0.join("items.jsonl");
+    let mut items: Vec<String> = (0..248)
+        .map(|i| {
+            json!({ "recipients": [{ "email": format!("bulk{i}@example.com") }],
+                    "category": "ops", "content": { "text": "bulk" },
+                    "idempotency_key": format!("bulk-{i}") })
+            .to_string()
+        })
+        .collect();
+    items.insert(100, String::new());
+    items.insert(
+        150,
+        json!({ "recipients": [], "category": "ops", "content": { "text": "x" } }).to_string(),
+    );
+    std::fs::write(&file, items.join("\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let sent = ctl(&up, &["send", "--file", file, "--json"]);
+    assert!(!sent.ok, "a refused item exits non-zero: {}", sent.stderr);
+    let results = json_lines(&sent.stdout);
+    assert_eq!(results.len(), 249, "{}", sent.stdout);
+    let refused: Vec<&Value> = results.iter().filter(|r| r["status"] != 202).collect();
+    assert_eq!(refused.len(), 1, "{}", sent.stdout);
+    assert_eq!(refused[0]["line"], 151, "{}", sent.stdout);
+    assert_eq!(refused[0]["problem"]["type"], "validation_failed");
+    let again = ctl(&up, &["send", "--file", file, "--batch-size", "1000"]);
+    assert!(
+        again
+            .stdout
+            .contains("249 items: 0 accepted, 248 replayed, 1 refused"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("line 151: 422 validation_failed"),
+        "{}",
+        again.stdout
     );
 
     // tail from now shows the next failure as it happens (the stack's own welcome email to

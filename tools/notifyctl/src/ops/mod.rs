@@ -8,6 +8,7 @@
 
 pub mod dead_letters;
 pub mod send;
+pub mod send_file;
 pub mod stats;
 pub mod status;
 pub mod table;

@@ -1,5 +1,6 @@
 //! `notifyctl send`: one notification from flags (or a request body from a file), printed as
-//! its deliveries; `--wait` follows it until every delivery has settled.
+//! its deliveries; `--wait` follows it until every delivery has settled. `--file` sends many
+//! (`send_file`).
 
 use std::path::PathBuf;
 
@@ -45,6 +46,13 @@ pub struct SendArgs {
     /// The whole request body from a file (`-` for standard input) instead of the flags above.
     #[arg(long, conflicts_with_all = ["users", "emails", "phones", "webhooks", "text", "template"])]
     pub body: Option<PathBuf>,
+    /// JSON Lines: one send body per line, each with its own optional `idempotency_key`, sent
+    /// through the batch route with a progress bar (`-` for standard input).
+    #[arg(long, conflicts_with_all = ["users", "emails", "phones", "webhooks", "text", "template", "body", "idempotency_key", "wait"])]
+    pub file: Option<PathBuf>,
+    /// With --file: at most this many notifications per request (1 to 1,000).
+    #[arg(long, default_value_t = 100, requires = "file")]
+    pub batch_size: usize,
     /// Sent as `Idempotency-Key`: sending again with it answers the first notification.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -113,6 +121,9 @@ pub fn body(args: &SendArgs) -> anyhow::Result<Value> {
 }
 
 pub fn run(args: &SendArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.file {
+        return super::send_file::run(path, args.batch_size, &args.target);
+    }
     let body = body(args)?;
     let client = args.target.client(As::Service)?;
     super::block_on(async {

@@ -9,10 +9,14 @@ mod chart;
 use chart::esc;
 pub use chart::{Series, line_chart};
 
-use crate::{
-    bench::Baseline,
-    scenario::{Scenario, ScenarioResult},
-};
+use crate::scenario::{Scenario, ScenarioResult};
+
+/// pgbench's figure, measured in the same run (`make bench` writes it as `pgbench.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Baseline {
+    pub tps: f64,
+    pub command: String,
+}
 
 fn by_second<T: Copy + Into<f64>>(values: &[T]) -> Vec<(f64, f64)> {
     values

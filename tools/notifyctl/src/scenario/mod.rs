@@ -16,6 +16,9 @@
 //! * `e2e` — one recipient per request on `--channel` (email to the SMTP catcher, webhook / sms
 //!   / push to the provider sink), measured to `sent`;
 //! * `fanout` — `--recipients` (1,000) per request;
+//! * `batch` — `--batch-size` (100) single-recipient notifications per request through
+//!   `POST /v1/notifications/batch` (`--rate` counts batches; accepted counts notifications,
+//!   the accept latency is the batch's);
 //! * `urgent-under-bulk` — a backlog of `--backlog` bulk deliveries accepted as fast as the
 //!   stack takes them, then urgent (`priority: high`) notifications at `--rate`, measuring
 //!   their accept → sent latency while the backlog drains.
@@ -50,6 +53,7 @@ pub enum Scenario {
     Intake,
     E2e,
     Fanout,
+    Batch,
     UrgentUnderBulk,
 }
 
@@ -77,6 +81,9 @@ pub struct LoadArgs {
     /// `urgent-under-bulk` is always sent 1,000 per request).
     #[arg(long)]
     pub recipients: Option<usize>,
+    /// `batch`: notifications per batch request.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
     /// `urgent-under-bulk`: bulk deliveries accepted before the urgent ones start.
     #[arg(long, default_value_t = 100_000)]
     pub backlog: u64,
@@ -244,13 +251,29 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
         duration: Duration::from_secs(args.duration_secs),
         max_in_flight: args.max_in_flight,
     };
+    let batch_size = (args.scenario == Scenario::Batch).then_some(args.batch_size.max(1));
     let request = {
         let (http, url, token, stack) = (http.clone(), url.clone(), token.clone(), stack.clone());
         let channel = args.channel;
         move |n: u64| {
             let (http, url, token) = (http.clone(), url.clone(), token.clone());
-            let body = body(channel, &stack, n, recipients, priority);
-            async move { load::post_notification(&http, &url, &token, &body).await }
+            match batch_size {
+                None => {
+                    let body = body(channel, &stack, n, recipients, priority);
+                    futures::future::Either::Left(async move {
+                        load::post_notification(&http, &url, &token, &body).await
+                    })
+                }
+                Some(size) => {
+                    let items: Vec<serde_json::Value> = (0..size as u64)
+                        .map(|i| body(channel, &stack, n * size as u64 + i, recipients, priority))
+                        .collect();
+                    let body = serde_json::json!({ "notifications": items });
+                    futures::future::Either::Right(async move {
+                        load::post_batch(&http, &format!("{url}/batch"), &token, &body).await
+                    })
+                }
+            }
         }
     };
     let duration = args.duration_secs;
