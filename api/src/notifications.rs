@@ -276,6 +276,30 @@ pub const MAX_BATCH_RECIPIENTS: usize = 10_000;
 /// batch route; every other route keeps `http.body_limit_bytes`).
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
+/// The whole-request limits of a batch (REST and gRPC): 1 to [`MAX_BATCH_ITEMS`] items and at
+/// most [`MAX_BATCH_RECIPIENTS`] recipients over all of them. The error names `notifications`.
+pub fn check_batch_size(
+    items: usize,
+    recipients: usize,
+) -> Result<(), common::problem::FieldError> {
+    use common::problem::FieldError;
+    if !(1..=MAX_BATCH_ITEMS).contains(&items) {
+        return Err(FieldError::new(
+            "notifications",
+            format!("must hold 1 to {MAX_BATCH_ITEMS} notifications"),
+        ));
+    }
+    if recipients > MAX_BATCH_RECIPIENTS {
+        return Err(FieldError::new(
+            "notifications",
+            format!(
+                "hold {recipients} recipients in all; at most {MAX_BATCH_RECIPIENTS} per batch"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/notifications/batch`: up to 1,000 notifications, each the body of a single send
 /// plus its own optional `idempotency_key` (the document gives each item's exact schema).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

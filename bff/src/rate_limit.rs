@@ -21,15 +21,18 @@ use crate::{
     config::{Limit, RateLimitConfig},
 };
 
+/// ARGV: the period (ms), the requests it allows, and what this request costs (1, or a
+/// batch's item count, at most the limit).
 const GCRA: &str = r#"
 local period = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = period / limit
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
-local new_tat = tat + interval
+local new_tat = tat + interval * cost
 local diff = new_tat - now
 if diff > period then
   return {0, math.ceil(diff - period)}
@@ -76,6 +79,13 @@ impl RateLimiter {
 
     /// Counts one request of `principal`.
     pub async fn check(&self, principal: &Principal) -> redis::RedisResult<Verdict> {
+        self.charge(principal, 1).await
+    }
+
+    /// Counts `cost` requests of `principal` at once (a batch of that many notifications); a
+    /// cost above the limit counts as the limit, so a batch larger than the burst still passes
+    /// after a quiet period.
+    pub async fn charge(&self, principal: &Principal, cost: u64) -> redis::RedisResult<Verdict> {
         let limit = self.limit(principal.role());
         let key = self.keys.key(&format!(
             "rl:{}:{}",
@@ -87,6 +97,7 @@ impl RateLimiter {
             .key(key)
             .arg(limit.period_secs.saturating_mul(1000))
             .arg(limit.requests.max(1))
+            .arg(cost.clamp(1, u64::from(limit.requests.max(1))))
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(if allowed == 1 {
@@ -126,7 +137,7 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-fn too_many(retry_after: Duration) -> ApiError {
+pub fn too_many(retry_after: Duration) -> ApiError {
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,

@@ -87,6 +87,12 @@ pub struct Options {
     pub bounces: notification_service::routes::bounces::BouncesConfig,
     /// users-service's Telegram bot (default: none).
     pub telegram: users_service::routes::telegram::TelegramConfig,
+    /// Run notification-service as a child process (the `notification-service` binary beside
+    /// the test's, which `make test` builds) instead of in this process, with these extra
+    /// `NOTIFY_…` variables: a test can SIGKILL it ([`Stack::kill_notification_service`]) and
+    /// start it again. Its permissions are the binary's defaults (any ordinary category), not
+    /// [`Options::permissions`]. `None` (default): in process.
+    pub notification_service_process: Option<Vec<(String, String)>>,
 }
 
 impl Default for Options {
@@ -132,7 +138,41 @@ impl Default for Options {
             receipts: Default::default(),
             bounces: Default::default(),
             telegram: Default::default(),
+            notification_service_process: None,
         }
+    }
+}
+
+/// notification-service as a child process ([`Options::notification_service_process`]).
+struct NotifyProcess {
+    env: Vec<(String, String)>,
+    child: Option<devkit::process::Guarded>,
+}
+
+impl NotifyProcess {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let bin = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .map(|d| d.join("notification-service"))
+            .filter(|b| b.exists())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the notification-service binary is missing beside {}: run `cargo build --workspace --bins`",
+                    exe.display()
+                )
+            })?;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        self.child = Some(devkit::process::Guarded::spawn(
+            "notification-service",
+            cmd,
+        )?);
+        Ok(())
     }
 }
 
@@ -183,6 +223,8 @@ pub struct Stack {
     databases: Vec<TestDatabase>,
     /// Deletes the stack's Redis keys when dropped.
     redis_keys: Option<TestPrefix>,
+    /// notification-service, when it runs as a child process.
+    notify_process: Option<NotifyProcess>,
 }
 
 async fn listener() -> (TcpListener, SocketAddr) {
@@ -299,10 +341,55 @@ impl Stack {
         notification_service::migrate(&notify_cfg).await?;
         let notify_pool = common::db::connect_lazy(&notify_db)?;
         addrs.push((Service::Notifications, notify_addr));
-        services.spawn(
-            "notification-service",
-            notification_service::run(notify_cfg, l, shutdown.clone()),
-        );
+        let notify_process = match &opts.notification_service_process {
+            None => {
+                services.spawn(
+                    "notification-service",
+                    notification_service::run(notify_cfg, l, shutdown.clone()),
+                );
+                None
+            }
+            Some(extra) => {
+                use secrecy::ExposeSecret;
+                anyhow::ensure!(
+                    jwt.algorithm == common::auth::JwtAlgorithm::HS256,
+                    "notification-service as a process: HS256 only"
+                );
+                drop(l);
+                let channels: Vec<&str> =
+                    opts.enabled_channels.iter().map(|c| c.as_str()).collect();
+                let mut env: Vec<(String, String)> = [
+                    ("NOTIFY_HTTP__LISTEN", notify_addr.to_string()),
+                    ("NOTIFY_DATABASE__URL", databases[1].url().to_owned()),
+                    ("NOTIFY_JWT__SECRET", jwt.secret.expose_secret().to_owned()),
+                    (
+                        "NOTIFY_KAFKA__BOOTSTRAP_SERVERS",
+                        kafka_cfg.bootstrap_servers.clone(),
+                    ),
+                    ("NOTIFY_KAFKA__TOPIC_PREFIX", kafka_cfg.topic_prefix.clone()),
+                    ("NOTIFY_USERS__BASE_URL", format!("http://{users_proxy}")),
+                    ("NOTIFY_REDIS__URL", redis.url.clone()),
+                    ("NOTIFY_REDIS__KEY_PREFIX", redis.key_prefix.clone()),
+                    ("NOTIFY_WELCOME__ENABLED", opts.welcome.to_string()),
+                    (
+                        "NOTIFY_PLANNING__ENABLED_CHANNELS",
+                        format!("[{}]", channels.join(",")),
+                    ),
+                    (
+                        "NOTIFY_RELAY__POLL_INTERVAL_MS",
+                        opts.relay.poll_interval_ms.to_string(),
+                    ),
+                    ("RUST_LOG", "warn".to_owned()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                env.extend(extra.iter().cloned());
+                let mut process = NotifyProcess { env, child: None };
+                process.spawn()?;
+                Some(process)
+            }
+        };
 
         let (l, addr) = listener().await;
         let workers_cfg = workers::Config {
@@ -399,6 +486,7 @@ impl Stack {
             addrs,
             databases,
             redis_keys: Some(redis_keys),
+            notify_process,
         };
         stack.wait_ready().await?;
         Ok(stack)
@@ -416,11 +504,23 @@ impl Stack {
             urls.push((format!("bff-{i}"), format!("http://{}/readyz", b.addr)));
         }
         urls.push(("public URL".into(), format!("{}/readyz", self.url())));
+        self.wait_answering(urls).await
+    }
+
+    /// Each of `urls` (name, URL) answers 2xx within [`READY_TIMEOUT`].
+    async fn wait_answering(&self, urls: Vec<(String, String)>) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         for (name, url) in urls {
             loop {
                 if let Some(t) = self.services.finished() {
                     anyhow::bail!("{t} exited during start");
+                }
+                if let Some(child) = self.notify_process.as_ref().and_then(|p| p.child.as_ref())
+                    && !devkit::process::alive(child.id())
+                {
+                    anyhow::bail!(
+                        "notification-service exited during start (RUST_LOG=warn: its stderr is above)"
+                    );
                 }
                 let last = match self.http.get(&url).send().await {
                     Ok(r) if r.status().is_success() => break,
@@ -438,12 +538,42 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// SIGKILLs notification-service (run as a process: [`Options::notification_service_process`]).
+    pub fn kill_notification_service(&mut self) {
+        let process = self.notify_process.as_mut().expect(
+            "notification-service runs as a process (Options::notification_service_process)",
+        );
+        if let Some(mut child) = process.child.take() {
+            child.kill();
+        }
+    }
+
+    /// Starts the killed notification-service again, on its address; returns once it answers
+    /// `/readyz`.
+    pub async fn start_notification_service(&mut self) -> anyhow::Result<()> {
+        let process = self.notify_process.as_mut().expect(
+            "notification-service runs as a process (Options::notification_service_process)",
+        );
+        anyhow::ensure!(process.child.is_none(), "notification-service is running");
+        process.spawn()?;
+        let addr = self.addr(Service::Notifications);
+        self.wait_answering(vec![(
+            "notification-service".into(),
+            format!("http://{addr}/readyz"),
+        )])
+        .await
+    }
+}
+
 impl Drop for Stack {
     /// Stops everything the stack started, in an order that cannot hang: the services first
     /// (bounded wait), then — only if they all stopped — the Kafka cluster (a consumer closed
     /// against vanished brokers would wait forever; if some service is stuck the cluster is
     /// left to the process's exit), nginx, the databases and the Redis keys.
     fn drop(&mut self) {
+        // A child notification-service first: killed, it needs nothing else to stop.
+        self.notify_process.take();
         for b in &self.bffs {
             b.shutdown.cancel();
         }

@@ -189,3 +189,215 @@ async fn whole_request_limits_refuse_the_batch_and_write_nothing() {
         300
     );
 }
+
+/// `n` items to distinct addresses, each with its own idempotency key.
+fn keyed_items(batch: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut it = item(&format!("{batch}{i}@example.com"));
+            it["idempotency_key"] = json!(format!("{batch}-{i}"));
+            it
+        })
+        .collect()
+}
+
+/// notification-service (a process here) SIGKILLed while a batch is being written: the batch
+/// answered before stays whole, the interrupted one is answered with an error (never a 200
+/// for items that were not written), and retried with the same keys once the service is back,
+/// each of its items is written exactly once — the ones committed before the kill replayed
+/// (200), the rest accepted (202) — and every address is mailed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_batch_loses_nothing_answered_and_a_keyed_retry_writes_each_item_once() {
+    const FIRST: usize = 50;
+    const SECOND: usize = 500;
+    let mut stack = Stack::start(Options {
+        bff_instances: 2,
+        nginx: true,
+        welcome: false,
+        // Claims of the killed requests are taken over after 2 s instead of a minute.
+        notification_service_process: Some(vec![(
+            "NOTIFY_INTAKE__ABANDONED_CLAIM_SECS".into(),
+            "2".into(),
+        )]),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let (http, url) = (stack.http.clone(), stack.url());
+    let post = |items: Vec<Value>| {
+        let (http, url, svc) = (http.clone(), url.clone(), svc.clone());
+        async move {
+            let resp = http
+                .post(format!("{url}/v1/notifications/batch"))
+                .bearer_auth(svc)
+                .json(&json!({ "notifications": items }))
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((status, body))
+        }
+    };
+    let count = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notifications")
+            .fetch_one(&pool)
+            .await
+            .unwrap() as usize
+    };
+
+    let (status, first) = post(keyed_items("a", FIRST)).await.unwrap();
+    assert_eq!(status, 200, "{first}");
+    let first_ids: Vec<uuid::Uuid> = first["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], 202, "{r}");
+            r["id"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+
+    // The second batch, killed once some of it is committed and before all of it is.
+    let second = tokio::spawn(post(keyed_items("b", SECOND)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(stack.notify_pool.clone()).await == FIRST {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing of the second batch written in 30 s"
+        );
+        assert!(
+            !second.is_finished(),
+            "answered before anything was written: {:?}",
+            second.await
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stack.kill_notification_service();
+    let at_kill = count(stack.notify_pool.clone()).await;
+    assert!(
+        at_kill > FIRST && at_kill < FIRST + SECOND,
+        "the kill was to land mid-batch: {at_kill} notifications"
+    );
+    match second.await.unwrap() {
+        Ok((status, body)) => assert!(status >= 500, "{status} {body}"),
+        Err(e) => panic!("no answer at all from nginx: {e}"),
+    }
+    // Everything answered accepted before the kill is there.
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE id = ANY($1)")
+        .bind(&first_ids)
+        .fetch_one(&stack.notify_pool)
+        .await
+        .unwrap();
+    assert_eq!(kept as usize, FIRST);
+
+    // Back, and the second batch again with the same keys: items whose requests died holding
+    // their key are refused `idempotency_in_flight` (409) until the claim is abandoned (2 s).
+    stack.start_notification_service().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let results = loop {
+        let (status, answer) = post(keyed_items("b", SECOND)).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        let results = answer["results"].as_array().unwrap().clone();
+        if results.iter().all(|r| r["status"] != 409) {
+            break results;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "claims still in flight after 30 s: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let replayed = results.iter().filter(|r| r["status"] == 200).count();
+    let accepted = results.iter().filter(|r| r["status"] == 202).count();
+    assert_eq!(
+        (replayed, accepted),
+        (at_kill - FIRST, FIRST + SECOND - at_kill),
+        "committed before the kill: replayed; the rest: accepted"
+    );
+    let mut ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), SECOND);
+    assert_eq!(count(stack.notify_pool.clone()).await, FIRST + SECOND);
+
+    // Every address mailed, once.
+    let mails = stack
+        .smtp
+        .wait_for(FIRST + SECOND, Duration::from_secs(120))
+        .await;
+    let mut to: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+    to.sort_unstable();
+    to.dedup();
+    assert_eq!(
+        (to.len(), mails.len()),
+        (FIRST + SECOND, FIRST + SECOND),
+        "each address once"
+    );
+}
+
+/// The rate limit counts a batch's items: with 10 requests an hour, a batch of 8 passes, and
+/// then neither another batch of 8 nor a third single send does (429 with `Retry-After`) —
+/// batching never gets around a service's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_each_item_against_the_rate_limit() {
+    let stack = Stack::start(Options {
+        rate_limits: bff::config::RateLimitConfig {
+            service: bff::config::Limit {
+                requests: 10,
+                // One request back every 6 minutes: none comes back during the test.
+                period_secs: 3600,
+            },
+            ..Options::default().rate_limits
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let svc = stack.token(Role::Service, "billing");
+    let eight = || json!({ "notifications": (0..8).map(|i| item(&format!("r{i}@example.com"))).collect::<Vec<_>>() });
+    let (status, answer) = stack
+        .call(
+            Method::POST,
+            "/v1/notifications/batch",
+            Some(&svc),
+            Some(eight()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = stack
+        .call(
+            Method::POST,
+            "/v1/notifications/batch",
+            Some(&svc),
+            Some(eight()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["type"], "rate_limited", "{answer}");
+    // 8 + the refused batch's first count = 9: one single send left, then refused.
+    let one = item("single@example.com");
+    let (status, _) = stack
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(&svc),
+            Some(one.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    let (status, _) = stack
+        .call(Method::POST, "/v1/notifications", Some(&svc), Some(one))
+        .await
+        .unwrap();
+    assert_eq!(status, 429);
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        9
+    );
+}

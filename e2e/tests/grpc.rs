@@ -490,3 +490,133 @@ async fn reflected_services(stack: &Stack) -> Vec<String> {
         other => panic!("not a service list: {other:?}"),
     }
 }
+
+/// `SendBatch` through nginx's gRPC port to two bff: one result per item in order, an item
+/// that does not convert (a user id that is not a UUID) answered in its place beside the
+/// service's own refusals, a keyed item replayed, the whole-request limit a status naming
+/// `notifications`, and a caller without the role told nothing about the items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_batch_answers_each_item_and_converts_bad_ones_in_place() {
+    use proto::v1::{BatchItem, SendBatchRequest};
+    let stack = Stack::start(Options {
+        bff_instances: 2,
+        nginx: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let (billing, user) = (
+        stack.token(Role::Service, "billing"),
+        stack.token(Role::User, &uuid::Uuid::new_v4().to_string()),
+    );
+    let mut grpc = client(&stack).await;
+    let item = |send: SendRequest, key: Option<&str>| BatchItem {
+        notification: Some(send),
+        idempotency_key: key.map(str::to_owned),
+    };
+    let not_a_uuid = SendRequest {
+        recipients: vec![Recipient {
+            to: Some(To::UserId("nobody".into())),
+        }],
+        ..email_send("x@example.com", "x")
+    };
+    let no_recipient = SendRequest {
+        recipients: vec![],
+        ..email_send("x@example.com", "x")
+    };
+    let batch = SendBatchRequest {
+        notifications: vec![
+            item(email_send("a@example.com", "first"), None),
+            item(not_a_uuid.clone(), None),
+            item(no_recipient, None),
+            item(email_send("k@example.com", "keyed"), Some("order-9")),
+            item(email_send("b@example.com", "last"), None),
+        ],
+    };
+    let answer = grpc
+        .send_batch(request(batch, &billing, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let statuses: Vec<u32> = answer.results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [202, 422, 422, 202, 202], "{answer:?}");
+    let field = |i: usize| {
+        let p = answer.results[i].problem.as_ref().unwrap();
+        assert_eq!(p.r#type, "validation_failed", "{p:?}");
+        p.errors[0].field.clone()
+    };
+    assert_eq!(field(1), "recipients[0].user_id");
+    assert_eq!(field(2), "recipients");
+    let ids: Vec<&str> = [0, 3, 4]
+        .iter()
+        .map(|&i| answer.results[i].id.as_deref().unwrap())
+        .collect();
+    assert!(answer.results[1].id.is_none() && answer.results[2].id.is_none());
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        3
+    );
+    let view = stack
+        .wait_settled(ids[1], &billing, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
+
+    // The keyed item again: replayed with its first id, nothing written.
+    let again = grpc
+        .send_batch(request(
+            SendBatchRequest {
+                notifications: vec![item(email_send("k@example.com", "keyed"), Some("order-9"))],
+            },
+            &billing,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.results[0].status, 200, "{again:?}");
+    assert_eq!(again.results[0].id.as_deref(), Some(ids[1]));
+
+    // Only items that do not convert: answered without the service, for a service only.
+    let bad_only = SendBatchRequest {
+        notifications: vec![item(not_a_uuid, None)],
+    };
+    let answer = grpc
+        .send_batch(request(bad_only.clone(), &billing, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.results[0].status, 422, "{answer:?}");
+    let err = grpc
+        .send_batch(request(bad_only, &user, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // Whole-request limits: no item, more than 1,000.
+    for n in [0, 1001] {
+        let err = grpc
+            .send_batch(request(
+                SendBatchRequest {
+                    notifications: (0..n)
+                        .map(|i| item(email_send(&format!("m{i}@example.com"), "m"), None))
+                        .collect(),
+                },
+                &billing,
+                &[],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{n}: {err:?}");
+        let fields = err.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(fields[0].field, "notifications", "{n}: {fields:?}");
+    }
+    assert_eq!(
+        stack
+            .notify_count("SELECT count(*) FROM notifications")
+            .await,
+        3
+    );
+}

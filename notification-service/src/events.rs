@@ -24,7 +24,6 @@ use uuid::Uuid;
 use crate::{
     AppState,
     config::WelcomeConfig,
-    db::notifications::{self as db, NewNotification},
     intake,
     request::{Priority, Recipient, SendRequest},
 };
@@ -105,8 +104,7 @@ impl EventsHandler {
     }
 
     async fn welcome(&self, user_id: Uuid) -> Result<(), WelcomeFailure> {
-        let now = chrono::Utc::now();
-        let mut req = SendRequest {
+        let req = SendRequest {
             recipients: vec![Recipient::User(user_id)],
             category: "welcome".into(),
             priority: Priority::Normal,
@@ -124,39 +122,21 @@ impl EventsHandler {
             localized: None,
             fallback: None,
         };
-        let state = &self.state;
-        let profiles = intake::profiles_for(state, &req)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        // Only the channels the user has: no suppressed rows for contacts they never gave.
-        let mut deliveries = intake::plan(state, &req, &profiles, now)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        deliveries.retain(|d| d.reason != Some("no_contact"));
-        if deliveries.is_empty() {
-            tracing::info!(%user_id, "new user has no reachable channel; no welcome");
-            return Ok(());
-        }
-        if let Err(e) = intake::render(state, &mut req, &deliveries).await {
-            // A 4xx: the template is missing or does not render with what a welcome has.
-            return Err(if e.status.is_client_error() {
-                WelcomeFailure::Never(format!("welcome template: {}", e.detail))
-            } else {
-                WelcomeFailure::Retry(anyhow::anyhow!("welcome template: {e}"))
-            });
-        }
-        let notification = NewNotification {
+        let origin = intake::Origin::Welcome {
             id: welcome_id(user_id),
-            created_by: "notification-service",
-            request: &req,
-            deliveries: &deliveries,
-            created_at: now,
         };
-        let mut tx = self.state.pool.begin().await?;
-        let written = db::insert(&mut tx, &notification).await?;
-        tx.commit().await?;
-        tracing::info!(%user_id, written, "welcome notification");
-        Ok(())
+        match intake::accept(&self.state, origin, req, chrono::Utc::now()).await {
+            Ok(accepted) => {
+                tracing::info!(%user_id, ?accepted, "welcome notification");
+                Ok(())
+            }
+            // A 4xx: the template is missing or does not render with what a welcome has.
+            Err(e) if e.status.is_client_error() => Err(WelcomeFailure::Never(format!(
+                "welcome template: {}",
+                e.detail
+            ))),
+            Err(e) => Err(WelcomeFailure::Retry(anyhow::anyhow!("welcome: {e}"))),
+        }
     }
 }
 

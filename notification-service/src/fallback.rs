@@ -10,14 +10,12 @@
 
 use chrono::Utc;
 use common::events::Channel;
-use delivery::fallback::{Candidates, Claim};
+use delivery::fallback::Candidates;
 use uuid::Uuid;
 
 use crate::{
     AppState,
-    db::notifications::{NewNotification, insert_deliveries},
-    intake,
-    planning::{PlannedDelivery, PlannedStatus},
+    intake::{self, Accepted, Origin},
     request::SendRequest,
 };
 
@@ -45,53 +43,34 @@ pub async fn on_dead(state: &AppState, delivery_id: Uuid) -> anyhow::Result<Fall
         };
     drop(conn);
 
-    let mut req = SendRequest::stored(&dead, user_id);
-    let profiles = intake::profiles_for(state, &req)
+    let req = SendRequest::stored(&dead, user_id);
+    let origin = Origin::Fallback {
+        of: delivery_id,
+        dead: &dead,
+        channels: &candidates,
+    };
+    let accepted = intake::accept(state, origin, req, Utc::now())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let now = Utc::now();
-    // The first channel that can carry it; channels that cannot (opted out, no contact) are
-    // written as suppressed deliveries on the way, so the chain explains itself.
-    let mut planned: Vec<PlannedDelivery> = Vec::new();
-    let mut chosen = None;
-    for channel in candidates {
-        req.channels = Some(vec![channel]);
-        let ds = intake::plan(state, &req, &profiles, now)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let deliverable = ds.iter().any(|p| p.status != PlannedStatus::Suppressed);
-        planned.extend(ds);
-        chosen = Some(channel);
-        if deliverable {
-            break;
+    Ok(match accepted {
+        Accepted::Written {
+            deliveries,
+            channel: Some(channel),
+        } => {
+            state
+                .metrics
+                .fallbacks_planned
+                .get_or_create(&crate::metrics::ChannelLabel {
+                    channel: channel.as_str().to_owned(),
+                })
+                .inc();
+            FallbackOutcome::Planned {
+                channel,
+                deliveries,
+            }
         }
-    }
-    let channel = chosen.expect("candidates is not empty");
-
-    let mut tx = state.pool.begin().await?;
-    match delivery::fallback::claim(&mut tx, delivery_id).await? {
-        Claim::NotDead => return Ok(FallbackOutcome::None("no longer dead (re-driven)")),
-        Claim::AlreadyPlanned => return Ok(FallbackOutcome::AlreadyPlanned),
-        Claim::Ready => {}
-    }
-    let n = NewNotification {
-        id: dead.notification_id,
-        created_by: &dead.created_by,
-        request: &req,
-        deliveries: &planned,
-        created_at: dead.created_at,
-    };
-    insert_deliveries(&mut tx, &n, Some(delivery_id), now).await?;
-    tx.commit().await?;
-    state
-        .metrics
-        .fallbacks_planned
-        .get_or_create(&crate::metrics::ChannelLabel {
-            channel: channel.as_str().to_owned(),
-        })
-        .inc();
-    Ok(FallbackOutcome::Planned {
-        channel,
-        deliveries: planned.len(),
+        Accepted::AlreadyWritten => FallbackOutcome::AlreadyPlanned,
+        Accepted::Nothing(why) => FallbackOutcome::None(why),
+        other => anyhow::bail!("fallback answered {other:?}"),
     })
 }

@@ -6,7 +6,7 @@
 use api::{
     admin::{DeliveryPage, NotificationPage},
     notifications::{
-        AttemptView, ContentBody, DeliveryCounts, DeliveryView, NotificationSummary,
+        AttemptView, BatchResult, ContentBody, DeliveryCounts, DeliveryView, NotificationSummary,
         NotificationView, RecipientBody, SendBody,
     },
 };
@@ -60,6 +60,52 @@ pub fn send_body(req: v1::SendRequest) -> Result<SendBody, Vec<FieldError>> {
         ttl_seconds: req.ttl_seconds,
         fallback: non_empty(req.fallback),
     })
+}
+
+/// The REST items of a `SendBatch`, in order: each the JSON item its REST twin takes (the
+/// send body plus `idempotency_key`), or the field errors of an item that does not convert
+/// (answered in its place, as the service answers a bad item).
+pub fn batch_items(req: v1::SendBatchRequest) -> Vec<Result<serde_json::Value, Vec<FieldError>>> {
+    req.notifications
+        .into_iter()
+        .map(|item| {
+            let body = send_body(item.notification.unwrap_or_default())?;
+            let mut value = serde_json::to_value(body).expect("a send body serialises");
+            if let Some(key) = item.idempotency_key {
+                value["idempotency_key"] = json!(key);
+            }
+            Ok(value)
+        })
+        .collect()
+}
+
+/// How many recipients a `SendBatch` names over all its items (a whole-request limit).
+pub fn batch_recipients(req: &v1::SendBatchRequest) -> usize {
+    req.notifications
+        .iter()
+        .map(|i| i.notification.as_ref().map_or(0, |n| n.recipients.len()))
+        .sum()
+}
+
+/// One item's result.
+pub fn batch_result(r: BatchResult) -> v1::BatchResult {
+    v1::BatchResult {
+        status: r.status.into(),
+        id: r.id.map(|id| id.to_string()),
+        problem: r.problem.map(|p| v1::Problem {
+            r#type: p.kind,
+            title: p.title,
+            detail: p.detail,
+            errors: p
+                .errors
+                .into_iter()
+                .map(|e| v1::FieldError {
+                    field: e.field,
+                    message: e.message,
+                })
+                .collect(),
+        }),
+    }
 }
 
 fn recipient_body(i: usize, r: v1::Recipient, errors: &mut Vec<FieldError>) -> RecipientBody {

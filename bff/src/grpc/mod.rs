@@ -47,15 +47,19 @@ const RETURNED_HEADERS: [&str; 2] = [common::telemetry::REQUEST_ID, common::idem
 ///
 /// The REST body limit (`body_limit_bytes`) applies to each call's JSON twin, so an oversized
 /// message gets the REST API's `payload_too_large` (RESOURCE_EXHAUSTED with its ErrorInfo).
-/// tonic refuses to decode a message four times that size, which bounds the memory one call
-/// can take before its twin is built; that refusal (tonic's OUT_OF_RANGE) is answered as
+/// tonic refuses to decode a message four times that size (at least the batch route's
+/// limit, for `SendBatch`), which bounds the memory one call can take before its twin is built; that refusal (tonic's OUT_OF_RANGE) is answered as
 /// the same `payload_too_large`.
 pub fn mount(rest: Router, state: AppState, body_limit_bytes: usize) -> Router {
     let api = NotificationsServer::new(Grpc {
         rest: rest.clone(),
         state,
     })
-    .max_decoding_message_size(body_limit_bytes.saturating_mul(4));
+    .max_decoding_message_size(
+        body_limit_bytes
+            .saturating_mul(4)
+            .max(api::notifications::MAX_BATCH_BYTES),
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -256,6 +260,62 @@ impl Notifications for Grpc {
         let body = serde_json::to_vec(&body).map_err(|e| Status::internal(e.to_string()))?;
         let answer = self.call(&meta, Method::POST, PATH, Some(body)).await?;
         Self::reply(answer, convert::notification)
+    }
+
+    async fn send_batch(
+        &self,
+        request: Request<v1::SendBatchRequest>,
+    ) -> Result<Response<v1::SendBatchResponse>, Status> {
+        const PATH: &str = "/v1/notifications/batch";
+        let (meta, _, message) = request.into_parts();
+        if let Err(e) = api::notifications::check_batch_size(
+            message.notifications.len(),
+            convert::batch_recipients(&message),
+        ) {
+            self.authorise(&meta, Method::POST, PATH).await?;
+            return Err(status::invalid(vec![e], &meta));
+        }
+        // Items that do not convert are answered in place; the rest go to the REST twin, and
+        // its results are put back between them in the items' order.
+        let items = convert::batch_items(message);
+        let forwarded: Vec<&serde_json::Value> =
+            items.iter().filter_map(|i| i.as_ref().ok()).collect();
+        let mut returned = MetadataMap::new();
+        let mut answered = if forwarded.is_empty() {
+            self.authorise(&meta, Method::POST, PATH).await?;
+            Vec::new()
+        } else {
+            let body = serde_json::to_vec(&serde_json::json!({ "notifications": forwarded }))
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let answer = self.call(&meta, Method::POST, PATH, Some(body)).await?;
+            let answer: Response<api::notifications::BatchAnswer> = Self::reply(answer, |a| a)?;
+            let (answer_meta, answer, _) = answer.into_parts();
+            returned = answer_meta;
+            if answer.results.len() != forwarded.len() {
+                return Err(Status::internal(format!(
+                    "{} results for {} items",
+                    answer.results.len(),
+                    forwarded.len()
+                )));
+            }
+            answer.results
+        }
+        .into_iter();
+        let results = items
+            .into_iter()
+            .map(|item| match item {
+                Ok(_) => answered.next().expect("counted above"),
+                Err(errors) => api::notifications::BatchResult {
+                    status: 422,
+                    id: None,
+                    problem: Some(common::problem::ApiError::validation(errors).problem()),
+                },
+            })
+            .map(convert::batch_result)
+            .collect();
+        let mut resp = Response::new(v1::SendBatchResponse { results });
+        *resp.metadata_mut() = returned;
+        Ok(resp)
     }
 
     async fn get(

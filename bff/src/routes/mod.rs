@@ -54,6 +54,8 @@ pub enum Handler {
     Forward,
     /// `POST /v1/notifications`: forwarded, with replays of completed idempotent requests.
     Send,
+    /// `POST /v1/notifications/batch`: forwarded, rate-limited per notification.
+    SendBatch,
     /// `GET /v1/me`: profile, contacts, devices and preferences in one answer.
     Me,
     /// A provider's signed callback (a delivery receipt, a bounce report): no token — the
@@ -159,6 +161,7 @@ pub fn router() -> Router<AppState> {
         let method = match route.handler {
             Handler::Forward => forward::method(route),
             Handler::Send => on(route.filter(), send::send),
+            Handler::SendBatch => on(route.filter(), send::send_batch),
             Handler::Me => on(route.filter(), me::get_me),
             Handler::Signed => forward::anonymous(route),
             Handler::Healthz => on(route.filter(), health::healthz),

@@ -1,6 +1,10 @@
 //! `POST /v1/notifications`: forwarded like any route, and an `Idempotency-Key` request that
 //! completed (202) is answered again from Redis without reaching notification-service
 //! (which keeps its own record in Postgres for requests that reach it: decision 0004).
+//!
+//! `POST /v1/notifications/batch`: forwarded, its rate limit counted per notification — a
+//! batch of 100 costs what 100 single sends cost, so batching is faster but never a way
+//! around a service's limit.
 
 use axum::{
     Json,
@@ -10,7 +14,11 @@ use axum::{
 };
 use common::{auth::Role, http::RawBody, idempotency, problem::ApiError};
 
-use crate::{AppState, rate_limit::Caller, upstream::Service};
+use crate::{
+    AppState,
+    rate_limit::{Caller, Verdict},
+    upstream::Service,
+};
 
 const PATH: &str = "/v1/notifications";
 
@@ -66,4 +74,62 @@ pub async fn send(
             .await;
     }
     Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+const BATCH_PATH: &str = "/v1/notifications/batch";
+
+pub async fn send_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Service])?;
+    // `Caller` counted the request once; the rest of its items now.
+    if let Some(limiter) = &state.limiter {
+        let items = batch_items(&body);
+        if items > 1 {
+            match limiter.charge(&caller.0, items - 1).await {
+                Ok(Verdict::Allowed { .. }) => {}
+                Ok(Verdict::Limited { retry_after }) => {
+                    return Err(crate::rate_limit::too_many(retry_after));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limiter unavailable; letting the batch through")
+                }
+            }
+        }
+    }
+    state
+        .upstream
+        .forward(
+            Service::Notifications,
+            Method::POST,
+            BATCH_PATH,
+            &caller.0,
+            &headers,
+            body,
+        )
+        .await
+}
+
+/// How many notifications a batch body holds, without building them (1 for a body that is not
+/// a batch: the service answers for it).
+fn batch_items(body: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        notifications: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Count>(body).map_or(1, |c| c.notifications.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_batch_counts_its_items_and_anything_else_counts_once() {
+        let body = br#"{"notifications": [{"recipients": [{"email": "a@b.c"}]}, 5, null]}"#;
+        assert_eq!(super::batch_items(body), 3);
+        assert_eq!(super::batch_items(br#"{"notifications": 5}"#), 1);
+        assert_eq!(super::batch_items(b"not json"), 1);
+    }
 }

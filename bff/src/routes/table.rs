@@ -116,6 +116,7 @@ pub static ROUTES: [Route; 34] = [
         )
     },
     Route {
+        handler: Handler::SendBatch,
         request: Some(schema::<api::notifications::BatchBody>),
         body_limit: Some(api::notifications::MAX_BATCH_BYTES),
         ..route(
@@ -131,7 +132,7 @@ pub static ROUTES: [Route; 34] = [
              `problem`. One bad item never fails the others; each accepted item is committed \
              before the answer. The whole request is refused only when it holds no item or \
              more than 1,000, more than 10,000 recipients in all (422), or more than 8 MiB \
-             (413).",
+             (413). The rate limit counts each item as one request.",
             &[ok(
                 200,
                 "One result per item, in order",

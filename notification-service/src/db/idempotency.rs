@@ -3,7 +3,7 @@
 //! A request claims `(caller, key)` in its own committed statement — the primary key lets only
 //! one of many concurrent requests win — and completes the claim in the same transaction that
 //! writes the notification, storing the response. A request that fails releases its claim so
-//! the caller can retry; a claim abandoned by a crash is taken over after a minute.
+//! the caller can retry; a claim abandoned by a crash is taken over after `intake.abandoned_claim_secs` (a minute).
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -21,10 +21,15 @@ pub enum Claim {
     Replay(serde_json::Value),
 }
 
-/// Claims stay "in flight" at most this long before another request may take them over.
-const ABANDONED_AFTER_SECS: f64 = 60.0;
-
-pub async fn claim(pool: &PgPool, caller: &str, key: &str, hash: &str) -> sqlx::Result<Claim> {
+/// Claims `(caller, key)` for a request with body hash `hash`; a claim still "in flight"
+/// after `abandoned_after_secs` (`intake.abandoned_claim_secs`) is taken over.
+pub async fn claim(
+    pool: &PgPool,
+    caller: &str,
+    key: &str,
+    hash: &str,
+    abandoned_after_secs: f64,
+) -> sqlx::Result<Claim> {
     // Keys older than 24 h are forgotten.
     sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND created_at < now() - interval '24 hours'")
         .bind(caller)
@@ -64,7 +69,7 @@ pub async fn claim(pool: &PgPool, caller: &str, key: &str, hash: &str) -> sqlx::
             )
             .bind(caller)
             .bind(key)
-            .bind(ABANDONED_AFTER_SECS)
+            .bind(abandoned_after_secs)
             .execute(pool)
             .await?
             .rows_affected();

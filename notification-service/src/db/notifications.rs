@@ -10,25 +10,27 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use crate::planned::NewNotification;
-use crate::{
-    planned::dispatch_rows,
-    views::{notification_status, notification_status_counted},
-};
+use crate::views::{notification_status, notification_status_counted};
 
-/// Writes the notification, its deliveries and their outbox rows — three statements, however
-/// many recipients. Call inside a transaction. Returns false (and writes nothing) when a
-/// notification with this id exists already.
-pub async fn insert(conn: &mut PgConnection, n: &NewNotification<'_>) -> anyhow::Result<bool> {
+/// Writes the notification, its deliveries and their outbox rows (`outbox_rows`, built by
+/// `crate::planned::dispatch_rows`) — three statements, however many recipients. Call inside
+/// a transaction. Returns false (and writes nothing) when a notification with this id exists
+/// already.
+pub async fn insert(
+    conn: &mut PgConnection,
+    n: &NewNotification<'_>,
+    outbox_rows: &[OutboxMessage],
+) -> anyhow::Result<bool> {
     let inserted = insert_notifications(conn, &[n], true).await? == 1;
     if !inserted {
         return Ok(false);
     }
-    insert_deliveries(conn, n, None, n.created_at).await?;
+    insert_deliveries(conn, n, None, n.created_at, outbox_rows).await?;
     Ok(true)
 }
 
 /// Writes several new notifications (fresh ids) with their deliveries and the outbox rows
-/// built for them ([`dispatch_rows`], in each request's own context so each row carries its
+/// built for them (`crate::planned::dispatch_rows`, in each request's own context so each row carries its
 /// request id and trace) in the same three statements as one: what group commit writes for
 /// concurrent requests (`crate::intake`). Call inside a transaction.
 pub async fn insert_many(
@@ -105,9 +107,9 @@ pub async fn insert_deliveries(
     n: &NewNotification<'_>,
     fallback_of: Option<Uuid>,
     now: DateTime<Utc>,
+    outbox_rows: &[OutboxMessage],
 ) -> anyhow::Result<()> {
-    let rows = dispatch_rows(n)?;
-    write_deliveries(conn, &[(n, fallback_of, now)], &rows).await
+    write_deliveries(conn, &[(n, fallback_of, now)], outbox_rows).await
 }
 
 /// The deliveries of several notifications, and the outbox rows: two statements.

@@ -1,15 +1,14 @@
-//! Intake: the one owner of turning a validated request into written notifications.
+//! Intake: the one owner of turning a request into written notifications.
 //!
-//! Every path that creates deliveries goes through here, in the same order: the recipients'
-//! delivery profiles (one users-service call, [`profiles_for`]) → planning with preferences,
-//! contacts and quiet hours, then the suppression list ([`plan`]) → the template rendered in
-//! the locales that will be sent ([`render`]) → written durably. The send route
-//! ([`accept`]: the gRPC twin reaches it through the bff), the welcome of a new user
-//! (`events`) and channel fallback (`fallback`) differ only in what they write: a new
-//! notification with its idempotency key, a notification with a deterministic id written once,
-//! deliveries added to an existing notification.
-//!
-//! [`writer`] is how accepted requests are committed (group commit).
+//! Every path that creates deliveries calls [`accept`], which runs the same steps in the same
+//! order: the recipients' delivery profiles (one users-service call) → planning with
+//! preferences, contacts and quiet hours, then the suppression list → the template rendered in
+//! the locales that will be sent → the size bound → written durably ([`writer`]). The request's
+//! [`Origin`] says only how it is written: a service's send (REST, batch, and gRPC through the
+//! bff's REST twin, via [`submit`]) is a new notification written by group commit with its
+//! idempotency key's answer; the welcome of a new user (`events`) a notification whose id is
+//! derived from the user's, written once; channel fallback (`fallback`) deliveries added to the
+//! dead delivery's notification, on the first channel of its list that can carry them.
 
 mod writer;
 
@@ -17,7 +16,7 @@ use std::collections::HashMap;
 
 use api::profiles::DeliveryProfile;
 use chrono::{DateTime, Utc};
-use common::{auth::Principal, problem::ApiError};
+use common::{auth::Principal, events::Channel, problem::ApiError};
 use uuid::Uuid;
 
 pub use writer::{Intake, IntakeConfig, Planned};
@@ -25,7 +24,7 @@ pub use writer::{Intake, IntakeConfig, Planned};
 use crate::{
     AppState,
     db::idempotency::{self as idem, Claim},
-    planning::{self, PlannedDelivery},
+    planning::{self, PlannedDelivery, PlannedStatus},
     request::{Recipient, SendBody, SendRequest},
     views::NotificationView,
 };
@@ -46,6 +45,44 @@ pub struct Keyed {
     pub field: &'static str,
 }
 
+/// Where a request comes from: what it may plan, and how it is written.
+pub enum Origin<'a> {
+    /// A service's send: a new notification, its idempotency key's answer stored in the same
+    /// transaction.
+    Service {
+        principal: &'a Principal,
+        key: Option<&'a str>,
+    },
+    /// The welcome of a new user: only the channels the user has (no suppressed rows for
+    /// contacts they never gave); `id` derived from the user's, so a redelivered event writes
+    /// nothing twice.
+    Welcome { id: Uuid },
+    /// Channel fallback for the dead delivery `of` (read as `dead`): the first of `channels`
+    /// that can carry it — those that cannot (opted out, no contact) are written as suppressed
+    /// deliveries on the way, so the chain explains itself — added to its notification.
+    Fallback {
+        of: Uuid,
+        dead: &'a delivery::LockedDelivery,
+        channels: &'a [Channel],
+    },
+}
+
+/// What [`accept`] wrote.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A service's new notification, as the service sees it.
+    Notification(NotificationView),
+    /// Deliveries written; `channel`: the one a fallback chose.
+    Written {
+        deliveries: usize,
+        channel: Option<Channel>,
+    },
+    /// Written before: a redelivered event, a fallback already planned.
+    AlreadyWritten,
+    /// Nothing to write, and why.
+    Nothing(&'static str),
+}
+
 /// A service's send request as it arrived (parsed, with its idempotency key): validated,
 /// checked against the caller's grants, its key claimed, then [`accept`]ed; a key is released
 /// again if accepting fails, so a retry can succeed.
@@ -61,7 +98,8 @@ pub async fn submit(
     state.permissions.check(principal.subject(), &req)?;
     let caller = principal.subject();
     if let Some(Keyed { key, hash, field }) = &key {
-        match idem::claim(&state.pool, caller, key, hash).await? {
+        let abandoned = state.intake.abandoned_claim_secs();
+        match idem::claim(&state.pool, caller, key, hash, abandoned).await? {
             Claim::New => {}
             Claim::Replay(response) => return Ok(Submitted::Replayed(response)),
             Claim::InFlight => {
@@ -83,19 +121,96 @@ pub async fn submit(
         }
     }
     let key = key.map(|k| k.key);
-    let accepted = accept(state, principal, &req, key.as_deref(), now).await;
+    let origin = Origin::Service {
+        principal,
+        key: key.as_deref(),
+    };
+    let accepted = accept(state, origin, req, now).await;
     if accepted.is_err()
         && let Some(key) = &key
         && let Err(e) = idem::release(&state.pool, caller, key).await
     {
         tracing::warn!(error = %e, "could not release an idempotency key");
     }
-    accepted.map(Submitted::Accepted)
+    match accepted? {
+        Accepted::Notification(view) => Ok(Submitted::Accepted(view)),
+        other => Err(anyhow::anyhow!("a service's send was answered {other:?}").into()),
+    }
+}
+
+/// Plans, renders, bounds and writes `req` (already validated) as `origin` asks; returns once
+/// it is committed. A 4xx names what in the request cannot be sent (a missing template, a
+/// rendering that fails, too much content); a 5xx is a dependency that may be back later.
+pub async fn accept(
+    state: &AppState,
+    origin: Origin<'_>,
+    mut req: SendRequest,
+    now: DateTime<Utc>,
+) -> Result<Accepted, ApiError> {
+    let profiles = profiles_for(state, &req).await?;
+    let (deliveries, channel) = match &origin {
+        Origin::Fallback { channels, .. } => {
+            first_deliverable(state, &mut req, &profiles, channels, now).await?
+        }
+        Origin::Welcome { .. } => {
+            let mut deliveries = plan(state, &req, &profiles, now).await?;
+            deliveries.retain(|d| d.reason != Some("no_contact"));
+            if deliveries.is_empty() {
+                return Ok(Accepted::Nothing("the user has no reachable channel"));
+            }
+            (deliveries, None)
+        }
+        Origin::Service { .. } => (plan(state, &req, &profiles, now).await?, None),
+    };
+    render(state, &mut req, &deliveries).await?;
+    let planned = planning::planned_bytes(&req, &deliveries);
+    if planned > planning::MAX_PLANNED_BYTES {
+        return Err(ApiError::invalid_field(
+            "recipients",
+            format!(
+                "this request would write {} MB of dispatch messages (every delivery carries the content); at most {} MB: send fewer recipients per request or smaller content",
+                planned / 1_000_000,
+                planning::MAX_PLANNED_BYTES / 1_000_000
+            ),
+        ));
+    }
+    let count = deliveries.len();
+    let written = match origin {
+        Origin::Service { principal, key } => {
+            let mut planned = Planned::new(principal.subject(), req, deliveries, now)?;
+            tracing::Span::current().record("notification_id", tracing::field::display(planned.id));
+            // Only services send: the answer (stored for replays too) shows what a service may
+            // see.
+            let view = crate::views::for_service(planned.notification().view());
+            if let Some(key) = key {
+                let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+                planned.idempotency = Some((key.to_owned(), response));
+            }
+            // Committed (possibly together with concurrent requests) before this returns.
+            state.intake.write(planned).await?;
+            tracing::info!(deliveries = count, "notification accepted");
+            return Ok(Accepted::Notification(view));
+        }
+        Origin::Welcome { id } => {
+            writer::write_once(&state.pool, id, &req, &deliveries, now).await?
+        }
+        Origin::Fallback { of, dead, .. } => {
+            writer::add_to(&state.pool, dead, of, &req, &deliveries, now).await?
+        }
+    };
+    Ok(match written {
+        writer::Written::Yes => Accepted::Written {
+            deliveries: count,
+            channel,
+        },
+        writer::Written::Before => Accepted::AlreadyWritten,
+        writer::Written::NotNow(why) => Accepted::Nothing(why),
+    })
 }
 
 /// The delivery profiles of the request's `user_id` recipients, in one users-service call (as
 /// notification-service itself: users-service serves profiles to it only).
-pub async fn profiles_for(
+async fn profiles_for(
     state: &AppState,
     req: &SendRequest,
 ) -> Result<HashMap<Uuid, DeliveryProfile>, ApiError> {
@@ -121,7 +236,7 @@ pub async fn profiles_for(
 
 /// The deliveries `req` becomes: planned (preferences, contacts, quiet hours), then checked
 /// against the suppression list.
-pub async fn plan(
+async fn plan(
     state: &AppState,
     req: &SendRequest,
     profiles: &HashMap<Uuid, DeliveryProfile>,
@@ -132,10 +247,35 @@ pub async fn plan(
     Ok(deliveries)
 }
 
+/// [`plan`] on each of `channels` in turn until one has a delivery that is not suppressed;
+/// the deliveries of every channel tried, and the last channel tried (`req.channels` is left
+/// set to it).
+async fn first_deliverable(
+    state: &AppState,
+    req: &mut SendRequest,
+    profiles: &HashMap<Uuid, DeliveryProfile>,
+    channels: &[Channel],
+    now: DateTime<Utc>,
+) -> Result<(Vec<PlannedDelivery>, Option<Channel>), ApiError> {
+    let mut planned = Vec::new();
+    let mut chosen = None;
+    for &channel in channels {
+        req.channels = Some(vec![channel]);
+        let ds = plan(state, req, profiles, now).await?;
+        let deliverable = ds.iter().any(|p| p.status != PlannedStatus::Suppressed);
+        planned.extend(ds);
+        chosen = Some(channel);
+        if deliverable {
+            break;
+        }
+    }
+    Ok((planned, chosen))
+}
+
 /// Renders a template request in the locales of the deliveries that will be sent (nothing for
 /// a request with its own content). A missing template or a failed rendering is a 422 naming
 /// `template` or `data`.
-pub async fn render(
+async fn render(
     state: &AppState,
     req: &mut SendRequest,
     deliveries: &[PlannedDelivery],
@@ -153,46 +293,6 @@ pub async fn render(
     .await
 }
 
-/// Accepts a validated send request: planned, rendered, bounded, and written durably (with its
-/// idempotency key's answer, in the same transaction) before it returns the answer a service
-/// sees.
-pub async fn accept(
-    state: &AppState,
-    principal: &Principal,
-    req: &SendRequest,
-    key: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<NotificationView, ApiError> {
-    let profiles = profiles_for(state, req).await?;
-    let deliveries = plan(state, req, &profiles, now).await?;
-    let mut req = req.clone();
-    render(state, &mut req, &deliveries).await?;
-    let planned = planning::planned_bytes(&req, &deliveries);
-    if planned > planning::MAX_PLANNED_BYTES {
-        return Err(ApiError::invalid_field(
-            "recipients",
-            format!(
-                "this request would write {} MB of dispatch messages (every delivery carries the content); at most {} MB: send fewer recipients per request or smaller content",
-                planned / 1_000_000,
-                planning::MAX_PLANNED_BYTES / 1_000_000
-            ),
-        ));
-    }
-    let mut planned = Planned::new(principal.subject(), req, deliveries, now)?;
-    tracing::Span::current().record("notification_id", tracing::field::display(planned.id));
-    // Only services send: the answer (stored for replays too) shows what a service may see.
-    let view = crate::views::for_service(planned.notification().view());
-    if let Some(key) = key {
-        let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-        planned.idempotency = Some((key.to_owned(), response));
-    }
-    let deliveries = planned.deliveries.len();
-    // Committed (possibly together with concurrent requests) before this returns.
-    state.intake.write(planned).await?;
-    tracing::info!(deliveries, "notification accepted");
-    Ok(view)
-}
-
 /// How many items of a batch are planned at once (their writes share group commits).
 const BATCH_CONCURRENCY: usize = 32;
 
@@ -206,16 +306,10 @@ pub async fn submit_batch(
     principal: &Principal,
     body: api::notifications::BatchBody,
 ) -> Result<api::notifications::BatchAnswer, ApiError> {
-    use api::notifications::{BatchAnswer, BatchResult, MAX_BATCH_ITEMS, MAX_BATCH_RECIPIENTS};
+    use api::notifications::{BatchAnswer, BatchResult};
     use futures::StreamExt;
 
     let items = body.notifications;
-    if !(1..=MAX_BATCH_ITEMS).contains(&items.len()) {
-        return Err(ApiError::invalid_field(
-            "notifications",
-            format!("must hold 1 to {MAX_BATCH_ITEMS} notifications"),
-        ));
-    }
     let recipients: usize = items
         .iter()
         .map(|i| {
@@ -224,14 +318,8 @@ pub async fn submit_batch(
                 .map_or(0, Vec::len)
         })
         .sum();
-    if recipients > MAX_BATCH_RECIPIENTS {
-        return Err(ApiError::invalid_field(
-            "notifications",
-            format!(
-                "hold {recipients} recipients in all; at most {MAX_BATCH_RECIPIENTS} per batch"
-            ),
-        ));
-    }
+    api::notifications::check_batch_size(items.len(), recipients)
+        .map_err(|e| ApiError::validation(vec![e]))?;
     let results: Vec<BatchResult> = futures::stream::iter(items.into_iter().enumerate())
         .map(|(i, item)| async move {
             let outcome = match batch_item(item) {

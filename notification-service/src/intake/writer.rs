@@ -12,6 +12,9 @@
 //! A batch that fails is written again one request per transaction, so one request's problem
 //! is never another's; a request with many deliveries does not join a batch (it would make its
 //! companions wait for its large statements).
+//!
+//! The welcome and channel fallback are written one at a time ([`write_once`], [`add_to`]):
+//! they come from Kafka events, one consumer slot each, never many at once.
 
 use chrono::{DateTime, Utc};
 use common::{
@@ -39,6 +42,10 @@ pub struct IntakeConfig {
     pub max_batch: usize,
     /// A request with more deliveries than this is written on its own.
     pub max_batched_deliveries: usize,
+    /// An `Idempotency-Key` claimed by a request that has not finished after this many
+    /// seconds (its instance died mid-request) may be claimed by a retry. Longer than any
+    /// request can take (the edge's timeout is 30 s).
+    pub abandoned_claim_secs: f64,
 }
 
 impl Default for IntakeConfig {
@@ -48,6 +55,7 @@ impl Default for IntakeConfig {
             writers: 3,
             max_batch: 128,
             max_batched_deliveries: 64,
+            abandoned_claim_secs: 60.0,
         }
     }
 }
@@ -104,6 +112,7 @@ pub struct Intake {
     writers: Option<GroupCommit<Planned, Result<(), ApiError>>>,
     pool: PgPool,
     max_batched_deliveries: usize,
+    abandoned_claim_secs: f64,
 }
 
 impl Intake {
@@ -114,6 +123,7 @@ impl Intake {
                 writers: None,
                 pool,
                 max_batched_deliveries: 0,
+                abandoned_claim_secs: cfg.abandoned_claim_secs,
             };
         }
         let batch_pool = pool.clone();
@@ -125,7 +135,13 @@ impl Intake {
             writers: Some(writers),
             pool,
             max_batched_deliveries: cfg.max_batched_deliveries,
+            abandoned_claim_secs: cfg.abandoned_claim_secs,
         }
+    }
+
+    /// `intake.abandoned_claim_secs`.
+    pub fn abandoned_claim_secs(&self) -> f64 {
+        self.abandoned_claim_secs
     }
 
     /// Writes `p` durably (with its idempotency key completed); returns once committed.
@@ -185,4 +201,71 @@ async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<(
 /// `ApiError`'s conversion finds the `sqlx::Error` in the chain).
 async fn write_one(pool: &PgPool, p: &Planned) -> Result<(), ApiError> {
     Ok(write_together(pool, &[p]).await?)
+}
+
+/// What a write outside group commit did.
+pub enum Written {
+    Yes,
+    /// Written before (an event handled twice).
+    Before,
+    /// Not written, and why.
+    NotNow(&'static str),
+}
+
+/// A notification with a given id (the welcome's, derived from the user's), written unless it
+/// exists: one transaction.
+pub async fn write_once(
+    pool: &PgPool,
+    id: Uuid,
+    request: &SendRequest,
+    deliveries: &[PlannedDelivery],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Written> {
+    let n = NewNotification {
+        id,
+        created_by: "notification-service",
+        request,
+        deliveries,
+        created_at: now,
+    };
+    let rows = crate::planned::dispatch_rows(&n)?;
+    let mut tx = pool.begin().await?;
+    let written = db::notifications::insert(&mut tx, &n, &rows).await?;
+    tx.commit().await?;
+    Ok(if written {
+        Written::Yes
+    } else {
+        Written::Before
+    })
+}
+
+/// Deliveries added to the notification of the dead delivery `of`, linked to it, once: the
+/// dead row is locked and claimed in the same transaction (re-driven meanwhile: not written;
+/// a delivery already linked to it: written before).
+pub async fn add_to(
+    pool: &PgPool,
+    dead: &delivery::LockedDelivery,
+    of: Uuid,
+    request: &SendRequest,
+    deliveries: &[PlannedDelivery],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Written> {
+    use delivery::fallback::Claim;
+    let n = NewNotification {
+        id: dead.notification_id,
+        created_by: &dead.created_by,
+        request,
+        deliveries,
+        created_at: dead.created_at,
+    };
+    let rows = crate::planned::dispatch_rows(&n)?;
+    let mut tx = pool.begin().await?;
+    match delivery::fallback::claim(&mut tx, of).await? {
+        Claim::NotDead => return Ok(Written::NotNow("no longer dead (re-driven)")),
+        Claim::AlreadyPlanned => return Ok(Written::Before),
+        Claim::Ready => {}
+    }
+    db::notifications::insert_deliveries(&mut tx, &n, Some(of), now, &rows).await?;
+    tx.commit().await?;
+    Ok(Written::Yes)
 }
