@@ -48,8 +48,19 @@ pub struct DispatchParts<'a> {
     pub ttl_seconds: Option<i64>,
 }
 
+/// The header of an outbox row whose payload leaves the content out
+/// ([`DispatchParts::row_by_reference`]) …
+pub const CONTENT_HEADER: &str = "content";
+/// … and its value: the content is its notification's (`content`, or `localized` for the row's
+/// locale), filled in by [`fill_content`] before the row is published.
+pub const CONTENT_OF_NOTIFICATION: &str = "notification";
+
 impl DispatchParts<'_> {
     pub fn message(&self) -> DispatchMessage {
+        self.message_with(content_for(self.content, self.localized, self.locale).clone())
+    }
+
+    fn message_with(&self, content: Content) -> DispatchMessage {
         DispatchMessage {
             schema: SCHEMA,
             delivery_id: self.delivery_id,
@@ -61,7 +72,7 @@ impl DispatchParts<'_> {
                 user_id: self.user_id,
                 address: self.address.unwrap_or_default().to_owned(),
             },
-            content: content_for(self.content, self.localized, self.locale).clone(),
+            content,
             locale: self.locale.map(str::to_owned),
             not_after: not_after(self.created_at, self.send_at, self.ttl_seconds),
             created_at: self.created_at,
@@ -77,6 +88,43 @@ impl DispatchParts<'_> {
     pub fn row(&self) -> anyhow::Result<OutboxMessage> {
         dispatch_row(&self.message(), self.key())
     }
+
+    /// [`Self::row`] without the content, which the notification holds once for all its
+    /// deliveries: a 1,000-recipient request writes its text once, not 1,000 times. The relay
+    /// of the `notify` outbox fills it in just before publishing ([`fill_content`]), so the
+    /// message on Kafka is the same self-contained one.
+    pub fn row_by_reference(&self) -> anyhow::Result<OutboxMessage> {
+        let empty = Content {
+            subject: None,
+            text: String::new(),
+            html: None,
+            data: None,
+        };
+        let mut row = dispatch_row(&self.message_with(empty), self.key())?;
+        if let Some(fields) = row.payload.as_object_mut() {
+            fields.remove("content");
+        }
+        Ok(row.header(CONTENT_HEADER, CONTENT_OF_NOTIFICATION))
+    }
+}
+
+/// The payload of a [`DispatchParts::row_by_reference`] row (parsed) with its content put back:
+/// the notification's `content`, or its rendering for the row's `locale`.
+pub fn fill_content(
+    payload: &mut serde_json::Value,
+    content: &Content,
+    localized: Option<&std::collections::BTreeMap<String, Content>>,
+) -> anyhow::Result<()> {
+    let locale = payload
+        .get("locale")
+        .and_then(|l| l.as_str())
+        .map(str::to_owned);
+    let content = serde_json::to_value(content_for(content, localized, locale.as_deref()))?;
+    payload
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("a dispatch payload that is not an object"))?
+        .insert("content".to_owned(), content);
+    Ok(())
 }
 
 /// The content a delivery in `locale` gets: its rendering, else the default.
@@ -284,5 +332,17 @@ mod tests {
         assert_eq!(parts(Some("fr")).message().content.text, "Hello");
         assert_eq!(parts(None).key(), user.to_string());
         assert_eq!(recipient_key(None, Some("a@example.org")), "a@example.org");
+
+        // By reference: no content in the row; filled in, the message is the full one.
+        for locale in [Some("de"), Some("fr"), None] {
+            let p = parts(locale);
+            let row = p.row_by_reference().unwrap();
+            assert!(row.payload.get("content").is_none(), "{}", row.payload);
+            assert_eq!(row.headers[CONTENT_HEADER], CONTENT_OF_NOTIFICATION);
+            let mut payload = row.payload.clone();
+            fill_content(&mut payload, &default, Some(&localized)).unwrap();
+            let filled: DispatchMessage = serde_json::from_value(payload).unwrap();
+            assert_eq!(filled, p.message());
+        }
     }
 }

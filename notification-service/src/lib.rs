@@ -23,6 +23,7 @@ pub mod quiet_hours;
 pub mod recheck;
 pub mod request;
 pub mod routes;
+pub mod stored_content;
 pub mod suppression;
 pub mod templates;
 pub mod users_client;

@@ -96,11 +96,16 @@ impl<'a> NewNotification<'a> {
 }
 
 /// The outbox rows of `n`'s deliveries to dispatch, with the current request's id and trace
-/// in their headers.
+/// in their headers. Their content is left out (the notification stores it once): the relay
+/// fills it in before publishing (`crate::stored_content`).
 pub fn dispatch_rows(n: &NewNotification<'_>) -> anyhow::Result<Vec<OutboxMessage>> {
     n.deliveries
         .iter()
         .filter(|d| d.status != PlannedStatus::Suppressed)
-        .map(|d| Ok(n.dispatch(d).row()?.available_at(d.available_at)))
+        .map(|d| {
+            Ok(n.dispatch(d)
+                .row_by_reference()?
+                .available_at(d.available_at))
+        })
         .collect()
 }

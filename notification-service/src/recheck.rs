@@ -1,4 +1,6 @@
-//! The re-check before an attempt (decision 0026): the outbox relay's [`Gate`] for `notify`.
+//! The re-check before an attempt (decision 0026): the outbox relay's [`Gate`] for `notify`,
+//! which first puts back the content of dispatches written without it
+//! (`crate::stored_content`).
 //!
 //! Planning decided a delivery with what was true at intake. A retry (attempt 2 and later, an
 //! admin re-drive, a stuck-scan re-drive) or a deferred first attempt (a scheduled send, quiet
@@ -51,8 +53,9 @@ enum Decision {
     Later,
 }
 
-/// Whether a due row is a dispatch that must be checked, and its message.
-fn candidate(row: &GateRow) -> Option<DispatchMessage> {
+/// Whether a due row is a dispatch that must be checked, and its message (`payload`: the
+/// row's, with its content filled in).
+fn candidate(row: &GateRow, payload: &str) -> Option<DispatchMessage> {
     if !row.topic.starts_with("notify.dispatch.") {
         return None;
     }
@@ -64,7 +67,7 @@ fn candidate(row: &GateRow) -> Option<DispatchMessage> {
     if !(retry || row.deferred) {
         return None;
     }
-    serde_json::from_str(&row.payload).ok()
+    serde_json::from_str(payload).ok()
 }
 
 /// The address `profile` has now for `channel` (push: whether the device is still there).
@@ -235,20 +238,33 @@ impl Recheck {
 impl Gate for Recheck {
     fn admit<'a>(&'a self, conn: &'a mut PgConnection, rows: &'a [GateRow]) -> Verdicts<'a> {
         Box::pin(async move {
-            let parsed: Vec<Option<DispatchMessage>> = rows.iter().map(candidate).collect();
+            // Dispatches written without their content get it first: the check reads the
+            // message as it will be published.
+            let filled = crate::stored_content::fill(conn, rows).await?;
+            let parsed: Vec<Option<DispatchMessage>> = rows
+                .iter()
+                .zip(&filled)
+                .map(|(r, f)| candidate(r, f.as_deref().unwrap_or(&r.payload)))
+                .collect();
             let messages: Vec<&DispatchMessage> = parsed.iter().flatten().collect();
-            if messages.is_empty() {
-                return Ok(vec![Verdict::Publish; rows.len()]);
+            let mut decisions = if messages.is_empty() {
+                Vec::new()
+            } else {
+                self.decide(conn, &messages).await?
             }
-            let mut decisions = self.decide(conn, &messages).await?.into_iter();
+            .into_iter();
             let mut verdicts = Vec::with_capacity(rows.len());
-            for m in &parsed {
-                verdicts.push(match m {
+            for (m, filled) in parsed.iter().zip(filled) {
+                let verdict = match m {
                     None => Verdict::Publish,
                     Some(m) => {
                         let d = decisions.next().expect("one decision per message");
                         self.apply(conn, m, d).await?
                     }
+                };
+                verdicts.push(match (verdict, filled) {
+                    (Verdict::Publish, Some(payload)) => Verdict::PublishAs(payload),
+                    (verdict, _) => verdict,
                 });
             }
             Ok(verdicts)
@@ -360,9 +376,10 @@ mod tests {
             headers: [("attempt".to_owned(), attempt.to_owned())].into(),
             deferred,
         };
-        assert!(candidate(&row("1", false, "notify.dispatch.email.bulk")).is_none());
-        assert!(candidate(&row("2", false, "notify.dispatch.email.bulk")).is_some());
-        assert!(candidate(&row("1", true, "notify.dispatch.email.bulk")).is_some());
-        assert!(candidate(&row("2", true, "notify.events")).is_none());
+        let check = |r: GateRow| candidate(&r, &r.payload);
+        assert!(check(row("1", false, "notify.dispatch.email.bulk")).is_none());
+        assert!(check(row("2", false, "notify.dispatch.email.bulk")).is_some());
+        assert!(check(row("1", true, "notify.dispatch.email.bulk")).is_some());
+        assert!(check(row("2", true, "notify.events")).is_none());
     }
 }

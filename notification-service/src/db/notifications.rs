@@ -158,6 +158,32 @@ pub async fn categories(
     Ok(rows.into_iter().collect())
 }
 
+/// The content of notifications `ids` (those that exist) and their renderings per locale: what
+/// dispatches written by reference are filled in with (`crate::stored_content`).
+pub async fn contents(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, (Content, Option<Localized>)>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(
+        Uuid,
+        sqlx::types::Json<Content>,
+        Option<sqlx::types::Json<Localized>>,
+    )> = sqlx::query_as("SELECT id, content, localized FROM notifications WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, c, l)| (id, (c.0, l.map(|l| l.0))))
+        .collect())
+}
+
+/// A notification's renderings, by locale.
+pub type Localized = std::collections::BTreeMap<String, Content>;
+
 /// The service that sent notification `id`.
 pub async fn owner(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT created_by FROM notifications WHERE id = $1")
