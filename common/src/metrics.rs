@@ -127,6 +127,8 @@ struct RouteLabel {
 pub struct HttpMetrics {
     requests: Family<RequestLabel, Counter>,
     duration: Family<RouteLabel, Histogram>,
+    /// The API's in-flight limit now (`crate::http::limit`).
+    pub concurrency_limit: Gauge,
 }
 
 impl HttpMetrics {
@@ -135,7 +137,13 @@ impl HttpMetrics {
         let m = Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(request_histogram),
+            concurrency_limit: Gauge::default(),
         };
+        registry.register(
+            "notify_http_concurrency_limit",
+            "Requests this instance's API takes at once now (adapted to latency: http.concurrency); one more is answered 503 overloaded",
+            m.concurrency_limit.clone(),
+        );
         registry.register(
             "notify_http_requests",
             "HTTP requests answered, by method, matched route and status code",

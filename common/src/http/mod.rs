@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod json;
+pub mod limit;
 
 pub use json::{AppJson, RawBody, parse_json};
+pub use limit::ConcurrencyConfig;
 
 use crate::{
     metrics::{HttpMetrics, Registry},
@@ -35,10 +37,13 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// A request that takes longer is answered 503 so callers can retry elsewhere.
     pub request_timeout_ms: u64,
-    /// Requests handled at once; one more is answered 503 `overloaded` with `Retry-After`
-    /// at once instead of queueing (queued requests cost memory and only get slower).
-    /// Health and metrics endpoints are never refused.
+    /// Requests handled at once at most; one more is answered 503 `overloaded` with
+    /// `Retry-After` at once instead of queueing (queued requests cost memory and only get
+    /// slower). Health and metrics endpoints are never refused. The limit in force adapts to
+    /// latency below this ceiling (`concurrency`).
     pub max_in_flight: usize,
+    /// How the in-flight limit adapts to latency ([`limit`]).
+    pub concurrency: ConcurrencyConfig,
     /// Where `/metrics` is served instead of on `listen`: a port Prometheus reaches and
     /// callers do not (the bff's `listen` is public behind nginx). Unset, `/metrics` is on
     /// `listen`.
@@ -61,6 +66,7 @@ impl Default for HttpConfig {
             body_limit_bytes: 256 * 1024,
             request_timeout_ms: 20_000,
             max_in_flight: 1024,
+            concurrency: ConcurrencyConfig::default(),
             metrics_listen: None,
         }
     }
@@ -72,8 +78,12 @@ impl Default for HttpConfig {
 /// moves it to a port of its own ([`serve_metrics`]).
 pub fn with_edge_layers(router: Router, cfg: &HttpConfig, registry: &Registry) -> Router {
     use tower_http::timeout::TimeoutLayer;
-    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1)));
     let metrics = HttpMetrics::new(registry);
+    let in_flight = limit::ConcurrencyLimit::new(
+        cfg.max_in_flight,
+        &cfg.concurrency,
+        metrics.concurrency_limit.clone(),
+    );
     let router = match cfg.metrics_listen {
         None => router.route("/metrics", registry.endpoint()),
         Some(_) => router,
@@ -153,9 +163,10 @@ pub async fn serve_metrics(
 /// Seconds a shed request is told to wait before trying again.
 const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 
-/// Answers 503 `overloaded` when `max_in_flight` requests are already being handled.
+/// Answers 503 `overloaded` when as many requests as the limit allows are already being
+/// handled ([`limit`]).
 async fn shed_overload(
-    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    in_flight: std::sync::Arc<limit::ConcurrencyLimit>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -163,10 +174,10 @@ async fn shed_overload(
     // request: it calls dependencies, so a flood of it must not get past the limit, and a
     // saturated instance saying "not ready" is what a load balancer should hear.
     let exempt = matches!(req.uri().path(), "/healthz" | "/metrics");
-    let _permit = match in_flight.try_acquire_owned() {
-        Ok(permit) => Some(permit),
-        Err(_) if exempt => None,
-        Err(_) => {
+    let permit = match in_flight.try_acquire() {
+        Some(permit) => Some(permit),
+        None if exempt => None,
+        None => {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -179,7 +190,11 @@ async fn shed_overload(
             .into_response();
         }
     };
-    next.run(req).await
+    let resp = next.run(req).await;
+    if let Some(permit) = permit {
+        permit.finish();
+    }
+    resp
 }
 
 /// A handler that panicked answers a 500 problem (and the panic is logged) instead of

@@ -107,6 +107,8 @@ pub struct Report {
     pub seconds: Vec<Second>,
     /// Latency of accepted requests, microseconds.
     pub latency: Histogram<u64>,
+    /// Latency of refused requests (how fast overload is answered), microseconds.
+    pub refused_latency: Histogram<u64>,
     pub refused: u64,
     pub failed: u64,
     pub skipped: u64,
@@ -124,6 +126,7 @@ struct State {
     accepted: Vec<(String, usize)>,
     seconds: Vec<Second>,
     latency: Histogram<u64>,
+    refused_latency: Histogram<u64>,
     /// Latencies of each second's accepted requests, microseconds.
     per_second: Vec<Histogram<u64>>,
 }
@@ -174,6 +177,7 @@ where
         accepted: Vec::new(),
         seconds: Vec::new(),
         latency: histogram(),
+        refused_latency: histogram(),
         per_second: Vec::new(),
     }));
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
@@ -205,6 +209,8 @@ where
                         Outcome::Accepted(id) => vec![id],
                         Outcome::Batch(ids) => ids,
                         Outcome::Refused(_) => {
+                            let us = (took.as_micros() as u64).clamp(1, 3_600_000_000);
+                            let _ = st.refused_latency.record(us);
                             st.second(second).refused += 1;
                             Vec::new()
                         }
@@ -241,6 +247,7 @@ where
         accepted: st.accepted.clone(),
         seconds: st.finished_seconds(),
         latency: st.latency.clone(),
+        refused_latency: st.refused_latency.clone(),
         refused: total(|s| s.refused),
         failed: total(|s| s.failed),
         skipped: total(|s| s.skipped),

@@ -395,6 +395,7 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
         skipped: report.skipped,
         accepted_per_s: report.accepted.len() as f64 / args.duration_secs.max(1) as f64,
         accept_ms: Percentiles::of(&report.latency),
+        refuse_ms: Percentiles::of(&report.refused_latency),
         accepted_by_second: report.seconds.iter().map(|s| s.accepted).collect(),
         accept_p50_by_second: report.seconds.iter().map(|s| s.p50_ms).collect(),
         accept_p99_by_second: report.seconds.iter().map(|s| s.p99_ms).collect(),

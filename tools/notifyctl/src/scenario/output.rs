@@ -28,6 +28,12 @@ pub fn summary(r: &ScenarioResult) -> String {
         r.accept_ms.p50,
         r.accept_ms.p99
     );
+    if r.refused > 0 {
+        s += &format!(
+            "  refused answered in p50 {:.1} ms, p99 {:.1} ms\n",
+            r.refuse_ms.p50, r.refuse_ms.p99
+        );
+    }
     let d = &r.deliveries;
     s += &format!(
         "  deliveries: expected {}, terminal {}, LOST {} ({} open, {} missing), {} dispatched more than once; {:?}\n",

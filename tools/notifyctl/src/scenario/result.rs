@@ -78,6 +78,9 @@ pub struct ScenarioResult {
     /// Accepted requests per second of the load, and their accept latency.
     pub accepted_per_s: f64,
     pub accept_ms: Percentiles,
+    /// How fast refusals (503 `overloaded`, 429) were answered.
+    #[serde(default)]
+    pub refuse_ms: Percentiles,
     pub accepted_by_second: Vec<u64>,
     pub accept_p50_by_second: Vec<f64>,
     pub accept_p99_by_second: Vec<f64>,
