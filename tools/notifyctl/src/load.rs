@@ -41,6 +41,22 @@ pub enum Outcome {
     Failed,
 }
 
+/// Posts `body` to `url` as the service: its answer when the status is `ok`, else the outcome
+/// (refused with its status, or no usable answer).
+async fn post<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+    ok: u16,
+) -> Result<T, Outcome> {
+    match http.post(url).bearer_auth(token).json(body).send().await {
+        Ok(r) if r.status().as_u16() == ok => r.json::<T>().await.map_err(|_| Outcome::Failed),
+        Ok(r) => Err(Outcome::Refused(r.status().as_u16())),
+        Err(_) => Err(Outcome::Failed),
+    }
+}
+
 /// Posts one notification request (`POST /v1/notifications`) and says what it came to: the
 /// outcome every load driver here counts.
 pub async fn post_notification(
@@ -49,13 +65,9 @@ pub async fn post_notification(
     token: &str,
     body: &serde_json::Value,
 ) -> Outcome {
-    match http.post(url).bearer_auth(token).json(body).send().await {
-        Ok(r) if r.status().as_u16() == 202 => match r.json::<serde_json::Value>().await {
-            Ok(v) => Outcome::Accepted(v["id"].as_str().unwrap_or_default().to_owned()),
-            Err(_) => Outcome::Failed,
-        },
-        Ok(r) => Outcome::Refused(r.status().as_u16()),
-        Err(_) => Outcome::Failed,
+    match post::<serde_json::Value>(http, url, token, body, 202).await {
+        Ok(v) => Outcome::Accepted(v["id"].as_str().unwrap_or_default().to_owned()),
+        Err(outcome) => outcome,
     }
 }
 
@@ -67,21 +79,15 @@ pub async fn post_batch(
     token: &str,
     body: &serde_json::Value,
 ) -> Outcome {
-    match http.post(url).bearer_auth(token).json(body).send().await {
-        Ok(r) if r.status().as_u16() == 200 => {
-            match r.json::<api::notifications::BatchAnswer>().await {
-                Ok(a) => Outcome::Batch(
-                    a.results
-                        .into_iter()
-                        .filter(|r| r.status == 200 || r.status == 202)
-                        .filter_map(|r| r.id.map(|id| id.to_string()))
-                        .collect(),
-                ),
-                Err(_) => Outcome::Failed,
-            }
-        }
-        Ok(r) => Outcome::Refused(r.status().as_u16()),
-        Err(_) => Outcome::Failed,
+    match post::<api::notifications::BatchAnswer>(http, url, token, body, 200).await {
+        Ok(a) => Outcome::Batch(
+            a.results
+                .into_iter()
+                .filter(|r| r.status == 200 || r.status == 202)
+                .filter_map(|r| r.id.map(|id| id.to_string()))
+                .collect(),
+        ),
+        Err(outcome) => outcome,
     }
 }
 

@@ -64,6 +64,20 @@ async fn accept(
     )
 }
 
+/// The batch route of the stand-in: each item accepted as a single send would be (the same
+/// losses, counted over items), one result per item.
+async fn accept_batch(
+    State(fake): State<Arc<Fake>>,
+    Json(body): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    let mut results = Vec::new();
+    for item in body["notifications"].as_array().unwrap() {
+        let (_, Json(answer)) = accept(State(fake.clone()), Json(item.clone())).await;
+        results.push(serde_json::json!({ "status": 202, "id": answer["id"] }));
+    }
+    Json(serde_json::json!({ "results": results }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
     let db = TestDatabase::create("load_accounting").await.unwrap();
@@ -84,7 +98,8 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
     });
     let app = axum::Router::new()
         .route("/v1/notifications", axum::routing::post(accept))
-        .with_state(fake);
+        .route("/v1/notifications/batch", axum::routing::post(accept_batch))
+        .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -133,7 +148,6 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
         out: dir.join("out"),
     };
     let r = scenario::run_async(&args, true).await.unwrap();
-    server.abort();
 
     assert_eq!(r.accepted, 20);
     let d = &r.deliveries;
@@ -154,5 +168,23 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
         "the report shows the loss"
     );
     assert!(html.contains(&d.lost_notifications[0]));
+
+    // The batch scenario counts notifications, not requests: 2 batches of 10, the same two
+    // losses (the 5th and 9th notification of a fresh count).
+    fake.n.store(0, Ordering::SeqCst);
+    let batch = LoadArgs {
+        scenario: Scenario::Batch,
+        rate: 2.0,
+        batch_size: 10,
+        name: Some("batch".into()),
+        ..args
+    };
+    let r = scenario::run_async(&batch, true).await.unwrap();
+    server.abort();
+    assert_eq!(r.accepted, 20, "notifications accepted, not requests");
+    let d = &r.deliveries;
+    assert_eq!((d.expected, d.terminal), (20, 18), "{d:?}");
+    assert_eq!((d.lost, d.open, d.missing), (2, 1, 1), "{d:?}");
+    assert_eq!(r.accept_ms.count, 2, "one latency per batch");
     let _ = std::fs::remove_dir_all(&dir);
 }
