@@ -77,11 +77,6 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one request of `principal`.
-    pub async fn check(&self, principal: &Principal) -> redis::RedisResult<Verdict> {
-        self.charge(principal, 1).await
-    }
-
     /// Counts `cost` requests of `principal` at once (a batch of that many notifications); a
     /// cost above the limit counts as the limit, so a batch larger than the burst still passes
     /// after a quiet period.
@@ -124,20 +119,28 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        if let Some(limiter) = &state.limiter {
-            match limiter.check(&principal).await {
-                Ok(Verdict::Allowed { .. }) => {}
-                Ok(Verdict::Limited { retry_after }) => return Err(too_many(retry_after)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rate limiter unavailable; letting the request through")
-                }
-            }
-        }
+        admit(state, &principal, 1).await?;
         Ok(Caller(principal))
     }
 }
 
-pub fn too_many(retry_after: Duration) -> ApiError {
+/// Counts `cost` requests of `principal` against its limit (when limits are on): 429 with
+/// `Retry-After` over it. If Redis is unreachable the request passes (logged).
+pub async fn admit(state: &AppState, principal: &Principal, cost: u64) -> Result<(), ApiError> {
+    let Some(limiter) = &state.limiter else {
+        return Ok(());
+    };
+    match limiter.charge(principal, cost).await {
+        Ok(Verdict::Allowed { .. }) => Ok(()),
+        Ok(Verdict::Limited { retry_after }) => Err(too_many(retry_after)),
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
+            Ok(())
+        }
+    }
+}
+
+fn too_many(retry_after: Duration) -> ApiError {
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,

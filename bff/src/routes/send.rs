@@ -14,11 +14,7 @@ use axum::{
 };
 use common::{auth::Role, http::RawBody, idempotency, problem::ApiError};
 
-use crate::{
-    AppState,
-    rate_limit::{Caller, Verdict},
-    upstream::Service,
-};
+use crate::{AppState, rate_limit::Caller, upstream::Service};
 
 const PATH: &str = "/v1/notifications";
 
@@ -86,19 +82,9 @@ pub async fn send_batch(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Service])?;
     // `Caller` counted the request once; the rest of its items now.
-    if let Some(limiter) = &state.limiter {
-        let items = batch_items(&body);
-        if items > 1 {
-            match limiter.charge(&caller.0, items - 1).await {
-                Ok(Verdict::Allowed { .. }) => {}
-                Ok(Verdict::Limited { retry_after }) => {
-                    return Err(crate::rate_limit::too_many(retry_after));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "rate limiter unavailable; letting the batch through")
-                }
-            }
-        }
+    let items = batch_items(&body);
+    if items > 1 {
+        crate::rate_limit::admit(&state, &caller.0, items - 1).await?;
     }
     state
         .upstream
