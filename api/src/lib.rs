@@ -9,6 +9,7 @@
 //! - [`notifications`]: sending, reading and cancelling notifications, a user's history;
 //! - [`admin`]: admin searches, stats, dead letters, templates;
 //! - [`users`]: registration, contacts, preferences, devices, `GET /v1/me`;
+//! - [`topics`]: topics, their subscribers, and users-service's fan-out reads;
 //! - [`rules`]: what the services enforce beyond the shapes, added to the OpenAPI document;
 //! - [`profiles`]: users-service's internal contract with notification-service (delivery
 //!   profiles, with the rule "may this user get this category on this channel").
@@ -33,4 +34,5 @@ pub mod admin;
 pub mod notifications;
 pub mod profiles;
 pub mod rules;
+pub mod topics;
 pub mod users;

@@ -57,6 +57,11 @@ pub struct RecipientBody {
     pub webhook: Option<serde_json::Value>,
     /// `{chat_id}`.
     pub telegram: Option<serde_json::Value>,
+    /// Every subscriber of this topic (its key), as of acceptance: at most one topic per
+    /// request. The send is answered at once and fanned out in chunks (see `fanout`); a user
+    /// also named directly is reached once.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -97,6 +102,30 @@ pub struct NotificationView {
     /// `GET /v1/notifications/{id}/deliveries`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries_next_cursor: Option<String>,
+    /// A send to a topic: how far its fan-out is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanoutView>,
+}
+
+/// The fan-out of a send to a topic: the topic's subscribers as of acceptance, planned in
+/// chunks through the one intake pipeline. `delivery_counts` counts what was planned so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Fanout)]
+pub struct FanoutView {
+    pub topic: String,
+    /// `splitting` (counting the subscribers), `planning`, `done` or `cancelled`.
+    #[schema(example = "planning")]
+    pub state: String,
+    /// Subscribers as of acceptance (known once split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+    /// Subscribers planned so far (each into one delivery per channel, or a suppressed one
+    /// with its reason). Below `total` at the end when some left before their chunk.
+    pub planned: i64,
+    /// Chunks in all (known once split), and those planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<i32>,
+    pub chunks_done: i32,
 }
 
 /// A notification in a list: its counts, no delivery inline (one notification may have

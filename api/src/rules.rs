@@ -71,6 +71,14 @@ rule!(
     NAME = r"^[a-z0-9_.-]{1,64}$"
 );
 rule!(
+    /// A cursor of the topics: the last topic's key (empty: the first page).
+    NAME_CURSOR = r"^([a-z0-9_.-]{1,64})?$"
+);
+rule!(
+    /// A display name: not blank, no control characters (a topic's name).
+    DISPLAY_NAME = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+);
+rule!(
     /// A time of day, `HH:MM`.
     CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 );
@@ -205,6 +213,8 @@ fn refine_parameters(doc: &mut Value) {
                     "cursor" => {
                         let rule = if path == "/v1/admin/attempts" {
                             &FEED_CURSOR
+                        } else if path == "/v1/admin/topics" {
+                            &NAME_CURSOR
                         } else if path == "/v1/admin/skipped-events" {
                             &SKIPPED_CURSOR
                         } else if path.ends_with("/deliveries") {
@@ -330,7 +340,12 @@ fn refine_schemas(doc: &mut Value) {
             ("device", device),
             ("webhook", webhook),
             ("telegram", telegram),
+            ("topic", json!({ "type": "string" })),
         ]);
+        merge(
+            &mut r["properties"]["topic"],
+            json!({ "pattern": NAME.pattern }),
+        );
         r["description"] = json!(
             "Exactly one of the fields is set. An address that is not usable (a malformed \
              email or phone, a bad push token or URL) is accepted and its delivery suppressed \
@@ -403,6 +418,18 @@ fn refine_schemas(doc: &mut Value) {
         props["categories"]["propertyNames"] = json!({ "pattern": NAME.pattern });
         props["categories"]["additionalProperties"]["propertyNames"] =
             json!({ "enum": channels() });
+    }
+    if let Some(t) = schemas.get_mut("TopicBody") {
+        merge(
+            &mut t["properties"]["name"],
+            json!({ "pattern": DISPLAY_NAME.pattern }),
+        );
+    }
+    if let Some(k) = schemas.get_mut("TopicKeysBody") {
+        merge(
+            &mut k["properties"]["keys"]["items"],
+            json!({ "pattern": NAME.pattern }),
+        );
     }
     if let Some(q) = schemas.get_mut("QuietHoursBody") {
         let props = &mut q["properties"];

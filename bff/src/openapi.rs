@@ -61,7 +61,7 @@ pub fn document() -> OpenApi {
         .paths(paths)
         .components(Some(components.build()))
         .tags(Some(
-            ["notifications", "users", "me", "admin", "receipts", "health"]
+            ["notifications", "topics", "users", "me", "admin", "receipts", "health"]
                 .into_iter()
                 .map(Tag::new)
                 .collect::<Vec<_>>(),
@@ -91,6 +91,7 @@ fn operation(
         let (name, description) = match param {
             Param::Id(what) => ("id", format!("the {what}'s id")),
             Param::Name => ("name", "the template's name".to_owned()),
+            Param::Key => ("key", "the topic's key".to_owned()),
         };
         op = op.parameter(
             ParameterBuilder::new()

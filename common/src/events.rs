@@ -18,6 +18,9 @@ pub const SMS_GATEWAY_PROVIDER: &str = "sms_gateway";
 pub const STATUS_TOPIC: &str = "notify.status";
 /// Domain events (user registered, preferences changed).
 pub const EVENTS_TOPIC: &str = "notify.events";
+/// The steps of fan-outs to topics' subscribers (notification-service to itself: a split, then
+/// one message per chunk, keyed so chunks spread over partitions and instances).
+pub const FANOUT_TOPIC: &str = "notify.fanout";
 
 /// A delivery channel.
 #[derive(
@@ -133,6 +136,7 @@ pub fn all_topics() -> Vec<String> {
         .collect();
     topics.push(STATUS_TOPIC.to_owned());
     topics.push(EVENTS_TOPIC.to_owned());
+    topics.push(FANOUT_TOPIC.to_owned());
     topics
 }
 
@@ -337,7 +341,7 @@ mod tests {
             "notify.dispatch.email.bulk"
         );
         let all = all_topics();
-        assert_eq!(all.len(), 12);
+        assert_eq!(all.len(), 13);
         assert!(all.contains(&"notify.dispatch.telegram.urgent".to_owned()));
     }
 

@@ -162,14 +162,22 @@ pub fn fill_content(
     Ok(())
 }
 
-/// The content a delivery in `locale` gets: its rendering, else the default.
+/// The content a delivery in `locale` gets: its rendering, else its language's (`de` for
+/// `de-AT`: a fan-out renders every locale of its template once, not each recipient's), else
+/// the default.
 pub fn content_for<'a>(
     content: &'a Content,
     localized: Option<&'a std::collections::BTreeMap<String, Content>>,
     locale: Option<&str>,
 ) -> &'a Content {
+    let Some(localized) = localized else {
+        return content;
+    };
+    let locale = locale.unwrap_or_default();
+    let language = locale.split('-').next().unwrap_or(locale);
     localized
-        .and_then(|l| l.get(locale.unwrap_or_default()))
+        .get(locale)
+        .or_else(|| localized.get(language))
         .unwrap_or(content)
 }
 

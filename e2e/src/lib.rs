@@ -93,6 +93,8 @@ pub struct Options {
     /// start it again. Its permissions are the binary's defaults (any ordinary category), not
     /// [`Options::permissions`]. `None` (default): in process.
     pub notification_service_process: Option<Vec<(String, String)>>,
+    /// How sends to topics are fanned out (in process; a process takes `NOTIFY_FANOUT__…`).
+    pub fanout: notification_service::fanout::FanoutConfig,
 }
 
 impl Default for Options {
@@ -139,6 +141,7 @@ impl Default for Options {
             bounces: Default::default(),
             telegram: Default::default(),
             notification_service_process: None,
+            fanout: Default::default(),
         }
     }
 }
@@ -333,6 +336,7 @@ impl Stack {
                 ..Default::default()
             },
             intake: Default::default(),
+            fanout: opts.fanout.clone(),
             receipts: opts.receipts.clone(),
             bounces: opts.bounces.clone(),
             telemetry: Default::default(),

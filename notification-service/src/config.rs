@@ -27,6 +27,8 @@ pub struct Config {
     pub permissions: crate::permissions::PermissionsConfig,
     /// How accepted requests are written (group commit).
     pub intake: crate::intake::IntakeConfig,
+    /// How sends to topics are fanned out.
+    pub fanout: crate::fanout::FanoutConfig,
     /// Delivery receipts from providers (Twilio status callbacks).
     pub receipts: crate::routes::receipts::ReceiptsConfig,
     /// Bounce and complaint reports that fill the suppression list.
@@ -52,6 +54,7 @@ impl Default for Config {
             welcome: WelcomeConfig::default(),
             permissions: Default::default(),
             intake: Default::default(),
+            fanout: Default::default(),
             receipts: Default::default(),
             bounces: Default::default(),
             retention: Default::default(),

@@ -7,13 +7,15 @@
 //! renders templates ([`templates`]) and writes the notification, its deliveries and their
 //! outbox rows in one transaction ([`db`]) before answering 202. The outbox relay (from
 //! `common`) publishes the dispatch messages to Kafka; a dispatch that goes out later than it
-//! was planned (a retry, a re-drive, a scheduled send) passes [`recheck`] first. [`views`] are
+//! was planned (a retry, a re-drive, a scheduled send) passes [`recheck`] first. A send to a
+//! topic is fanned out in chunks through the same intake ([`fanout`]). [`views`] are
 //! the response shapes of the public contract.
 
 pub mod config;
 pub mod db;
 pub mod events;
 pub mod fallback;
+pub mod fanout;
 pub mod intake;
 pub mod metrics;
 pub mod permissions;
@@ -126,6 +128,21 @@ pub async fn run(
         &state.membership,
         &shutdown,
     )?;
+    let fanouts = common::kafka::runner::spawn(
+        &cfg.kafka,
+        "notification-service.fanout",
+        common::events::FANOUT_TOPIC,
+        Arc::new(fanout::FanoutHandler {
+            state: state.clone(),
+            cfg: Arc::new(cfg.fanout.clone()),
+        }),
+        common::kafka::runner::RunnerConfig {
+            max_in_flight: cfg.fanout.concurrency.max(1),
+            ..Default::default()
+        },
+        &state.membership,
+        &shutdown,
+    )?;
     // Every dispatch that goes out later than it was planned is re-checked first (decision 0026).
     let recheck = Arc::new(recheck::Recheck {
         users: state.users.clone(),
@@ -174,6 +191,7 @@ pub async fn run(
         common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;
     }
     common::shutdown::drain(events, std::time::Duration::from_secs(25)).await;
+    common::shutdown::drain(fanouts, std::time::Duration::from_secs(25)).await;
     let _ = purge.await;
     pool.close().await;
     Ok(())

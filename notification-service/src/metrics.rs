@@ -1,5 +1,5 @@
 //! notification-service's metrics: admin re-drives of dead letters, fallback deliveries
-//! planned, receipts, events skipped (the repeater counts the rest of the delivery life cycle).
+//! planned, receipts, events skipped, fan-out progress (the repeater counts the rest of the delivery life cycle).
 
 use common::metrics::{Counter, EncodeLabelSet, Family, Registry};
 
@@ -14,6 +14,8 @@ pub struct Metrics {
     receipts: Family<ReceiptLabel, Counter>,
     events_skipped: Family<EventLabel, Counter>,
     rechecks: Family<OutcomeLabel, Counter>,
+    fanout_subscribers: Counter,
+    fanout_deliveries: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,11 +43,13 @@ impl Metrics {
             receipts: Family::default(),
             events_skipped: Family::default(),
             rechecks: Family::default(),
+            fanout_subscribers: Counter::default(),
+            fanout_deliveries: Counter::default(),
         };
         for outcome in ["passed", "suppressed", "readdressed", "deferred"] {
             let _ = m.rechecks.get_or_create(&OutcomeLabel { outcome });
         }
-        for event in ["user.registered", "delivery.dead", "unknown"] {
+        for event in ["user.registered", "delivery.dead", "fanout", "unknown"] {
             let _ = m.events_skipped.get_or_create(&EventLabel {
                 event: event.to_owned(),
             });
@@ -93,7 +97,23 @@ impl Metrics {
             "Delivery receipts by provider and outcome (applied, ignored, unmatched, replayed, invalid_signature)",
             m.receipts.clone(),
         );
+        registry.register(
+            "notify_fanout_subscribers_planned",
+            "Topic subscribers planned by fan-outs (each chunk counted once, when written)",
+            m.fanout_subscribers.clone(),
+        );
+        registry.register(
+            "notify_fanout_deliveries_planned",
+            "Deliveries written by fan-out chunks (suppressed ones included)",
+            m.fanout_deliveries.clone(),
+        );
         m
+    }
+
+    /// Counts one fan-out chunk written.
+    pub fn fanout_planned(&self, subscribers: usize, deliveries: usize) {
+        self.fanout_subscribers.inc_by(subscribers as u64);
+        self.fanout_deliveries.inc_by(deliveries as u64);
     }
 
     /// Counts one skipped event.

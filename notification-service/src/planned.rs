@@ -91,6 +91,7 @@ impl<'a> NewNotification<'a> {
             delivery_counts,
             deliveries,
             deliveries_next_cursor,
+            fanout: None,
         }
     }
 }
@@ -108,4 +109,55 @@ pub fn dispatch_rows(n: &NewNotification<'_>) -> anyhow::Result<Vec<OutboxMessag
                 .available_at(d.available_at))
         })
         .collect()
+}
+
+/// A send to a topic, as accepted: what its fan-out reads and how it is planned
+/// (`crate::fanout`). Written with the notification, with its first step's message.
+#[derive(Debug, Clone)]
+pub struct NewFanout {
+    pub topic: String,
+    /// The send's channels (`None`: every channel each user allows).
+    pub channels: Option<Vec<common::events::Channel>>,
+    /// Users the send also names directly: they are reached once, by that.
+    pub exclude: Vec<Uuid>,
+    /// The subscribers as of this instant (acceptance) are reached.
+    pub as_of: DateTime<Utc>,
+}
+
+/// A step of a fan-out, the value of a `notify.fanout` message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FanoutStep {
+    pub schema: u32,
+    pub notification_id: Uuid,
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Count the subscribers as of acceptance and split them into chunks.
+    Split,
+    /// Plan the subscribers with `after < user_id <= until` (open-ended where absent).
+    Chunk {
+        index: i32,
+        after: Option<Uuid>,
+        until: Option<Uuid>,
+    },
+}
+
+impl FanoutStep {
+    /// The outbox row of this step: keyed by notification and chunk, so the chunks of one
+    /// fan-out spread over the topic's partitions (and the instances consuming them).
+    pub fn row(&self) -> anyhow::Result<OutboxMessage> {
+        let key = match &self.step {
+            Step::Split => self.notification_id.to_string(),
+            Step::Chunk { index, .. } => format!("{}:{index}", self.notification_id),
+        };
+        Ok(OutboxMessage::new(
+            common::events::FANOUT_TOPIC,
+            key,
+            self,
+        )?)
+    }
 }

@@ -137,6 +137,8 @@ pub fn plan(
                 let address = format!("{}:{token}", platform.as_str());
                 out.push(delivery(Channel::Push, None, Some(address), None, None));
             }
+            // Its subscribers are planned chunk by chunk (`crate::fanout`).
+            Recipient::Topic(_) => {}
             Recipient::Invalid { channel, .. } => out.push(delivery(
                 *channel,
                 None,

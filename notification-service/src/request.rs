@@ -13,6 +13,22 @@ pub use api::notifications::{ContentBody, MAX_RECIPIENTS, RecipientBody, SendBod
 pub use common::events::Priority;
 
 impl SendRequest {
+    /// The topic the request names, if any (at most one).
+    pub fn topic(&self) -> Option<&str> {
+        self.recipients.iter().find_map(|r| match r {
+            Recipient::Topic(key) => Some(key.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The users the request names directly.
+    pub fn user_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.recipients.iter().filter_map(|r| match r {
+            Recipient::User(id) => Some(*id),
+            _ => None,
+        })
+    }
+
     /// The request a stored notification was accepted as, for one of its users: what channel
     /// fallback plans the next channel with.
     pub fn stored(d: &delivery::LockedDelivery, user_id: Uuid) -> Self {
@@ -48,6 +64,9 @@ pub enum Recipient {
     Webhook(String),
     /// A Telegram chat id.
     Telegram(String),
+    /// Every subscriber of a topic (its key), as of acceptance: fanned out in chunks
+    /// (`crate::fanout`), never planned inline.
+    Topic(String),
     Invalid {
         channel: Channel,
         given: serde_json::Value,
@@ -66,6 +85,7 @@ impl Recipient {
             }
             Recipient::Webhook(url) => serde_json::json!({ "webhook": { "url": url } }),
             Recipient::Telegram(chat) => serde_json::json!({ "telegram": { "chat_id": chat } }),
+            Recipient::Topic(key) => serde_json::json!({ "topic": key }),
             Recipient::Invalid { given, .. } => given.clone(),
         }
     }
@@ -73,7 +93,7 @@ impl Recipient {
     /// The channel a raw-address recipient is reached on (`None` for users).
     pub fn channel(&self) -> Option<Channel> {
         match self {
-            Recipient::User(_) => None,
+            Recipient::User(_) | Recipient::Topic(_) => None,
             Recipient::Email(_) => Some(Channel::Email),
             Recipient::Phone(_) => Some(Channel::Sms),
             Recipient::Device { .. } => Some(Channel::Push),
@@ -152,7 +172,7 @@ fn parse_raw(r: &RecipientBody) -> Result<Recipient, (&'static str, String)> {
     }
     Err((
         "",
-        "must have exactly one of user_id, email, phone, device, webhook, telegram".into(),
+        "must have exactly one of user_id, email, phone, device, webhook, telegram, topic".into(),
     ))
 }
 
@@ -230,6 +250,7 @@ pub fn validate(
                 r.device.is_some(),
                 r.webhook.is_some(),
                 r.telegram.is_some(),
+                r.topic.is_some(),
             ]
             .iter()
             .filter(|s| **s)
@@ -237,13 +258,30 @@ pub fn validate(
             if set != 1 {
                 err(
                     format!("recipients[{i}]"),
-                    "must have exactly one of user_id, email, phone, device, webhook, telegram",
+                    "must have exactly one of user_id, email, phone, device, webhook, telegram, topic",
                 );
                 continue;
             }
-            let recipient = match r.user_id {
-                Some(id) => Recipient::User(id),
-                None => match parse_raw(r) {
+            if let Some(key) = &r.topic {
+                if common::address::parse_name(key).is_err() {
+                    err(
+                        format!("recipients[{i}].topic"),
+                        "is not a topic key (1-64 characters of a-z, 0-9, `_`, `.`, `-`)",
+                    );
+                    continue;
+                }
+                if recipients.iter().any(|r| matches!(r, Recipient::Topic(_))) {
+                    err(
+                        format!("recipients[{i}].topic"),
+                        "one topic per request: send once per topic",
+                    );
+                    continue;
+                }
+            }
+            let recipient = match (&r.user_id, &r.topic) {
+                (Some(id), _) => Recipient::User(*id),
+                (_, Some(key)) => Recipient::Topic(key.clone()),
+                _ => match parse_raw(r) {
                     Ok(recipient) => recipient,
                     Err((sub, msg)) => {
                         let field = if sub.is_empty() {

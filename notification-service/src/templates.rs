@@ -124,14 +124,22 @@ pub fn pick<'a>(
         .map(|(k, v)| (k.as_str(), v))
 }
 
+/// Which locales a template request is rendered in.
+pub enum Wanted<'a> {
+    /// Those of the deliveries that will be sent (`planning::locales_to_render`).
+    Locales(&'a [Option<&'a str>]),
+    /// Every locale the template has (a send to a topic: its subscribers are planned later,
+    /// and each gets the rendering of its locale or language, `delivery::dispatch::content_for`).
+    All,
+}
+
 /// Renders a template request: the default locale into `req.content`, and one rendering per
-/// locale of `wanted` (those of the deliveries that will be sent,
-/// `planning::locales_to_render`) into `req.localized`. A missing template or a render error
-/// is a 422 naming `template` or `data`; nothing has been written yet.
+/// locale `wanted` into `req.localized`. A missing template or a render error is a 422 naming
+/// `template` or `data`; nothing has been written yet.
 pub async fn apply(
     conn: &mut sqlx::PgConnection,
     req: &mut crate::request::SendRequest,
-    wanted: &[Option<&str>],
+    wanted: Wanted<'_>,
     default_locale: &str,
 ) -> Result<(), common::problem::ApiError> {
     use common::problem::ApiError;
@@ -156,6 +164,14 @@ pub async fn apply(
         })
     };
     req.content = render_for(None)?;
+    let all: Vec<Option<&str>>;
+    let wanted = match wanted {
+        Wanted::Locales(l) => l,
+        Wanted::All => {
+            all = locales.keys().map(|k| Some(k.as_str())).collect();
+            &all
+        }
+    };
     let mut localized = BTreeMap::new();
     for &locale in wanted {
         let key = locale.unwrap_or_default().to_owned();

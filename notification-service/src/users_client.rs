@@ -1,9 +1,12 @@
-//! The client of users-service's internal profile endpoint, with a short Redis cache of
-//! delivery profiles (evicted by `preferences.updated` events).
+//! The client of users-service's internal endpoints: delivery profiles, with a short Redis
+//! cache (evicted by `preferences.updated` events), and topics' subscribers for fan-outs.
 
 use std::time::Duration;
 
-use api::profiles::{DeliveryProfile, ProfilesResponse};
+use api::{
+    profiles::{DeliveryProfile, ProfilesResponse},
+    topics::{Bounds, BoundsRequest, Chunk, ChunkRequest, TopicInfo},
+};
 use common::{
     auth::{JwtConfig, Role},
     problem::ApiError,
@@ -131,37 +134,110 @@ impl UsersClient {
     }
 
     async fn fetch(&self, token: &str, ids: &[Uuid]) -> Result<Vec<DeliveryProfile>, ApiError> {
-        let ctx = RequestContext::current_or_new();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {
-            let resp = self
-                .http
-                .post(format!("{}/internal/v1/profiles/batch", self.base_url))
-                .bearer_auth(token)
-                .header(common::telemetry::REQUEST_ID, &ctx.request_id)
-                .header(common::telemetry::TRACEPARENT, &ctx.traceparent)
-                .json(&serde_json::json!({ "user_ids": chunk }))
-                .send()
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "users-service unreachable");
-                    ApiError::unavailable(
-                        "users-service is unavailable; nothing was accepted, retry",
-                    )
-                })?;
-            if !resp.status().is_success() {
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                tracing::warn!(%status, body, "users-service refused the profile lookup");
-                return Err(ApiError::unavailable(format!(
-                    "users-service answered {status} to the profile lookup; nothing was accepted"
-                )));
-            }
-            let body: ProfilesResponse = resp.json().await.map_err(|e| {
-                ApiError::internal(anyhow::anyhow!("users-service profile response: {e}"))
-            })?;
+            let body: ProfilesResponse = self
+                .call(
+                    reqwest::Method::POST,
+                    "/internal/v1/profiles/batch",
+                    token,
+                    Some(&serde_json::json!({ "user_ids": chunk })),
+                    "the profile lookup",
+                )
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("users-service answered 404 to a profile lookup"))?;
             out.extend(body.profiles);
         }
         Ok(out)
+    }
+
+    /// A topic's key and subscriber count; `None` when no topic has this key. Never cached:
+    /// a send to a topic created a moment ago must find it.
+    pub async fn topic(&self, token: &str, key: &str) -> Result<Option<TopicInfo>, ApiError> {
+        self.call::<(), _>(
+            reqwest::Method::GET,
+            &format!("/internal/v1/topics/{key}"),
+            token,
+            None,
+            "the topic lookup",
+        )
+        .await
+    }
+
+    /// How a fan-out splits the topic's subscribers (`None`: the topic is gone).
+    pub async fn topic_bounds(
+        &self,
+        token: &str,
+        key: &str,
+        req: &BoundsRequest,
+    ) -> Result<Option<Bounds>, ApiError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/internal/v1/topics/{key}/bounds"),
+            token,
+            Some(req),
+            "the fan-out split",
+        )
+        .await
+    }
+
+    /// One chunk of a fan-out: its subscribers' delivery profiles (not cached: each is read
+    /// once per fan-out, and a million of them would only fill Redis).
+    pub async fn topic_chunk(
+        &self,
+        token: &str,
+        key: &str,
+        req: &ChunkRequest,
+    ) -> Result<Vec<DeliveryProfile>, ApiError> {
+        let chunk: Option<Chunk> = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/internal/v1/topics/{key}/chunk"),
+                token,
+                Some(req),
+                "the fan-out chunk",
+            )
+            .await?;
+        Ok(chunk.map(|c| c.profiles).unwrap_or_default())
+    }
+
+    /// One call to users-service: its answer, `None` on 404, 503 when it is away or refuses.
+    async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&B>,
+        what: &str,
+    ) -> Result<Option<T>, ApiError> {
+        let ctx = RequestContext::current_or_new();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(token)
+            .header(common::telemetry::REQUEST_ID, &ctx.request_id)
+            .header(common::telemetry::TRACEPARENT, &ctx.traceparent);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| {
+            tracing::warn!(error = %e, "users-service unreachable");
+            ApiError::unavailable("users-service is unavailable; nothing was accepted, retry")
+        })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            tracing::warn!(%status, body, "users-service refused {what}");
+            return Err(ApiError::unavailable(format!(
+                "users-service answered {status} to {what}; nothing was accepted"
+            )));
+        }
+        let body = resp.json().await.map_err(|e| {
+            ApiError::internal(anyhow::anyhow!("users-service's answer to {what}: {e}"))
+        })?;
+        Ok(Some(body))
     }
 }

@@ -1,7 +1,31 @@
 //! What callers may see of the public contract's shapes (the shapes are `api`'s).
 
-pub use api::notifications::{AttemptView, DeliveryView, NotificationView};
+pub use api::notifications::{AttemptView, DeliveryView, FanoutView, NotificationView};
 pub use delivery::status::{notification_status, notification_status_counted};
+
+/// Adds a send to a topic's fan-out to its view. While the fan-out runs the notification is
+/// `in_progress` whatever its deliveries so far say (none may be planned yet); a cancelled
+/// one with no delivery is `cancelled`.
+pub fn with_fanout(view: &mut NotificationView, fanout: FanoutView) {
+    match fanout.state.as_str() {
+        "splitting" | "planning" => view.status = "in_progress".into(),
+        "cancelled" if view.delivery_counts.total == 0 => view.status = "cancelled".into(),
+        _ => {}
+    }
+    view.fanout = Some(fanout);
+}
+
+/// A fan-out as accepted: nothing split or planned yet.
+pub fn accepted_fanout(topic: &str) -> FanoutView {
+    FanoutView {
+        topic: topic.to_owned(),
+        state: "splitting".into(),
+        total: None,
+        planned: 0,
+        chunks: None,
+        chunks_done: 0,
+    }
+}
 
 /// What a service sees in place of a provider's text about a delivery to a user: providers
 /// echo the address they were given ("550 <lea@example.org>: mailbox unavailable").

@@ -127,6 +127,7 @@ fn recipient_body(i: usize, r: v1::Recipient, errors: &mut Vec<FieldError>) -> R
         }
         Some(To::Webhook(w)) => body.webhook = Some(json!({ "url": w.url })),
         Some(To::Telegram(t)) => body.telegram = Some(json!({ "chat_id": t.chat_id })),
+        Some(To::Topic(key)) => body.topic = Some(key),
     }
     body
 }
@@ -201,6 +202,14 @@ pub fn notification(n: NotificationView) -> v1::Notification {
         deliveries: n.deliveries.into_iter().map(delivery).collect(),
         delivery_counts: Some(counts(n.delivery_counts)),
         deliveries_next_cursor: n.deliveries_next_cursor,
+        fanout: n.fanout.map(|f| v1::Fanout {
+            topic: f.topic,
+            state: f.state,
+            total: f.total,
+            planned: f.planned,
+            chunks: f.chunks,
+            chunks_done: f.chunks_done,
+        }),
     }
 }
 
@@ -215,6 +224,7 @@ fn summary(n: NotificationSummary) -> v1::Notification {
         deliveries: Vec::new(),
         delivery_counts: Some(counts(n.delivery_counts)),
         deliveries_next_cursor: None,
+        fanout: None,
     }
 }
 
@@ -305,6 +315,8 @@ fn recipient(r: &serde_json::Value) -> v1::Recipient {
         Some(To::Webhook(v1::Webhook {
             url: text(w, "url"),
         }))
+    } else if let Some(t) = r.get("topic") {
+        Some(To::Topic(t.as_str().unwrap_or_default().to_owned()))
     } else {
         r.get("telegram").map(|t| {
             To::Telegram(v1::Telegram {

@@ -50,6 +50,7 @@ pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Confi
         .merge(routes::internal::router())
         .merge(routes::me::router())
         .merge(routes::telegram::router())
+        .merge(routes::topics::router())
         .merge(common::http::health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http, registry)

@@ -99,6 +99,8 @@ fn checked_param(param: Option<Param>, value: &str) -> Result<&str, ApiError> {
         }
         Some(Param::Name) => common::address::parse_name(value)
             .map_err(|_| ApiError::not_found("no template has this name")),
+        Some(Param::Key) => common::address::parse_name(value)
+            .map_err(|_| ApiError::not_found("no topic has this key")),
         None => Err(ApiError::not_found("no route matches this path")),
     }
 }

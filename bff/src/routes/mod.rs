@@ -72,6 +72,8 @@ pub enum Param {
     Id(&'static str),
     /// `{name}`: a template name.
     Name,
+    /// `{key}`: a topic key.
+    Key,
 }
 
 /// Which characters (besides alphanumerics) a route's raw query string may hold, and its

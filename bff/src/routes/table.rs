@@ -10,6 +10,10 @@ use api::{
         SkippedEventQuery, Stats, StatsQuery, SuppressionPage, SuppressionQuery, TemplateBody,
         TemplateView,
     },
+    topics::{
+        MyTopics, SubscribersBody, SubscribersChanged, TopicBody, TopicKeysBody, TopicPage,
+        TopicQuery, TopicView,
+    },
     notifications::{
         BounceAnswer, BounceReport, DeliveriesQuery, HistoryPage, HistoryQuery, NotificationView,
         ReceiptAnswer, SendBody,
@@ -89,7 +93,7 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 34] = [
+pub static ROUTES: [Route; 42] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -615,6 +619,121 @@ pub static ROUTES: [Route; 34] = [
             "admin",
             "Remove a suppression: the address is sent to again",
             &[empty(204, "Removed")],
+        )
+    },
+    Route {
+        param: Some(Param::Key),
+        request: Some(schema::<TopicBody>),
+        ..route(
+            Verb::Put,
+            "/v1/topics/{key}",
+            SERVICE_OR_ADMIN,
+            Service::Users,
+            "topics",
+            "Create a topic, or change its name or openness (service, admin)\n\nA send \
+             naming `{\"topic\": key}` reaches its subscribers. Open topics can be followed by \
+             users themselves (`PUT /v1/me/topics`); closed ones (the default) get subscribers \
+             from services and admins only.",
+            &[
+                ok(201, "Created", schema::<TopicView>),
+                ok(200, "Changed", schema::<TopicView>),
+            ],
+        )
+    },
+    Route {
+        param: Some(Param::Key),
+        ..route(
+            Verb::Get,
+            "/v1/topics/{key}",
+            SERVICE_OR_ADMIN,
+            Service::Users,
+            "topics",
+            "A topic with its subscriber count (service, admin)",
+            &[ok(200, "The topic", schema::<TopicView>)],
+        )
+    },
+    Route {
+        param: Some(Param::Key),
+        request: Some(schema::<SubscribersBody>),
+        body_limit: Some(api::topics::MAX_SUBSCRIBERS_BYTES),
+        ..route(
+            Verb::Put,
+            "/v1/topics/{key}/subscribers",
+            SERVICE_OR_ADMIN,
+            Service::Users,
+            "topics",
+            "Subscribe up to 10,000 users to a topic (service, admin)\n\nCreates the topic \
+             (closed) when it does not exist. Every id must be a registered user, or 422 names \
+             the first unknown ones and nothing changes. Users already subscribed are not \
+             counted again. Each subscription is one row: O(1) whatever the topic's size.",
+            &[ok(200, "Subscribed", schema::<SubscribersChanged>)],
+        )
+    },
+    Route {
+        param: Some(Param::Key),
+        request: Some(schema::<SubscribersBody>),
+        body_limit: Some(api::topics::MAX_SUBSCRIBERS_BYTES),
+        ..route(
+            Verb::Delete,
+            "/v1/topics/{key}/subscribers",
+            SERVICE_OR_ADMIN,
+            Service::Users,
+            "topics",
+            "Unsubscribe up to 10,000 users from a topic (service, admin)\n\nIds that were \
+             not subscribed are not counted. A fan-out already running does not reach a user \
+             removed before their chunk is planned.",
+            &[ok(200, "Unsubscribed", schema::<SubscribersChanged>)],
+        )
+    },
+    route(
+        Verb::Get,
+        "/v1/me/topics",
+        USER,
+        Service::Users,
+        "me",
+        "The topics the user follows, and open ones they could follow",
+        &[ok(200, "The user's topics", schema::<MyTopics>)],
+    ),
+    Route {
+        request: Some(schema::<TopicKeysBody>),
+        ..route(
+            Verb::Put,
+            "/v1/me/topics",
+            USER,
+            Service::Users,
+            "me",
+            "Follow open topics (1 to 100 keys)\n\nA key that names no topic, or a closed \
+             one, is a 422 naming it and nothing changes; past 1,000 topics, 409.",
+            &[
+                ok(200, "The user's topics after the change", schema::<MyTopics>),
+                problem(409, "The user follows too many topics"),
+            ],
+        )
+    },
+    Route {
+        request: Some(schema::<TopicKeysBody>),
+        ..route(
+            Verb::Delete,
+            "/v1/me/topics",
+            USER,
+            Service::Users,
+            "me",
+            "Leave topics (1 to 100 keys), open or closed\n\nKeys the user does not follow \
+             change nothing.",
+            &[ok(200, "The user's topics after the change", schema::<MyTopics>)],
+        )
+    },
+    Route {
+        query: Some(PAGE_QUERY),
+        query_params: Some(query::<TopicQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/admin/topics",
+            ADMIN,
+            Service::Users,
+            "admin",
+            "Every topic, by key, keyset-paginated",
+            &[ok(200, "A page of topics", schema::<TopicPage>)],
         )
     },
     Route {

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod dead_letters;
+pub mod fanouts;
 pub mod idempotency;
 pub mod notifications;
 pub mod retention;

@@ -294,7 +294,8 @@ pub async fn deliveries(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
 }
 
 /// A notification and its owner, or `None`: its first [`INLINE_DELIVERIES`] deliveries and
-/// the counts of all of them (three statements, however many deliveries it has).
+/// the counts of all of them, and a send to a topic's fan-out (four statements, however many
+/// deliveries it has).
 pub async fn fetch(
     conn: &mut PgConnection,
     id: Uuid,
@@ -327,7 +328,8 @@ async fn fetch_in(
     let mut deliveries = deliveries_after(conn, id, None, INLINE_DELIVERIES as i64 + 1).await?;
     let deliveries_next_cursor = more_after(&mut deliveries, INLINE_DELIVERIES);
     let counted = counts(conn, &[id]).await?.remove(&id).unwrap_or_default();
-    let view = NotificationView {
+    let fanout = super::fanouts::view(conn, id).await?;
+    let mut view = NotificationView {
         id: n.id,
         status: counted.status.into(),
         category: n.category,
@@ -337,7 +339,11 @@ async fn fetch_in(
         delivery_counts: counted.counts,
         deliveries,
         deliveries_next_cursor,
+        fanout: None,
     };
+    if let Some(fanout) = fanout {
+        crate::views::with_fanout(&mut view, fanout);
+    }
     Ok(Some((n.created_by, view)))
 }
 

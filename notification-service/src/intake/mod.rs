@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use common::{auth::Principal, events::Channel, problem::ApiError};
 use uuid::Uuid;
 
-pub use writer::{Intake, IntakeConfig, Planned};
+pub use writer::{ChunkOf, Intake, IntakeConfig, Planned};
 
 use crate::{
     AppState,
@@ -64,6 +64,13 @@ pub enum Origin<'a> {
         of: Uuid,
         dead: &'a delivery::LockedDelivery,
         channels: &'a [Channel],
+    },
+    /// A chunk of a send to a topic (`crate::fanout`): the subscribers in `profiles` (read
+    /// with the chunk), planned like any user recipient and added to the notification once.
+    /// Its content was rendered when the send was accepted.
+    TopicChunk {
+        chunk: writer::ChunkOf<'a>,
+        profiles: &'a HashMap<Uuid, DeliveryProfile>,
     },
 }
 
@@ -147,22 +154,38 @@ pub async fn accept(
     mut req: SendRequest,
     now: DateTime<Utc>,
 ) -> Result<Accepted, ApiError> {
-    let profiles = profiles_for(state, &req).await?;
+    let fetched;
+    let profiles = match &origin {
+        Origin::TopicChunk { profiles, .. } => *profiles,
+        _ => {
+            fetched = profiles_for(state, &req).await?;
+            &fetched
+        }
+    };
+    // A service's send to a topic: the topic must exist; its subscribers are planned later.
+    let topic = match &origin {
+        Origin::Service { .. } => topic_of(state, &req).await?,
+        _ => None,
+    };
     let (deliveries, channel) = match &origin {
         Origin::Fallback { channels, .. } => {
-            first_deliverable(state, &mut req, &profiles, channels, now).await?
+            first_deliverable(state, &mut req, profiles, channels, now).await?
         }
         Origin::Welcome { .. } => {
-            let mut deliveries = plan(state, &req, &profiles, now).await?;
+            let mut deliveries = plan(state, &req, profiles, now).await?;
             deliveries.retain(|d| d.reason != Some("no_contact"));
             if deliveries.is_empty() {
                 return Ok(Accepted::Nothing("the user has no reachable channel"));
             }
             (deliveries, None)
         }
-        Origin::Service { .. } => (plan(state, &req, &profiles, now).await?, None),
+        Origin::Service { .. } | Origin::TopicChunk { .. } => {
+            (plan(state, &req, profiles, now).await?, None)
+        }
     };
-    render(state, &mut req, &deliveries).await?;
+    if !matches!(origin, Origin::TopicChunk { .. }) {
+        render(state, &mut req, &deliveries, topic.is_some()).await?;
+    }
     let planned = planning::planned_bytes(&req, &deliveries);
     if planned > planning::MAX_PLANNED_BYTES {
         return Err(ApiError::invalid_field(
@@ -177,11 +200,23 @@ pub async fn accept(
     let count = deliveries.len();
     let written = match origin {
         Origin::Service { principal, key } => {
+            let fanout = topic.map(|topic| crate::planned::NewFanout {
+                topic,
+                channels: req.channels.clone(),
+                exclude: req.user_ids().collect(),
+                as_of: now,
+            });
             let mut planned = Planned::new(principal.subject(), req, deliveries, now)?;
+            if let Some(fanout) = fanout {
+                planned = planned.with_fanout(fanout)?;
+            }
             tracing::Span::current().record("notification_id", tracing::field::display(planned.id));
             // Only services send: the answer (stored for replays too) shows what a service may
             // see.
-            let view = crate::views::for_service(planned.notification().view());
+            let mut view = crate::views::for_service(planned.notification().view());
+            if let Some(f) = &planned.fanout {
+                crate::views::with_fanout(&mut view, crate::views::accepted_fanout(&f.topic));
+            }
             if let Some(key) = key {
                 let response = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
                 planned.idempotency = Some((key.to_owned(), response));
@@ -196,6 +231,9 @@ pub async fn accept(
         }
         Origin::Fallback { of, dead, .. } => {
             writer::add_to(&state.pool, dead, of, &req, &deliveries, now).await?
+        }
+        Origin::TopicChunk { chunk, .. } => {
+            writer::write_chunk(&state.pool, &chunk, &req, &deliveries, now).await?
         }
     };
     Ok(match written {
@@ -232,6 +270,21 @@ async fn profiles_for(
         .into_iter()
         .map(|p| (p.user_id, p))
         .collect())
+}
+
+/// The topic a service's send names, once users-service confirmed it exists (a 422 naming
+/// it otherwise).
+async fn topic_of(state: &AppState, req: &SendRequest) -> Result<Option<String>, ApiError> {
+    let Some(key) = req.topic() else {
+        return Ok(None);
+    };
+    match state.users.topic(&state.users.service_token()?, key).await? {
+        Some(_) => Ok(Some(key.to_owned())),
+        None => Err(ApiError::invalid_field(
+            "recipients",
+            format!("no topic has the key `{key}` (PUT /v1/topics/{key} creates it)"),
+        )),
+    }
 }
 
 /// The deliveries `req` becomes: planned (preferences, contacts, quiet hours), then checked
@@ -272,25 +325,27 @@ async fn first_deliverable(
     Ok((planned, chosen))
 }
 
-/// Renders a template request in the locales of the deliveries that will be sent (nothing for
-/// a request with its own content). A missing template or a failed rendering is a 422 naming
-/// `template` or `data`.
+/// Renders a template request in the locales of the deliveries that will be sent (a send to a
+/// topic: in every locale of its template; nothing for a request with its own content). A
+/// missing template or a failed rendering is a 422 naming `template` or `data`.
 async fn render(
     state: &AppState,
     req: &mut SendRequest,
     deliveries: &[PlannedDelivery],
+    every_locale: bool,
 ) -> Result<(), ApiError> {
+    use crate::templates::Wanted;
     if req.template.is_none() {
         return Ok(());
     }
     let mut conn = state.pool.acquire().await?;
-    crate::templates::apply(
-        &mut conn,
-        req,
-        &planning::locales_to_render(deliveries),
-        &state.planning.default_locale,
-    )
-    .await
+    let locales = planning::locales_to_render(deliveries);
+    let wanted = if every_locale {
+        Wanted::All
+    } else {
+        Wanted::Locales(&locales)
+    };
+    crate::templates::apply(&mut conn, req, wanted, &state.planning.default_locale).await
 }
 
 /// How many items of a batch are planned at once (their writes share group commits).

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::{
     db::{self, idempotency as idem, notifications::NewNotification},
+    planned::{FanoutStep, NewFanout, Step},
     planning::PlannedDelivery,
     request::SendRequest,
 };
@@ -69,8 +70,11 @@ pub struct Planned {
     pub created_at: DateTime<Utc>,
     /// The Idempotency-Key claimed for it and the response to store with it.
     pub idempotency: Option<(String, serde_json::Value)>,
-    /// Its dispatches' outbox rows, built in the request's own context (request id, trace).
+    /// Its dispatches' outbox rows, built in the request's own context (request id, trace),
+    /// and a fan-out's first step.
     pub outbox: Vec<common::outbox::OutboxMessage>,
+    /// A send to a topic: its fan-out, written with it.
+    pub fanout: Option<NewFanout>,
 }
 
 impl Planned {
@@ -89,9 +93,23 @@ impl Planned {
             created_at,
             idempotency: None,
             outbox: Vec::new(),
+            fanout: None,
         };
         p.outbox = crate::planned::dispatch_rows(&p.notification())?;
         Ok(p)
+    }
+
+    /// Makes it a send to a topic: its fan-out is written with it, with the first step's
+    /// message.
+    pub fn with_fanout(mut self, fanout: NewFanout) -> anyhow::Result<Self> {
+        let split = FanoutStep {
+            schema: common::events::SCHEMA,
+            notification_id: self.id,
+            step: Step::Split,
+        };
+        self.outbox.push(split.row()?);
+        self.fanout = Some(fanout);
+        Ok(self)
     }
 
     pub fn notification(&self) -> NewNotification<'_> {
@@ -182,8 +200,13 @@ async fn write_together(pool: &PgPool, planned: &[&Planned]) -> anyhow::Result<(
         .iter()
         .flat_map(|p| p.outbox.iter().cloned())
         .collect();
+    let fanouts: Vec<(Uuid, &NewFanout)> = planned
+        .iter()
+        .filter_map(|p| p.fanout.as_ref().map(|f| (p.id, f)))
+        .collect();
     let mut tx = pool.begin().await?;
     db::notifications::insert_many(&mut tx, &refs, &rows).await?;
+    db::fanouts::insert(&mut tx, &fanouts).await?;
     let keyed: Vec<(&str, &str, Uuid, &serde_json::Value)> = planned
         .iter()
         .filter_map(|p| {
@@ -266,6 +289,48 @@ pub async fn add_to(
         Claim::Ready => {}
     }
     db::notifications::insert_deliveries(&mut tx, &n, Some(of), now, &rows).await?;
+    tx.commit().await?;
+    Ok(Written::Yes)
+}
+
+/// One chunk of a fan-out (`crate::fanout`): its place, and its notification as accepted.
+pub struct ChunkOf<'a> {
+    pub notification_id: Uuid,
+    pub index: i32,
+    pub created_by: &'a str,
+    pub created_at: DateTime<Utc>,
+    /// Subscribers in the chunk (its progress).
+    pub subscribers: usize,
+}
+
+/// A chunk's deliveries added to its notification, once: claimed, written and counted in one
+/// transaction (written before: nothing; the fan-out cancelled meanwhile: rolled back).
+pub async fn write_chunk(
+    pool: &PgPool,
+    chunk: &ChunkOf<'_>,
+    request: &SendRequest,
+    deliveries: &[PlannedDelivery],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Written> {
+    let n = NewNotification {
+        id: chunk.notification_id,
+        created_by: chunk.created_by,
+        request,
+        deliveries,
+        created_at: chunk.created_at,
+    };
+    let rows = crate::planned::dispatch_rows(&n)?;
+    let mut tx = pool.begin().await?;
+    let id = chunk.notification_id;
+    if !db::fanouts::claim_chunk(&mut tx, id, chunk.index, chunk.subscribers, deliveries.len())
+        .await?
+    {
+        return Ok(Written::Before);
+    }
+    db::notifications::insert_deliveries(&mut tx, &n, None, now, &rows).await?;
+    if !db::fanouts::chunk_planned(&mut tx, id, chunk.subscribers).await? {
+        return Ok(Written::NotNow("the fan-out was cancelled"));
+    }
     tx.commit().await?;
     Ok(Written::Yes)
 }

@@ -190,6 +190,9 @@ async fn cancel(
         Some(owner) if principal.role() == Role::Admin || owner == principal.subject() => {}
         _ => return Err(ApiError::not_found("no notification has this id")),
     }
+    // A send to a topic: its fan-out stops first (a chunk being written commits before this,
+    // and its deliveries are cancelled below with the rest).
+    crate::db::fanouts::cancel(&mut tx, id).await?;
     let outcome = match delivery::cancel::cancel(&mut tx, id).await {
         Ok(o) => o,
         Err(e) if delivery::cancel::is_lock_timeout(&e) => {

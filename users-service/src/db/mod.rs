@@ -303,3 +303,4 @@ pub async fn delete_device(conn: &mut PgConnection, user: Uuid, id: Uuid) -> sql
 }
 pub mod retention;
 pub mod telegram;
+pub mod topics;

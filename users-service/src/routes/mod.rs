@@ -3,4 +3,5 @@
 pub mod internal;
 pub mod me;
 pub mod telegram;
+pub mod topics;
 pub mod users;

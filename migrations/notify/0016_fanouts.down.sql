@@ -1,0 +1,2 @@
+DROP TABLE fanout_chunks;
+DROP TABLE fanouts;

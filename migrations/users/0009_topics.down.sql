@@ -1,0 +1,2 @@
+DROP TABLE topic_subscriptions;
+DROP TABLE topics;
