@@ -58,7 +58,6 @@ impl<E: Into<anyhow::Error>> From<E> for WelcomeFailure {
 /// The most of a skipped message that is kept.
 const KEPT_PAYLOAD_BYTES: usize = 4096;
 
-
 /// Records `raw` (a message of this service's consumers) as skipped, with why; counted.
 /// Admins read them at `GET /v1/admin/skipped-events`.
 pub async fn skip(
@@ -67,7 +66,6 @@ pub async fn skip(
     event_type: &str,
     error: &str,
 ) -> Result<(), HandleError> {
-
     tracing::error!(
         event_type,
         error,

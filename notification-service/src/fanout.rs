@@ -122,7 +122,9 @@ impl FanoutHandler {
                     notification_id: id,
                     step: Step::Chunk {
                         index: i,
-                        after: index.checked_sub(1).and_then(|p| bounds.bounds.get(p).copied()),
+                        after: index
+                            .checked_sub(1)
+                            .and_then(|p| bounds.bounds.get(p).copied()),
                         // The last chunk is open-ended: whatever the count missed is in it.
                         until: (i + 1 < chunks)
                             .then(|| bounds.bounds.get(index).copied())
@@ -176,7 +178,8 @@ impl FanoutHandler {
             .into_iter()
             .map(|p| (p.user_id, p))
             .collect();
-        let mut recipients: Vec<Recipient> = profiles.keys().map(|id| Recipient::User(*id)).collect();
+        let mut recipients: Vec<Recipient> =
+            profiles.keys().map(|id| Recipient::User(*id)).collect();
         recipients.sort_unstable_by_key(|r| match r {
             Recipient::User(id) => *id,
             _ => Uuid::nil(),

@@ -10,13 +10,13 @@ use api::{
         SkippedEventQuery, Stats, StatsQuery, SuppressionPage, SuppressionQuery, TemplateBody,
         TemplateView,
     },
-    topics::{
-        MyTopics, SubscribersBody, SubscribersChanged, TopicBody, TopicKeysBody, TopicPage,
-        TopicQuery, TopicView,
-    },
     notifications::{
         BounceAnswer, BounceReport, DeliveriesQuery, HistoryPage, HistoryQuery, NotificationView,
         ReceiptAnswer, SendBody,
+    },
+    topics::{
+        MyTopics, SubscribersBody, SubscribersChanged, TopicBody, TopicKeysBody, TopicPage,
+        TopicQuery, TopicView,
     },
     users::{
         ContactsBody, DeviceBody, DeviceList, Me, PreferencesBody, PreferencesView, RegisterUser,
@@ -705,7 +705,11 @@ pub static ROUTES: [Route; 42] = [
             "Follow open topics (1 to 100 keys)\n\nA key that names no topic, or a closed \
              one, is a 422 naming it and nothing changes; past 1,000 topics, 409.",
             &[
-                ok(200, "The user's topics after the change", schema::<MyTopics>),
+                ok(
+                    200,
+                    "The user's topics after the change",
+                    schema::<MyTopics>,
+                ),
                 problem(409, "The user follows too many topics"),
             ],
         )
@@ -720,7 +724,11 @@ pub static ROUTES: [Route; 42] = [
             "me",
             "Leave topics (1 to 100 keys), open or closed\n\nKeys the user does not follow \
              change nothing.",
-            &[ok(200, "The user's topics after the change", schema::<MyTopics>)],
+            &[ok(
+                200,
+                "The user's topics after the change",
+                schema::<MyTopics>,
+            )],
         )
     },
     Route {

@@ -278,7 +278,11 @@ async fn topic_of(state: &AppState, req: &SendRequest) -> Result<Option<String>,
     let Some(key) = req.topic() else {
         return Ok(None);
     };
-    match state.users.topic(&state.users.service_token()?, key).await? {
+    match state
+        .users
+        .topic(&state.users.service_token()?, key)
+        .await?
+    {
         Some(_) => Ok(Some(key.to_owned())),
         None => Err(ApiError::invalid_field(
             "recipients",

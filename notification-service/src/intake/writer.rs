@@ -322,8 +322,14 @@ pub async fn write_chunk(
     let rows = crate::planned::dispatch_rows(&n)?;
     let mut tx = pool.begin().await?;
     let id = chunk.notification_id;
-    if !db::fanouts::claim_chunk(&mut tx, id, chunk.index, chunk.subscribers, deliveries.len())
-        .await?
+    if !db::fanouts::claim_chunk(
+        &mut tx,
+        id,
+        chunk.index,
+        chunk.subscribers,
+        deliveries.len(),
+    )
+    .await?
     {
         return Ok(Written::Before);
     }

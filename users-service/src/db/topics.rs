@@ -66,11 +66,12 @@ pub async fn upsert(
 }
 
 pub async fn get(conn: &mut PgConnection, key: &str) -> sqlx::Result<Option<TopicView>> {
-    let row: Option<TopicRow> =
-        sqlx::query_as(&format!("SELECT {TOPIC_COLUMNS} FROM topics WHERE key = $1"))
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<TopicRow> = sqlx::query_as(&format!(
+        "SELECT {TOPIC_COLUMNS} FROM topics WHERE key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(row.map(Into::into))
 }
 
@@ -219,11 +220,7 @@ pub async fn by_keys(
 }
 
 /// Subscribes `user` to `topics` (ids); the ids of those newly followed (counted).
-pub async fn follow(
-    conn: &mut PgConnection,
-    user: Uuid,
-    topics: &[i64],
-) -> sqlx::Result<Vec<i64>> {
+pub async fn follow(conn: &mut PgConnection, user: Uuid, topics: &[i64]) -> sqlx::Result<Vec<i64>> {
     let added: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO topic_subscriptions (topic_id, user_id)
          SELECT t, $2 FROM unnest($1::bigint[]) AS t ORDER BY t

@@ -31,16 +31,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/topics/{key}", put(put_topic).get(get_topic))
         .route(
             "/v1/topics/{key}/subscribers",
-            put(add_subscribers)
-                .delete(remove_subscribers)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    api::topics::MAX_SUBSCRIBERS_BYTES,
-                )),
+            put(add_subscribers).delete(remove_subscribers).layer(
+                axum::extract::DefaultBodyLimit::max(api::topics::MAX_SUBSCRIBERS_BYTES),
+            ),
         )
-        .route(
-            "/v1/me/topics",
-            get(my_topics).put(follow).delete(unfollow),
-        )
+        .route("/v1/me/topics", get(my_topics).put(follow).delete(unfollow))
         .route("/v1/admin/topics", get(list))
 }
 
@@ -91,7 +86,10 @@ async fn get_topic(
     principal.require(MANAGERS)?;
     let key = key(&raw)?;
     let mut conn = state.pool.acquire().await?;
-    db::get(&mut conn, key).await?.map(Json).ok_or_else(no_topic)
+    db::get(&mut conn, key)
+        .await?
+        .map(Json)
+        .ok_or_else(no_topic)
 }
 
 /// 1 to 10,000 user ids, or 422.
@@ -132,7 +130,12 @@ async fn add_subscribers(
     let topic = db::lock_or_create(&mut tx, key, principal.subject()).await?;
     let (changed, subscribers) = db::subscribe(&mut tx, topic, &body.user_ids).await?;
     tx.commit().await?;
-    tracing::info!(topic = key, added = changed, subscribers, "subscribers added");
+    tracing::info!(
+        topic = key,
+        added = changed,
+        subscribers,
+        "subscribers added"
+    );
     Ok(Json(SubscribersChanged {
         changed,
         subscribers,
@@ -153,7 +156,12 @@ async fn remove_subscribers(
     let topic = db::lock(&mut tx, key).await?.ok_or_else(no_topic)?;
     let (changed, subscribers) = db::unsubscribe(&mut tx, topic, &body.user_ids).await?;
     tx.commit().await?;
-    tracing::info!(topic = key, removed = changed, subscribers, "subscribers removed");
+    tracing::info!(
+        topic = key,
+        removed = changed,
+        subscribers,
+        "subscribers removed"
+    );
     Ok(Json(SubscribersChanged {
         changed,
         subscribers,
