@@ -1,6 +1,6 @@
 // The preference center (/app) in a real browser against `notifyctl up`: signed in from a
 // link, a preference changed and honoured by the next notification (which the user then sees
-// in their history), quiet hours in a chosen time zone, contacts refused with the field named,
+// in their history), quiet hours in a chosen time zone, a topic followed and left, contacts refused with the field named,
 // accessible and self-contained at phone and desktop widths.
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
@@ -114,6 +114,22 @@ test("a user removes a device and it is gone from the API", async () => {
   await page.getByText("No device receives push notifications.").waitFor();
   const left = await api("GET", "/v1/me/devices", token);
   assert.deepEqual(left.body.items, []);
+  await page.context().close();
+});
+
+test("a user follows an open topic and leaves it again, as the API shows", async () => {
+  const made = await api("PUT", "/v1/topics/browser.news", stack.tokens.admin, { name: "Browser news", open: true });
+  assert.ok([200, 201].includes(made.status), JSON.stringify(made.body));
+  const page = await signedIn();
+  const box = page.getByLabel("Browser news");
+  await box.check();
+  await page.getByText("Saved: you follow Browser news.").waitFor();
+  const following = (await api("GET", "/v1/me/topics", token)).body.topics;
+  assert.ok(following.some((t) => t.key === "browser.news" && t.following), JSON.stringify(following));
+  await box.uncheck();
+  await page.getByText("Saved: you left Browser news.").waitFor();
+  const left = (await api("GET", "/v1/me/topics", token)).body.topics;
+  assert.ok(left.some((t) => t.key === "browser.news" && !t.following), JSON.stringify(left));
   await page.context().close();
 });
 

@@ -256,6 +256,14 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "get /healthz",
         "get /readyz",
         "get /v1/admin/skipped-events",
+        "put /v1/topics/{key}",
+        "get /v1/topics/{key}",
+        "put /v1/topics/{key}/subscribers",
+        "delete /v1/topics/{key}/subscribers",
+        "get /v1/me/topics",
+        "put /v1/me/topics",
+        "delete /v1/me/topics",
+        "get /v1/admin/topics",
     ];
     expected.sort();
     assert_eq!(listed, expected);
@@ -267,7 +275,8 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         let (method, path) = op.split_once(' ').unwrap();
         let path = path
             .replace("{id}", "0190a6b4-0000-7000-8000-000000000000")
-            .replace("{name}", "no-such-template");
+            .replace("{name}", "no-such-template")
+            .replace("{key}", "no.such.topic");
         let mut req = stack.http.request(
             method.to_uppercase().parse().unwrap(),
             format!("{}{path}", stack.url()),

@@ -55,53 +55,6 @@ impl<E: Into<anyhow::Error>> From<E> for WelcomeFailure {
     }
 }
 
-/// The most of a skipped message that is kept.
-const KEPT_PAYLOAD_BYTES: usize = 4096;
-
-/// Records `raw` (a message of this service's consumers) as skipped, with why; counted.
-/// Admins read them at `GET /v1/admin/skipped-events`.
-pub async fn skip(
-    state: &AppState,
-    raw: &OwnedMessage,
-    event_type: &str,
-    error: &str,
-) -> Result<(), HandleError> {
-    tracing::error!(
-        event_type,
-        error,
-        topic = raw.topic(),
-        offset = raw.offset(),
-        "event cannot be handled; recorded and skipped"
-    );
-    let payload = String::from_utf8_lossy(raw.payload().unwrap_or_default());
-    let mut end = payload.len().min(KEPT_PAYLOAD_BYTES);
-    while !payload.is_char_boundary(end) {
-        end -= 1;
-    }
-    let key = raw.key().map(String::from_utf8_lossy);
-    let mut conn = state
-        .pool
-        .acquire()
-        .await
-        .map_err(|e| HandleError::Retry(e.into()))?;
-    crate::db::skipped::record(
-        &mut conn,
-        &crate::db::skipped::Skipped {
-            topic: raw.topic(),
-            partition: raw.partition(),
-            offset: raw.offset(),
-            event_type,
-            key: key.as_deref(),
-            payload: &payload[..end],
-            error,
-        },
-    )
-    .await
-    .map_err(|e| HandleError::Retry(e.into()))?;
-    state.metrics.event_skipped(event_type);
-    Ok(())
-}
-
 impl EventsHandler {
     async fn skip(
         &self,
@@ -109,7 +62,7 @@ impl EventsHandler {
         event_type: &str,
         error: &str,
     ) -> Result<(), HandleError> {
-        skip(&self.state, raw, event_type, error).await
+        crate::skip::skip(&self.state, raw, event_type, error).await
     }
 
     async fn welcome(&self, user_id: Uuid) -> Result<(), WelcomeFailure> {

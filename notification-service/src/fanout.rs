@@ -69,7 +69,7 @@ impl MessageHandler for FanoutHandler {
             Ok(s) => s,
             Err(e) => {
                 let why = format!("undecodable fan-out step: {e}");
-                return crate::events::skip(&self.state, raw, "fanout", &why).await;
+                return crate::skip::skip(&self.state, raw, "fanout", &why).await;
             }
         };
         let id = step.notification_id;

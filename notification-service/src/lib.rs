@@ -25,6 +25,7 @@ pub mod quiet_hours;
 pub mod recheck;
 pub mod request;
 pub mod routes;
+pub mod skip;
 pub mod stored_content;
 pub mod suppression;
 pub mod templates;

@@ -1,5 +1,5 @@
 // The preference center (`/app`): a user's contacts, channel switches, the kind × channel
-// matrix, quiet hours, language, devices and history — each read and saved through the public
+// matrix, quiet hours, language, devices, topics and history — each read and saved through the public
 // API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
 import { $, cell, confirmSwitch, el, failure, say } from "{{asset:ui.js}}";
@@ -156,6 +156,29 @@ async function renderDevices() {
   }));
 }
 
+// The topics the user follows (any can be left) and the open ones they could follow.
+async function renderTopics() {
+  const { topics } = await api.get("/v1/me/topics");
+  $("topics-empty").hidden = topics.length > 0;
+  $("topics").replaceChildren(...topics.map((t, i) => {
+    const name = t.name || t.key;
+    const box = switchBox(`topic-${i}`, null, t.following, async (follow) => {
+      say("Saving…");
+      try {
+        await api.call(follow ? "PUT" : "DELETE", "/v1/me/topics", { keys: [t.key] });
+        say(follow ? `Saved: you follow ${name}.` : `Saved: you left ${name}.`, "ok");
+        return true;
+      } catch (e) {
+        failure("Not saved", e);
+        return false;
+      }
+    });
+    const label = el("label", { htmlFor: `topic-${i}`,
+      textContent: t.following && !t.open ? `${name} (added for you; you can leave it)` : name });
+    return el("li", {}, box, label);
+  }));
+}
+
 async function loadHistory() {
   const q = historyCursor ? `?limit=20&cursor=${encodeURIComponent(historyCursor)}` : "?limit=20";
   const page = await api.get(`/v1/me/notifications${q}`);
@@ -251,6 +274,7 @@ async function main() {
     renderQuiet();
     $("locale").value = prefs.locale;
     await renderDevices();
+    await renderTopics();
     wireForms();
     $("content").hidden = false;
     say("");

@@ -84,6 +84,12 @@ async function showNotification(id) {
   const facts = [["Status", n.status], ["Kind", n.category], ["Priority", n.priority],
     ["Created", when(n.created_at)]];
   if (n.send_at) facts.push(["Send at", when(n.send_at)]);
+  if (n.fanout) {
+    const f = n.fanout;
+    facts.push(["Topic", f.topic]);
+    facts.push(["Fan-out", `${f.state}: ${f.planned} of ${f.total ?? "?"} subscribers planned ` +
+      `(${f.chunks_done} of ${f.chunks ?? "?"} chunks)`]);
+  }
   facts.push(["Deliveries", `${n.delivery_counts.total} (${countsText(n.delivery_counts)})`]);
   $("notification-facts").replaceChildren(
     ...facts.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));

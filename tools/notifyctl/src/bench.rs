@@ -21,7 +21,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = ".dev/bench")]
     pub out: PathBuf,
     /// Which scenarios (comma-separated): intake-paused, intake, e2e-webhook, e2e-email,
-    /// e2e-sms, e2e-push, fanout, batch, urgent-under-bulk — or all.
+    /// e2e-sms, e2e-push, fanout, batch, urgent-under-bulk, topic — or all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub scenarios: Vec<String>,
     /// Seconds of load per scenario.
@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Bulk deliveries queued before the urgent ones in `urgent-under-bulk`.
     #[arg(long, default_value_t = 100_000)]
     pub backlog: u64,
+    /// The topic's subscribers in `topic` (each an SMS delivery).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub subscribers: u64,
     /// Seconds of pgbench for the baseline (0: skip it).
     #[arg(long, default_value_t = 20)]
     pub pgbench_secs: u64,
@@ -60,7 +63,7 @@ pub struct BenchArgs {
 
 pub use crate::report::Baseline;
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "intake-paused",
     "intake",
     "e2e-webhook",
@@ -70,6 +73,7 @@ const ALL: [&str; 9] = [
     "fanout",
     "batch",
     "urgent-under-bulk",
+    "topic",
 ];
 
 fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
@@ -302,6 +306,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
                 1_000,
                 false,
             ),
+            // Urgent SMS while a topic's SMS drain.
+            "topic" => (Scenario::Topic, LoadChannel::Sms, 20.0, 1, false),
             _ => (
                 Scenario::UrgentUnderBulk,
                 LoadChannel::Webhook,
@@ -316,10 +322,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
             rate,
             duration_secs: args.duration_secs,
             recipients: Some(recipients),
-            backlog: args.backlog,
+            backlog: if name == "topic" {
+                args.subscribers
+            } else {
+                args.backlog
+            },
             batch_size: args.batch_size,
             pause_workers: pause,
-            settle_secs: 600,
+            settle_secs: if name == "topic" { 1_800 } else { 600 },
             max_in_flight: 4_000,
             name: Some(name.to_owned()),
             stack: running.stack_path.clone(),

@@ -47,6 +47,9 @@ pub struct StackFile {
     /// The notify database (`notifyctl load` reads its accounting there).
     #[serde(default)]
     pub notify_database_url: String,
+    /// The users database (`notifyctl load --scenario topic` seeds its subscribers there).
+    #[serde(default)]
+    pub users_database_url: String,
     /// Each process's `/metrics`, by process name.
     #[serde(default)]
     pub metrics: BTreeMap<String, String>,

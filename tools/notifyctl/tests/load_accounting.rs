@@ -128,6 +128,7 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
         sinks_dir: String::new(),
         webhook_sink: "http://127.0.0.1:9/hook".into(),
         notify_database_url: db.url().to_owned(),
+        users_database_url: String::new(),
         metrics: BTreeMap::new(),
         prometheus_url: None,
     };

@@ -537,6 +537,7 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
         sinks_dir: sinks.display().to_string(),
         webhook_sink: format!("{}/hook", sink.url("webhook")),
         notify_database_url: notify_db.1.clone(),
+        users_database_url: users_db.1.clone(),
         metrics,
         prometheus_url,
     };

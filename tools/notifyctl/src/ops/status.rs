@@ -56,6 +56,10 @@ pub fn render(n: &NotificationView) -> String {
         n.priority,
         when(n.created_at)
     );
+    if let Some(f) = &n.fanout {
+        out.push_str(&fanout_line(f, &n.delivery_counts));
+        out.push('\n');
+    }
     let rows: Vec<Vec<String>> = n
         .deliveries
         .iter()
@@ -94,6 +98,33 @@ pub fn render(n: &NotificationView) -> String {
     out
 }
 
+/// A send to a topic's progress: subscribers planned of the total, chunks, and the counts of
+/// what was planned so far.
+fn fanout_line(
+    f: &api::notifications::FanoutView,
+    counts: &api::notifications::DeliveryCounts,
+) -> String {
+    let total = f.total.map_or("?".to_owned(), |t| t.to_string());
+    let chunks = f.chunks.map_or("?".to_owned(), |c| c.to_string());
+    let by_status: Vec<String> = counts
+        .by_status
+        .iter()
+        .map(|(status, k)| format!("{k} {status}"))
+        .collect();
+    format!(
+        "fan-out to topic {}: {}, {} of {total} subscribers planned (chunk {} of {chunks}); deliveries: {}",
+        f.topic,
+        f.state,
+        f.planned,
+        f.chunks_done,
+        if by_status.is_empty() {
+            "none yet".to_owned()
+        } else {
+            by_status.join(", ")
+        }
+    )
+}
+
 /// Whether every delivery has settled, and whether all of them well.
 fn settled(n: &NotificationView) -> Option<bool> {
     match n.status.as_str() {
@@ -113,6 +144,7 @@ pub async fn follow(
 ) -> anyhow::Result<()> {
     let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
     let mut last: BTreeMap<Uuid, String> = BTreeMap::new();
+    let mut last_fanout = String::new();
     let mut first = true;
     loop {
         let view = match fetch(client, id).await {
@@ -147,6 +179,18 @@ pub async fn follow(
                         format!("  ({err})")
                     }
                 );
+            }
+        }
+        // A fan-out's progress: one line whenever it moved (its deliveries are too many to
+        // follow one by one).
+        if let Some(f) = &view.fanout {
+            let line = fanout_line(f, &view.delivery_counts);
+            if line != last_fanout {
+                changed = true;
+                if !json && !first {
+                    println!("{}  {line}", when(chrono::Utc::now()));
+                }
+                last_fanout = line;
             }
         }
         if json && changed {

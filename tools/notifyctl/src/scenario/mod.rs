@@ -21,7 +21,9 @@
 //!   the accept latency is the batch's);
 //! * `urgent-under-bulk` — a backlog of `--backlog` bulk deliveries accepted as fast as the
 //!   stack takes them, then urgent (`priority: high`) notifications at `--rate`, measuring
-//!   their accept → sent latency while the backlog drains.
+//!   their accept → sent latency while the backlog drains;
+//! * `topic` — the backlog is one send to a topic of `--backlog` subscribers (SMS), timed
+//!   until its fan-out has planned them all ([`topic`]), then urgent notifications as above.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -35,6 +37,7 @@ mod accounting;
 mod inputs;
 mod output;
 mod result;
+mod topic;
 
 use accounting::{Ledger, accept_to_sent, account, cdf, read_rows, wait_terminal};
 use inputs::{body, sample_backlogs, signal, targets};
@@ -55,6 +58,7 @@ pub enum Scenario {
     Fanout,
     Batch,
     UrgentUnderBulk,
+    Topic,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -84,7 +88,8 @@ pub struct LoadArgs {
     /// `batch`: notifications per batch request.
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
-    /// `urgent-under-bulk`: bulk deliveries accepted before the urgent ones start.
+    /// `urgent-under-bulk`: bulk deliveries accepted before the urgent ones start; `topic`:
+    /// the topic's subscribers.
     #[arg(long, default_value_t = 100_000)]
     pub backlog: u64,
     /// `intake`: stop the workers (SIGSTOP) while the load runs; they resume before the
@@ -169,6 +174,10 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
     let stack = Arc::new(stack);
 
     let stop = CancellationToken::new();
+    let sampling_started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
     let sampler = tokio::spawn(procs::sample(targets(&stack), stop.clone()));
     let backlogs = tokio::spawn(sample_backlogs(pool.clone(), stop.clone()));
     let wall = || {
@@ -234,13 +243,21 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
         });
     }
 
+    let mut planning_window = None;
+    if args.scenario == Scenario::Topic {
+        let planned = topic::prepare(&http, &stack, &pool, args.backlog, quiet).await?;
+        bulk.add([planned.id], planned.backlog.deliveries);
+        planning_window = Some(planned.window);
+        backlog = Some(planned.backlog);
+    }
+
     let workers_pid = stack.processes.get("workers").copied();
     if args.pause_workers
         && let Some(pid) = workers_pid
     {
         signal(pid, "STOP");
     }
-    let priority = if args.scenario == Scenario::UrgentUnderBulk {
+    let priority = if matches!(args.scenario, Scenario::UrgentUnderBulk | Scenario::Topic) {
         "high"
     } else {
         "normal"
@@ -346,6 +363,23 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
         b.accept_to_sent_ms = Percentiles::of(&accept_to_sent(bulk_rows.iter()));
     }
 
+    if let (Some(b), Some((from, to))) = (backlog.as_mut(), planning_window) {
+        let (from, to) = (from - sampling_started, to - sampling_started);
+        b.planning_cpu_percent = processes
+            .iter()
+            .map(|(name, series)| {
+                let window: Vec<f64> = series
+                    .cpu_percent
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| (*i as f64) >= from.floor() && (*i as f64) < to.ceil())
+                    .map(|(_, c)| *c)
+                    .collect();
+                let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
+                (name.clone(), mean)
+            })
+            .collect();
+    }
     let h = accept_to_sent(rows.iter());
     let all_rows = rows.iter().chain(bulk_rows.iter());
     let mut sent_by_second: Vec<u64> = Vec::new();

@@ -57,6 +57,24 @@ pub fn summary(r: &ScenarioResult) -> String {
                 .map_or("—".to_owned(), |d| format!("{d:.1} s"))
         );
     }
+    if let Some(b) = &r.backlog
+        && let Some(planned) = b.planned_in_s
+    {
+        let cpu = &b.planning_cpu_percent;
+        let total: f64 = cpu.values().sum();
+        let pg = cpu.get("postgres").copied().unwrap_or_default();
+        s += &format!(
+            "  topic: {} subscribers subscribed in {:.1} s, planned in {planned:.1} s ({:.0} deliveries/s); while planning Postgres {pg:.0} % of a core = {:.0} % of the stack's CPU ({})\n",
+            b.deliveries,
+            b.subscribed_in_s.unwrap_or_default(),
+            b.deliveries as f64 / planned.max(0.001),
+            100.0 * pg / total.max(0.001),
+            cpu.iter()
+                .map(|(n, c)| format!("{n} {c:.0} %"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let rss: Vec<String> = r
         .processes
         .iter()

@@ -114,4 +114,13 @@ pub struct Backlog {
     /// Seconds from the first backlog request until its last delivery was sent.
     pub drained_in_s: Option<f64>,
     pub accept_to_sent_ms: Percentiles,
+    /// `topic`: seconds to subscribe the subscribers through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribed_in_s: Option<f64>,
+    /// `topic`: seconds from acceptance until the fan-out planned its last chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_in_s: Option<f64>,
+    /// `topic`: each process's mean CPU (% of one core) while the fan-out planned.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub planning_cpu_percent: BTreeMap<String, f64>,
 }
