@@ -129,7 +129,7 @@ async fn subscribers_are_managed_in_bulk_and_by_users_with_every_bad_input_refus
         (&json!(1), &json!(3)),
         "{body}"
     );
-    // An unknown user: 422 naming it, and nothing changes.
+    // An unknown user: 404 naming it, and nothing changes.
     let stranger = Uuid::now_v7();
     let (status, body) = call(
         Method::PUT,
@@ -138,9 +138,9 @@ async fn subscribers_are_managed_in_bulk_and_by_users_with_every_bad_input_refus
         Some(json!({ "user_ids": [users[3], stranger] })),
     )
     .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 404, "{body}");
     assert!(
-        body["errors"][0]["message"]
+        body["detail"]
             .as_str()
             .unwrap()
             .contains(&stranger.to_string()),
@@ -213,7 +213,7 @@ async fn subscribers_are_managed_in_bulk_and_by_users_with_every_bad_input_refus
         Some(json!({ "keys": ["project.apollo"] })),
     )
     .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 403, "{body}");
     let (status, body) = call(
         Method::PUT,
         "/v1/me/topics",
@@ -221,7 +221,18 @@ async fn subscribers_are_managed_in_bulk_and_by_users_with_every_bad_input_refus
         Some(json!({ "keys": ["no.such.topic"] })),
     )
     .await;
+    assert_eq!(status, 404, "{body}");
+    // A body that is an array, not an object: 422, nothing created.
+    let (status, body) = call(
+        Method::PUT,
+        "/v1/topics/arrays",
+        &admin,
+        Some(json!([null, null])),
+    )
+    .await;
     assert_eq!(status, 422, "{body}");
+    let (status, _) = call(Method::GET, "/v1/topics/arrays", &admin, None).await;
+    assert_eq!(status, 404);
     let (status, body) = call(
         Method::PUT,
         "/v1/topics/releases",
@@ -399,7 +410,7 @@ async fn a_topic_send_reaches_every_subscriber_once_with_their_preferences() {
         )
         .await
         .unwrap();
-    assert_eq!(status, 422, "{problem}");
+    assert_eq!(status, 404, "{problem}");
     let (status, problem) = stack
         .call(
             Method::POST,

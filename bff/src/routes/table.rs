@@ -112,6 +112,7 @@ pub static ROUTES: [Route; 42] = [
                     "Accepted: planned and committed",
                     schema::<NotificationView>,
                 ),
+                problem(404, "A recipient names a topic that does not exist"),
                 problem(
                     409,
                     "The first request with this Idempotency-Key is still running",
@@ -663,7 +664,7 @@ pub static ROUTES: [Route; 42] = [
             Service::Users,
             "topics",
             "Subscribe up to 10,000 users to a topic (service, admin)\n\nCreates the topic \
-             (closed) when it does not exist. Every id must be a registered user, or 422 names \
+             (closed) when it does not exist. Every id must be a registered user, or 404 names \
              the first unknown ones and nothing changes. Users already subscribed are not \
              counted again. Each subscription is one row: O(1) whatever the topic's size.",
             &[ok(200, "Subscribed", schema::<SubscribersChanged>)],
@@ -702,14 +703,15 @@ pub static ROUTES: [Route; 42] = [
             USER,
             Service::Users,
             "me",
-            "Follow open topics (1 to 100 keys)\n\nA key that names no topic, or a closed \
-             one, is a 422 naming it and nothing changes; past 1,000 topics, 409.",
+            "Follow open topics (1 to 100 keys)\n\nKeys that name no topic are a 404, closed \
+             topics a 403 (each naming them), and nothing changes; past 1,000 topics, 409.",
             &[
                 ok(
                     200,
                     "The user's topics after the change",
                     schema::<MyTopics>,
                 ),
+                problem(404, "A key names no topic"),
                 problem(409, "The user follows too many topics"),
             ],
         )

@@ -76,7 +76,8 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 
 /// Parses a JSON body, turning serde's errors into a 400 (syntax) or a 422 naming the field.
 /// A NUL character (`\u0000`) in any string or key is a 422 naming where: no store here can
-/// keep one (Postgres refuses it in `text` and `jsonb`).
+/// keep one (Postgres refuses it in `text` and `jsonb`). An array is a 422: every body is an
+/// object.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Only a body that spells `\u0000` can hold a NUL (a raw one is invalid JSON).
     if bytes.windows(6).any(|w| w == b"\\u0000")
@@ -86,6 +87,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::validation(vec![FieldError::new(
             field,
             "must not contain a NUL character (\\u0000)",
+        )]));
+    }
+    // Every body of this API is an object; serde would take a struct from an array too
+    // (`[null, null]` as two absent fields).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "",
+            "the body must be a JSON object",
         )]));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);

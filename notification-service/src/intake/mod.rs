@@ -272,8 +272,8 @@ async fn profiles_for(
         .collect())
 }
 
-/// The topic a service's send names, once users-service confirmed it exists (a 422 naming
-/// it otherwise).
+/// The topic a service's send names, once users-service confirmed it exists (a 404 naming
+/// it otherwise: the body is well formed, the topic is missing).
 async fn topic_of(state: &AppState, req: &SendRequest) -> Result<Option<String>, ApiError> {
     let Some(key) = req.topic() else {
         return Ok(None);
@@ -284,10 +284,9 @@ async fn topic_of(state: &AppState, req: &SendRequest) -> Result<Option<String>,
         .await?
     {
         Some(_) => Ok(Some(key.to_owned())),
-        None => Err(ApiError::invalid_field(
-            "recipients",
-            format!("no topic has the key `{key}` (PUT /v1/topics/{key} creates it)"),
-        )),
+        None => Err(ApiError::not_found(format!(
+            "no topic has the key `{key}` (PUT /v1/topics/{key} creates it); nothing was sent"
+        ))),
     }
 }
 

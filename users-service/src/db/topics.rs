@@ -108,7 +108,7 @@ pub async fn unknown_users(
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "SELECT u FROM unnest($1::uuid[]) AS u
+        "SELECT DISTINCT u FROM unnest($1::uuid[]) AS u
          WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = u) LIMIT $2",
     )
     .bind(ids)

@@ -104,7 +104,7 @@ fn check_ids(body: &SubscribersBody) -> Result<(), ApiError> {
 }
 
 /// Subscribes users (creating the topic, closed, if it does not exist). Every id must be a
-/// user: otherwise 422 naming the first unknown ones, and nothing changes.
+/// user: otherwise 404 naming the first unknown ones, and nothing changes.
 async fn add_subscribers(
     State(state): State<AppState>,
     principal: Principal,
@@ -118,14 +118,11 @@ async fn add_subscribers(
     let unknown = db::unknown_users(&mut tx, &body.user_ids, 10).await?;
     if !unknown.is_empty() {
         let named: Vec<String> = unknown.iter().map(ToString::to_string).collect();
-        return Err(ApiError::invalid_field(
-            "user_ids",
-            format!(
-                "no user has these ids: {}{}; nothing was changed",
-                named.join(", "),
-                if unknown.len() == 10 { ", …" } else { "" }
-            ),
-        ));
+        return Err(ApiError::not_found(format!(
+            "no user has these ids: {}{}; nothing was changed",
+            named.join(", "),
+            if unknown.len() == 10 { ", …" } else { "" }
+        )));
     }
     let topic = db::lock_or_create(&mut tx, key, principal.subject()).await?;
     let (changed, subscribers) = db::subscribe(&mut tx, topic, &body.user_ids).await?;
@@ -207,9 +204,8 @@ fn check_keys(body: TopicKeysBody) -> Result<Vec<String>, ApiError> {
     Ok(keys)
 }
 
-/// Follows open topics. A key that names no topic, or a closed one the user does not
-/// follow, is a 422 naming it, and nothing changes; past the most topics a user may follow,
-/// 409.
+/// Follows open topics. A key that names no topic is a 404, a closed topic a 403 (each
+/// naming them), and nothing changes; past the most topics a user may follow, 409.
 async fn follow(
     State(state): State<AppState>,
     principal: Principal,
@@ -220,19 +216,27 @@ async fn follow(
     let mut tx = state.pool.begin().await?;
     super::me::existing(&mut tx, me).await?;
     let found = db::by_keys(&mut tx, &keys).await?;
-    let mut errors = Vec::new();
-    for key in &keys {
-        match found.iter().find(|(_, k, _)| k == key) {
-            None => errors.push(FieldError::new("keys", format!("no topic `{key}`"))),
-            Some((_, _, false)) => errors.push(FieldError::new(
-                "keys",
-                format!("topic `{key}` is not open: its subscribers are managed by a service"),
-            )),
-            Some(_) => {}
-        }
+    let missing: Vec<&str> = keys
+        .iter()
+        .filter(|key| !found.iter().any(|(_, k, _)| k == *key))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no topic has these keys: {}; nothing was changed",
+            missing.join(", ")
+        )));
     }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
+    let closed: Vec<&str> = found
+        .iter()
+        .filter(|(_, _, open)| !open)
+        .map(|(_, k, _)| k.as_str())
+        .collect();
+    if !closed.is_empty() {
+        return Err(ApiError::forbidden(format!(
+            "these topics are not open to follow (a service manages their subscribers): {}; nothing was changed",
+            closed.join(", ")
+        )));
     }
     let ids: Vec<i64> = found.iter().map(|(id, _, _)| *id).collect();
     db::follow(&mut tx, me, &ids).await?;

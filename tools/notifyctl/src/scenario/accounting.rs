@@ -83,7 +83,11 @@ pub(super) async fn wait_terminal(
             return Ok((open, None));
         }
         // A count over a million deliveries is work for Postgres too: look less often then.
-        let every = if ledger.expected() > 100_000 { 5_000 } else { 1_000 };
+        let every = if ledger.expected() > 100_000 {
+            5_000
+        } else {
+            1_000
+        };
         tokio::time::sleep(Duration::from_millis(every)).await;
     }
 }
