@@ -1,4 +1,4 @@
-//! The gRPC API (`notify.v1.Notifications`) through Debian's nginx (`grpc_pass`, HTTP/2) to
+//! The gRPC API (`notify.v1.Notifications`, `notify.v1.Topics`) through Debian's nginx (`grpc_pass`, HTTP/2) to
 //! two bff instances, with a tonic client: a send is delivered and readable over REST; Get,
 //! List and Cancel answer what their REST twins do; the token, roles, idempotency key,
 //! validation and rate limits are the REST API's, their problems gRPC statuses with details;
@@ -306,6 +306,10 @@ async fn a_grpc_send_through_nginx_is_delivered_readable_over_rest_and_cancellab
     // Reflection lists the service (what `grpcurl list` asks).
     let services = reflected_services(&stack).await;
     assert!(services.iter().any(|s| s == proto::SERVICE), "{services:?}");
+    assert!(
+        services.iter().any(|s| s == "notify.v1.Topics"),
+        "{services:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,4 +623,115 @@ async fn send_batch_answers_each_item_and_converts_bad_ones_in_place() {
             .await,
         3
     );
+}
+
+/// Topics over gRPC: created, subscribed (a non-UUID id answered in place with the REST
+/// field path), read, and a `Send` to it whose `Notification.fanout` shows the fan-out done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_managed_and_sent_to_over_grpc() {
+    use proto::v1::{
+        GetTopicRequest, PutTopicRequest, SubscribersRequest, topics_client::TopicsClient,
+    };
+    let stack = Stack::start(Options {
+        nginx: true,
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let channel = Channel::from_shared(stack.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut topics = TopicsClient::new(channel);
+    let svc = stack.token(Role::Service, "billing");
+    let a = stack.register_user("g1@example.com").await.unwrap();
+    let b = stack.register_user("g2@example.com").await.unwrap();
+
+    let made = topics
+        .put(request(
+            PutTopicRequest {
+                key: "grpc.news".into(),
+                name: Some("gRPC news".into()),
+                open: None,
+            },
+            &svc,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((made.key.as_str(), made.open, made.subscribers), ("grpc.news", false, 0));
+    let bad = topics
+        .subscribe(request(
+            SubscribersRequest {
+                key: "grpc.news".into(),
+                user_ids: vec![a.to_string(), "not-a-uuid".into()],
+            },
+            &svc,
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let fields: Vec<String> = bad
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, vec!["user_ids[1]".to_owned()]);
+    let changed = topics
+        .subscribe(request(
+            SubscribersRequest {
+                key: "grpc.news".into(),
+                user_ids: vec![a.to_string(), b.to_string()],
+            },
+            &svc,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((changed.changed, changed.subscribers), (2, 2));
+    let missing = topics
+        .get(request(GetTopicRequest { key: "nope".into() }, &svc, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let mut notifications = client(&stack).await;
+    let sent = notifications
+        .send(request(
+            SendRequest {
+                recipients: vec![Recipient {
+                    to: Some(To::Topic("grpc.news".into())),
+                }],
+                ..email_send("", "Broadcast over gRPC")
+            },
+            &svc,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.fanout.as_ref().unwrap().topic, "grpc.news");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = notifications
+            .get(request(GetRequest { id: sent.id.clone() }, &svc, &[]))
+            .await
+            .unwrap()
+            .into_inner();
+        let f = n.fanout.unwrap();
+        if f.state == "done" {
+            assert_eq!((f.total, f.planned), (Some(2), 2));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{f:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.smtp.wait_for(2, Duration::from_secs(30)).await;
 }

@@ -1,4 +1,4 @@
-//! The gRPC API (`notify.v1.Notifications`, the `proto` crate), served next to the REST API
+//! The gRPC API (`notify.v1.Notifications` and `notify.v1.Topics`, the `proto` crate), served next to the REST API
 //! on the same port (HTTP/2 without TLS; nginx's `grpc_pass` in front).
 //!
 //! Each call is carried out by its REST twin: the message is converted into the REST body
@@ -24,6 +24,7 @@ use proto::{
     v1::{
         self,
         notifications_server::{Notifications, NotificationsServer},
+        topics_server::{Topics, TopicsServer},
     },
 };
 use serde::de::DeserializeOwned;
@@ -53,12 +54,21 @@ const RETURNED_HEADERS: [&str; 2] = [common::telemetry::REQUEST_ID, common::idem
 pub fn mount(rest: Router, state: AppState, body_limit_bytes: usize) -> Router {
     let api = NotificationsServer::new(Grpc {
         rest: rest.clone(),
-        state,
+        state: state.clone(),
     })
     .max_decoding_message_size(
         body_limit_bytes
             .saturating_mul(4)
             .max(api::notifications::MAX_BATCH_BYTES),
+    );
+    let topics = TopicsServer::new(Grpc {
+        rest: rest.clone(),
+        state,
+    })
+    .max_decoding_message_size(
+        body_limit_bytes
+            .saturating_mul(4)
+            .max(api::topics::MAX_SUBSCRIBERS_BYTES),
     );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -70,7 +80,11 @@ pub fn mount(rest: Router, state: AppState, body_limit_bytes: usize) -> Router {
         .expect("the descriptor set compiled by build.rs is valid");
     let path = path_of(&api);
     let api = adapt(api).map_response(move |resp| too_large_as_problem(resp, body_limit_bytes));
+    let topics_path = path_of(&topics);
+    let topics =
+        adapt(topics).map_response(move |resp| too_large_as_problem(resp, body_limit_bytes));
     rest.route_service(&path, api)
+        .route_service(&topics_path, topics)
         .route_service(&path_of(&reflection), adapt(reflection))
         .route_service(&path_of(&reflection_alpha), adapt(reflection_alpha))
 }
@@ -240,6 +254,75 @@ impl Grpc {
 fn notification_path(id: &str, suffix: &str) -> String {
     let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
     format!("/v1/notifications/{id}{suffix}")
+}
+
+/// `/v1/topics/{key}…` with the key as one path segment, whatever it holds: the route checks
+/// it like any REST caller's.
+fn topic_path(key: &str, suffix: &str) -> String {
+    let key = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+    format!("/v1/topics/{key}{suffix}")
+}
+
+impl Grpc {
+    /// `PUT` or `DELETE /v1/topics/{key}/subscribers`.
+    async fn subscribers(
+        &self,
+        request: Request<v1::SubscribersRequest>,
+        method: Method,
+    ) -> Result<Response<v1::SubscribersChanged>, Status> {
+        let (meta, _, message) = request.into_parts();
+        let path = topic_path(&message.key, "/subscribers");
+        let body = match convert::subscribers_body(&message) {
+            Ok(body) => body,
+            Err(errors) => {
+                self.authorise(&meta, method, "/v1/topics/{key}/subscribers")
+                    .await?;
+                return Err(status::invalid(errors, &meta));
+            }
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| Status::internal(e.to_string()))?;
+        let answer = self.call(&meta, method, &path, Some(body)).await?;
+        Self::reply(answer, convert::subscribers_changed)
+    }
+}
+
+#[tonic::async_trait]
+impl Topics for Grpc {
+    async fn put(
+        &self,
+        request: Request<v1::PutTopicRequest>,
+    ) -> Result<Response<v1::Topic>, Status> {
+        let (meta, _, message) = request.into_parts();
+        let body = serde_json::to_vec(&convert::topic_body(&message))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let path = topic_path(&message.key, "");
+        let answer = self.call(&meta, Method::PUT, &path, Some(body)).await?;
+        Self::reply(answer, convert::topic)
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetTopicRequest>,
+    ) -> Result<Response<v1::Topic>, Status> {
+        let (meta, _, message) = request.into_parts();
+        let path = topic_path(&message.key, "");
+        let answer = self.call(&meta, Method::GET, &path, None).await?;
+        Self::reply(answer, convert::topic)
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribersRequest>,
+    ) -> Result<Response<v1::SubscribersChanged>, Status> {
+        self.subscribers(request, Method::PUT).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<v1::SubscribersRequest>,
+    ) -> Result<Response<v1::SubscribersChanged>, Status> {
+        self.subscribers(request, Method::DELETE).await
+    }
 }
 
 #[tonic::async_trait]
