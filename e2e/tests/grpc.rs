@@ -662,7 +662,10 @@ async fn topics_are_managed_and_sent_to_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((made.key.as_str(), made.open, made.subscribers), ("grpc.news", false, 0));
+    assert_eq!(
+        (made.key.as_str(), made.open, made.subscribers),
+        ("grpc.news", false, 0)
+    );
     let bad = topics
         .subscribe(request(
             SubscribersRequest {
@@ -721,7 +724,13 @@ async fn topics_are_managed_and_sent_to_over_grpc() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let n = notifications
-            .get(request(GetRequest { id: sent.id.clone() }, &svc, &[]))
+            .get(request(
+                GetRequest {
+                    id: sent.id.clone(),
+                },
+                &svc,
+                &[],
+            ))
             .await
             .unwrap()
             .into_inner();

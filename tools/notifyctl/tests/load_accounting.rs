@@ -143,6 +143,7 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
         batch_size: 100,
         pause_workers: false,
         settle_secs: 2,
+        skip_drain: false,
         max_in_flight: 100,
         name: None,
         stack: dir.join("stack.json"),

@@ -96,6 +96,9 @@ pub struct LoadArgs {
     /// accounting.
     #[arg(long)]
     pub pause_workers: bool,
+    /// `topic`: do not wait for the topic send's deliveries (account the urgent ones only).
+    #[arg(long)]
+    pub skip_drain: bool,
     /// How long to wait after the load for every delivery to be terminal.
     #[arg(long, default_value_t = 300)]
     pub settle_secs: u64,
@@ -246,7 +249,9 @@ pub async fn run_async(args: &LoadArgs, quiet: bool) -> anyhow::Result<ScenarioR
     let mut planning_window = None;
     if args.scenario == Scenario::Topic {
         let planned = topic::prepare(&http, &stack, &pool, args.backlog, quiet).await?;
-        bulk.add([planned.id], planned.backlog.deliveries);
+        if !args.skip_drain {
+            bulk.add([planned.id], planned.backlog.deliveries);
+        }
         planning_window = Some(planned.window);
         backlog = Some(planned.backlog);
     }
