@@ -154,6 +154,6 @@ impl FanoutStep {
             Step::Split => self.notification_id.to_string(),
             Step::Chunk { index, .. } => format!("{}:{index}", self.notification_id),
         };
-        Ok(OutboxMessage::new(common::events::FANOUT_TOPIC, key, self)?)
+        OutboxMessage::new(common::events::FANOUT_TOPIC, key, self)
     }
 }

@@ -351,6 +351,56 @@ fn attempt(a: AttemptView) -> v1::Attempt {
     }
 }
 
+/// `PUT /v1/topics/{key}`'s body.
+pub fn topic_body(req: &v1::PutTopicRequest) -> api::topics::TopicBody {
+    api::topics::TopicBody {
+        name: req.name.clone(),
+        open: req.open,
+    }
+}
+
+/// `PUT`/`DELETE /v1/topics/{key}/subscribers`' body; ids that are not UUIDs named as the
+/// REST API names them.
+pub fn subscribers_body(
+    req: &v1::SubscribersRequest,
+) -> Result<api::topics::SubscribersBody, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let user_ids = req
+        .user_ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| match uuid::Uuid::parse_str(id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                errors.push(FieldError::new(format!("user_ids[{i}]"), "is not a UUID"));
+                None
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(api::topics::SubscribersBody { user_ids })
+    } else {
+        Err(errors)
+    }
+}
+
+pub fn topic(t: api::topics::TopicView) -> v1::Topic {
+    v1::Topic {
+        key: t.key,
+        name: t.name,
+        open: t.open,
+        subscribers: t.subscribers,
+        created_at: Some(wkt::timestamp(t.created_at)),
+    }
+}
+
+pub fn subscribers_changed(c: api::topics::SubscribersChanged) -> v1::SubscribersChanged {
+    v1::SubscribersChanged {
+        changed: c.changed,
+        subscribers: c.subscribers,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,55 +520,5 @@ mod tests {
             assert_eq!(recipient(&stored).to, Some(expected));
         }
         assert_eq!(recipient(&json!({})).to, None);
-    }
-}
-
-/// `PUT /v1/topics/{key}`'s body.
-pub fn topic_body(req: &v1::PutTopicRequest) -> api::topics::TopicBody {
-    api::topics::TopicBody {
-        name: req.name.clone(),
-        open: req.open,
-    }
-}
-
-/// `PUT`/`DELETE /v1/topics/{key}/subscribers`' body; ids that are not UUIDs named as the
-/// REST API names them.
-pub fn subscribers_body(
-    req: &v1::SubscribersRequest,
-) -> Result<api::topics::SubscribersBody, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let user_ids = req
-        .user_ids
-        .iter()
-        .enumerate()
-        .filter_map(|(i, id)| match uuid::Uuid::parse_str(id) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                errors.push(FieldError::new(format!("user_ids[{i}]"), "is not a UUID"));
-                None
-            }
-        })
-        .collect();
-    if errors.is_empty() {
-        Ok(api::topics::SubscribersBody { user_ids })
-    } else {
-        Err(errors)
-    }
-}
-
-pub fn topic(t: api::topics::TopicView) -> v1::Topic {
-    v1::Topic {
-        key: t.key,
-        name: t.name,
-        open: t.open,
-        subscribers: t.subscribers,
-        created_at: Some(wkt::timestamp(t.created_at)),
-    }
-}
-
-pub fn subscribers_changed(c: api::topics::SubscribersChanged) -> v1::SubscribersChanged {
-    v1::SubscribersChanged {
-        changed: c.changed,
-        subscribers: c.subscribers,
     }
 }

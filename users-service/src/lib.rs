@@ -2,7 +2,7 @@
 //!
 //! Layout: [`config`] (typed settings), [`domain`] (parsing of emails, phones, time zones:
 //! parse at the edge, trust inside), [`db`] (queries; the caller owns the transaction),
-//! [`routes`] (one module per resource). [`run`] wires the HTTP server and the outbox relay
+//! [`routes`] (one module per resource), [`topics`] (the topic use cases the routes call). [`run`] wires the HTTP server and the outbox relay
 //! that publishes `user.registered` events.
 
 pub mod config;
@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod events;
 pub mod routes;
+pub mod topics;
 
 use std::sync::Arc;
 

@@ -192,21 +192,28 @@ pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
 
 /// The fan-out of a notification, as its view shows it.
 pub async fn view(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<FanoutView>> {
-    let row: Option<(String, String, Option<i64>, i64, Option<i32>, i32)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        topic: String,
+        state: String,
+        total: Option<i64>,
+        planned: i64,
+        chunks: Option<i32>,
+        chunks_done: i32,
+    }
+    let row: Option<Row> = sqlx::query_as(
         "SELECT topic, state, total, planned, chunks, chunks_done FROM fanouts
          WHERE notification_id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(
-        |(topic, state, total, planned, chunks, chunks_done)| FanoutView {
-            topic,
-            state,
-            total,
-            planned,
-            chunks,
-            chunks_done,
-        },
-    ))
+    Ok(row.map(|r| FanoutView {
+        topic: r.topic,
+        state: r.state,
+        total: r.total,
+        planned: r.planned,
+        chunks: r.chunks,
+        chunks_done: r.chunks_done,
+    }))
 }

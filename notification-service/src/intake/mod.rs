@@ -32,7 +32,7 @@ use crate::{
 /// What became of a submitted send request.
 pub enum Submitted {
     /// Written durably: the answer a service sees.
-    Accepted(NotificationView),
+    Accepted(Box<NotificationView>),
     /// An earlier request with the same `Idempotency-Key` and body: its stored answer.
     Replayed(serde_json::Value),
 }
@@ -78,7 +78,7 @@ pub enum Origin<'a> {
 #[derive(Debug)]
 pub enum Accepted {
     /// A service's new notification, as the service sees it.
-    Notification(NotificationView),
+    Notification(Box<NotificationView>),
     /// Deliveries written; `channel`: the one a fallback chose.
     Written {
         deliveries: usize,
@@ -224,7 +224,7 @@ pub async fn accept(
             // Committed (possibly together with concurrent requests) before this returns.
             state.intake.write(planned).await?;
             tracing::info!(deliveries = count, "notification accepted");
-            return Ok(Accepted::Notification(view));
+            return Ok(Accepted::Notification(Box::new(view)));
         }
         Origin::Welcome { id } => {
             writer::write_once(&state.pool, id, &req, &deliveries, now).await?

@@ -146,7 +146,7 @@ async fn stand_in_for_autovacuum(
         // minute naptime would: vacuuming tables of a million changing rows every 10 s took a
         // good part of Postgres away from what was measured (docs/benchmarks.md, issue 30).
         round += 1;
-        let sql = if round % 6 == 0 {
+        let sql = if round.is_multiple_of(6) {
             "VACUUM (ANALYZE)"
         } else {
             "ANALYZE"

@@ -1,15 +1,11 @@
 //! Topics: `PUT`/`GET /v1/topics/{key}`, `PUT`/`DELETE /v1/topics/{key}/subscribers`
 //! (services and admins), `GET`/`PUT`/`DELETE /v1/me/topics` (a user follows open topics and
 //! leaves any), `GET /v1/admin/topics`.
-//!
-//! Subscribe and unsubscribe touch one row per user and the topic's count, in one
-//! transaction; the topic row is locked first, so concurrent changes of one topic keep its
-//! count exact.
+//! Each parses and checks its input, then calls its use case in `crate::topics`.
 
 use api::topics::{
-    MAX_KEYS_PER_CALL, MAX_NAME_CHARS, MAX_OFFERED_TOPICS, MAX_SUBSCRIBERS_PER_CALL,
-    MAX_TOPICS_PER_USER, MyTopics, SubscribersBody, SubscribersChanged, TopicBody, TopicKeysBody,
-    TopicPage, TopicQuery, TopicView,
+    MAX_KEYS_PER_CALL, MAX_NAME_CHARS, MAX_SUBSCRIBERS_PER_CALL, MyTopics, SubscribersBody,
+    SubscribersChanged, TopicBody, TopicKeysBody, TopicPage, TopicQuery, TopicView,
 };
 use axum::{
     Json, Router,
@@ -67,9 +63,14 @@ async fn put_topic(
             format!("must be 1-{MAX_NAME_CHARS} characters, not blank, without control characters"),
         ));
     }
-    let name = body.name.as_deref().map(str::trim);
-    let mut conn = state.pool.acquire().await?;
-    let (view, created) = db::upsert(&mut conn, key, name, body.open, principal.subject()).await?;
+    let (view, created) = crate::topics::put(
+        &state.pool,
+        key,
+        body.name.as_deref(),
+        body.open,
+        principal.subject(),
+    )
+    .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -103,8 +104,7 @@ fn check_ids(body: &SubscribersBody) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Subscribes users (creating the topic, closed, if it does not exist). Every id must be a
-/// user: otherwise 404 naming the first unknown ones, and nothing changes.
+/// Subscribes users (`crate::topics::subscribe`).
 async fn add_subscribers(
     State(state): State<AppState>,
     principal: Principal,
@@ -114,32 +114,12 @@ async fn add_subscribers(
     principal.require(MANAGERS)?;
     let key = key(&raw)?;
     check_ids(&body)?;
-    let mut tx = state.pool.begin().await?;
-    let unknown = db::unknown_users(&mut tx, &body.user_ids, 10).await?;
-    if !unknown.is_empty() {
-        let named: Vec<String> = unknown.iter().map(ToString::to_string).collect();
-        return Err(ApiError::not_found(format!(
-            "no user has these ids: {}{}; nothing was changed",
-            named.join(", "),
-            if unknown.len() == 10 { ", …" } else { "" }
-        )));
-    }
-    let topic = db::lock_or_create(&mut tx, key, principal.subject()).await?;
-    let (changed, subscribers) = db::subscribe(&mut tx, topic, &body.user_ids).await?;
-    tx.commit().await?;
-    tracing::info!(
-        topic = key,
-        added = changed,
-        subscribers,
-        "subscribers added"
-    );
-    Ok(Json(SubscribersChanged {
-        changed,
-        subscribers,
-    }))
+    crate::topics::subscribe(&state.pool, key, &body.user_ids, principal.subject())
+        .await
+        .map(Json)
 }
 
-/// Unsubscribes users; ids that were not subscribed are not counted.
+/// Unsubscribes users (`crate::topics::unsubscribe`).
 async fn remove_subscribers(
     State(state): State<AppState>,
     principal: Principal,
@@ -149,20 +129,9 @@ async fn remove_subscribers(
     principal.require(MANAGERS)?;
     let key = key(&raw)?;
     check_ids(&body)?;
-    let mut tx = state.pool.begin().await?;
-    let topic = db::lock(&mut tx, key).await?.ok_or_else(no_topic)?;
-    let (changed, subscribers) = db::unsubscribe(&mut tx, topic, &body.user_ids).await?;
-    tx.commit().await?;
-    tracing::info!(
-        topic = key,
-        removed = changed,
-        subscribers,
-        "subscribers removed"
-    );
-    Ok(Json(SubscribersChanged {
-        changed,
-        subscribers,
-    }))
+    crate::topics::unsubscribe(&state.pool, key, &body.user_ids)
+        .await
+        .map(Json)
 }
 
 /// The caller's topics and the open ones they could follow.
@@ -171,9 +140,7 @@ async fn my_topics(
     principal: Principal,
 ) -> Result<Json<MyTopics>, ApiError> {
     let me = super::me::me(&principal)?;
-    let mut conn = state.pool.acquire().await?;
-    super::me::existing(&mut conn, me).await?;
-    let topics = db::of_user(&mut conn, me, MAX_OFFERED_TOPICS).await?;
+    let topics = crate::topics::of_user(&state.pool, me).await?;
     Ok(Json(MyTopics { topics }))
 }
 
@@ -204,8 +171,7 @@ fn check_keys(body: TopicKeysBody) -> Result<Vec<String>, ApiError> {
     Ok(keys)
 }
 
-/// Follows open topics. A key that names no topic is a 404, a closed topic a 403 (each
-/// naming them), and nothing changes; past the most topics a user may follow, 409.
+/// Follows open topics (`crate::topics::follow`).
 async fn follow(
     State(state): State<AppState>,
     principal: Principal,
@@ -213,46 +179,11 @@ async fn follow(
 ) -> Result<Json<MyTopics>, ApiError> {
     let me = super::me::me(&principal)?;
     let keys = check_keys(body)?;
-    let mut tx = state.pool.begin().await?;
-    super::me::existing(&mut tx, me).await?;
-    let found = db::by_keys(&mut tx, &keys).await?;
-    let missing: Vec<&str> = keys
-        .iter()
-        .filter(|key| !found.iter().any(|(_, k, _)| k == *key))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "no topic has these keys: {}; nothing was changed",
-            missing.join(", ")
-        )));
-    }
-    let closed: Vec<&str> = found
-        .iter()
-        .filter(|(_, _, open)| !open)
-        .map(|(_, k, _)| k.as_str())
-        .collect();
-    if !closed.is_empty() {
-        return Err(ApiError::forbidden(format!(
-            "these topics are not open to follow (a service manages their subscribers): {}; nothing was changed",
-            closed.join(", ")
-        )));
-    }
-    let ids: Vec<i64> = found.iter().map(|(id, _, _)| *id).collect();
-    db::follow(&mut tx, me, &ids).await?;
-    if db::followed_count(&mut tx, me).await? > MAX_TOPICS_PER_USER {
-        return Err(ApiError::conflict(
-            "too_many_topics",
-            format!("a user may follow at most {MAX_TOPICS_PER_USER} topics; nothing was changed"),
-        ));
-    }
-    let topics = db::of_user(&mut tx, me, MAX_OFFERED_TOPICS).await?;
-    tx.commit().await?;
+    let topics = crate::topics::follow(&state.pool, me, &keys).await?;
     Ok(Json(MyTopics { topics }))
 }
 
-/// Leaves topics (open or closed: a user can always leave); keys the user does not follow
-/// change nothing.
+/// Leaves topics (`crate::topics::unfollow`).
 async fn unfollow(
     State(state): State<AppState>,
     principal: Principal,
@@ -260,11 +191,7 @@ async fn unfollow(
 ) -> Result<Json<MyTopics>, ApiError> {
     let me = super::me::me(&principal)?;
     let keys = check_keys(body)?;
-    let mut tx = state.pool.begin().await?;
-    super::me::existing(&mut tx, me).await?;
-    db::unfollow(&mut tx, me, &keys).await?;
-    let topics = db::of_user(&mut tx, me, MAX_OFFERED_TOPICS).await?;
-    tx.commit().await?;
+    let topics = crate::topics::unfollow(&state.pool, me, &keys).await?;
     Ok(Json(MyTopics { topics }))
 }
 
