@@ -102,7 +102,7 @@ async fn every_answer_conforms_to_the_openapi_document_and_none_is_a_server_erro
         // Guarded: stopped if this test fails or is killed (it dies with this process too).
         let mut child = devkit::process::Guarded::spawn("schemathesis", cmd).unwrap();
         let status = tokio::task::spawn_blocking(move || {
-            let status = child.wait_timeout(Duration::from_secs(300));
+            let status = child.wait_timeout(Duration::from_secs(420));
             drop(child);
             status
         })
@@ -111,7 +111,7 @@ async fn every_answer_conforms_to_the_openapi_document_and_none_is_a_server_erro
         let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
         let _ = std::fs::remove_file(&out_path);
         match status {
-            None => failed.push(format!("{role:?}: did not finish in 300 s:\n{stdout}")),
+            None => failed.push(format!("{role:?}: did not finish in 420 s:\n{stdout}")),
             Some(s) if !s.success() => failed.push(format!("{role:?} found failures:\n{stdout}")),
             // It ran: a summary with generated cases, none failing.
             Some(_) if !stdout.contains("generated") || stdout.contains("failures") => {
