@@ -74,14 +74,19 @@ impl MessageHandler for FanoutHandler {
         };
         let id = step.notification_id;
         let result = match step.step {
-            Step::Split => self.split(id).await,
+            Step::Split => self.split(id).await.map(|()| None),
             Step::Chunk {
                 index,
                 after,
                 until,
             } => self.chunk(id, index, after, until).await,
         };
-        result.map_err(HandleError::Retry)
+        match result {
+            Ok(None) => Ok(()),
+            // Retried, it would hold this consumer slot for ever: recorded and skipped.
+            Ok(Some(never)) => crate::skip::skip(&self.state, raw, "fanout", &never).await,
+            Err(e) => Err(HandleError::Retry(e)),
+        }
     }
 }
 
@@ -144,14 +149,15 @@ impl FanoutHandler {
         Ok(())
     }
 
-    /// Plans one chunk's subscribers through intake.
+    /// Plans one chunk's subscribers through intake; `Some(why)` when it can never be
+    /// written (intake refused it as a request error).
     async fn chunk(
         &self,
         id: Uuid,
         index: i32,
         after: Option<Uuid>,
         until: Option<Uuid>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<String>> {
         let state = &self.state;
         let mut conn = state.pool.acquire().await?;
         let fanout = db::get(&mut conn, id).await?;
@@ -161,7 +167,7 @@ impl FanoutHandler {
             anyhow::bail!("fan-out {id} has no row");
         };
         if fanout.state != "planning" || source.done {
-            return Ok(());
+            return Ok(None);
         }
         let req = ChunkRequest {
             as_of: fanout.as_of,
@@ -212,12 +218,16 @@ impl FanoutHandler {
             Ok(Accepted::Written { deliveries, .. }) => {
                 state.metrics.fanout_planned(subscribers, deliveries);
                 tracing::debug!(notification_id = %id, index, subscribers, deliveries, "fan-out chunk planned");
-                Ok(())
+                Ok(None)
             }
             Ok(other) => {
                 tracing::info!(notification_id = %id, index, ?other, "fan-out chunk not written");
-                Ok(())
+                Ok(None)
             }
+            Err(e) if e.status.is_client_error() => Ok(Some(format!(
+                "fan-out chunk {index} of {id} cannot be planned: {}",
+                e.detail
+            ))),
             Err(e) => Err(anyhow::anyhow!("fan-out chunk {index} of {id}: {e}")),
         }
     }
