@@ -86,6 +86,10 @@ async fn every_answer_conforms_to_the_openapi_document_and_none_is_a_server_erro
             .args(["--checks", "all"])
             .args(["--max-examples", "60", "--seed", &seed.to_string()])
             .args(["--generation-database", "none"])
+            // Hypothesis's generation health check, not the API's: the send body's recipient
+            // is one of seven shapes, and some seeds filter too many candidates for it (seed
+            // 1536790524 failed the run on `filter_too_much` with no request refused).
+            .args(["--suppress-health-check", "filter_too_much"])
             // One worker: with two threads Debian's Python 3.11 can crash inside Hypothesis
             // ("AST constructor recursion depth mismatch", CPython gh-106905: `ast.parse` is
             // not thread-safe there), a tool error that failed a CI run, not the API.
