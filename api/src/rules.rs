@@ -160,6 +160,26 @@ fn format_or_null(prop: &mut Value) {
     *prop = split;
 }
 
+/// [`format_or_null`] on every schema of the document: a nullable string with a format,
+/// wherever a rule put one (a null email was taken for a broken format in CI too).
+fn formats_or_null(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("format") {
+                format_or_null(v);
+                return;
+            }
+            for (k, child) in m.iter_mut() {
+                if k != "example" && k != "examples" && k != "description" {
+                    formats_or_null(child);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(formats_or_null),
+        _ => {}
+    }
+}
+
 fn merge(into: &mut Value, from: Value) {
     if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
         for (k, v) in from {
@@ -182,6 +202,7 @@ fn exactly_one(fields: &[(&str, Value)]) -> Value {
 pub fn refine(doc: &mut Value) {
     refine_parameters(doc);
     refine_schemas(doc);
+    formats_or_null(doc);
     // Last: every string left without a rule refuses NUL, as every service does.
     no_nul(doc);
 }
@@ -403,9 +424,7 @@ fn refine_schemas(doc: &mut Value) {
             }
             if props.get("timezone").is_some() {
                 merge(&mut props["timezone"], json!({ "format": "time-zone" }));
-                format_or_null(&mut props["timezone"]);
             }
-            format_or_null(&mut props["phone"]);
         }
     }
     if let Some(p) = schemas.get_mut("PreferencesUpdate") {
@@ -555,6 +574,20 @@ mod tests {
                 { "type": "null" }
             ], "description": "zone" })
         );
+        let mut doc = json!({ "components": { "schemas": { "RegisterUser": { "properties": {
+            "email": { "type": ["string", "null"] },
+            "send_at": { "type": ["string", "null"], "format": "date-time" }
+        } } } } });
+        refine(&mut doc);
+        let props = &doc["components"]["schemas"]["RegisterUser"]["properties"];
+        for p in ["email", "send_at"] {
+            assert_eq!(
+                props[p]["anyOf"][1],
+                json!({ "type": "null" }),
+                "{p}: {props}"
+            );
+            assert!(props[p]["anyOf"][0]["format"].is_string(), "{p}: {props}");
+        }
         let mut required = json!({ "type": "string", "format": "time-zone" });
         format_or_null(&mut required);
         assert_eq!(required, json!({ "type": "string", "format": "time-zone" }));
