@@ -143,10 +143,11 @@ fn nullable_string(extra: Value) -> Value {
 /// it cannot check takes `null` for a value that breaks the format — schemathesis did, seed
 /// 583876091 — and calls the service wrong for accepting it.)
 fn format_or_null(prop: &mut Value) {
-    let nullable = prop["type"]
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t == "null"));
-    if !nullable {
+    // Strings only: a number's `format` (`int64`, `double`) is about its width.
+    let nullable_string = prop["type"].as_array().is_some_and(|t| {
+        t.iter().any(|t| t == "null") && t.iter().any(|t| t == "string")
+    });
+    if !nullable_string {
         return;
     }
     let mut string = prop.clone();
@@ -576,7 +577,8 @@ mod tests {
         );
         let mut doc = json!({ "components": { "schemas": { "RegisterUser": { "properties": {
             "email": { "type": ["string", "null"] },
-            "send_at": { "type": ["string", "null"], "format": "date-time" }
+            "send_at": { "type": ["string", "null"], "format": "date-time" },
+            "p50": { "type": ["number", "null"], "format": "double" }
         } } } } });
         refine(&mut doc);
         let props = &doc["components"]["schemas"]["RegisterUser"]["properties"];
@@ -588,6 +590,7 @@ mod tests {
             );
             assert!(props[p]["anyOf"][0]["format"].is_string(), "{p}: {props}");
         }
+        assert_eq!(props["p50"], json!({ "type": ["number", "null"], "format": "double" }));
         let mut required = json!({ "type": "string", "format": "time-zone" });
         format_or_null(&mut required);
         assert_eq!(required, json!({ "type": "string", "format": "time-zone" }));
