@@ -56,6 +56,28 @@ pub struct DeliveryDetail {
     pub attempt_log: Vec<AttemptView>,
     /// Every re-drive (admin or stuck scan), oldest first.
     pub redrives: Vec<RedriveView>,
+    /// An `in_app` delivery's item: when the user saw, read, archived and clicked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<InboxMarks>,
+}
+
+/// What the user did with an in-app item.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InboxMarks {
+    pub seen_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub clicked_at: Option<DateTime<Utc>>,
+}
+
+/// In-app items stored in a window, and how many of them users saw, read, archived, clicked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct InboxStats {
+    pub items: i64,
+    pub seen: i64,
+    pub read: i64,
+    pub archived: i64,
+    pub clicked: i64,
 }
 
 /// Who re-drove a delivery and why.
@@ -97,6 +119,9 @@ pub struct Stats {
     pub counts: BTreeMap<String, BTreeMap<String, i64>>,
     /// Accept → sent latency of deliveries sent in the window, in milliseconds.
     pub latency_ms: Latency,
+    /// In-app items stored in the window and what their users did with them.
+    #[serde(default)]
+    pub inbox: InboxStats,
     /// With `bucket`: the same counts per bucket, oldest first; buckets without a delivery
     /// are left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]

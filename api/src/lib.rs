@@ -9,6 +9,7 @@
 //! - [`notifications`]: sending, reading and cancelling notifications, a user's history;
 //! - [`admin`]: admin searches, stats, dead letters, templates;
 //! - [`users`]: registration, contacts, preferences, devices, `GET /v1/me`;
+//! - [`inbox`]: the in-app inbox (items, marks, counts, the change log streams replay);
 //! - [`topics`]: topics, their subscribers, and users-service's fan-out reads;
 //! - [`rules`]: what the services enforce beyond the shapes, added to the OpenAPI document;
 //! - [`profiles`]: users-service's internal contract with notification-service (delivery
@@ -31,6 +32,7 @@ macro_rules! page {
 pub(crate) use page;
 
 pub mod admin;
+pub mod inbox;
 pub mod notifications;
 pub mod profiles;
 pub mod rules;

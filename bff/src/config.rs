@@ -12,6 +12,8 @@ pub struct Config {
     /// Shared by every bff instance: rate-limit state.
     pub redis: RedisConfig,
     pub rate_limits: RateLimitConfig,
+    /// The inbox streams (`GET /v1/me/inbox/stream`): caps and heartbeats.
+    pub inbox: crate::inbox_stream::StreamConfig,
     /// Trace export over OTLP (off unless `otlp_endpoint` is set).
     pub telemetry: common::telemetry::TelemetryConfig,
 }
@@ -28,6 +30,7 @@ impl Default for Config {
             upstreams: UpstreamsConfig::default(),
             redis: RedisConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            inbox: Default::default(),
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod grpc;
 pub mod idempotency;
+pub mod inbox_stream;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub limiter: rate_limit::SharedLimiter,
     /// Replays of completed idempotent requests.
     pub idempotency: Option<Arc<idempotency::IdempotencyCache>>,
+    /// The inbox streams this instance holds, and its one subscription.
+    pub inbox: Arc<inbox_stream::Hub>,
 }
 
 /// Every route, with the OpenAPI document built from the same handlers, and the gRPC API.
@@ -73,13 +76,22 @@ pub async fn run(
         redis.clone(),
         cfg.redis.clone(),
     )));
+    let registry = common::metrics::Registry::default();
+    let inbox = inbox_stream::Hub::new(
+        cfg.inbox.clone(),
+        Some(redis.clone()),
+        cfg.redis.clone(),
+        &registry,
+        shutdown.clone(),
+    );
+    tokio::spawn(inbox.clone().run(cfg.redis.url.clone()));
     let state = AppState {
         verifier,
         upstream: Arc::new(upstream::Upstreams::new(&cfg.upstreams)?),
         limiter,
         idempotency,
+        inbox,
     };
-    let registry = common::metrics::Registry::default();
     let _memory = common::redis::spawn_memory_gauge(
         redis,
         &registry,

@@ -143,6 +143,9 @@ fn operation(
         if let Some(body) = answer.body {
             let media = if answer.status >= 400 {
                 common::problem::PROBLEM_JSON
+            } else if route.handler == crate::routes::Handler::InboxStream {
+                // Each event's data is the schema's JSON.
+                "text/event-stream"
             } else {
                 "application/json"
             };

@@ -33,15 +33,19 @@ pub enum Channel {
     Push,
     Webhook,
     Telegram,
+    /// The user's in-app inbox (decision 0029): stored by notification-service, shown by the
+    /// feed and its real-time stream. Silent, so quiet hours do not hold it back.
+    InApp,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 6] = [
         Channel::Email,
         Channel::Sms,
         Channel::Push,
         Channel::Webhook,
         Channel::Telegram,
+        Channel::InApp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Channel {
             Channel::Push => "push",
             Channel::Webhook => "webhook",
             Channel::Telegram => "telegram",
+            Channel::InApp => "in_app",
         }
     }
 

@@ -95,6 +95,8 @@ pub struct Options {
     pub notification_service_process: Option<Vec<(String, String)>>,
     /// How sends to topics are fanned out (in process; a process takes `NOTIFY_FANOUT__…`).
     pub fanout: notification_service::fanout::FanoutConfig,
+    /// The bff's inbox streams (caps, heartbeats).
+    pub inbox_streams: bff::inbox_stream::StreamConfig,
 }
 
 impl Default for Options {
@@ -142,6 +144,7 @@ impl Default for Options {
             telegram: Default::default(),
             notification_service_process: None,
             fanout: Default::default(),
+            inbox_streams: Default::default(),
         }
     }
 }
@@ -337,6 +340,7 @@ impl Stack {
             },
             intake: Default::default(),
             fanout: opts.fanout.clone(),
+            inbox: Default::default(),
             receipts: opts.receipts.clone(),
             bounces: opts.bounces.clone(),
             telemetry: Default::default(),
@@ -443,6 +447,7 @@ impl Stack {
                 },
                 redis: redis.clone(),
                 rate_limits: opts.rate_limits.clone(),
+                inbox: opts.inbox_streams.clone(),
                 telemetry: Default::default(),
             };
             // A child of the services' token: an early return (or the drop) stops it too.

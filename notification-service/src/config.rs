@@ -29,6 +29,8 @@ pub struct Config {
     pub intake: crate::intake::IntakeConfig,
     /// How sends to topics are fanned out.
     pub fanout: crate::fanout::FanoutConfig,
+    /// The in-app inbox: retention, how many in-app dispatches are stored at once.
+    pub inbox: crate::inbox::InboxConfig,
     /// Delivery receipts from providers (Twilio status callbacks).
     pub receipts: crate::routes::receipts::ReceiptsConfig,
     /// Bounce and complaint reports that fill the suppression list.
@@ -55,6 +57,7 @@ impl Default for Config {
             permissions: Default::default(),
             intake: Default::default(),
             fanout: Default::default(),
+            inbox: Default::default(),
             receipts: Default::default(),
             bounces: Default::default(),
             retention: Default::default(),

@@ -16,6 +16,7 @@ pub mod db;
 pub mod events;
 pub mod fallback;
 pub mod fanout;
+pub mod inbox;
 pub mod intake;
 pub mod metrics;
 pub mod permissions;
@@ -66,12 +67,15 @@ pub struct AppState {
     pub bounces: Arc<routes::bounces::BouncesConfig>,
     /// `bounces.secret`, parsed once (a malformed secret stops the service at start).
     pub bounce_key: Option<common::signing::SigningKey>,
+    /// Where inbox changes are published for the bff's streams.
+    pub inbox: Arc<inbox::Bus>,
 }
 
 pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
     let api = Router::new()
         .merge(routes::notifications::router())
         .merge(routes::me::router())
+        .merge(routes::inbox::router())
         .merge(routes::templates::router())
         .merge(routes::admin::router())
         .merge(routes::dead_letters::router())
@@ -99,6 +103,7 @@ pub async fn run(
     let registry = common::metrics::Registry::default();
     let pool = common::db::connect_lazy(&cfg.database)?;
     let redis = common::redis::connect(&cfg.redis).await?;
+    let bus = Arc::new(inbox::Bus::new(redis.clone(), &cfg.redis));
     let users =
         users_client::UsersClient::new(&cfg.users, &cfg.jwt, Some((redis, cfg.redis.clone())))?;
     let state = AppState {
@@ -113,6 +118,7 @@ pub async fn run(
         receipts: Arc::new(cfg.receipts.clone()),
         bounces: Arc::new(cfg.bounces.clone()),
         bounce_key: cfg.bounces.key()?,
+        inbox: bus,
     };
     let events = common::kafka::runner::spawn(
         &cfg.kafka,
@@ -144,6 +150,31 @@ pub async fn run(
         &state.membership,
         &shutdown,
     )?;
+    // The in-app channel's worker: one consumer group over both lanes' topics.
+    let inboxes = if cfg.planning.enabled_channels.contains(&common::events::Channel::InApp) {
+        common::events::Lane::ALL
+            .into_iter()
+            .map(|lane| {
+                common::kafka::runner::spawn(
+                    &cfg.kafka,
+                    &format!("notification-service.in_app.{}", lane.as_str()),
+                    &common::events::dispatch_topic(common::events::Channel::InApp, lane),
+                    Arc::new(inbox::InboxHandler {
+                        state: state.clone(),
+                    }),
+                    common::kafka::runner::RunnerConfig {
+                        max_in_flight: cfg.inbox.concurrency.max(1),
+                        ..Default::default()
+                    },
+                    &state.membership,
+                    &shutdown,
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let _inbox_purge = inbox::spawn_purge(pool.clone(), cfg.inbox.clone(), shutdown.clone());
     // Every dispatch that goes out later than it was planned is re-checked first (decision 0026).
     let recheck = Arc::new(recheck::Recheck {
         users: state.users.clone(),
@@ -193,6 +224,9 @@ pub async fn run(
     }
     common::shutdown::drain(events, std::time::Duration::from_secs(25)).await;
     common::shutdown::drain(fanouts, std::time::Duration::from_secs(25)).await;
+    for c in inboxes {
+        common::shutdown::drain(c, std::time::Duration::from_secs(25)).await;
+    }
     let _ = purge.await;
     pool.close().await;
     Ok(())

@@ -5,7 +5,7 @@
 //! left out is still a delivery, `suppressed` with its reason (`no_contact`, `opted_out`,
 //! `unknown_user`), so an admin can always see why nothing was sent. Quiet hours defer
 //! `normal`/`low` deliveries to the end of the window (`pending` until then); `high` bypasses
-//! them.
+//! them, and so does `in_app` (silent: an item waits in the inbox anyway).
 
 use std::collections::HashMap;
 
@@ -102,8 +102,11 @@ pub fn plan(
             } else {
                 None
             });
+            // In-app items are silent: quiet hours do not hold them back.
             let quiet_end = profile
-                .filter(|_| reason.is_none() && req.priority != Priority::High)
+                .filter(|_| {
+                    reason.is_none() && req.priority != Priority::High && channel != Channel::InApp
+                })
                 .and_then(|p| p.preferences.quiet_hours.as_ref())
                 .and_then(|q| quiet_until(q, at.unwrap_or(now)));
             let available_at = quiet_end.or(at);
@@ -179,6 +182,8 @@ pub fn plan(
                             Channel::Email => profile.contacts.email.clone(),
                             Channel::Sms => profile.contacts.phone.clone(),
                             Channel::Telegram => profile.contacts.telegram_chat_id.clone(),
+                            // Every user has an inbox: its address is the user.
+                            Channel::InApp => Some(id.to_string()),
                             Channel::Push | Channel::Webhook => None,
                         };
                         let reason = (opted_out && address.is_some()).then_some("opted_out");

@@ -90,6 +90,8 @@ fn current_address(profile: &DeliveryProfile, m: &DispatchMessage) -> Result<Str
             };
         }
         Channel::Webhook => Some(m.recipient.address.clone()),
+        // The inbox is the user's own, for as long as the user exists.
+        Channel::InApp => Some(profile.user_id.to_string()),
     };
     found.ok_or("no_contact")
 }

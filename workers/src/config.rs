@@ -14,7 +14,8 @@ use serde::Deserialize;
 #[serde(default)]
 pub struct Config {
     /// The channels this process sends (one process can run them all; production runs them
-    /// separately). Each gets an urgent and a bulk consumer.
+    /// separately). Each gets an urgent and a bulk consumer. Not `in_app`: notification-service
+    /// stores in-app items.
     pub channels: Vec<Channel>,
     /// Health and readiness endpoint.
     pub http: HttpConfig,

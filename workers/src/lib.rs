@@ -164,6 +164,10 @@ pub async fn run(
                 *channel,
                 &shared,
             )?,
+            // notification-service stores in-app items itself (decision 0029).
+            Channel::InApp => anyhow::bail!(
+                "channels: in_app is delivered by notification-service, not by the workers"
+            ),
         };
         consumers.extend(started);
     }

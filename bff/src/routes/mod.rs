@@ -58,6 +58,8 @@ pub enum Handler {
     SendBatch,
     /// `GET /v1/me`: profile, contacts, devices and preferences in one answer.
     Me,
+    /// `GET /v1/me/inbox/stream`: Server-Sent Events (`crate::inbox_stream`).
+    InboxStream,
     /// A provider's signed callback (a delivery receipt, a bounce report): no token — the
     /// service verifies the signature — forwarded as it came.
     Signed,
@@ -165,6 +167,7 @@ pub fn router() -> Router<AppState> {
             Handler::Send => on(route.filter(), send::send),
             Handler::SendBatch => on(route.filter(), send::send_batch),
             Handler::Me => on(route.filter(), me::get_me),
+            Handler::InboxStream => on(route.filter(), crate::inbox_stream::stream),
             Handler::Signed => forward::anonymous(route),
             Handler::Healthz => on(route.filter(), health::healthz),
             Handler::Readyz => on(route.filter(), health::readyz),

@@ -10,6 +10,7 @@ use api::{
         SkippedEventQuery, Stats, StatsQuery, SuppressionPage, SuppressionQuery, TemplateBody,
         TemplateView,
     },
+    inbox::{InboxCounts, InboxEvent, InboxPage, InboxQuery, Marked},
     notifications::{
         BounceAnswer, BounceReport, DeliveriesQuery, HistoryPage, HistoryQuery, NotificationView,
         ReceiptAnswer, SendBody,
@@ -93,7 +94,29 @@ const fn route(
     }
 }
 
-pub static ROUTES: [Route; 42] = [
+const MARKED: &[Answer] = &[ok(
+    200,
+    "The item as it is now, and the counts after the mark",
+    schema::<Marked>,
+)];
+
+/// `POST /v1/me/inbox/{id}/<mark>`: one of the user's items marked.
+const fn mark(path: &'static str, doc: &'static str) -> Route {
+    Route {
+        param: Some(Param::Id("item")),
+        ..route(
+            Verb::Post,
+            path,
+            USER,
+            Service::Notifications,
+            "inbox",
+            doc,
+            MARKED,
+        )
+    }
+}
+
+pub static ROUTES: [Route; 51] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -746,6 +769,93 @@ pub static ROUTES: [Route; 42] = [
             &[ok(200, "A page of topics", schema::<TopicPage>)],
         )
     },
+    Route {
+        query: Some(PAGE_QUERY),
+        query_params: Some(query::<InboxQuery>),
+        ..route(
+            Verb::Get,
+            "/v1/me/inbox",
+            USER,
+            Service::Notifications,
+            "inbox",
+            "The user's in-app inbox, newest first, keyset-paginated\n\n`status`: `unread`, \
+             `read` or `archived` (absent: every item not archived). Each item is an `in_app` \
+             delivery with its rendered subject and text and the times it was seen, read, \
+             archived and clicked.",
+            &[ok(200, "A page of items", schema::<InboxPage>)],
+        )
+    },
+    route(
+        Verb::Get,
+        "/v1/me/inbox/counts",
+        USER,
+        Service::Notifications,
+        "inbox",
+        "Unread and unseen items (the badge)\n\nKept with every change: one row read, never a \
+         count over the inbox.",
+        &[ok(200, "The counts", schema::<InboxCounts>)],
+    ),
+    Route {
+        handler: Handler::InboxStream,
+        ..route(
+            Verb::Get,
+            "/v1/me/inbox/stream",
+            USER,
+            Service::Notifications,
+            "inbox",
+            "The inbox in real time (Server-Sent Events)\n\nFirst a `counts` event (`unread`, \
+             `unseen`, `last_seq`), then an `inbox` event per change — an item arriving or a \
+             mark, from any tab or device — whose `id` is the change's number and whose data is \
+             the change with the item and the counts after it. Reconnect with `Last-Event-ID` \
+             to get exactly what was missed (a `reset` event instead when that is older than \
+             what is kept: reload the list). A comment every 15 s; an `expired` event, then the \
+             end, when the token expires. Authenticated like every `/v1/me` call (bearer token \
+             or the pages' session cookie). 429 `too_many_streams` past the streams one user \
+             (10) or one instance may hold.",
+            &[
+                ok(200, "The stream (`text/event-stream`)", schema::<InboxEvent>),
+                problem(429, "Too many streams for this user or this instance"),
+            ],
+        )
+    },
+    mark(
+        "/v1/me/inbox/{id}/seen",
+        "Mark an item seen\n\nAlready seen: nothing changes. 404 for an id that is not one of \
+         the user's items.",
+    ),
+    mark(
+        "/v1/me/inbox/{id}/read",
+        "Mark an item read (and seen)\n\nAlready read: nothing changes. 404 for an id that is \
+         not one of the user's items.",
+    ),
+    mark(
+        "/v1/me/inbox/{id}/archive",
+        "Archive an item\n\nArchived items leave the inbox's list and counts (list them with \
+         `status=archived`). 404 for an id that is not one of the user's items.",
+    ),
+    mark(
+        "/v1/me/inbox/{id}/click",
+        "Record a click on an item's action (it is read, too)\n\n404 for an id that is not \
+         one of the user's items.",
+    ),
+    route(
+        Verb::Post,
+        "/v1/me/inbox/read-all",
+        USER,
+        Service::Notifications,
+        "inbox",
+        "Mark every unread item read",
+        &[ok(200, "The counts after it", schema::<InboxCounts>)],
+    ),
+    route(
+        Verb::Post,
+        "/v1/me/inbox/seen-all",
+        USER,
+        Service::Notifications,
+        "inbox",
+        "Mark every unseen item seen (the feed was opened)",
+        &[ok(200, "The counts after it", schema::<InboxCounts>)],
+    ),
     Route {
         method: Verb::Get,
         path: "/healthz",

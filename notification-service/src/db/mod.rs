@@ -4,6 +4,7 @@ pub mod admin;
 pub mod dead_letters;
 pub mod fanouts;
 pub mod idempotency;
+pub mod inbox;
 pub mod notifications;
 pub mod retention;
 pub mod skipped;

@@ -159,10 +159,23 @@ async fn delivery(
         .ok_or_else(|| ApiError::not_found("no delivery has this id"))?;
     let attempt_log = crate::db::admin::attempts(&mut conn, id).await?;
     let redrives = crate::db::admin::redrives(&mut conn, id).await?;
+    let inbox = if delivery.channel == common::events::Channel::InApp.as_str() {
+        crate::db::inbox::item(&mut conn, id)
+            .await?
+            .map(|i| api::admin::InboxMarks {
+                seen_at: i.seen_at,
+                read_at: i.read_at,
+                archived_at: i.archived_at,
+                clicked_at: i.clicked_at,
+            })
+    } else {
+        None
+    };
     Ok(Json(DeliveryDetail {
         delivery,
         attempt_log,
         redrives,
+        inbox,
     }))
 }
 
@@ -292,6 +305,7 @@ async fn stats(
     let mut conn = state.pool.acquire().await?;
     let counts = crate::db::admin::counts(&mut conn, window_secs).await?;
     let latency_ms = crate::db::admin::latency(&mut conn, window_secs).await?;
+    let inbox = crate::db::inbox::stats(&mut conn, window_secs).await?;
     let series = match bucket_secs {
         Some(b) => Some(crate::db::admin::series(&mut conn, window_secs, b).await?),
         None => None,
@@ -301,6 +315,7 @@ async fn stats(
         bucket_secs,
         counts,
         latency_ms,
+        inbox,
         series,
     }))
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bounces;
 pub mod dead_letters;
+pub mod inbox;
 pub mod me;
 pub mod notifications;
 pub mod receipts;
