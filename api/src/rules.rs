@@ -144,9 +144,9 @@ fn nullable_string(extra: Value) -> Value {
 /// 583876091 — and calls the service wrong for accepting it.)
 fn format_or_null(prop: &mut Value) {
     // Strings only: a number's `format` (`int64`, `double`) is about its width.
-    let nullable_string = prop["type"].as_array().is_some_and(|t| {
-        t.iter().any(|t| t == "null") && t.iter().any(|t| t == "string")
-    });
+    let nullable_string = prop["type"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "null") && t.iter().any(|t| t == "string"));
     if !nullable_string {
         return;
     }
@@ -590,7 +590,10 @@ mod tests {
             );
             assert!(props[p]["anyOf"][0]["format"].is_string(), "{p}: {props}");
         }
-        assert_eq!(props["p50"], json!({ "type": ["number", "null"], "format": "double" }));
+        assert_eq!(
+            props["p50"],
+            json!({ "type": ["number", "null"], "format": "double" })
+        );
         let mut required = json!({ "type": "string", "format": "time-zone" });
         format_or_null(&mut required);
         assert_eq!(required, json!({ "type": "string", "format": "time-zone" }));

@@ -189,12 +189,17 @@ impl Hub {
     }
 
     /// Registers a stream of `user`, within both caps.
-    async fn enter(self: &Arc<Self>, user: Uuid) -> Result<(Registration, mpsc::Receiver<Wake>), ApiError> {
+    async fn enter(
+        self: &Arc<Self>,
+        user: Uuid,
+    ) -> Result<(Registration, mpsc::Receiver<Wake>), ApiError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if self.open.fetch_add(1, Ordering::SeqCst) as usize >= self.cfg.max_streams {
             self.open.fetch_sub(1, Ordering::SeqCst);
             self.metrics.refused.inc();
-            return Err(too_many("this instance holds as many streams as it may; retry shortly"));
+            return Err(too_many(
+                "this instance holds as many streams as it may; retry shortly",
+            ));
         }
         // From here, dropping `reg` undoes the count.
         let (tx, rx) = mpsc::channel(self.cfg.buffer.max(1));
@@ -231,7 +236,9 @@ impl Hub {
                     )));
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "the stream cap is unavailable; letting the stream open"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the stream cap is unavailable; letting the stream open")
+                }
             }
         }
         Ok((reg, rx))
@@ -351,7 +358,9 @@ impl Hub {
                                 let user = signal.user_id;
                                 self.wake(Some(user), &Wake::Signal(Arc::new(signal)));
                             }
-                            Err(e) => tracing::warn!(error = %e, "an inbox signal that does not parse"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "an inbox signal that does not parse")
+                            }
                         }
                     }
                     tracing::warn!("inbox subscription lost; reconnecting");
@@ -382,11 +391,10 @@ fn now_ms() -> i64 {
 }
 
 fn too_many(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", detail)
-        .with_header(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("5"),
-        )
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", detail).with_header(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    )
 }
 
 /// The `Last-Event-ID` a reconnecting client sends: a change number (anything else is 400).
@@ -403,7 +411,10 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .filter(|n| *n >= 0)
         .map(Some)
         .ok_or_else(|| {
-            ApiError::bad_request("bad_last_event_id", "Last-Event-ID is not an event id this stream gave out")
+            ApiError::bad_request(
+                "bad_last_event_id",
+                "Last-Event-ID is not an event id this stream gave out",
+            )
         })
 }
 
@@ -442,9 +453,7 @@ async fn read_changes(
         return Err(match status {
             StatusCode::UNAUTHORIZED => ApiError::unauthorized(detail),
             StatusCode::FORBIDDEN => ApiError::forbidden(detail),
-            _ => ApiError::unavailable(format!(
-                "the inbox could not be read ({status}); retry"
-            )),
+            _ => ApiError::unavailable(format!("the inbox could not be read ({status}); retry")),
         });
     }
     serde_json::from_value(body).map_err(|e| {

@@ -57,7 +57,11 @@ fn client() -> reqwest::Client {
 }
 
 /// Opens `GET /v1/me/inbox/stream` at `base`; the status, and the stream when it is 200.
-async fn open(base: &str, token: &str, last_event_id: Option<&str>) -> (u16, Option<Stream>, Value) {
+async fn open(
+    base: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+) -> (u16, Option<Stream>, Value) {
     let mut req = client()
         .get(format!("{base}/v1/me/inbox/stream"))
         .bearer_auth(token);
@@ -170,7 +174,10 @@ async fn counts_agree(stack: &Stack, user: Uuid, token: &str) -> Value {
     .await
     .unwrap();
     assert_eq!(
-        (counts["unread"].as_i64().unwrap(), counts["unseen"].as_i64().unwrap()),
+        (
+            counts["unread"].as_i64().unwrap(),
+            counts["unseen"].as_i64().unwrap()
+        ),
         counted,
         "the kept counts and the items disagree"
     );
@@ -192,7 +199,10 @@ async fn an_item_reaches_every_stream_of_its_user_on_both_bff_and_marks_from_two
         let mut s = s.unwrap();
         let first = s.next(Duration::from_secs(5)).await;
         assert_eq!(first.event, "counts", "{first:?}");
-        assert_eq!(first.data, json!({ "unread": 0, "unseen": 0, "last_seq": 0 }));
+        assert_eq!(
+            first.data,
+            json!({ "unread": 0, "unseen": 0, "last_seq": 0 })
+        );
         assert_eq!(first.id, Some(0));
         tabs.push(s);
     }
@@ -202,13 +212,19 @@ async fn an_item_reaches_every_stream_of_its_user_on_both_bff_and_marks_from_two
     let mut item_id = String::new();
     for (i, tab) in tabs.iter_mut().enumerate() {
         let e = tab.next(Duration::from_secs(10)).await;
-        eprintln!("tab {i}: the item arrived {:?} after the send", e.at - sent_at);
+        eprintln!(
+            "tab {i}: the item arrived {:?} after the send",
+            e.at - sent_at
+        );
         assert_eq!((e.event.as_str(), e.id), ("inbox", Some(1)), "{e:?}");
         assert_eq!(e.data["kind"], "new");
         assert_eq!(e.data["item"]["notification_id"], id.as_str());
         assert_eq!(e.data["item"]["subject"], "Order shipped");
         assert_eq!(e.data["item"]["text"], "Order shipped, in full");
-        assert_eq!(e.data["item"]["data"]["url"], "https://example.com/orders/1");
+        assert_eq!(
+            e.data["item"]["data"]["url"],
+            "https://example.com/orders/1"
+        );
         assert_eq!(e.data["counts"], json!({ "unread": 1, "unseen": 1 }));
         item_id = e.data["item"]["id"].as_str().unwrap().to_owned();
     }
@@ -219,7 +235,11 @@ async fn an_item_reaches_every_stream_of_its_user_on_both_bff_and_marks_from_two
         .wait_settled(&id, &admin, Duration::from_secs(20))
         .await
         .unwrap();
-    assert_eq!(view["delivery_counts"]["by_status"], json!({ "sent": 1 }), "{view}");
+    assert_eq!(
+        view["delivery_counts"]["by_status"],
+        json!({ "sent": 1 }),
+        "{view}"
+    );
     let (status, detail) = call(
         &stack,
         Method::GET,
@@ -268,8 +288,16 @@ async fn an_item_reaches_every_stream_of_its_user_on_both_bff_and_marks_from_two
     for got in &changes_seen {
         assert_eq!(got, &changes_seen[0], "every tab sees the same changes");
         let ids: Vec<i64> = got.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, (2..2 + ids.len() as i64).collect::<Vec<_>>(), "{got:?}");
-        assert_eq!(got.iter().filter(|(_, k)| k == "read").count(), 1, "{got:?}");
+        assert_eq!(
+            ids,
+            (2..2 + ids.len() as i64).collect::<Vec<_>>(),
+            "{got:?}"
+        );
+        assert_eq!(
+            got.iter().filter(|(_, k)| k == "read").count(),
+            1,
+            "{got:?}"
+        );
     }
 
     // More items; one tab reads everything while the other archives one: counts stay right.
@@ -362,13 +390,12 @@ async fn a_stream_resuming_with_last_event_id_gets_exactly_what_it_missed() {
     send(&stack, user, "Third").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let item: String = loop {
-        let found: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM inbox_items WHERE notification_id = $1::text::uuid",
-        )
-        .bind(&second)
-        .fetch_optional(&stack.notify_pool)
-        .await
-        .unwrap();
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM inbox_items WHERE notification_id = $1::text::uuid")
+                .bind(&second)
+                .fetch_optional(&stack.notify_pool)
+                .await
+                .unwrap();
         if let Some(id) = found
             && stack
                 .notify_count(&format!(
@@ -382,7 +409,13 @@ async fn a_stream_resuming_with_last_event_id_gets_exactly_what_it_missed() {
         assert!(Instant::now() < deadline, "the items were not stored");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (status, _) = call(&stack, Method::POST, &format!("/v1/me/inbox/{item}/read"), &token).await;
+    let (status, _) = call(
+        &stack,
+        Method::POST,
+        &format!("/v1/me/inbox/{item}/read"),
+        &token,
+    )
+    .await;
     assert_eq!(status, 200);
 
     let (status, s, body) = open(&bff(&stack, 1), &token, Some(&last.to_string())).await;
@@ -398,7 +431,7 @@ async fn a_stream_resuming_with_last_event_id_gets_exactly_what_it_missed() {
         vec![(2, "new".into()), (3, "new".into()), (4, "read".into())]
     );
     assert!(
-        matches!(s.maybe(Duration::from_millis(800)).await, None),
+        s.maybe(Duration::from_millis(800)).await.is_none(),
         "nothing more was missed"
     );
     // And it is live after the replay.
@@ -434,7 +467,10 @@ async fn nobody_sees_another_users_inbox_and_opted_out_users_get_nothing() {
     );
     let (_, bob_stream, _) = open(&stack.url(), &b, None).await;
     let mut bob_stream = bob_stream.unwrap();
-    assert_eq!(bob_stream.next(Duration::from_secs(5)).await.event, "counts");
+    assert_eq!(
+        bob_stream.next(Duration::from_secs(5)).await.event,
+        "counts"
+    );
 
     send(&stack, alice, "For Alice").await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -467,7 +503,7 @@ async fn nobody_sees_another_users_inbox_and_opted_out_users_get_nothing() {
         assert_eq!(status, 404, "{verb}: {body}");
     }
     assert!(
-        matches!(bob_stream.maybe(Duration::from_millis(800)).await, None),
+        bob_stream.maybe(Duration::from_millis(800)).await.is_none(),
         "Bob's stream got nothing"
     );
     let (_, counts) = call(&stack, Method::GET, "/v1/me/inbox/counts", &a).await;
@@ -521,10 +557,7 @@ async fn nobody_sees_another_users_inbox_and_opted_out_users_get_nothing() {
         .wait_settled(&to_bob, &admin, Duration::from_secs(20))
         .await
         .unwrap();
-    assert_eq!(
-        view["deliveries"][0]["status"], "suppressed",
-        "{view}"
-    );
+    assert_eq!(view["deliveries"][0]["status"], "suppressed", "{view}");
     assert_eq!(view["deliveries"][0]["reason"], "opted_out", "{view}");
     let to_alice = send(&stack, alice, "Quiet hours do not hold it").await;
     let view = stack
@@ -533,7 +566,7 @@ async fn nobody_sees_another_users_inbox_and_opted_out_users_get_nothing() {
         .unwrap();
     assert_eq!(view["deliveries"][0]["status"], "sent", "{view}");
     assert!(
-        matches!(bob_stream.maybe(Duration::from_millis(800)).await, None),
+        bob_stream.maybe(Duration::from_millis(800)).await.is_none(),
         "Bob's stream still got nothing"
     );
     assert_eq!(
@@ -564,7 +597,11 @@ async fn streams_are_capped_per_user_and_end_when_the_token_expires() {
     let (_, second, _) = open(&bff(&stack, 1), &token, None).await;
     let (status, none, body) = open(&bff(&stack, 0), &token, None).await;
     assert!(none.is_none());
-    assert_eq!((status, &body["type"]), (429, &json!("too_many_streams")), "{body}");
+    assert_eq!(
+        (status, &body["type"]),
+        (429, &json!("too_many_streams")),
+        "{body}"
+    );
     // Closing one frees its place.
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -575,7 +612,10 @@ async fn streams_are_capped_per_user_and_end_when_the_token_expires() {
             break;
         }
         assert_eq!(status, 429, "{body}");
-        assert!(Instant::now() < deadline, "the closed stream's place was not freed");
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place was not freed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(second);

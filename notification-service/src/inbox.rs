@@ -23,9 +23,7 @@ use api::inbox::{
 };
 use chrono::Utc;
 use common::{
-    events::{
-        Channel, DispatchMessage, ErrorInfo, Outcome, SCHEMA, STATUS_TOPIC, StatusEvent,
-    },
+    events::{Channel, DispatchMessage, ErrorInfo, Outcome, SCHEMA, STATUS_TOPIC, StatusEvent},
     outbox::OutboxMessage,
     problem::ApiError,
     redis::RedisConfig,
@@ -310,8 +308,7 @@ impl common::kafka::runner::MessageHandler for InboxHandler {
         raw: &rdkafka::message::OwnedMessage,
     ) -> Result<(), common::kafka::runner::HandleError> {
         use rdkafka::Message;
-        let msg: DispatchMessage = match serde_json::from_slice(raw.payload().unwrap_or_default())
-        {
+        let msg: DispatchMessage = match serde_json::from_slice(raw.payload().unwrap_or_default()) {
             Ok(m) => m,
             Err(e) => {
                 let why = format!("undecodable in-app dispatch: {e}");

@@ -151,7 +151,11 @@ pub async fn run(
         &shutdown,
     )?;
     // The in-app channel's worker: one consumer group over both lanes' topics.
-    let inboxes = if cfg.planning.enabled_channels.contains(&common::events::Channel::InApp) {
+    let inboxes = if cfg
+        .planning
+        .enabled_channels
+        .contains(&common::events::Channel::InApp)
+    {
         common::events::Lane::ALL
             .into_iter()
             .map(|lane| {

@@ -813,7 +813,11 @@ pub static ROUTES: [Route; 51] = [
              or the pages' session cookie). 429 `too_many_streams` past the streams one user \
              (10) or one instance may hold.",
             &[
-                ok(200, "The stream (`text/event-stream`)", schema::<InboxEvent>),
+                ok(
+                    200,
+                    "The stream (`text/event-stream`)",
+                    schema::<InboxEvent>,
+                ),
                 problem(429, "Too many streams for this user or this instance"),
             ],
         )

@@ -87,7 +87,10 @@ async fn log(
 }
 
 /// Stores an item unless it is stored already (a dispatch handled twice): the change it made.
-pub async fn store(conn: &mut PgConnection, item: &NewItem<'_>) -> sqlx::Result<Option<InboxEvent>> {
+pub async fn store(
+    conn: &mut PgConnection,
+    item: &NewItem<'_>,
+) -> sqlx::Result<Option<InboxEvent>> {
     let user = item.user_id;
     let (last, counts) = lock(conn, user).await?;
     let seq = last + 1;
@@ -373,7 +376,10 @@ pub async fn item(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Inbo
 
 /// In-app items stored in the last `window_secs`, and how many were seen, read, archived,
 /// clicked (`inbox_items_created`).
-pub async fn stats(conn: &mut PgConnection, window_secs: i64) -> sqlx::Result<api::admin::InboxStats> {
+pub async fn stats(
+    conn: &mut PgConnection,
+    window_secs: i64,
+) -> sqlx::Result<api::admin::InboxStats> {
     let r = sqlx::query(
         "SELECT count(*) AS items, count(seen_at) AS seen, count(read_at) AS read,
                 count(archived_at) AS archived, count(clicked_at) AS clicked
@@ -434,8 +440,11 @@ pub async fn purge(
         .bind(before)
         .fetch_one(&mut *tx)
         .await?;
-        let (n, unread, unseen): (i64, i64, i64) =
-            (row.try_get("n")?, row.try_get("unread")?, row.try_get("unseen")?);
+        let (n, unread, unseen): (i64, i64, i64) = (
+            row.try_get("n")?,
+            row.try_get("unread")?,
+            row.try_get("unseen")?,
+        );
         sqlx::query("UPDATE inbox_counts SET unread = $2, unseen = $3 WHERE user_id = $1")
             .bind(user)
             .bind((counts.unread - unread).max(0))
@@ -478,7 +487,13 @@ mod tests {
         };
         let (read, after) = marked(&item(), c, Mark::Read, now);
         assert_eq!((read.read_at, read.seen_at), (Some(now), Some(now)));
-        assert_eq!(after, InboxCounts { unread: 2, unseen: 1 });
+        assert_eq!(
+            after,
+            InboxCounts {
+                unread: 2,
+                unseen: 1
+            }
+        );
         // Again: nothing moves.
         let (again, twice) = marked(&read, after, Mark::Read, now);
         assert_eq!((again, twice), (read.clone(), after));
@@ -486,12 +501,18 @@ mod tests {
         assert_eq!(marked(&read, after, Mark::Archived, now).1, after);
         assert_eq!(
             marked(&item(), c, Mark::Archived, now).1,
-            InboxCounts { unread: 2, unseen: 1 }
+            InboxCounts {
+                unread: 2,
+                unseen: 1
+            }
         );
         // Seen leaves it unread; clicked reads it.
         assert_eq!(
             marked(&item(), c, Mark::Seen, now).1,
-            InboxCounts { unread: 3, unseen: 1 }
+            InboxCounts {
+                unread: 3,
+                unseen: 1
+            }
         );
         let (clicked, _) = marked(&item(), c, Mark::Clicked, now);
         assert!(clicked.clicked_at.is_some() && clicked.read_at.is_some());

@@ -3,7 +3,9 @@
 //! `GET /v1/me/inbox/changes` is what the bff's streams read; it is not in the public route
 //! table.
 
-use api::inbox::{ChangesQuery, InboxChanges, InboxCounts, InboxPage, InboxQuery, MAX_PAGE, Mark, Marked};
+use api::inbox::{
+    ChangesQuery, InboxChanges, InboxCounts, InboxPage, InboxQuery, MAX_PAGE, Mark, Marked,
+};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -67,14 +69,13 @@ async fn list(
     };
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .ok()
-                .filter(|c| *c > 0)
-                .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this API gave out"))?,
-        ),
+        Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| {
+            ApiError::invalid_field("cursor", "is not a cursor this API gave out")
+        })?),
     };
-    Ok(Json(inbox::list(&state, user, filter, before, limit).await?))
+    Ok(Json(
+        inbox::list(&state, user, filter, before, limit).await?,
+    ))
 }
 
 async fn counts(
@@ -125,8 +126,8 @@ async fn mark(
     Path((id, verb)): Path<(String, String)>,
 ) -> Result<Json<Marked>, ApiError> {
     let user = user_of(&principal)?;
-    let mark = Mark::parse_verb(&verb)
-        .ok_or_else(|| ApiError::not_found("no route matches this path"))?;
+    let mark =
+        Mark::parse_verb(&verb).ok_or_else(|| ApiError::not_found("no route matches this path"))?;
     // Not a UUID: no such item.
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such item in your inbox"))?;
     Ok(Json(inbox::mark(&state, user, id, mark).await?))
