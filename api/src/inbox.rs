@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+/// The lists of `GET /v1/me/inbox?status=` (absent: every item not archived).
+pub const STATUSES: [&str; 3] = ["unread", "read", "archived"];
 /// Most items one page of `GET /v1/me/inbox` holds.
 pub const MAX_PAGE: i64 = 100;
 /// Most changes one read of the change log answers (a stream reads again for more).

@@ -51,6 +51,10 @@ rule!(
     FEED_CURSOR = r"^([0-9]{1,17}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}_[0-9]{1,9})?$"
 );
 rule!(
+    /// A cursor of an inbox: the last item's `seq` (empty: the first page).
+    INBOX_CURSOR = r"^([1-9][0-9]{0,17})?$"
+);
+rule!(
     /// A cursor of the skipped events: `<microseconds>_<id>`.
     SKIPPED_CURSOR = r"^([0-9]{1,17}_[0-9]{1,18})?$"
 );
@@ -226,6 +230,12 @@ fn refine_parameters(doc: &mut Value) {
                 }
                 let name = p["name"].as_str().unwrap_or_default().to_owned();
                 let rule = match name.as_str() {
+                    "status" if path == "/v1/me/inbox" => {
+                        json!({ "enum": crate::inbox::STATUSES })
+                    }
+                    "cursor" if path == "/v1/me/inbox" => {
+                        json!({ "pattern": INBOX_CURSOR.pattern })
+                    }
                     "channel" => json!({ "enum": channels() }),
                     "status" => json!({ "enum": STATUSES }),
                     "error_code" | "provider" => json!({ "minLength": 1, "maxLength": 200 }),

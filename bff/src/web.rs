@@ -1,5 +1,7 @@
 //! The pages people open in a browser, served by the bff itself (decision 0025): `/docs`
-//! (Redoc over `/openapi.json`), `/app` (the preference center) and `/console` (admins).
+//! (Redoc over `/openapi.json`), `/app` (the preference center), `/console` (admins) and
+//! `/demo/inbox` (a product page embedding the in-app feed, decision 0029), and the feed's
+//! module at a stable URL for pages elsewhere (`/widget/inbox.js`).
 //!
 //! Every file a page loads is compiled into the binary and served from this origin at a
 //! content-hashed URL (`/assets/<stem>.<hash>.<ext>`) with a year's immutable cache, so a new
@@ -54,6 +56,18 @@ const SOURCES: &[Source] = &[
         names_assets: false,
     },
     Source {
+        name: "inbox.js",
+        bytes: include_bytes!("../assets/inbox.js"),
+        content_type: JS,
+        names_assets: false,
+    },
+    Source {
+        name: "demo.js",
+        bytes: include_bytes!("../assets/demo/demo.js"),
+        content_type: JS,
+        names_assets: true,
+    },
+    Source {
         name: "app.js",
         bytes: include_bytes!("../assets/app/app.js"),
         content_type: JS,
@@ -72,7 +86,12 @@ const PAGES: &[(&str, &str)] = &[
     ("/docs", DOCS),
     ("/app", include_str!("../assets/app/index.html")),
     ("/console", include_str!("../assets/console/index.html")),
+    ("/demo/inbox", include_str!("../assets/demo/index.html")),
 ];
+
+/// The feed's module at a stable URL, for product pages that embed it (revalidated on every
+/// load, so a release reaches them at once).
+const WIDGET: &str = "/widget/inbox.js";
 
 /// What a page may load: only this origin; inline styles for Redoc's styled components, and
 /// `blob:` workers for its search.
@@ -243,9 +262,22 @@ fn page(web: &Web, path: &str, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
-/// `/assets/{file}` and every page of [`PAGES`] at its path.
+/// `/widget/inbox.js`: the feed's module, revalidated on every load.
+async fn widget(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let Some((file, _)) = web.assets.iter().find(|(f, _)| f.starts_with("inbox.")) else {
+        return common::problem::ApiError::not_found("no such asset").into_response();
+    };
+    let mut resp = asset(State(web.clone()), Path(file.clone()), headers).await;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// `/assets/{file}`, `/widget/inbox.js` and every page of [`PAGES`] at its path.
 pub fn router() -> Router {
-    let mut router = Router::new().route("/assets/{file}", get(asset));
+    let mut router = Router::new()
+        .route("/assets/{file}", get(asset))
+        .route(WIDGET, get(widget));
     for &(path, _) in PAGES {
         router = router.route(
             path,

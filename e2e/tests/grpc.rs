@@ -744,3 +744,135 @@ async fn topics_are_managed_and_sent_to_over_grpc() {
     }
     stack.smtp.wait_for(2, Duration::from_secs(30)).await;
 }
+
+/// The inbox over gRPC is its REST twin: a user lists their in-app items, marks one (an
+/// unspecified mark is INVALID_ARGUMENT naming `mark`, another user's item NOT_FOUND), reads
+/// the counts and reads everything; a service token is PERMISSION_DENIED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_is_listed_and_marked_over_grpc() {
+    use proto::v1::{
+        InboxAllRequest, InboxCountsRequest, InboxMark, ListInboxRequest, MarkRequest,
+        inbox_client::InboxClient,
+    };
+    let stack = Stack::start(Options {
+        nginx: true,
+        welcome: false,
+        enabled_channels: vec![
+            common::events::Channel::Email,
+            common::events::Channel::InApp,
+        ],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let channel = Channel::from_shared(stack.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut inbox = InboxClient::new(channel);
+    let user = stack.register_user("inbox-grpc@example.com").await.unwrap();
+    let other = stack.register_user("other-grpc@example.com").await.unwrap();
+    let (token, others) = (
+        stack.token(Role::User, &user.to_string()),
+        stack.token(Role::User, &other.to_string()),
+    );
+    let svc = stack.token(Role::Service, "billing");
+    for n in 0..2 {
+        stack
+            .send(
+                &svc,
+                serde_json::json!({
+                    "recipients": [{ "user_id": user }], "category": "orders",
+                    "channels": ["in_app"], "content": { "subject": format!("Item {n}"), "text": "x" },
+                    "data": { "url": "https://example.com/o/1", "n": n }
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = inbox
+            .list(request(ListInboxRequest::default(), &token, &[]))
+            .await
+            .unwrap()
+            .into_inner();
+        if page.items.len() == 2 {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the items were not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(page.items[0].subject.as_deref(), Some("Item 1"));
+    let data = page.items[0].data.clone().unwrap();
+    assert_eq!(
+        proto::wkt::struct_to_json(data)["url"],
+        "https://example.com/o/1"
+    );
+    let first = page.items[1].id.clone();
+
+    let marked = inbox
+        .mark(request(
+            MarkRequest {
+                id: first.clone(),
+                mark: InboxMark::Read.into(),
+            },
+            &token,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(marked.item.unwrap().read_at.is_some());
+    assert_eq!(marked.counts.unwrap().unread, 1);
+    let bad = inbox
+        .mark(request(
+            MarkRequest {
+                id: first.clone(),
+                mark: InboxMark::Unspecified.into(),
+            },
+            &token,
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    assert_eq!(
+        bad.get_details_bad_request().unwrap().field_violations[0].field,
+        "mark"
+    );
+    let theirs = inbox
+        .mark(request(
+            MarkRequest {
+                id: first.clone(),
+                mark: InboxMark::Archived.into(),
+            },
+            &others,
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), Code::NotFound, "{theirs:?}");
+    let denied = inbox
+        .counts(request(InboxCountsRequest {}, &svc, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    let counts = inbox
+        .read_all(request(InboxAllRequest {}, &token, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((counts.unread, counts.unseen), (0, 0));
+    let counts = inbox
+        .counts(request(InboxCountsRequest {}, &token, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((counts.unread, counts.unseen), (0, 0));
+}

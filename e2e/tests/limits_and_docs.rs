@@ -263,6 +263,15 @@ async fn openapi_is_valid_3_1_and_lists_every_route() {
         "get /v1/me/topics",
         "put /v1/me/topics",
         "delete /v1/me/topics",
+        "get /v1/me/inbox",
+        "get /v1/me/inbox/counts",
+        "get /v1/me/inbox/stream",
+        "post /v1/me/inbox/read-all",
+        "post /v1/me/inbox/seen-all",
+        "post /v1/me/inbox/{id}/archive",
+        "post /v1/me/inbox/{id}/click",
+        "post /v1/me/inbox/{id}/read",
+        "post /v1/me/inbox/{id}/seen",
         "get /v1/admin/topics",
     ];
     expected.sort();

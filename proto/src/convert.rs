@@ -401,6 +401,77 @@ pub fn subscribers_changed(c: api::topics::SubscribersChanged) -> v1::Subscriber
     }
 }
 
+/// The query string of an inbox `List` (`GET /v1/me/inbox?…`).
+pub fn inbox_query(req: &v1::ListInboxRequest) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [("status", &req.status), ("cursor", &req.cursor)] {
+        if let Some(v) = value {
+            q.append_pair(name, v);
+        }
+    }
+    if req.limit != 0 {
+        q.append_pair("limit", &req.limit.to_string());
+    }
+    q.finish()
+}
+
+/// The path segment of a mark (`INVALID_ARGUMENT` naming `mark` when it names none).
+pub fn mark_verb(mark: i32) -> Result<&'static str, Vec<FieldError>> {
+    match v1::InboxMark::try_from(mark) {
+        Ok(v1::InboxMark::Seen) => Ok("seen"),
+        Ok(v1::InboxMark::Read) => Ok("read"),
+        Ok(v1::InboxMark::Archived) => Ok("archive"),
+        Ok(v1::InboxMark::Clicked) => Ok("click"),
+        _ => Err(vec![FieldError::new(
+            "mark",
+            "must be one of SEEN, READ, ARCHIVED, CLICKED",
+        )]),
+    }
+}
+
+pub fn inbox_item(i: api::inbox::InboxItem) -> v1::InboxItem {
+    let at = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(wkt::timestamp);
+    v1::InboxItem {
+        id: i.id.to_string(),
+        notification_id: i.notification_id.to_string(),
+        seq: i.seq,
+        category: i.category,
+        subject: i.subject,
+        text: i.text,
+        data: i
+            .data
+            .as_ref()
+            .and_then(serde_json::Value::as_object)
+            .map(wkt::json_to_struct),
+        created_at: Some(wkt::timestamp(i.created_at)),
+        seen_at: at(i.seen_at),
+        read_at: at(i.read_at),
+        archived_at: at(i.archived_at),
+        clicked_at: at(i.clicked_at),
+    }
+}
+
+pub fn inbox_page(p: api::inbox::InboxPage) -> v1::InboxPage {
+    v1::InboxPage {
+        items: p.items.into_iter().map(inbox_item).collect(),
+        next_cursor: p.next_cursor,
+    }
+}
+
+pub fn inbox_counts(c: api::inbox::InboxCounts) -> v1::InboxCounts {
+    v1::InboxCounts {
+        unread: c.unread,
+        unseen: c.unseen,
+    }
+}
+
+pub fn marked(m: api::inbox::Marked) -> v1::Marked {
+    v1::Marked {
+        item: Some(inbox_item(m.item)),
+        counts: Some(inbox_counts(m.counts)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

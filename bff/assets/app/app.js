@@ -2,10 +2,13 @@
 // matrix, quiet hours, language, devices, topics and history — each read and saved through the public
 // API with the session cookie (decision 0025).
 import { Api } from "{{asset:api.js}}";
+import "{{asset:inbox.js}}";
 import { $, cell, confirmSwitch, el, failure, say } from "{{asset:ui.js}}";
 
 const api = new Api();
-const CHANNELS = { email: "Email", sms: "SMS", push: "Push", telegram: "Telegram", webhook: "Webhook" };
+const CHANNELS = {
+  email: "Email", sms: "SMS", push: "Push", telegram: "Telegram", webhook: "Webhook", in_app: "In-app inbox",
+};
 const STATUS_WORDS = {
   sent: "sent", delivered: "delivered", queued: "on its way", sending: "on its way",
   retrying: "retrying", pending: "scheduled", dead: "failed", expired: "expired",
@@ -255,6 +258,8 @@ async function main() {
   const out = $("sign-out");
   out.hidden = false;
   out.addEventListener("click", async () => {
+    $("inbox").stop();
+    $("inbox").hidden = true;
     await api.signOut();
     $("content").hidden = true;
     out.hidden = true;
@@ -276,6 +281,12 @@ async function main() {
     await renderDevices();
     await renderTopics();
     wireForms();
+    // The in-app feed through the same module product pages embed, on this page's session.
+    const inbox = $("inbox");
+    inbox.addEventListener("notify-inbox-expired", () =>
+      say("Your session ended. Open the link from your notification settings again.", "bad"));
+    inbox.connect({ api });
+    inbox.hidden = false;
     $("content").hidden = false;
     say("");
   } catch (e) {

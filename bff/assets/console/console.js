@@ -115,6 +115,10 @@ async function appendDeliveries(deliveries, cursor) {
         at: r.at,
         text: `Re-driven at ${when(r.at)} by ${r.actor} (${r.kind.replaceAll("_", " ")}): attempt ${r.from_attempt} → ${r.to_attempt}${r.detail ? ` — ${r.detail}` : ""}`,
       })),
+      // What the user did with an in-app item.
+      ...Object.entries(detail.inbox || {})
+        .filter(([, at]) => at)
+        .map(([mark, at]) => ({ at, text: `${mark.replace("_at", "").replace(/^./, (c) => c.toUpperCase())} by the user at ${when(at)}` })),
     ].sort((a, b) => new Date(a.at) - new Date(b.at));
     const title = `${d.channel} to ${d.address || "(no address)"}: ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
     const headingId = `delivery-${d.id}`;

@@ -1,4 +1,5 @@
-//! The gRPC API (`notify.v1.Notifications` and `notify.v1.Topics`, the `proto` crate), served next to the REST API
+//! The gRPC API (`notify.v1.Notifications`, `notify.v1.Topics` and `notify.v1.Inbox`, the
+//! `proto` crate), served next to the REST API
 //! on the same port (HTTP/2 without TLS; nginx's `grpc_pass` in front).
 //!
 //! Each call is carried out by its REST twin: the message is converted into the REST body
@@ -23,6 +24,7 @@ use proto::{
     convert,
     v1::{
         self,
+        inbox_server::{Inbox, InboxServer},
         notifications_server::{Notifications, NotificationsServer},
         topics_server::{Topics, TopicsServer},
     },
@@ -61,6 +63,10 @@ pub fn mount(rest: Router, state: AppState, body_limit_bytes: usize) -> Router {
             .saturating_mul(4)
             .max(api::notifications::MAX_BATCH_BYTES),
     );
+    let inbox = InboxServer::new(Grpc {
+        rest: rest.clone(),
+        state: state.clone(),
+    });
     let topics = TopicsServer::new(Grpc {
         rest: rest.clone(),
         state,
@@ -83,8 +89,11 @@ pub fn mount(rest: Router, state: AppState, body_limit_bytes: usize) -> Router {
     let topics_path = path_of(&topics);
     let topics =
         adapt(topics).map_response(move |resp| too_large_as_problem(resp, body_limit_bytes));
+    let inbox_path = path_of(&inbox);
+    let inbox = adapt(inbox).map_response(move |resp| too_large_as_problem(resp, body_limit_bytes));
     rest.route_service(&path, api)
         .route_service(&topics_path, topics)
+        .route_service(&inbox_path, inbox)
         .route_service(&path_of(&reflection), adapt(reflection))
         .route_service(&path_of(&reflection_alpha), adapt(reflection_alpha))
 }
@@ -283,6 +292,81 @@ impl Grpc {
         let body = serde_json::to_vec(&body).map_err(|e| Status::internal(e.to_string()))?;
         let answer = self.call(&meta, method, &path, Some(body)).await?;
         Self::reply(answer, convert::subscribers_changed)
+    }
+}
+
+/// `/v1/me/inbox/{id}/{verb}` with the id as one path segment, whatever it holds.
+fn inbox_item_path(id: &str, verb: &str) -> String {
+    let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+    format!("/v1/me/inbox/{id}/{verb}")
+}
+
+#[tonic::async_trait]
+impl Inbox for Grpc {
+    async fn list(
+        &self,
+        request: Request<v1::ListInboxRequest>,
+    ) -> Result<Response<v1::InboxPage>, Status> {
+        let (meta, _, message) = request.into_parts();
+        let query = convert::inbox_query(&message);
+        let path = if query.is_empty() {
+            "/v1/me/inbox".to_owned()
+        } else {
+            format!("/v1/me/inbox?{query}")
+        };
+        let answer = self.call(&meta, Method::GET, &path, None).await?;
+        Self::reply(answer, convert::inbox_page)
+    }
+
+    async fn counts(
+        &self,
+        request: Request<v1::InboxCountsRequest>,
+    ) -> Result<Response<v1::InboxCounts>, Status> {
+        let (meta, _, _) = request.into_parts();
+        let answer = self
+            .call(&meta, Method::GET, "/v1/me/inbox/counts", None)
+            .await?;
+        Self::reply(answer, convert::inbox_counts)
+    }
+
+    async fn mark(
+        &self,
+        request: Request<v1::MarkRequest>,
+    ) -> Result<Response<v1::Marked>, Status> {
+        let (meta, _, message) = request.into_parts();
+        let verb = match convert::mark_verb(message.mark) {
+            Ok(v) => v,
+            Err(errors) => {
+                self.authorise(&meta, Method::POST, "/v1/me/inbox/{id}/read")
+                    .await?;
+                return Err(status::invalid(errors, &meta));
+            }
+        };
+        let path = inbox_item_path(&message.id, verb);
+        let answer = self.call(&meta, Method::POST, &path, None).await?;
+        Self::reply(answer, convert::marked)
+    }
+
+    async fn read_all(
+        &self,
+        request: Request<v1::InboxAllRequest>,
+    ) -> Result<Response<v1::InboxCounts>, Status> {
+        let (meta, _, _) = request.into_parts();
+        let answer = self
+            .call(&meta, Method::POST, "/v1/me/inbox/read-all", None)
+            .await?;
+        Self::reply(answer, convert::inbox_counts)
+    }
+
+    async fn seen_all(
+        &self,
+        request: Request<v1::InboxAllRequest>,
+    ) -> Result<Response<v1::InboxCounts>, Status> {
+        let (meta, _, _) = request.into_parts();
+        let answer = self
+            .call(&meta, Method::POST, "/v1/me/inbox/seen-all", None)
+            .await?;
+        Self::reply(answer, convert::inbox_counts)
     }
 }
 

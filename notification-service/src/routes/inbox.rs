@@ -50,6 +50,7 @@ async fn list(
         Some("unread") => Filter::Unread,
         Some("read") => Filter::Read,
         Some("archived") => Filter::Archived,
+        // api::inbox::STATUSES, as the document lists them.
         Some(_) => {
             return Err(ApiError::invalid_field(
                 "status",
@@ -69,9 +70,15 @@ async fn list(
     };
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| {
-            ApiError::invalid_field("cursor", "is not a cursor this API gave out")
-        })?),
+        // The document's pattern, then the number (the pattern keeps it within i64).
+        Some(c) => Some(
+            Some(c)
+                .filter(|c| api::rules::INBOX_CURSOR.is_match(c))
+                .and_then(|c| c.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid_field("cursor", "is not a cursor this API gave out")
+                })?,
+        ),
     };
     Ok(Json(
         inbox::list(&state, user, filter, before, limit).await?,

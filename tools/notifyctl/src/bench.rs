@@ -80,7 +80,7 @@ const ALL: [&str; 10] = [
     "topic",
 ];
 
-fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
+pub(crate) fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
     psql_output(db, sql).map(drop)
 }
 

@@ -3,7 +3,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use common::auth::Role;
 use notifyctl::{
-    bench, bench_outbox, chaos, dashboard, launcher, ops, scenario, smoke, stack::StackFile,
+    bench, bench_inbox, bench_outbox, chaos, dashboard, launcher, ops, scenario, smoke,
+    stack::StackFile,
 };
 
 #[derive(Parser)]
@@ -72,6 +73,9 @@ enum Cmd {
     /// Commit outbox rows at a steady rate through the real relay and purge (its own database
     /// and Kafka); exits 1 if the outbox did not stay bounded.
     BenchOutbox(bench_outbox::BenchOutboxArgs),
+    /// The in-app inbox's streams: Redis pub/sub against Kafka for the signals, then idle
+    /// memory and delivery latency at each stream count on one bff of a release stack.
+    BenchInbox(bench_inbox::BenchInboxArgs),
     /// One load scenario against the running stack (`make up`): open-loop requests, then the
     /// accounting from the platform's records; writes JSON and an HTML report. Exits 1 if
     /// anything accepted was lost.
@@ -159,6 +163,9 @@ fn main() -> ExitCode {
                 report.bound_rows
             );
             Ok(())
+        }),
+        Cmd::BenchInbox(args) => bench_inbox::run(args).map(|report| {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         }),
         Cmd::Load(args) => scenario::run(args.clone()).and_then(|r| {
             print!("{}", scenario::summary(&r));

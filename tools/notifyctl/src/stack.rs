@@ -26,6 +26,9 @@ pub struct StackFile {
     /// The gRPC API (`notify.v1`): nginx's gRPC port, or the single bff's public port.
     #[serde(default)]
     pub grpc_url: String,
+    /// Each bff instance's own public address (behind nginx), in order.
+    #[serde(default)]
+    pub bff_urls: Vec<String>,
     pub tokens: Tokens,
     pub user_id: String,
     pub jwt: JwtInfo,

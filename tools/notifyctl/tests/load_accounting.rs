@@ -109,6 +109,7 @@ async fn a_stack_that_loses_deliveries_is_reported_with_each_loss() {
     let stack = StackFile {
         url: format!("http://{addr}"),
         grpc_url: String::new(),
+        bff_urls: Vec::new(),
         tokens: Tokens {
             user: "u".into(),
             service: "s".into(),

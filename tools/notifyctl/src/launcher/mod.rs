@@ -26,7 +26,7 @@ mod providers;
 pub(crate) use children::binary;
 pub use children::kafka_only;
 use children::{Children, host_port, reachable, spawn, wait_for_signal};
-use providers::{ALL_CHANNELS, fake_providers};
+use providers::{ALL_CHANNELS, PLANNED_CHANNELS, fake_providers};
 pub use providers::{forget_redis_keys, redis_prefix};
 
 use crate::stack::{JwtInfo, StackFile, Tokens};
@@ -384,7 +384,7 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
                 "NOTIFY_USERS__BASE_URL",
                 format!("http://127.0.0.1:{users_port}"),
             ),
-            ("NOTIFY_PLANNING__ENABLED_CHANNELS", ALL_CHANNELS.into()),
+            ("NOTIFY_PLANNING__ENABLED_CHANNELS", PLANNED_CHANNELS.into()),
             // The demo service token may send anything (privileged categories, high priority).
             (
                 "NOTIFY_PERMISSIONS__SERVICES__DEMO-SERVICE__PRIVILEGED",
@@ -518,6 +518,10 @@ pub fn start(args: &UpArgs) -> anyhow::Result<Running> {
     let stack = StackFile {
         url: url.clone(),
         grpc_url,
+        bff_urls: bff_ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect(),
         tokens: Tokens {
             user,
             service: service.clone(),

@@ -8,6 +8,9 @@ use rand::Rng;
 
 /// Every channel runs on the local stack; HTTP providers are the sink.
 pub(super) const ALL_CHANNELS: &str = "[email,sms,push,telegram,webhook]";
+/// What notification-service plans: every worker's channel and the in-app inbox, which it
+/// stores itself.
+pub(super) const PLANNED_CHANNELS: &str = "[email,sms,push,telegram,webhook,in_app]";
 
 /// Worker settings pointing every HTTP provider at the sink, with dev credentials (the FCM
 /// service account and the APNs key are the repository's test keys, written under `dir`).
