@@ -33,12 +33,18 @@ button { font: inherit; cursor: pointer; }
 .badge { min-width: 1.4em; padding: 0 .35em; border-radius: 1em; text-align: center;
   background: var(--notify-accent, #0b57d0); color: #fff; font-size: .85em; font-weight: 600; }
 .badge[hidden] { display: none; }
+.vh { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);
+  white-space: nowrap; }
 .panel { position: absolute; right: 0; z-index: 10; margin-top: .4em;
   width: min(var(--notify-width, 24rem), calc(100vw - 1.5rem));
   max-height: min(32rem, 80vh); overflow: auto; background: var(--notify-bg, #fff);
   color: var(--notify-fg, #1a1a1a); border: 1px solid var(--notify-border, #767676);
   border-radius: var(--notify-radius, 6px); box-shadow: 0 6px 24px rgba(0,0,0,.18); }
 .panel[hidden] { display: none; }
+/* A phone: the feed spans the screen under the bell, wherever the bell sits. */
+@media (max-width: 600px) {
+  .panel { position: fixed; left: .75rem; right: .75rem; width: auto; }
+}
 .head { display: flex; justify-content: space-between; align-items: center; gap: .5em;
   padding: .6em .8em; border-bottom: 1px solid var(--notify-border, #767676); }
 .head h2 { font-size: 1em; margin: 0; }
@@ -119,11 +125,14 @@ export class NotifyInbox extends HTMLElement {
     this.retry = 500;
     const root = this.attachShadow({ mode: "open" });
     const style = el("style", { textContent: STYLE });
+    // The button's name is its text: "Notifications" and, for screen readers, "N unread";
+    // the badge shows the number to the eye only.
     this.badge = el("span", { className: "badge", hidden: true });
+    this.badge.setAttribute("aria-hidden", "true");
+    this.unreadText = el("span", { className: "vh", textContent: "0 unread" });
     this.bell = el("button", { type: "button", className: "bell", part: "bell" });
     this.bell.innerHTML = BELL;
-    this.bellLabel = el("span", { textContent: "Notifications" });
-    this.bell.append(this.bellLabel, this.badge);
+    this.bell.append(el("span", { textContent: "Notifications" }), this.badge, this.unreadText);
     this.bell.setAttribute("aria-expanded", "false");
     this.bell.addEventListener("click", () => this.toggle());
     this.list = el("ul", { className: "items" });
@@ -289,7 +298,7 @@ export class NotifyInbox extends HTMLElement {
     this.counts = { unread: c.unread, unseen: c.unseen };
     this.badge.textContent = c.unread > 99 ? "99+" : String(c.unread);
     this.badge.hidden = c.unread === 0;
-    this.bell.setAttribute("aria-label", `Notifications, ${c.unread} unread`);
+    this.unreadText.textContent = ` ${c.unread} unread`;
   }
 
   toggle(open = this.panel.hidden) {
