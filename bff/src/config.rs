@@ -13,7 +13,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub rate_limits: RateLimitConfig,
     /// The inbox streams (`GET /v1/me/inbox/stream`): caps and heartbeats.
-    pub inbox: crate::inbox_stream::StreamConfig,
+    pub inbox: StreamConfig,
     /// Trace export over OTLP (off unless `otlp_endpoint` is set).
     pub telemetry: common::telemetry::TelemetryConfig,
 }
@@ -134,5 +134,31 @@ mod tests {
             .parse()
             .unwrap();
         secs * 1000
+    }
+}
+
+/// `[inbox]`: the real-time streams.
+/// (`crate::inbox_stream`.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Open streams one user may hold across every bff (tabs, devices).
+    pub max_streams_per_user: u32,
+    /// Open streams this bff holds at most.
+    pub max_streams: usize,
+    /// A comment this often on an idle stream.
+    pub heartbeat_secs: u64,
+    /// Changes a stream may fall behind before it is dropped.
+    pub buffer: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            max_streams_per_user: 10,
+            max_streams: 20_000,
+            heartbeat_secs: 15,
+            buffer: 32,
+        }
     }
 }

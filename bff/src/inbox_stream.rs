@@ -46,37 +46,12 @@ use axum::{
 };
 use common::{auth::Principal, metrics::Registry, problem::ApiError, redis::RedisConfig};
 use futures::StreamExt;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use crate::config::StreamConfig;
 use crate::{AppState, rate_limit::Caller, upstream::Service};
-
-/// `[inbox]`: the real-time streams.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamConfig {
-    /// Open streams one user may hold across every bff (tabs, devices).
-    pub max_streams_per_user: u32,
-    /// Open streams this bff holds at most.
-    pub max_streams: usize,
-    /// A comment this often on an idle stream.
-    pub heartbeat_secs: u64,
-    /// Changes a stream may fall behind before it is dropped.
-    pub buffer: usize,
-}
-
-impl Default for StreamConfig {
-    fn default() -> Self {
-        Self {
-            max_streams_per_user: 10,
-            max_streams: 20_000,
-            heartbeat_secs: 15,
-            buffer: 32,
-        }
-    }
-}
 
 /// What the hub hands a stream.
 #[derive(Debug, Clone)]
