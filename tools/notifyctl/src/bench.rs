@@ -80,7 +80,33 @@ const ALL: [&str; 10] = [
     "topic",
 ];
 
-pub(crate) fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
+/// The settings of a benchmark's own stack under `out` (databases `bench_*`, rate limits and
+/// recording off, no Prometheus: the figures are the platform's), with what an interrupted
+/// run left (its databases and Redis keys) removed first.
+pub(crate) fn bench_stack(out: &std::path::Path, postgres: &str) -> anyhow::Result<UpArgs> {
+    for db in ["bench_users", "bench_notify"] {
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        )?;
+    }
+    let up = UpArgs {
+        port: devkit::free_port(),
+        grpc_port: devkit::free_port(),
+        dir: out.join("stack"),
+        postgres: postgres.to_owned(),
+        smtp_port: 0,
+        db_prefix: "bench_".into(),
+        no_rate_limits: true,
+        no_recording: true,
+        no_prometheus: true,
+        ..UpArgs::defaults()
+    };
+    launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix))?;
+    Ok(up)
+}
+
+fn psql(db: &str, sql: &str) -> anyhow::Result<()> {
     psql_output(db, sql).map(drop)
 }
 
@@ -256,29 +282,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<ScenarioResult>> {
         )?;
     }
 
-    for db in ["bench_users", "bench_notify"] {
-        psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        )?;
-    }
     let up = UpArgs {
-        port: devkit::free_port(),
-        grpc_port: devkit::free_port(),
-        dir: out.join("stack"),
-        postgres: args.postgres.clone(),
-        smtp_port: 0,
-        db_prefix: "bench_".into(),
-        no_rate_limits: true,
-        no_recording: true,
         kafka_partitions: args.kafka_partitions,
-        // The figures are the platform's: no scraper on the machine while they are taken.
-        no_prometheus: true,
-        ..UpArgs::defaults()
+        ..bench_stack(&out, &args.postgres)?
     };
     eprintln!("bench: starting the stack (release build, rate limits off) …");
-    // An interrupted run's keys.
-    launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix))?;
     let running = launcher::start(&up)?;
     eprintln!(
         "  up at {} ({} bff behind {})",

@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::launcher::{self, UpArgs};
+use crate::launcher;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchInboxArgs {
@@ -191,26 +191,8 @@ async fn bench(args: BenchInboxArgs) -> anyhow::Result<InboxBenchReport> {
         }
     }
 
-    for db in ["bench_users", "bench_notify"] {
-        crate::bench::psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        )?;
-    }
-    let up = UpArgs {
-        port: devkit::free_port(),
-        grpc_port: devkit::free_port(),
-        dir: out.join("stack"),
-        postgres: args.postgres.clone(),
-        smtp_port: 0,
-        db_prefix: "bench_".into(),
-        no_rate_limits: true,
-        no_recording: true,
-        no_prometheus: true,
-        ..UpArgs::defaults()
-    };
+    let up = crate::bench::bench_stack(&out, &args.postgres)?;
     eprintln!("bench-inbox: starting the stack (release build, rate limits off) …");
-    launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix))?;
     let running = launcher::start(&up)?;
     let stack = running.stack.clone();
     let result = async {
@@ -262,6 +244,19 @@ fn figures(
         max_ms: ms.last().copied().unwrap_or(0.0),
         harness_cpu_percent: cpu_secs / wall_secs.max(1e-9) * 100.0,
     }
+}
+
+/// Up to `want` delays from `rx`, waiting at most 30 s for them.
+async fn collect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<u64>, want: usize) -> Vec<u64> {
+    let mut delays = Vec::with_capacity(want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delays.len() < want {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(d)) => delays.push(d),
+            _ => break,
+        }
+    }
+    delays
 }
 
 /// Publishes `n` signals (each its send time) at `rate`/s.
@@ -328,14 +323,7 @@ async fn redis_transport(n: usize, rate: u32) -> anyhow::Result<TransportFigures
         origin,
     )
     .await?;
-    let mut delays = Vec::with_capacity(2 * n);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while delays.len() < 2 * n {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(d)) => delays.push(d),
-            _ => break,
-        }
-    }
+    let delays = collect(&mut rx, 2 * n).await;
     let (cpu, wall) = (own_cpu_secs() - cpu0, wall0.elapsed().as_secs_f64());
     for s in subscribers {
         s.abort();
@@ -422,14 +410,7 @@ async fn kafka_transport(n: usize, rate: u32) -> anyhow::Result<TransportFigures
         origin,
     )
     .await?;
-    let mut delays = Vec::with_capacity(2 * n);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while delays.len() < 2 * n {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(d)) => delays.push(d),
-            _ => break,
-        }
-    }
+    let delays = collect(&mut rx, 2 * n).await;
     let (cpu, wall) = (own_cpu_secs() - cpu0, wall0.elapsed().as_secs_f64());
     shutdown.cancel();
     for c in consumers {
