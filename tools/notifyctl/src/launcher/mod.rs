@@ -182,9 +182,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         "the demo user's preference center: {url}/app#token={}",
         stack.tokens.user
     );
+    println!(
+        "the in-app feed embedded in a product page: {url}/demo/inbox#token={}",
+        stack.tokens.user
+    );
     println!("API reference: {url}/docs");
     println!();
-    println!("try it:");
+    println!("try it (the demo user gets it by email and in the in-app feed):");
     println!(
         "  curl -s -X POST {url}/v1/notifications -H \"Authorization: Bearer $(jq -r .tokens.service {})\" \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"recipients\":[{{\"user_id\":\"{user_id}\"}}],\"category\":\"welcome\",\"content\":{{\"subject\":\"Hi\",\"text\":\"Hello!\"}}}}'",
         stack_path.display()
