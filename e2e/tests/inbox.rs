@@ -276,11 +276,16 @@ async fn an_item_reaches_every_stream_of_its_user_on_both_bff_and_marks_from_two
         counts_agree(&stack, user, &token).await,
         json!({ "unread": 0, "unseen": 0 })
     );
+    // `read` is the last change (after it, every mark finds the item marked already).
     let mut changes_seen = Vec::new();
     for tab in tabs.iter_mut() {
-        let mut got = Vec::new();
-        while let Some(Some(e)) = tab.maybe(Duration::from_millis(1500)).await {
+        let mut got: Vec<(i64, String)> = Vec::new();
+        while got.last().is_none_or(|(_, kind)| kind != "read") {
+            let e = tab.next(Duration::from_secs(10)).await;
             got.push((e.id.unwrap(), e.data["kind"].as_str().unwrap().to_owned()));
+        }
+        if let Some(Some(extra)) = tab.maybe(Duration::from_millis(500)).await {
+            panic!("a change after the read: {extra:?} (before: {got:?})");
         }
         changes_seen.push(got);
     }
