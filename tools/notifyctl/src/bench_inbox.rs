@@ -90,11 +90,76 @@ pub struct InboxBenchReport {
 
 pub fn run(args: BenchInboxArgs) -> anyhow::Result<InboxBenchReport> {
     raise_file_limit();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(bench(args))
+    // The launcher runs a runtime of its own: each part here gets one, never nested.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let out = std::path::absolute(&args.out)?;
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let mut report = InboxBenchReport {
+        transports: Vec::new(),
+        streams: Vec::new(),
+    };
+    if !args.no_transport {
+        report.transports = runtime()?.block_on(transports(&args))?;
+    }
+    let up = crate::bench::bench_stack(&out, &args.postgres)?;
+    eprintln!("bench-inbox: starting the stack (release build, rate limits off) …");
+    let running = launcher::start(&up)?;
+    let stack = running.stack.clone();
+    let result = runtime()?.block_on(async {
+        for &n in &args.streams {
+            eprintln!("bench-inbox: {n} streams on one bff …");
+            let f = streams(&stack, n).await?;
+            eprintln!(
+                "  opened in {:.1} s; bff RSS {:.1} → {:.1} MiB idle ({:.1} KiB a stream)",
+                f.opened_in_secs, f.bff_rss_before_mib, f.bff_rss_idle_mib, f.extra_kib_per_stream
+            );
+            eprintln!(
+                "  {} items: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all in {:.1} s (bff CPU {:.0} %, harness CPU {:.0} %)",
+                f.delivered,
+                f.latency_p50_ms,
+                f.latency_p99_ms,
+                f.latency_max_ms,
+                f.delivery_secs,
+                f.bff_cpu_percent,
+                f.harness_cpu_percent
+            );
+            report.streams.push(f);
+        }
+        anyhow::Ok(())
+    });
+    drop(running);
+    if let Err(e) = launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix)) {
+        eprintln!("  (the stack's Redis keys were not removed: {e})");
+    }
+    result?;
+    std::fs::write(out.join("inbox.json"), serde_json::to_vec_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// The transport comparison: Redis pub/sub, then Kafka.
+async fn transports(args: &BenchInboxArgs) -> anyhow::Result<Vec<TransportFigures>> {
+    eprintln!(
+        "bench-inbox: {} signals at {}/s to two subscribers, Redis pub/sub then Kafka …",
+        args.signals, args.signal_rate
+    );
+    let mut all = Vec::new();
+    for t in [
+        redis_transport(args.signals, args.signal_rate).await?,
+        kafka_transport(args.signals, args.signal_rate).await?,
+    ] {
+        eprintln!(
+            "  {:<14} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({} received; harness CPU {:.0} %)",
+            t.transport, t.p50_ms, t.p99_ms, t.max_ms, t.received, t.harness_cpu_percent
+        );
+        all.push(t);
+    }
+    Ok(all)
 }
 
 /// Streams are connections: the soft limit of open files up to the hard one (the stack's
@@ -164,67 +229,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn now_nanos(origin: std::time::Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
-}
-
-async fn bench(args: BenchInboxArgs) -> anyhow::Result<InboxBenchReport> {
-    let out = std::path::absolute(&args.out)?;
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out)?;
-    let mut report = InboxBenchReport {
-        transports: Vec::new(),
-        streams: Vec::new(),
-    };
-    if !args.no_transport {
-        eprintln!(
-            "bench-inbox: {} signals at {}/s to two subscribers, Redis pub/sub then Kafka …",
-            args.signals, args.signal_rate
-        );
-        for t in [
-            redis_transport(args.signals, args.signal_rate).await?,
-            kafka_transport(args.signals, args.signal_rate).await?,
-        ] {
-            eprintln!(
-                "  {:<14} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({} received; harness CPU {:.0} %)",
-                t.transport, t.p50_ms, t.p99_ms, t.max_ms, t.received, t.harness_cpu_percent
-            );
-            report.transports.push(t);
-        }
-    }
-
-    let up = crate::bench::bench_stack(&out, &args.postgres)?;
-    eprintln!("bench-inbox: starting the stack (release build, rate limits off) …");
-    let running = launcher::start(&up)?;
-    let stack = running.stack.clone();
-    let result = async {
-        for &n in &args.streams {
-            eprintln!("bench-inbox: {n} streams on one bff …");
-            let f = streams(&stack, n).await?;
-            eprintln!(
-                "  opened in {:.1} s; bff RSS {:.1} → {:.1} MiB idle ({:.1} KiB a stream)",
-                f.opened_in_secs, f.bff_rss_before_mib, f.bff_rss_idle_mib, f.extra_kib_per_stream
-            );
-            eprintln!(
-                "  {} items: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all in {:.1} s (bff CPU {:.0} %, harness CPU {:.0} %)",
-                f.delivered,
-                f.latency_p50_ms,
-                f.latency_p99_ms,
-                f.latency_max_ms,
-                f.delivery_secs,
-                f.bff_cpu_percent,
-                f.harness_cpu_percent
-            );
-            report.streams.push(f);
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    drop(running);
-    if let Err(e) = launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix)) {
-        eprintln!("  (the stack's Redis keys were not removed: {e})");
-    }
-    result?;
-    std::fs::write(out.join("inbox.json"), serde_json::to_vec_pretty(&report)?)?;
-    Ok(report)
 }
 
 /// Latency figures of `received` nanosecond delays.
