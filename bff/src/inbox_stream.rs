@@ -393,8 +393,44 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         })
 }
 
+/// What a stream writes next, whatever carries it (axum's `Sse` on the API's port, or the
+/// socket itself on the streams' own path, `crate::stream_listener`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    Event {
+        kind: &'static str,
+        id: i64,
+        /// One line of JSON.
+        data: String,
+    },
+    /// A comment: the heartbeat.
+    Comment,
+}
+
+impl Out {
+    /// As axum's SSE writes it.
+    fn to_axum(&self) -> Event {
+        match self {
+            Out::Event { kind, id, data } => {
+                Event::default().event(*kind).id(id.to_string()).data(data)
+            }
+            Out::Comment => Event::default().comment(""),
+        }
+    }
+
+    /// The bytes of the event on the wire (`text/event-stream`).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Out::Event { kind, id, data } => {
+                format!("event: {kind}\nid: {id}\ndata: {data}\n\n").into_bytes()
+            }
+            Out::Comment => b":\n\n".to_vec(),
+        }
+    }
+}
+
 /// One open stream's state between events.
-struct Stream {
+pub struct Stream {
     principal: Principal,
     state: AppState,
     rx: mpsc::Receiver<Wake>,
@@ -402,7 +438,7 @@ struct Stream {
     user: Uuid,
     id: u64,
     last: i64,
-    pending: VecDeque<Event>,
+    pending: VecDeque<Out>,
     heartbeat: tokio::time::Interval,
     expires: tokio::time::Instant,
     ended: bool,
@@ -438,21 +474,21 @@ async fn read_changes(
     })
 }
 
-fn counts_event(kind: &'static str, counts: InboxCounts, last_seq: i64) -> Event {
-    Event::default()
-        .event(kind)
-        .id(last_seq.to_string())
-        .data(
-            serde_json::json!({ "unread": counts.unread, "unseen": counts.unseen, "last_seq": last_seq })
-                .to_string(),
-        )
+fn counts_event(kind: &'static str, counts: InboxCounts, last_seq: i64) -> Out {
+    Out::Event {
+        kind,
+        id: last_seq,
+        data: serde_json::json!({ "unread": counts.unread, "unseen": counts.unseen, "last_seq": last_seq })
+            .to_string(),
+    }
 }
 
-fn inbox_event(e: &InboxEvent) -> Event {
-    Event::default()
-        .event("inbox")
-        .id(e.seq.to_string())
-        .data(serde_json::to_string(e).unwrap_or_default())
+fn inbox_event(e: &InboxEvent) -> Out {
+    Out::Event {
+        kind: "inbox",
+        id: e.seq,
+        data: serde_json::to_string(e).unwrap_or_default(),
+    }
 }
 
 impl Stream {
@@ -479,10 +515,10 @@ impl Stream {
     }
 
     /// The next event, or `None` when the stream ends.
-    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+    pub async fn next(mut self) -> Option<(Out, Self)> {
         loop {
             if let Some(e) = self.pending.pop_front() {
-                return Some((Ok(e), self));
+                return Some((e, self));
             }
             if self.ended {
                 return None;
@@ -491,12 +527,16 @@ impl Stream {
                 _ = self.state.inbox.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep_until(self.expires) => {
                     self.ended = true;
-                    self.pending.push_back(Event::default().event("expired").data("{}"));
+                    self.pending.push_back(Out::Event {
+                        kind: "expired",
+                        id: self.last,
+                        data: "{}".into(),
+                    });
                     continue;
                 }
                 _ = self.heartbeat.tick() => {
                     self.state.inbox.renew(self.user, self.id).await;
-                    return Some((Ok(Event::default().comment("")), self));
+                    return Some((Out::Comment, self));
                 }
                 w = self.rx.recv() => w,
             };
@@ -522,19 +562,46 @@ impl Stream {
     }
 }
 
-/// `GET /v1/me/inbox/stream`.
+/// `GET /v1/me/inbox/stream` on the API's port (a stream on a connection that served other
+/// requests first; a connection that opens with one is `crate::stream_listener`'s).
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let s = open(&state, caller, &headers).await?;
+    let events = futures::stream::unfold(s, |s| async move {
+        s.next()
+            .await
+            .map(|(out, s)| (Ok::<_, Infallible>(out.to_axum()), s))
+    });
+    let mut resp = Sse::new(events).into_response();
+    // nginx: never buffer this answer.
+    resp.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// Opens a stream for `caller` (a user): within the caps, resumed after `Last-Event-ID` when
+/// the request has one; its first events are pending.
+pub async fn open(
+    state: &AppState,
+    caller: Caller,
+    headers: &HeaderMap,
+) -> Result<Stream, ApiError> {
     caller.require(&[common::auth::Role::User])?;
     let principal = caller.0;
     let user = Uuid::parse_str(principal.subject())
         .map_err(|_| ApiError::forbidden("this token's subject is not a user id"))?;
-    let resume = last_event_id(&headers)?;
+    let resume = last_event_id(headers)?;
     let (reg, rx) = state.inbox.enter(user).await?;
-    let first = read_changes(&state, &principal, resume).await?;
+    let first = read_changes(state, &principal, resume).await?;
     let mut pending = VecDeque::new();
     let mut last = first.last_seq;
     match resume {
@@ -569,18 +636,7 @@ pub async fn stream(
     if resume.is_some() && first.more {
         s.catch_up().await?;
     }
-    let events = futures::stream::unfold(s, Stream::next);
-    let mut resp = Sse::new(events).into_response();
-    // nginx: never buffer this answer.
-    resp.headers_mut().insert(
-        "x-accel-buffering",
-        axum::http::HeaderValue::from_static("no"),
-    );
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
+    Ok(s)
 }
 
 #[cfg(test)]

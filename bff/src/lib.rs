@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod session;
+pub mod stream_listener;
 pub mod upstream;
 pub mod web;
 
@@ -108,7 +109,9 @@ pub async fn run(
     let _metrics =
         common::http::serve_metrics(&cfg.http, &registry, admin, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "bff listening");
-    common::http::serve(listener, router(state, &cfg, &registry), shutdown).await?;
+    // Connections that open with an inbox stream are served off hyper (decision 0029).
+    let rest = stream_listener::split(listener, state.clone(), shutdown.clone())?;
+    common::http::serve_on(rest, router(state, &cfg, &registry), shutdown).await?;
     Ok(())
 }
 

@@ -175,15 +175,32 @@ pub async fn cookie_to_bearer(mut req: Request, next: Next) -> Response {
         }
     }
     // The route verifies the token; this layer only moves it.
-    match HeaderValue::from_str(&format!("Bearer {token}")) {
+    match bearer_of(&token) {
         Ok(v) => {
             req.headers_mut().insert(header::AUTHORIZATION, v);
         }
-        Err(_) => {
-            return ApiError::unauthorized("the session cookie is not a token").into_response();
-        }
+        Err(e) => return e.into_response(),
     }
     next.run(req).await
+}
+
+/// The `Authorization` value a session cookie's token is carried out with.
+fn bearer_of(token: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ApiError::unauthorized("the session cookie is not a token"))
+}
+
+/// For a read (`GET`) outside the router (`crate::stream_listener`): the session cookie's
+/// token as `Authorization`, when the request has the cookie and no `Authorization` of its
+/// own — what [`cookie_to_bearer`] does for the router's reads.
+pub fn cookie_to_bearer_for_read(headers: &mut HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Ok(());
+    }
+    if let Some(token) = cookie(headers, COOKIE).map(str::to_owned) {
+        headers.insert(header::AUTHORIZATION, bearer_of(&token)?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

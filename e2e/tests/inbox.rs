@@ -56,13 +56,35 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Opens `GET /v1/me/inbox/stream` at `base`; the status, and the stream when it is 200.
+/// Opens `GET /v1/me/inbox/stream` at `base` on a new connection (the bff serves it off
+/// hyper, `bff::stream_listener`); the status, and the stream when it is 200.
 async fn open(
     base: &str,
     token: &str,
     last_event_id: Option<&str>,
 ) -> (u16, Option<Stream>, Value) {
-    let mut req = client()
+    open_with(&client(), base, token, last_event_id).await
+}
+
+/// The same on a connection that served a request first (keep-alive): the router's route.
+async fn open_after_a_request(base: &str, token: &str) -> (u16, Option<Stream>, Value) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let ok = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    ok.bytes().await.unwrap();
+    open_with(&http, base, token, None).await
+}
+
+async fn open_with(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+) -> (u16, Option<Stream>, Value) {
+    let mut req = http
         .get(format!("{base}/v1/me/inbox/stream"))
         .bearer_auth(token);
     if let Some(id) = last_event_id {
@@ -191,10 +213,18 @@ async fn an_item_reaches_every_stream_of_its_user_on_both_bff_and_marks_from_two
     let user = stack.register_user("inbox@example.com").await.unwrap();
     let token = stack.token(Role::User, &user.to_string());
 
-    // Two tabs on different bff instances, a third through nginx.
+    // Two tabs on different bff instances, a third through nginx, a fourth on a connection
+    // that served a request before (the router's route rather than the stream listener).
     let mut tabs = Vec::new();
-    for base in [bff(&stack, 0), bff(&stack, 1), stack.url()] {
-        let (status, s, body) = open(&base, &token, None).await;
+    for (i, base) in [bff(&stack, 0), bff(&stack, 1), stack.url(), bff(&stack, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, s, body) = if i == 3 {
+            open_after_a_request(&base, &token).await
+        } else {
+            open(&base, &token, None).await
+        };
         assert_eq!(status, 200, "{body}");
         let mut s = s.unwrap();
         let first = s.next(Duration::from_secs(5)).await;

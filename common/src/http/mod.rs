@@ -356,6 +356,21 @@ pub async fn serve(
     .await
 }
 
+/// [`serve`] on any listener (one that hands over only some of a port's connections).
+pub async fn serve_on<L>(
+    listener: L,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router.into_make_service())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
 /// `/healthz` and a `/readyz` that checks Postgres and that every Kafka consumer of the
 /// instance has joined its group, for services whose state holds a pool and a membership.
 pub fn health<S>() -> Router<S>
