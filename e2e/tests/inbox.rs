@@ -396,7 +396,7 @@ async fn an_item_reaches_every_stream_of_its_user_on_both_bff_and_marks_from_two
         let (status, body) = call(&stack, Method::POST, &path, &token).await;
         assert_eq!(status, want, "{path}: {body}");
     }
-    for q in ["status=new", "limit=0", "limit=101", "cursor=x"] {
+    for q in ["status=new", "status=", "limit=0", "limit=101", "cursor=x"] {
         let (status, body) = call(&stack, Method::GET, &format!("/v1/me/inbox?{q}"), &token).await;
         assert_eq!(status, 422, "{q}: {body}");
         assert_eq!(body["type"], "validation_failed", "{q}: {body}");

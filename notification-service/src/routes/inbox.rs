@@ -46,7 +46,7 @@ async fn list(
 ) -> Result<Json<InboxPage>, ApiError> {
     let user = user_of(&principal)?;
     let filter = match q.status.as_deref() {
-        None | Some("") => Filter::Inbox,
+        None => Filter::Inbox,
         Some("unread") => Filter::Unread,
         Some("read") => Filter::Read,
         Some("archived") => Filter::Archived,
