@@ -152,6 +152,12 @@ pub struct ChangesQuery {
     pub after: Option<String>,
 }
 
+/// The Redis pub/sub channel [`InboxSignal`]s travel on: the deployment's key prefix +
+/// `inbox` (notification-service publishes, every bff subscribes).
+pub fn signal_channel(cfg: &common::redis::RedisConfig) -> String {
+    cfg.key("inbox")
+}
+
 /// What notification-service publishes (Redis pub/sub) after a change to an inbox commits:
 /// each bff's one subscription hands it to that user's open streams. `event` is left out when
 /// it is large; a stream then reads the change log instead.

@@ -297,7 +297,7 @@ impl Hub {
     /// The one subscription, until shutdown: reconnects after a break, and then has every
     /// stream read the change log (what was published meanwhile is gone).
     pub async fn run(self: Arc<Self>, url: String) {
-        let channel = inbox_channel(&self.redis_cfg);
+        let channel = api::inbox::signal_channel(&self.redis_cfg);
         let mut first = true;
         loop {
             let subscribed = async {
@@ -353,12 +353,6 @@ impl Hub {
             }
         }
     }
-}
-
-/// The pub/sub channel notification-service publishes inbox changes on (its key prefix +
-/// `inbox`; the same function there).
-pub fn inbox_channel(cfg: &RedisConfig) -> String {
-    cfg.key("inbox")
 }
 
 fn now_ms() -> i64 {

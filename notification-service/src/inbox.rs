@@ -69,16 +69,11 @@ pub struct Bus {
     channel: String,
 }
 
-/// The pub/sub channel of inbox changes: the deployment's key prefix + `inbox`.
-pub fn channel(cfg: &RedisConfig) -> String {
-    cfg.key("inbox")
-}
-
 impl Bus {
     pub fn new(redis: redis::aio::ConnectionManager, cfg: &RedisConfig) -> Self {
         Self {
             redis,
-            channel: channel(cfg),
+            channel: api::inbox::signal_channel(cfg),
         }
     }
 
