@@ -86,6 +86,7 @@ pub async fn run(
         shutdown.clone(),
     );
     tokio::spawn(inbox.clone().run(cfg.redis.url.clone()));
+    tokio::spawn(inbox.clone().renew_leases());
     let state = AppState {
         verifier,
         upstream: Arc::new(upstream::Upstreams::new(&cfg.upstreams)?),
