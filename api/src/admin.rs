@@ -293,6 +293,21 @@ pub struct TemplateVariant {
     #[schema(example = "Invoice {{ number }} is ready.")]
     pub text: String,
     pub html: Option<String>,
+    /// How a digest of sends of this template reads (`digest` on a send): rendered with
+    /// `count`, `items` (each `{subject, text, data}`, the first 100), `first` and `last`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestForm>,
+}
+
+/// A template's digest form (minijinja, like the variant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DigestForm {
+    #[schema(example = "{{ count }} new comments")]
+    pub subject: Option<String>,
+    #[schema(example = "{% for i in items %}- {{ i.data.author }}: {{ i.text }}\n{% endfor %}")]
+    pub text: String,
+    pub html: Option<String>,
 }
 
 /// A template's variants by locale (`en`, `de-AT`, …).

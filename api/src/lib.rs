@@ -10,6 +10,7 @@
 //! - [`admin`]: admin searches, stats, dead letters, templates;
 //! - [`users`]: registration, contacts, preferences, devices, `GET /v1/me`;
 //! - [`inbox`]: the in-app inbox (items, marks, counts, the change log streams replay);
+//! - [`digests`]: a send's `digest` and `cap`, digests in history, rules per category;
 //! - [`topics`]: topics, their subscribers, and users-service's fan-out reads;
 //! - [`rules`]: what the services enforce beyond the shapes, added to the OpenAPI document;
 //! - [`profiles`]: users-service's internal contract with notification-service (delivery
@@ -32,6 +33,7 @@ macro_rules! page {
 pub(crate) use page;
 
 pub mod admin;
+pub mod digests;
 pub mod inbox;
 pub mod notifications;
 pub mod profiles;

@@ -41,6 +41,12 @@ pub struct SendBody {
     /// (2 to 5 channels, in order).
     #[schema(example = json!(["push", "sms"]), min_items = 2, max_items = 5)]
     pub fallback: Option<Vec<String>>,
+    /// Fold into one message per recipient, channel and key (not with `send_at`; never for
+    /// urgent sends). Default: the category's digest window, when admins set one.
+    pub digest: Option<crate::digests::DigestBody>,
+    /// A cap stricter than the category's and the deployment's: at most `limit` deliveries of
+    /// this category per user and channel per `window` (urgent and mandatory sends are exempt).
+    pub cap: Option<crate::digests::CapBody>,
 }
 
 /// Exactly one of the fields must be set.
@@ -105,6 +111,9 @@ pub struct NotificationView {
     /// A send to a topic: how far its fan-out is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fanout: Option<FanoutView>,
+    /// A digest's own notification: what it folded (`GET /v1/admin/digests/{id}` lists them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<crate::digests::DigestSummary>,
 }
 
 /// The fan-out of a send to a topic: the topic's subscribers as of acceptance, planned in
@@ -210,6 +219,9 @@ pub struct DeliveryView {
     /// The dead delivery this one replaces (channel fallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_of: Option<Uuid>,
+    /// `digested`: the digest that carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<crate::digests::DigestLink>,
 }
 
 /// One provider attempt.

@@ -67,6 +67,32 @@ rule!(
     DURATION = r"^([1-9][0-9]{0,5}s|1[0-9]{6}s|2[0-5][0-9]{5}s|26[0-6][0-9]{4}s|267[0-7][0-9]{3}s|2678[0-3][0-9]{2}s|2678400s|[1-9][0-9]{0,3}m|[1-3][0-9]{4}m|4[0-3][0-9]{3}m|44[0-5][0-9]{2}m|446[0-3][0-9]m|44640m|[1-9][0-9]?h|[1-6][0-9]{2}h|7[0-3][0-9]h|74[0-4]h|[1-9]d|[12][0-9]d|3[01]d)$"
 );
 rule!(
+    /// A digest's window: a number and `s`, `m`, `h` or `d`, from 1 s to 7 days.
+    DIGEST_WINDOW = r"^([1-9][0-9]{0,4}s|[1-5][0-9]{5}s|60[0-3][0-9]{3}s|604[0-7][0-9]{2}s|604800s|[1-9][0-9]{0,3}m|100[0-7][0-9]m|10080m|[1-9][0-9]?h|1[0-5][0-9]h|16[0-8]h|[1-7]d)$"
+);
+rule!(
+    /// A digest key: 1 to 128 visible ASCII characters.
+    DIGEST_KEY = r"^[!-~]{1,128}$"
+);
+
+/// The seconds of a length of time a rule took (`1s`, `15m`, `2h`, `7d`); `None` when `rule`
+/// refuses it.
+pub fn seconds(rule: &Rule, w: &str) -> Option<i64> {
+    if !rule.is_match(w) {
+        return None;
+    }
+    let unit = w.chars().last()?;
+    let n: i64 = w[..w.len() - unit.len_utf8()].parse().ok()?;
+    match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => None,
+    }
+}
+
+rule!(
     /// A BCP 47 language tag, loosely (`common::address::parse_locale`).
     LOCALE = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 );
@@ -117,7 +143,7 @@ rule!(
 pub const MAX_ADDRESS_CHARS: usize = 320;
 
 /// Delivery statuses (`delivery::Status`), for the list filters.
-pub const STATUSES: [&str; 11] = [
+pub const STATUSES: [&str; 12] = [
     "pending",
     "queued",
     "sending",
@@ -129,6 +155,7 @@ pub const STATUSES: [&str; 11] = [
     "expired",
     "delivered",
     "undelivered",
+    "digested",
 ];
 
 fn channels() -> Value {
@@ -312,6 +339,41 @@ fn refine_schemas(doc: &mut Value) {
             "A notification to send: to 1..=1000 recipients, exactly one of `content` and a \
              `template` rendered with `data`."
         );
+        // A digest goes out at its window's end: not with `send_at`, never urgent.
+        send["not"] = json!({
+            "anyOf": [
+                {
+                    "required": ["digest", "send_at"],
+                    "properties": { "digest": { "type": "object" }, "send_at": { "type": "string" } }
+                },
+                {
+                    "required": ["digest", "priority"],
+                    "properties": { "digest": { "type": "object" }, "priority": { "const": "high" } }
+                }
+            ]
+        });
+    }
+    if let Some(digest) = schemas.get_mut("DigestBody") {
+        merge(
+            &mut digest["properties"]["key"],
+            json!({ "pattern": DIGEST_KEY.pattern }),
+        );
+        merge(
+            &mut digest["properties"]["window"],
+            json!({ "pattern": DIGEST_WINDOW.pattern }),
+        );
+    }
+    if let Some(cap) = schemas.get_mut("CapBody") {
+        merge(
+            &mut cap["properties"]["window"],
+            json!({ "pattern": DURATION.pattern }),
+        );
+    }
+    if let Some(rules) = schemas.get_mut("CategoryRulesBody") {
+        rules["properties"]["digest_window"] = nullable_string(json!({
+            "pattern": DIGEST_WINDOW.pattern,
+            "description": "Sends of this category without their own `digest` are digested with this window (key: the category). 1s to 7d."
+        }));
     }
     // A batch item is a send body plus its own idempotency key.
     if let Some(send) = schemas.get("SendBody").cloned() {
@@ -632,6 +694,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn digest_windows_are_one_second_to_7_days() {
+        for (unit, secs) in [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)] {
+            let max = 7 * 86_400 / secs;
+            for n in [1, 9, 10, 99, 100, max - 1, max, max + 1, max * 10] {
+                let w = format!("{n}{unit}");
+                assert_eq!(DIGEST_WINDOW.is_match(&w), n <= max, "{w}");
+                assert_eq!(
+                    seconds(&DIGEST_WINDOW, &w),
+                    (n <= max).then_some(n * secs),
+                    "{w}"
+                );
+            }
+        }
+        for bad in ["0s", "01m", "1w", "", "8d"] {
+            assert_eq!(seconds(&DIGEST_WINDOW, bad), None, "{bad}");
+        }
+        assert_eq!(seconds(&DURATION, "31d"), Some(31 * 86_400));
     }
 
     #[test]

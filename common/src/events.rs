@@ -21,6 +21,9 @@ pub const EVENTS_TOPIC: &str = "notify.events";
 /// The steps of fan-outs to topics' subscribers (notification-service to itself: a split, then
 /// one message per chunk, keyed so chunks spread over partitions and instances).
 pub const FANOUT_TOPIC: &str = "notify.fanout";
+/// The closes of digest windows (notification-service to itself, each due at its window's
+/// end through the outbox).
+pub const DIGEST_TOPIC: &str = "notify.digest";
 
 /// A delivery channel.
 #[derive(
@@ -142,6 +145,7 @@ pub fn all_topics() -> Vec<String> {
     topics.push(STATUS_TOPIC.to_owned());
     topics.push(EVENTS_TOPIC.to_owned());
     topics.push(FANOUT_TOPIC.to_owned());
+    topics.push(DIGEST_TOPIC.to_owned());
     topics
 }
 

@@ -20,6 +20,8 @@ pub enum Start {
     Queued,
     /// Not sent, for its reason.
     Suppressed,
+    /// Folded into a digest: sent with the digest's own notification.
+    Digested,
 }
 
 impl Start {
@@ -28,6 +30,7 @@ impl Start {
             Start::Pending => Status::Pending,
             Start::Queued => Status::Queued,
             Start::Suppressed => Status::Suppressed,
+            Start::Digested => Status::Digested,
         }
     }
 
@@ -51,6 +54,8 @@ pub struct NewDelivery<'a> {
     pub created_at: DateTime<Utc>,
     /// The dead delivery this one replaces (channel fallback).
     pub fallback_of: Option<Uuid>,
+    /// The digest a `Digested` delivery was folded into.
+    pub digest_id: Option<Uuid>,
 }
 
 /// Inserts `deliveries` and enqueues `outbox_rows` (their dispatch messages): two statements
@@ -62,13 +67,13 @@ pub async fn insert(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO deliveries (id, notification_id, channel, lane, user_id, recipient, address, status, reason,
-                                 locale, created_at, updated_at, fallback_of)
+                                 locale, created_at, updated_at, fallback_of, digest_id)
          SELECT id, notification_id, channel, lane, user_id, recipient, address, status, reason, locale, at, at,
-                fallback_of
+                fallback_of, digest_id
          FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::uuid[])
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::uuid[], $13::uuid[])
               AS u(id, notification_id, at, channel, lane, user_id, recipient, address, status, reason, locale,
-                   fallback_of)",
+                   fallback_of, digest_id)",
     )
     .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
     .bind(deliveries.iter().map(|d| d.notification_id).collect::<Vec<_>>())
@@ -82,6 +87,7 @@ pub async fn insert(
     .bind(deliveries.iter().map(|d| d.reason).collect::<Vec<_>>())
     .bind(deliveries.iter().map(|d| d.locale).collect::<Vec<_>>())
     .bind(deliveries.iter().map(|d| d.fallback_of).collect::<Vec<_>>())
+    .bind(deliveries.iter().map(|d| d.digest_id).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     outbox::enqueue(conn, outbox_rows).await?;

@@ -26,10 +26,12 @@ pub enum Status {
     /// Sent, but the provider's delivery receipt says it never arrived (SMS: `undelivered`
     /// or `failed`). Terminal: the provider had accepted it, so it is not retried.
     Undelivered,
+    /// Folded into a digest (`digest_id`): the digest's own notification carries it.
+    Digested,
 }
 
 impl Status {
-    pub const ALL: [Status; 11] = [
+    pub const ALL: [Status; 12] = [
         Status::Pending,
         Status::Queued,
         Status::Sending,
@@ -41,6 +43,7 @@ impl Status {
         Status::Expired,
         Status::Delivered,
         Status::Undelivered,
+        Status::Digested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Status {
             Status::Expired => "expired",
             Status::Delivered => "delivered",
             Status::Undelivered => "undelivered",
+            Status::Digested => "digested",
         }
     }
 
@@ -74,6 +78,7 @@ impl Status {
                 | Status::Expired
                 | Status::Delivered
                 | Status::Undelivered
+                | Status::Digested
         )
     }
 }
@@ -115,7 +120,9 @@ pub fn notification_status_counted<'a>(
                 pending += n
             }
             Some(Status::Queued | Status::Sending | Status::Retrying) | None => open += n,
-            Some(Status::Sent | Status::Suppressed | Status::Delivered) => ok += n,
+            Some(Status::Sent | Status::Suppressed | Status::Delivered | Status::Digested) => {
+                ok += n
+            }
             Some(Status::Dead | Status::Expired | Status::Undelivered) => failed += n,
             Some(Status::Cancelled) => cancelled += n,
         }
@@ -142,6 +149,7 @@ mod tests {
         assert_eq!(notification_status(["dead", "sent"]), "partially_failed");
         assert_eq!(notification_status(["dead", "expired"]), "failed");
         assert_eq!(notification_status(["cancelled"]), "cancelled");
+        assert_eq!(notification_status(["digested", "sent"]), "completed");
         assert_eq!(notification_status(["delivered", "sent"]), "completed");
         assert_eq!(
             notification_status(["delivered", "undelivered"]),
@@ -165,7 +173,8 @@ mod tests {
                 "cancelled",
                 "expired",
                 "delivered",
-                "undelivered"
+                "undelivered",
+                "digested"
             ]
         );
     }

@@ -83,6 +83,8 @@ impl EventsHandler {
             data: Some(serde_json::json!({})),
             localized: None,
             fallback: None,
+            digest: None,
+            cap: None,
         };
         let origin = intake::Origin::Welcome {
             id: welcome_id(user_id),

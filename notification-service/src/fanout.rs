@@ -203,6 +203,8 @@ impl FanoutHandler {
             data: None,
             localized: source.localized.map(|l| l.0),
             fallback: source.fallback.map(|f| f.0),
+            digest: source.digest.map(|d| d.0),
+            cap: source.cap.map(|c| c.0),
         };
         let origin = Origin::TopicChunk {
             chunk: ChunkOf {

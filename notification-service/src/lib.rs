@@ -8,11 +8,16 @@
 //! outbox rows in one transaction ([`db`]) before answering 202. The outbox relay (from
 //! `common`) publishes the dispatch messages to Kafka; a dispatch that goes out later than it
 //! was planned (a retry, a re-drive, a scheduled send) passes [`recheck`] first. A send to a
-//! topic is fanned out in chunks through the same intake ([`fanout`]). [`views`] are
-//! the response shapes of the public contract.
+//! topic is fanned out in chunks through the same intake ([`fanout`]). Sends may be folded
+//! into digests ([`digest`]) and held back by frequency caps ([`caps`]), with the rules admins
+//! set per category ([`category_rules`]). [`views`] are the response shapes of the public
+//! contract.
 
+pub mod caps;
+pub mod category_rules;
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod events;
 pub mod fallback;
 pub mod fanout;
@@ -69,6 +74,8 @@ pub struct AppState {
     pub bounce_key: Option<common::signing::SigningKey>,
     /// Where inbox changes are published for the bff's streams.
     pub inbox: Arc<inbox::Bus>,
+    /// The rules admins set per category (digest windows, caps), cached.
+    pub rules: Arc<category_rules::Cache>,
 }
 
 pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Config) -> Router {
@@ -82,6 +89,7 @@ pub fn router(state: AppState, registry: &common::metrics::Registry, cfg: &Confi
         .merge(routes::receipts::router())
         .merge(routes::bounces::router())
         .merge(routes::suppressions::router())
+        .merge(routes::rules::router())
         .merge(common::http::health())
         .with_state(state);
     common::http::with_edge_layers(api, &cfg.http, registry)
@@ -100,6 +108,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // First, before anything is connected: settings anyone could forge tokens for stop here.
     let verifier = Arc::new(JwtVerifier::new(&cfg.jwt)?);
+    cfg.planning.check()?;
     let registry = common::metrics::Registry::default();
     let pool = common::db::connect_lazy(&cfg.database)?;
     let redis = common::redis::connect(&cfg.redis).await?;
@@ -119,6 +128,10 @@ pub async fn run(
         bounces: Arc::new(cfg.bounces.clone()),
         bounce_key: cfg.bounces.key()?,
         inbox: bus,
+        rules: Arc::new(category_rules::Cache::new(
+            pool.clone(),
+            std::time::Duration::from_millis(cfg.planning.rules_cache_ms),
+        )),
     };
     let events = common::kafka::runner::spawn(
         &cfg.kafka,
@@ -142,6 +155,20 @@ pub async fn run(
         Arc::new(fanout::FanoutHandler {
             state: state.clone(),
             cfg: Arc::new(cfg.fanout.clone()),
+        }),
+        common::kafka::runner::RunnerConfig {
+            max_in_flight: cfg.fanout.concurrency.max(1),
+            ..Default::default()
+        },
+        &state.membership,
+        &shutdown,
+    )?;
+    let digests = common::kafka::runner::spawn(
+        &cfg.kafka,
+        "notification-service.digest",
+        common::events::DIGEST_TOPIC,
+        Arc::new(digest::DigestHandler {
+            state: state.clone(),
         }),
         common::kafka::runner::RunnerConfig {
             max_in_flight: cfg.fanout.concurrency.max(1),
@@ -228,6 +255,7 @@ pub async fn run(
     }
     common::shutdown::drain(events, std::time::Duration::from_secs(25)).await;
     common::shutdown::drain(fanouts, std::time::Duration::from_secs(25)).await;
+    common::shutdown::drain(digests, std::time::Duration::from_secs(25)).await;
     for c in inboxes {
         common::shutdown::drain(c, std::time::Duration::from_secs(25)).await;
     }

@@ -16,6 +16,9 @@ pub struct Metrics {
     rechecks: Family<OutcomeLabel, Counter>,
     fanout_subscribers: Counter,
     fanout_deliveries: Counter,
+    throttled: Family<ChannelLabel, Counter>,
+    digests_closed: Counter,
+    digest_items: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,17 +48,29 @@ impl Metrics {
             rechecks: Family::default(),
             fanout_subscribers: Counter::default(),
             fanout_deliveries: Counter::default(),
+            throttled: Family::default(),
+            digests_closed: Counter::default(),
+            digest_items: Counter::default(),
         };
         for outcome in ["passed", "suppressed", "readdressed", "deferred"] {
             let _ = m.rechecks.get_or_create(&OutcomeLabel { outcome });
         }
-        for event in ["user.registered", "delivery.dead", "fanout", "unknown"] {
+        for event in [
+            "user.registered",
+            "delivery.dead",
+            "fanout",
+            "digest",
+            "unknown",
+        ] {
             let _ = m.events_skipped.get_or_create(&EventLabel {
                 event: event.to_owned(),
             });
         }
         // Every series at zero from the start (see common::metrics).
         for c in common::events::Channel::ALL {
+            let _ = m.throttled.get_or_create(&ChannelLabel {
+                channel: c.as_str().to_owned(),
+            });
             let _ = m.fallbacks_planned.get_or_create(&ChannelLabel {
                 channel: c.as_str().to_owned(),
             });
@@ -107,7 +122,37 @@ impl Metrics {
             "Deliveries written by fan-out chunks (suppressed ones included)",
             m.fanout_deliveries.clone(),
         );
+        registry.register(
+            "notify_throttled",
+            "Deliveries a frequency cap held back (suppressed, reason throttled), by channel",
+            m.throttled.clone(),
+        );
+        registry.register(
+            "notify_digests_closed",
+            "Digest windows closed into one notification each",
+            m.digests_closed.clone(),
+        );
+        registry.register(
+            "notify_digest_items",
+            "Notifications folded into the digests that were closed",
+            m.digest_items.clone(),
+        );
         m
+    }
+
+    /// Counts one delivery a cap held back.
+    pub fn throttled(&self, channel: common::events::Channel) {
+        self.throttled
+            .get_or_create(&ChannelLabel {
+                channel: channel.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one digest closed with its items.
+    pub fn digest_closed(&self, items: i64) {
+        self.digests_closed.inc();
+        self.digest_items.inc_by(items.max(0) as u64);
     }
 
     /// Counts one fan-out chunk written.

@@ -70,6 +70,7 @@ impl<'a> NewNotification<'a> {
                 updated_at: self.created_at,
                 sent_at: None,
                 fallback_of: None,
+                digest: None,
             })
             .collect();
         let deliveries_next_cursor = more
@@ -92,6 +93,7 @@ impl<'a> NewNotification<'a> {
             deliveries,
             deliveries_next_cursor,
             fanout: None,
+            digest: None,
         }
     }
 }
@@ -102,7 +104,12 @@ impl<'a> NewNotification<'a> {
 pub fn dispatch_rows(n: &NewNotification<'_>) -> anyhow::Result<Vec<OutboxMessage>> {
     n.deliveries
         .iter()
-        .filter(|d| d.status != PlannedStatus::Suppressed)
+        .filter(|d| {
+            !matches!(
+                d.status,
+                PlannedStatus::Suppressed | PlannedStatus::Digested
+            )
+        })
         .map(|d| {
             Ok(n.dispatch(d)
                 .row_by_reference()?

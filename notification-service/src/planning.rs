@@ -31,6 +31,31 @@ pub struct PlanningConfig {
     pub urgent_categories: Vec<String>,
     /// Templates fall back to this locale.
     pub default_locale: String,
+    /// The deployment's frequency cap: at most `limit` deliveries per user and channel per
+    /// `window` in every category (urgent and mandatory ones exempt). None: no cap.
+    pub cap: Option<api::digests::CapBody>,
+    /// How long an instance keeps the category rules before reading them again.
+    pub rules_cache_ms: u64,
+}
+
+impl PlanningConfig {
+    /// Refuses settings that cannot be applied (at start, before anything is accepted).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(cap) = &self.cap {
+            cap.check()
+                .map_err(|(field, why)| anyhow::anyhow!("planning.cap.{field} {why}"))?;
+        }
+        Ok(())
+    }
+
+    /// The deployment's cap, parsed (checked at start).
+    pub fn cap(&self) -> Option<crate::request::Cap> {
+        let (limit, window_seconds) = self.cap.as_ref()?.check().ok()?;
+        Some(crate::request::Cap {
+            limit,
+            window_seconds,
+        })
+    }
 }
 
 impl Default for PlanningConfig {
@@ -39,6 +64,8 @@ impl Default for PlanningConfig {
             enabled_channels: vec![Channel::Email],
             urgent_categories: vec!["security".into(), "otp".into()],
             default_locale: "en".into(),
+            cap: None,
+            rules_cache_ms: 2000,
         }
     }
 }
@@ -373,6 +400,8 @@ mod tests {
             data: None,
             localized: None,
             fallback: None,
+            digest: None,
+            cap: None,
         }
     }
 

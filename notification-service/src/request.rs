@@ -44,8 +44,25 @@ impl SendRequest {
             data: None,
             localized: d.localized.as_ref().map(|l| l.0.clone()),
             fallback: d.fallback.as_ref().map(|f| f.0.clone()),
+            digest: None,
+            cap: None,
         }
     }
+}
+
+/// A send's digest (`digest` on the request, or its category's default): sends with the same
+/// key to the same recipient and channel inside the window become one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DigestSpec {
+    pub key: String,
+    pub window_seconds: i64,
+}
+
+/// A frequency cap: at most `limit` deliveries per user and channel per fixed window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cap {
+    pub limit: i32,
+    pub window_seconds: i64,
 }
 
 /// A recipient after validation. Raw addresses are normalised; one that cannot be used
@@ -87,6 +104,19 @@ impl Recipient {
             Recipient::Telegram(chat) => serde_json::json!({ "telegram": { "chat_id": chat } }),
             Recipient::Topic(key) => serde_json::json!({ "topic": key }),
             Recipient::Invalid { given, .. } => given.clone(),
+        }
+    }
+
+    /// The recipient a digest (or another stored row) was planned for: the user, or the raw
+    /// address as it was stored (`None` when it no longer parses).
+    pub fn stored(user_id: Option<Uuid>, recipient: &serde_json::Value) -> Option<Self> {
+        if let Some(id) = user_id {
+            return Some(Recipient::User(id));
+        }
+        let body: RecipientBody = serde_json::from_value(recipient.clone()).ok()?;
+        match parse_raw(&body).ok()? {
+            Recipient::Invalid { .. } => None,
+            r => Some(r),
         }
     }
 
@@ -193,6 +223,10 @@ pub struct SendRequest {
     pub localized: Option<std::collections::BTreeMap<String, Content>>,
     /// The channel order to fall back along when a user's delivery ends `dead`.
     pub fallback: Option<Vec<Channel>>,
+    /// Fold into a digest (the send's own, or its category's default, set at intake).
+    pub digest: Option<DigestSpec>,
+    /// The send's own cap (stricter than the category's and the deployment's).
+    pub cap: Option<Cap>,
 }
 
 /// Checks every rule of a send request and reports every broken field at once (422).
@@ -404,6 +438,45 @@ pub fn validate(
             err("send_at".into(), "must be within one year");
         }
 
+        let digest = match &body.digest {
+            None => None,
+            Some(d) => match d.check() {
+                Ok(window_seconds) => Some(DigestSpec {
+                    key: d.key.clone(),
+                    window_seconds,
+                }),
+                Err((field, msg)) => {
+                    err(field.into(), msg);
+                    None
+                }
+            },
+        };
+        if digest.is_some() && body.send_at.is_some() {
+            err(
+                "digest".into(),
+                "cannot be combined with `send_at`: a digest goes out at its window's end",
+            );
+        }
+        if digest.is_some() && body.priority == Priority::High {
+            err(
+                "digest".into(),
+                "urgent sends (`priority: high`) are never digested",
+            );
+        }
+        let cap = match &body.cap {
+            None => None,
+            Some(c) => match c.check() {
+                Ok((limit, window_seconds)) => Some(Cap {
+                    limit,
+                    window_seconds,
+                }),
+                Err((field, msg)) => {
+                    err(format!("cap.{field}"), msg);
+                    None
+                }
+            },
+        };
+
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
         }
@@ -419,6 +492,8 @@ pub fn validate(
             data: body.data,
             localized: None,
             fallback,
+            digest,
+            cap,
         })
     }
 }
@@ -444,5 +519,34 @@ pub fn content_too_large(text: &str, html: Option<&str>) -> Option<String> {
             h.len()
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    /// A content send of `category` to nobody yet.
+    pub fn request(category: &str) -> SendRequest {
+        SendRequest {
+            recipients: Vec::new(),
+            category: category.into(),
+            priority: Priority::Normal,
+            channels: None,
+            content: Content {
+                subject: None,
+                text: "hi".into(),
+                html: None,
+                data: None,
+            },
+            send_at: None,
+            ttl_seconds: None,
+            template: None,
+            data: None,
+            localized: None,
+            fallback: None,
+            digest: None,
+            cap: None,
+        }
     }
 }

@@ -47,7 +47,30 @@ fn parts(v: &Variant) -> Vec<(&'static str, &str)> {
     if let Some(h) = &v.html {
         out.push(("body.html", h));
     }
+    if let Some(d) = &v.digest {
+        out.push(("digest.text.txt", d.text.as_str()));
+        if let Some(s) = &d.subject {
+            out.push(("digest.subject.txt", s));
+        }
+        if let Some(h) = &d.html {
+            out.push(("digest.body.html", h));
+        }
+    }
     out
+}
+
+/// Renders a template's digest form with a digest's context (`crate::digest`).
+pub fn render_digest(
+    form: &api::admin::DigestForm,
+    ctx: &serde_json::Value,
+) -> Result<Content, RenderError> {
+    let v = Variant {
+        subject: form.subject.clone(),
+        text: form.text.clone(),
+        html: form.html.clone(),
+        digest: None,
+    };
+    render(&v, ctx)
 }
 
 /// Why a rendering failed: the data (an undefined variable…) or the template itself (it runs
@@ -141,6 +164,7 @@ pub async fn apply(
     req: &mut crate::request::SendRequest,
     wanted: Wanted<'_>,
     default_locale: &str,
+    digest_form_needed: bool,
 ) -> Result<(), common::problem::ApiError> {
     use common::problem::ApiError;
     let Some(name) = req.template.clone() else {
@@ -155,6 +179,14 @@ pub async fn apply(
     let render_for = |locale: Option<&str>| {
         let (chosen, v) =
             pick(&locales, locale, default_locale).expect("a template has at least one locale");
+        if digest_form_needed && v.digest.is_none() {
+            return Err(ApiError::invalid_field(
+                "digest",
+                format!(
+                    "template `{name}` ({chosen}) has no digest form: add one (`digest` of the locale) or send without `digest`"
+                ),
+            ));
+        }
         render(v, &data).map_err(|e| {
             let field = match e {
                 RenderError::Data(_) => "data",
@@ -194,6 +226,7 @@ mod tests {
             subject: Some("Hi {{ name }}".into()),
             text: text.into(),
             html: html.map(Into::into),
+            digest: None,
         }
     }
 

@@ -59,6 +59,14 @@ pub fn send_body(req: v1::SendRequest) -> Result<SendBody, Vec<FieldError>> {
         send_at,
         ttl_seconds: req.ttl_seconds,
         fallback: non_empty(req.fallback),
+        digest: req.digest.map(|d| api::digests::DigestBody {
+            key: d.key,
+            window: d.window,
+        }),
+        cap: req.cap.map(|c| api::digests::CapBody {
+            limit: c.limit,
+            window: c.window,
+        }),
     })
 }
 
@@ -210,6 +218,14 @@ pub fn notification(n: NotificationView) -> v1::Notification {
             chunks: f.chunks,
             chunks_done: f.chunks_done,
         }),
+        digest: n.digest.map(|g| v1::DigestSummary {
+            id: g.id.to_string(),
+            key: g.key,
+            channel: g.channel,
+            items: g.items,
+            opened_at: Some(wkt::timestamp(g.opened_at)),
+            closes_at: Some(wkt::timestamp(g.closes_at)),
+        }),
     }
 }
 
@@ -225,6 +241,7 @@ fn summary(n: NotificationSummary) -> v1::Notification {
         delivery_counts: Some(counts(n.delivery_counts)),
         deliveries_next_cursor: None,
         fanout: None,
+        digest: None,
     }
 }
 
@@ -290,6 +307,12 @@ fn delivery(d: DeliveryView) -> v1::Delivery {
         updated_at: Some(wkt::timestamp(d.updated_at)),
         sent_at: d.sent_at.map(wkt::timestamp),
         fallback_of: d.fallback_of.map(|id| id.to_string()),
+        digest: d.digest.map(|g| v1::DigestLink {
+            id: g.id.to_string(),
+            state: g.state,
+            closes_at: Some(wkt::timestamp(g.closes_at)),
+            notification_id: g.notification_id.map(|id| id.to_string()),
+        }),
     }
 }
 

@@ -10,6 +10,7 @@ use api::{
         SkippedEventQuery, Stats, StatsQuery, SuppressionPage, SuppressionQuery, TemplateBody,
         TemplateView,
     },
+    digests::{CategoryRules, CategoryRulesBody, DeliveryRules, DigestView},
     inbox::{InboxCounts, InboxEvent, InboxPage, InboxQuery, Marked},
     notifications::{
         BounceAnswer, BounceReport, DeliveriesQuery, HistoryPage, HistoryQuery, NotificationView,
@@ -116,7 +117,7 @@ const fn mark(path: &'static str, doc: &'static str) -> Route {
     }
 }
 
-pub static ROUTES: [Route; 51] = [
+pub static ROUTES: [Route; 56] = [
     Route {
         handler: Handler::Send,
         request: Some(schema::<SendBody>),
@@ -645,6 +646,66 @@ pub static ROUTES: [Route; 51] = [
             &[empty(204, "Removed")],
         )
     },
+    Route {
+        param: Some(Param::Id("digest")),
+        ..route(
+            Verb::Get,
+            "/v1/admin/digests/{id}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "A digest: its window, its state, the digest notification it was sent as and the \
+             notifications it folded (the first 200, in order)",
+            &[ok(200, "The digest", schema::<DigestView>)],
+        )
+    },
+    route(
+        Verb::Get,
+        "/v1/admin/categories",
+        ADMIN,
+        Service::Notifications,
+        "admin",
+        "The deployment's frequency cap and every category's rules (default digest window, cap)",
+        &[ok(200, "The rules", schema::<DeliveryRules>)],
+    ),
+    Route {
+        param: Some(Param::Name),
+        request: Some(schema::<CategoryRulesBody>),
+        ..route(
+            Verb::Put,
+            "/v1/admin/categories/{name}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Set a category's rules: sends without their own `digest` are digested with \
+             `digest_window` (key: the category); at most `cap.limit` deliveries per user and \
+             channel per `cap.window`. Urgent sends and mandatory categories are exempt. \
+             Applied within `planning.rules_cache_ms` on every instance",
+            &[ok(200, "The category's rules", schema::<CategoryRules>)],
+        )
+    },
+    Route {
+        param: Some(Param::Name),
+        ..route(
+            Verb::Delete,
+            "/v1/admin/categories/{name}",
+            ADMIN,
+            Service::Notifications,
+            "admin",
+            "Remove a category's rules",
+            &[empty(204, "Removed")],
+        )
+    },
+    route(
+        Verb::Get,
+        "/v1/me/delivery-rules",
+        USER,
+        Service::Notifications,
+        "me",
+        "How often the platform may reach you: the deployment's cap, and each category's digest \
+         window and cap (what the preference center shows)",
+        &[ok(200, "The rules", schema::<DeliveryRules>)],
+    ),
     Route {
         param: Some(Param::Key),
         request: Some(schema::<TopicBody>),

@@ -106,6 +106,8 @@ pub struct ChunkSource {
     pub send_at: Option<DateTime<Utc>>,
     pub ttl_seconds: Option<i32>,
     pub fallback: Option<sqlx::types::Json<Vec<Channel>>>,
+    pub digest: Option<sqlx::types::Json<crate::request::DigestSpec>>,
+    pub cap: Option<sqlx::types::Json<crate::request::Cap>>,
     /// This chunk was written before.
     pub done: bool,
 }
@@ -117,7 +119,7 @@ pub async fn chunk_source(
 ) -> sqlx::Result<Option<ChunkSource>> {
     sqlx::query_as(
         "SELECT n.created_by, n.created_at, n.category, n.priority, n.content, n.localized,
-                n.template, n.send_at, n.ttl_seconds, n.fallback,
+                n.template, n.send_at, n.ttl_seconds, n.fallback, n.digest, n.cap,
                 EXISTS (SELECT 1 FROM fanout_chunks c
                         WHERE c.notification_id = n.id AND c.chunk = $2) AS done
          FROM notifications n WHERE n.id = $1",

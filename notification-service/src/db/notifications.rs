@@ -58,9 +58,10 @@ async fn insert_notifications(
     };
     let written = sqlx::query(&format!(
         "INSERT INTO notifications (id, created_by, category, priority, content, send_at, ttl_seconds, created_at,
-                                    localized, template, fallback)
+                                    localized, template, fallback, digest, cap)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],
-                              $7::int[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::jsonb[])
+                              $7::int[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::jsonb[], $12::jsonb[],
+                              $13::jsonb[])
          {conflict}"
     ))
     .bind(ns.iter().map(|n| n.id).collect::<Vec<_>>())
@@ -94,6 +95,16 @@ async fn insert_notifications(
             .map(|n| n.request.fallback.as_ref().map(sqlx::types::Json))
             .collect::<Vec<_>>(),
     )
+    .bind(
+        ns.iter()
+            .map(|n| n.request.digest.as_ref().map(sqlx::types::Json))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        ns.iter()
+            .map(|n| n.request.cap.as_ref().map(sqlx::types::Json))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -118,6 +129,11 @@ async fn write_deliveries(
     items: &[(&NewNotification<'_>, Option<Uuid>, DateTime<Utc>)],
     outbox_rows: &[OutboxMessage],
 ) -> anyhow::Result<()> {
+    // Deliveries folded into digests join (or open) their windows first: they carry its id.
+    let ns: Vec<(&NewNotification<'_>, DateTime<Utc>)> =
+        items.iter().map(|(n, _, at)| (*n, *at)).collect();
+    let digests = super::digests::fold(conn, &ns).await?;
+    let digests = &digests;
     let deliveries: Vec<delivery::insert::NewDelivery<'_>> = items
         .iter()
         .flat_map(|(n, fallback_of, at)| {
@@ -136,6 +152,7 @@ async fn write_deliveries(
                     locale: d.locale.as_deref(),
                     created_at: *at,
                     fallback_of: *fallback_of,
+                    digest_id: digests.get(&d.id).copied(),
                 })
         })
         .collect();
@@ -226,6 +243,10 @@ struct DeliveryRow {
     a_error_message: Option<String>,
     a_duration_ms: Option<i64>,
     a_at: Option<DateTime<Utc>>,
+    g_id: Option<Uuid>,
+    g_state: Option<String>,
+    g_closes_at: Option<DateTime<Utc>>,
+    g_notification_id: Option<Uuid>,
 }
 
 impl From<DeliveryRow> for DeliveryView {
@@ -268,6 +289,15 @@ impl From<DeliveryRow> for DeliveryView {
             updated_at: r.updated_at,
             sent_at: r.sent_at,
             fallback_of: r.fallback_of,
+            digest: match (r.g_id, r.g_state, r.g_closes_at) {
+                (Some(id), Some(state), Some(closes_at)) => Some(api::digests::DigestLink {
+                    id,
+                    state,
+                    closes_at,
+                    notification_id: r.g_notification_id,
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -278,11 +308,14 @@ const DELIVERY_SELECT: &str =
         d.attempts, d.last_error, d.created_at, d.updated_at, d.sent_at, d.fallback_of,
         a.attempt AS a_attempt, a.outcome AS a_outcome, a.provider AS a_provider,
         a.provider_message_id AS a_provider_message_id, a.error_code AS a_error_code,
-        a.error_message AS a_error_message, a.duration_ms AS a_duration_ms, a.at AS a_at
+        a.error_message AS a_error_message, a.duration_ms AS a_duration_ms, a.at AS a_at,
+        g.id AS g_id, g.state AS g_state, g.closes_at AS g_closes_at,
+        g.notification_id AS g_notification_id
  FROM deliveries d
  LEFT JOIN LATERAL (
      SELECT * FROM attempts WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1
- ) a ON true";
+ ) a ON true
+ LEFT JOIN digests g ON g.id = d.digest_id";
 
 /// The deliveries with these ids (any order).
 pub async fn deliveries(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<DeliveryView>> {
@@ -329,6 +362,7 @@ async fn fetch_in(
     let deliveries_next_cursor = more_after(&mut deliveries, INLINE_DELIVERIES);
     let counted = counts(conn, &[id]).await?.remove(&id).unwrap_or_default();
     let fanout = super::fanouts::view(conn, id).await?;
+    let digest = super::digests::summary(conn, id).await?;
     let mut view = NotificationView {
         id: n.id,
         status: counted.status.into(),
@@ -340,6 +374,7 @@ async fn fetch_in(
         deliveries,
         deliveries_next_cursor,
         fanout: None,
+        digest,
     };
     if let Some(fanout) = fanout {
         crate::views::with_fanout(&mut view, fanout);

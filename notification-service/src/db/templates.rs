@@ -6,8 +6,15 @@ use api::admin::{Locales, TemplateVariant as Variant};
 
 /// Every locale of `name`, or `None` if there is no such template.
 pub async fn get(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Locales>> {
-    let rows: Vec<(String, Option<String>, String, Option<String>)> =
-        sqlx::query_as("SELECT locale, subject, text, html FROM templates WHERE name = $1")
+    type Row = (
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<sqlx::types::Json<api::admin::DigestForm>>,
+    );
+    let rows: Vec<Row> =
+        sqlx::query_as("SELECT locale, subject, text, html, digest FROM templates WHERE name = $1")
             .bind(name)
             .fetch_all(conn)
             .await?;
@@ -16,13 +23,14 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Loc
     }
     Ok(Some(
         rows.into_iter()
-            .map(|(locale, subject, text, html)| {
+            .map(|(locale, subject, text, html, digest)| {
                 (
                     locale,
                     Variant {
                         subject,
                         text,
                         html,
+                        digest: digest.map(|d| d.0),
                     },
                 )
             })
@@ -38,13 +46,15 @@ pub async fn replace(conn: &mut PgConnection, name: &str, locales: &Locales) -> 
         .await?;
     for (locale, v) in locales {
         sqlx::query(
-            "INSERT INTO templates (name, locale, subject, text, html) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO templates (name, locale, subject, text, html, digest)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(name)
         .bind(locale)
         .bind(&v.subject)
         .bind(&v.text)
         .bind(&v.html)
+        .bind(v.digest.as_ref().map(sqlx::types::Json))
         .execute(&mut *conn)
         .await?;
     }

@@ -72,6 +72,11 @@ pub enum Origin<'a> {
         chunk: writer::ChunkOf<'a>,
         profiles: &'a HashMap<Uuid, DeliveryProfile>,
     },
+    /// The close of a digest (`crate::digest`): its items rendered as one notification to its
+    /// recipient on its channel, written with the digest marked closed, once.
+    Digest {
+        folded: &'a crate::digest::Folded<'a>,
+    },
 }
 
 /// What [`accept`] wrote.
@@ -167,6 +172,12 @@ pub async fn accept(
         Origin::Service { .. } => topic_of(state, &req).await?,
         _ => None,
     };
+    // A digest the sender asked for needs its template's digest form; a category's default
+    // digest falls back to the built-in form.
+    let asked_digest = req.digest.is_some();
+    if let Origin::Service { .. } = origin {
+        crate::digest::with_default(state, &mut req).await?;
+    }
     let (deliveries, channel) = match &origin {
         Origin::Fallback { channels, .. } => {
             first_deliverable(state, &mut req, profiles, channels, now).await?
@@ -179,14 +190,26 @@ pub async fn accept(
             }
             (deliveries, None)
         }
-        Origin::Service { .. } | Origin::TopicChunk { .. } => {
+        Origin::Service { .. } | Origin::TopicChunk { .. } | Origin::Digest { .. } => {
             (plan(state, &req, profiles, now).await?, None)
         }
     };
+    let mut deliveries = deliveries;
+    // Frequency caps count what a service sends; a digest is exempt (it is the reduction).
+    if let Origin::Service { .. } | Origin::TopicChunk { .. } = origin {
+        crate::caps::apply(state, &req, profiles, &mut deliveries, now).await?;
+    }
     // A topic chunk was rendered and bounded when its send was accepted; its size is the
     // chunk's, and a bound here could only stop a fan-out half way.
-    if !matches!(origin, Origin::TopicChunk { .. }) {
-        render(state, &mut req, &deliveries, topic.is_some()).await?;
+    if let Origin::Digest { folded } = &origin {
+        crate::digest::render(
+            &mut req,
+            &deliveries,
+            folded,
+            &state.planning.default_locale,
+        )?;
+    } else if !matches!(origin, Origin::TopicChunk { .. }) {
+        render(state, &mut req, &deliveries, topic.is_some(), asked_digest).await?;
         let planned = planning::planned_bytes(&req, &deliveries);
         if planned > planning::MAX_PLANNED_BYTES {
             return Err(ApiError::invalid_field(
@@ -236,6 +259,9 @@ pub async fn accept(
         }
         Origin::TopicChunk { chunk, .. } => {
             writer::write_chunk(&state.pool, &chunk, &req, &deliveries, now).await?
+        }
+        Origin::Digest { folded } => {
+            writer::write_digest(&state.pool, folded, &req, &deliveries, now).await?
         }
     };
     Ok(match written {
@@ -293,7 +319,7 @@ async fn topic_of(state: &AppState, req: &SendRequest) -> Result<Option<String>,
 }
 
 /// The deliveries `req` becomes: planned (preferences, contacts, quiet hours), then checked
-/// against the suppression list.
+/// against the suppression list; those of a digest send that would go out are `digested`.
 async fn plan(
     state: &AppState,
     req: &SendRequest,
@@ -302,6 +328,7 @@ async fn plan(
 ) -> Result<Vec<PlannedDelivery>, ApiError> {
     let mut deliveries = planning::plan(req, profiles, &state.planning, now);
     crate::suppression::apply(&state.pool, &mut deliveries).await?;
+    crate::digest::mark(req, &mut deliveries);
     Ok(deliveries)
 }
 
@@ -338,6 +365,7 @@ async fn render(
     req: &mut SendRequest,
     deliveries: &[PlannedDelivery],
     every_locale: bool,
+    digest_form_needed: bool,
 ) -> Result<(), ApiError> {
     use crate::templates::Wanted;
     if req.template.is_none() {
@@ -350,7 +378,14 @@ async fn render(
     } else {
         Wanted::Locales(&locales)
     };
-    crate::templates::apply(&mut conn, req, wanted, &state.planning.default_locale).await
+    crate::templates::apply(
+        &mut conn,
+        req,
+        wanted,
+        &state.planning.default_locale,
+        digest_form_needed,
+    )
+    .await
 }
 
 /// How many items of a batch are planned at once (their writes share group commits).

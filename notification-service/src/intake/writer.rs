@@ -340,3 +340,29 @@ pub async fn write_chunk(
     tx.commit().await?;
     Ok(Written::Yes)
 }
+
+/// A digest's own notification (`crate::digest`), written with the digest marked `closed`
+/// in one transaction: closed before (a close handled twice) writes nothing.
+pub async fn write_digest(
+    pool: &PgPool,
+    folded: &crate::digest::Folded<'_>,
+    request: &SendRequest,
+    deliveries: &[PlannedDelivery],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Written> {
+    let n = NewNotification {
+        id: Uuid::now_v7(),
+        created_by: &folded.digest.created_by,
+        request,
+        deliveries,
+        created_at: now,
+    };
+    let rows = crate::planned::dispatch_rows(&n)?;
+    let mut tx = pool.begin().await?;
+    db::notifications::insert(&mut tx, &n, &rows).await?;
+    if !db::digests::finish(&mut tx, folded.digest.id, n.id, folded.total).await? {
+        return Ok(Written::Before);
+    }
+    tx.commit().await?;
+    Ok(Written::Yes)
+}

@@ -263,22 +263,7 @@ async fn attempts(
 
 /// A length of time as [`api::rules::DURATION`] says it: 1 s to 31 days.
 fn parse_window(w: &str) -> Option<i64> {
-    if !api::rules::DURATION.is_match(w) {
-        return None;
-    }
-    let unit = w.chars().last()?;
-    let n: i64 = w[..w.len() - unit.len_utf8()]
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)?;
-    let secs = match unit {
-        's' => Some(n),
-        'm' => n.checked_mul(60),
-        'h' => n.checked_mul(3600),
-        'd' => n.checked_mul(86_400),
-        _ => None,
-    }?;
-    (secs <= 31 * 86_400).then_some(secs)
+    api::rules::seconds(&api::rules::DURATION, w)
 }
 
 async fn stats(

@@ -7,5 +7,6 @@ pub mod inbox;
 pub mod me;
 pub mod notifications;
 pub mod receipts;
+pub mod rules;
 pub mod suppressions;
 pub mod templates;
