@@ -117,6 +117,11 @@ pub struct Stats {
     /// `{channel: {status: count}}` of deliveries created in the window.
     #[schema(example = json!({"email": {"sent": 120, "dead": 2}}))]
     pub counts: BTreeMap<String, BTreeMap<String, i64>>,
+    /// `{reason: count}` of deliveries created in the window that were not sent on purpose
+    /// (`opted_out`, `no_contact`, `throttled`, `bounced`, …).
+    #[serde(default)]
+    #[schema(example = json!({"throttled": 7, "opted_out": 2}))]
+    pub suppressed: BTreeMap<String, i64>,
     /// Accept → sent latency of deliveries sent in the window, in milliseconds.
     pub latency_ms: Latency,
     /// In-app items stored in the window and what their users did with them.

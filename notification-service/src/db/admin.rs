@@ -293,6 +293,22 @@ pub async fn counts(
     Ok(counts)
 }
 
+/// The suppressed deliveries created in the last `window_secs`, by reason.
+pub async fn suppressed(
+    conn: &mut PgConnection,
+    window_secs: i64,
+) -> sqlx::Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT coalesce(reason, 'unknown'), count(*) FROM deliveries
+         WHERE status = 'suppressed' AND created_at >= now() - make_interval(secs => $1)
+         GROUP BY 1",
+    )
+    .bind(window_secs as f64)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The counts of [`counts`] per `bucket_secs` bucket (aligned to the epoch), oldest first.
 pub async fn series(
     conn: &mut PgConnection,

@@ -290,6 +290,7 @@ async fn stats(
     let mut conn = state.pool.acquire().await?;
     let counts = crate::db::admin::counts(&mut conn, window_secs).await?;
     let latency_ms = crate::db::admin::latency(&mut conn, window_secs).await?;
+    let suppressed = crate::db::admin::suppressed(&mut conn, window_secs).await?;
     let inbox = crate::db::inbox::stats(&mut conn, window_secs).await?;
     let series = match bucket_secs {
         Some(b) => Some(crate::db::admin::series(&mut conn, window_secs, b).await?),
@@ -299,6 +300,7 @@ async fn stats(
         window_secs,
         bucket_secs,
         counts,
+        suppressed,
         latency_ms,
         inbox,
         series,
