@@ -3,7 +3,7 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/notify-target
 export CARGO_TARGET_DIR
 
-.PHONY: up test deps browser-deps screenshots schemathesis build fmt lint check smoke load bench chaos bench-outbox bench-inbox token clean-test-dbs
+.PHONY: up test deps browser-deps screenshots schemathesis build fmt lint check smoke load bench chaos bench-outbox bench-inbox bench-digest token clean-test-dbs
 
 ## Build everything and run the platform until Ctrl-C.
 up: deps build
@@ -80,6 +80,12 @@ bench-outbox:
 bench-inbox:
 	cargo build --release --workspace --bins
 	$(CARGO_TARGET_DIR)/release/notifyctl bench-inbox $(BENCH_ARGS)
+
+## Digests (release build): 100,000 sends to 1,000 recipients, plain (the baseline) and
+## digested into 1,000 windows, then every window closed and sent; CPU per notification.
+bench-digest:
+	cargo build --release --workspace --bins
+	$(CARGO_TARGET_DIR)/release/notifyctl bench-digest $(BENCH_ARGS)
 
 ## Mint a token: make token ROLE=service SUB=billing
 token:

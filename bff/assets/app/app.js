@@ -13,6 +13,7 @@ const STATUS_WORDS = {
   sent: "sent", delivered: "delivered", queued: "on its way", sending: "on its way",
   retrying: "retrying", pending: "scheduled", dead: "failed", expired: "expired",
   undelivered: "not delivered", suppressed: "not sent", cancelled: "cancelled",
+  digested: "in a digest",
   completed: "done", in_progress: "on its way", failed: "failed",
   partially_failed: "partly failed", scheduled: "scheduled",
 };
@@ -21,7 +22,14 @@ const REASON_WORDS = {
   opted_out: "not sent (your settings)", no_contact: "not sent (no address)",
   unknown_user: "not sent", invalid_address: "not sent (address invalid)",
   bounced: "not sent (address bounced)", complained: "not sent (you reported spam)",
-  device_removed: "not sent (device removed)",
+  device_removed: "not sent (device removed)", throttled: "not sent (too many at once)",
+};
+// A window as people say it (`10m` → "10 minutes").
+const UNITS = { s: "second", m: "minute", h: "hour", d: "day" };
+const spanWords = (w) => {
+  const n = Number(w.slice(0, -1));
+  const unit = UNITS[w.slice(-1)] || w.slice(-1);
+  return n === 1 ? `${unit}` : `${n} ${unit}s`;
 };
 const deliveryWords = (d) =>
   (d.status === "suppressed" && REASON_WORDS[d.reason]) || STATUS_WORDS[d.status] || d.status;
@@ -182,6 +190,22 @@ async function renderTopics() {
   }));
 }
 
+// The digest windows and frequency caps that apply to the user: set by the platform's admins,
+// shown so a user knows why several messages arrive as one, or one does not arrive at all.
+async function renderRules() {
+  const rules = await api.get("/v1/me/delivery-rules");
+  $("rules-cap").textContent = rules.cap
+    ? `At most ${rules.cap.limit} messages per channel every ${spanWords(rules.cap.window)}` +
+      (rules.exempt_categories.length ? ` (except ${rules.exempt_categories.join(", ")}).` : ".")
+    : "No overall limit on how often we reach you.";
+  $("rules").replaceChildren(...rules.categories.map((c) => {
+    const parts = [];
+    if (c.digest_window) parts.push(`collected into one message every ${spanWords(c.digest_window)}`);
+    if (c.cap) parts.push(`at most ${c.cap.limit} per channel every ${spanWords(c.cap.window)}`);
+    return el("li", { textContent: `${c.category}: ${parts.join("; ")}` });
+  }));
+}
+
 async function loadHistory() {
   const q = historyCursor ? `?limit=20&cursor=${encodeURIComponent(historyCursor)}` : "?limit=20";
   const page = await api.get(`/v1/me/notifications${q}`);
@@ -280,6 +304,7 @@ async function main() {
     $("locale").value = prefs.locale;
     await renderDevices();
     await renderTopics();
+    await renderRules();
     wireForms();
     // The in-app feed through the same module product pages embed, on this page's session.
     const inbox = $("inbox");

@@ -10,7 +10,7 @@ const VIEWS = ["notifications", "notification", "dead-letters", "stats", "templa
 const STATUS_COLORS = {
   sent: "#1a7f37", delivered: "#116329", queued: "#0b5fcc", sending: "#0b5fcc", pending: "#6e7781",
   retrying: "#9a6700", dead: "#b42318", expired: "#8c2f39", undelivered: "#cf222e",
-  suppressed: "#57606a", cancelled: "#8c959f",
+  suppressed: "#57606a", cancelled: "#8c959f", digested: "#8250df",
 };
 let searchCursor = null;
 let deadIds = [];
@@ -90,9 +90,26 @@ async function showNotification(id) {
     facts.push(["Fan-out", `${f.state}: ${f.planned} of ${f.total ?? "?"} subscribers planned ` +
       `(${f.chunks_done} of ${f.chunks ?? "?"} chunks)`]);
   }
+  if (n.digest) {
+    const g = n.digest;
+    facts.push(["Digest", `${g.items} notifications with key ${g.key} on ${g.channel}, ` +
+      `collected ${when(g.opened_at)} – ${when(g.closes_at)}`]);
+  }
   facts.push(["Deliveries", `${n.delivery_counts.total} (${countsText(n.delivery_counts)})`]);
   $("notification-facts").replaceChildren(
     ...facts.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
+  // A digest's own notification lists the notifications it folded, each a link.
+  $("notification-digest").hidden = !n.digest;
+  $("digest-items").replaceChildren();
+  if (n.digest) {
+    const g = await api.get(`/v1/admin/digests/${n.digest.id}`);
+    $("digest-items").replaceChildren(...g.folded.map((i) => el("li", {},
+      el("a", { href: `#/notifications/${i.notification_id}`, textContent: i.summary }),
+      ` (${when(i.created_at)})`)));
+    if (g.items > g.folded.length) {
+      $("digest-items").append(el("li", { textContent: `… and ${g.items - g.folded.length} more` }));
+    }
+  }
   $("deliveries").replaceChildren();
   await appendDeliveries(n.deliveries, n.deliveries_next_cursor);
   say("");
@@ -126,6 +143,13 @@ async function appendDeliveries(deliveries, cursor) {
       el("h3", { id: headingId, textContent: title }),
       el("p", { className: "muted", textContent: `Delivery ${d.id}` }));
     section.setAttribute("aria-labelledby", headingId);
+    if (d.digest) {
+      const g = d.digest;
+      section.append(g.notification_id
+        ? el("p", {}, "Folded into a digest, sent as ",
+          el("a", { href: `#/notifications/${g.notification_id}`, textContent: `notification ${g.notification_id}` }), ".")
+        : el("p", { textContent: `Folded into digest ${g.id} (${g.state}), closing ${when(g.closes_at)}.` }));
+    }
     if (d.fallback_of) {
       section.append(el("p", {}, "Fallback of ",
         el("a", { href: `#/notifications/${d.notification_id}`, textContent: `delivery ${d.fallback_of}` }), "."));

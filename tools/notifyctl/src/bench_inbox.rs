@@ -181,7 +181,7 @@ pub fn raise_file_limit() {
 
 /// CPU seconds this process has used.
 #[allow(unsafe_code)]
-fn own_cpu_secs() -> f64 {
+pub(crate) fn own_cpu_secs() -> f64 {
     // SAFETY: getrusage fills a local struct.
     unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
@@ -193,7 +193,7 @@ fn own_cpu_secs() -> f64 {
 
 /// CPU seconds process `pid` has used (`/proc/<pid>/stat`, utime + stime).
 #[allow(unsafe_code)]
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = after.split_whitespace().collect();

@@ -16,6 +16,7 @@
 //!   release stack ([`bench`]).
 
 pub mod bench;
+pub mod bench_digest;
 pub mod bench_inbox;
 pub mod bench_outbox;
 pub mod chaos;

@@ -3,8 +3,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use common::auth::Role;
 use notifyctl::{
-    bench, bench_inbox, bench_outbox, chaos, dashboard, launcher, ops, scenario, smoke,
-    stack::StackFile,
+    bench, bench_digest, bench_inbox, bench_outbox, chaos, dashboard, launcher, ops, scenario,
+    smoke, stack::StackFile,
 };
 
 #[derive(Parser)]
@@ -76,6 +76,9 @@ enum Cmd {
     /// The in-app inbox's streams: Redis pub/sub against Kafka for the signals, then idle
     /// memory and delivery latency at each stream count on one bff of a release stack.
     BenchInbox(bench_inbox::BenchInboxArgs),
+    /// What digests cost: a baseline of plain sends, the same sends digested into one window
+    /// per recipient, and the close of every window, on a release stack of its own.
+    BenchDigest(bench_digest::BenchDigestArgs),
     /// One load scenario against the running stack (`make up`): open-loop requests, then the
     /// accounting from the platform's records; writes JSON and an HTML report. Exits 1 if
     /// anything accepted was lost.
@@ -165,6 +168,9 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Cmd::BenchInbox(args) => bench_inbox::run(args).map(|report| {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        }),
+        Cmd::BenchDigest(args) => bench_digest::run(args).map(|report| {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         }),
         Cmd::Load(args) => scenario::run(args.clone()).and_then(|r| {
