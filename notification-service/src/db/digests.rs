@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use api::digests::{DigestItem, DigestLink, DigestSummary, DigestView};
+use api::digests::{DigestItem, DigestSummary, DigestView};
 use chrono::{DateTime, Utc};
 use common::{
     events::{Channel, Content},
@@ -115,7 +115,9 @@ pub async fn fold(
         return Ok(BTreeMap::new());
     }
     let fresh: Vec<Uuid> = windows.keys().map(|_| Uuid::now_v7()).collect();
-    let rows: Vec<(Uuid, String, String, String, String, bool, DateTime<Utc>)> = sqlx::query_as(
+    /// A window's id and key, whether this statement opened it, and its end.
+    type Joined = (Uuid, String, String, String, String, bool, DateTime<Utc>);
+    let rows: Vec<Joined> = sqlx::query_as(
         "INSERT INTO digests (id, created_by, channel, recipient_key, key, user_id, recipient, category,
                               template, window_seconds, opened_at, closes_at, items, state)
          SELECT id, created_by, channel, recipient_key, key, user_id, recipient, category, template,
@@ -326,43 +328,13 @@ pub async fn fail(pool: &sqlx::PgPool, id: Uuid, error: &str) -> sqlx::Result<()
     Ok(())
 }
 
-/// The digest links of deliveries `ids` (those folded).
-pub async fn links(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> sqlx::Result<std::collections::HashMap<Uuid, DigestLink>> {
-    if ids.is_empty() {
-        return Ok(Default::default());
-    }
-    let rows: Vec<(Uuid, Uuid, String, DateTime<Utc>, Option<Uuid>)> = sqlx::query_as(
-        "SELECT d.id, g.id, g.state, g.closes_at, g.notification_id
-         FROM deliveries d JOIN digests g ON g.id = d.digest_id WHERE d.id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(d, id, state, closes_at, notification_id)| {
-            (
-                d,
-                DigestLink {
-                    id,
-                    state,
-                    closes_at,
-                    notification_id,
-                },
-            )
-        })
-        .collect())
-}
-
 /// What a digest's own notification folded (`None`: it is not a digest).
 pub async fn summary(
     conn: &mut PgConnection,
     notification_id: Uuid,
 ) -> sqlx::Result<Option<DigestSummary>> {
-    let row: Option<(Uuid, String, String, i32, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    type Row = (Uuid, String, String, i32, DateTime<Utc>, DateTime<Utc>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT id, key, channel, items, opened_at, closes_at FROM digests WHERE notification_id = $1",
     )
     .bind(notification_id)
