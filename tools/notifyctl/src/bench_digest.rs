@@ -9,6 +9,9 @@
 //!    recipient (`digested`, one digest upsert per window per transaction, no outbox row);
 //! 3. **close**: every window made due at once; until all are closed and their digests sent.
 //!
+//! 4. **caps**: `--cap-checks` frequency-cap checks (16 at once, 2,000 users, a limit of 5)
+//!    against the Postgres counter the platform uses and a Redis script doing the same.
+//!
 //! Reported per phase: wall time, notifications per second, and the CPU seconds of
 //! notification-service, both bff and this process (the harness) — the cost per notification
 //! is notification-service's and the bff's CPU over the notifications. Checked: as many
@@ -41,6 +44,9 @@ pub struct BenchDigestArgs {
     pub out: std::path::PathBuf,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pub postgres: String,
+    /// Cap checks against each store (Postgres, Redis).
+    #[arg(long, default_value_t = 20_000)]
+    pub cap_checks: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +73,20 @@ pub struct DigestBenchReport {
     pub digests_sent: i64,
     /// (digest + close) CPU per notification over the baseline's.
     pub cost_ratio: f64,
+    /// The frequency cap's counter: Postgres (chosen) against Redis.
+    pub caps: Vec<CapStore>,
+}
+
+/// `checks` cap checks (`--cap-checks`, 16 at once, over 2,000 users × one channel).
+#[derive(Debug, Clone, Serialize)]
+pub struct CapStore {
+    pub store: &'static str,
+    pub checks: usize,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Checks that found the counter at its limit (5 per user per window: the same for both).
+    pub refused: usize,
 }
 
 pub fn run(args: BenchDigestArgs) -> anyhow::Result<DigestBenchReport> {
@@ -81,7 +101,7 @@ pub fn run(args: BenchDigestArgs) -> anyhow::Result<DigestBenchReport> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(measure(&stack, &args));
+        .block_on(measure(&stack, &args, &up.redis));
     drop(running);
     if let Err(e) = launcher::forget_redis_keys(&up.redis, &launcher::redis_prefix(&up.db_prefix)) {
         eprintln!("  (the stack's Redis keys were not removed: {e})");
@@ -109,6 +129,7 @@ impl Pids {
 async fn measure(
     stack: &crate::stack::StackFile,
     args: &BenchDigestArgs,
+    redis_url: &str,
 ) -> anyhow::Result<DigestBenchReport> {
     let pids = Pids {
         notify: *stack
@@ -210,6 +231,49 @@ async fn measure(
         "expected {want} digests holding {} items",
         args.notifications
     );
+    let caps = vec![
+        cap_store("postgres", args.cap_checks, |user, start| {
+            let db = db.clone();
+            async move {
+                let row: Option<i32> = sqlx::query_scalar(
+                    "INSERT INTO cap_counts AS c (user_id, channel, scope, window_seconds, window_start, count, cap_limit)
+                     VALUES ($1, 'email', '*', 3600, $2, 1, 5)
+                     ON CONFLICT (user_id, channel, scope, window_seconds, window_start)
+                     DO UPDATE SET count = c.count + 1 WHERE c.count < EXCLUDED.cap_limit
+                     RETURNING count",
+                )
+                .bind(user)
+                .bind(start)
+                .fetch_optional(&db)
+                .await?;
+                Ok(row.is_some())
+            }
+        })
+        .await?,
+        {
+            let client = redis::Client::open(redis_url)?;
+            let conn = redis::aio::ConnectionManager::new(client).await?;
+            let script = redis::Script::new(
+                "local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+                 if c >= tonumber(ARGV[1]) then return 0 end
+                 redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1",
+            );
+            cap_store("redis", args.cap_checks, |user, start| {
+                let (mut conn, script) = (conn.clone(), script.clone());
+                async move {
+                    let key = format!("bench_cap:{user}:email:*:3600:{}", start.timestamp());
+                    let taken: i32 = script
+                        .key(key)
+                        .arg(5)
+                        .arg(7200)
+                        .invoke_async(&mut conn)
+                        .await?;
+                    Ok(taken == 1)
+                }
+            })
+            .await?
+        },
+    ];
     Ok(DigestBenchReport {
         phases,
         digests,
@@ -218,7 +282,58 @@ async fn measure(
         max_items,
         digests_sent: sent,
         cost_ratio,
+        caps,
     })
+}
+
+/// `checks` checks through `check(user, window_start)` (taken or refused), 16 at once.
+async fn cap_store<F, Fut>(store: &'static str, checks: usize, check: F) -> anyhow::Result<CapStore>
+where
+    F: Fn(uuid::Uuid, chrono::DateTime<chrono::Utc>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let users: Vec<uuid::Uuid> = (0..2000).map(|_| uuid::Uuid::new_v4()).collect();
+    let start = chrono::Utc::now();
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(bool, f64)>> = futures::stream::iter(0..checks)
+        .map(|i| {
+            let fut = check(users[i % users.len()], start);
+            async move {
+                let t = Instant::now();
+                let taken = fut.await?;
+                Ok((taken, t.elapsed().as_secs_f64() * 1000.0))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let mut ms = Vec::with_capacity(checks);
+    let mut refused = 0;
+    for r in results {
+        let (taken, t) = r?;
+        refused += usize::from(!taken);
+        ms.push(t);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let figures = CapStore {
+        store,
+        checks,
+        per_sec: checks as f64 / secs,
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        refused,
+    };
+    eprintln!(
+        "  cap checks, {store:<8}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms ({} refused)",
+        figures.per_sec, figures.p50_ms, figures.p99_ms, figures.refused
+    );
+    Ok(figures)
 }
 
 fn report(p: &Phase) {
