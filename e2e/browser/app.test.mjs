@@ -133,6 +133,17 @@ test("a user follows an open topic and leaves it again, as the API shows", async
   await page.context().close();
 });
 
+test("the digest windows and caps admins set show in the user's preference center", async () => {
+  const set = await api("PUT", "/v1/admin/categories/browser.digest", stack.tokens.admin,
+    { digest_window: "10m", cap: { limit: 3, window: "1d" } });
+  assert.equal(set.status, 200, JSON.stringify(set.body));
+  const page = await signedIn();
+  await page.getByRole("heading", { name: "How often we reach you" }).waitFor();
+  await page.getByText("browser.digest: collected into one message every 10 minutes; at most 3 per channel every day").waitFor();
+  assert.equal((await api("DELETE", "/v1/admin/categories/browser.digest", stack.tokens.admin)).status, 204);
+  await page.context().close();
+});
+
 for (const [width, name] of [[1440, "desktop"], [375, "phone"]]) {
   test(`/app at ${width} px is accessible and fits (${name})`, async () => {
     const page = await signedIn(width);

@@ -9,7 +9,7 @@
 //! `common`) publishes the dispatch messages to Kafka; a dispatch that goes out later than it
 //! was planned (a retry, a re-drive, a scheduled send) passes [`recheck`] first. A send to a
 //! topic is fanned out in chunks through the same intake ([`fanout`]). Sends may be folded
-//! into digests ([`digest`]) and held back by frequency caps ([`caps`]), with the rules admins
+//! into digests ([`digest`], [`folding`]) and held back by frequency caps ([`caps`]), with the rules admins
 //! set per category ([`category_rules`]). [`views`] are the response shapes of the public
 //! contract.
 
@@ -21,6 +21,7 @@ pub mod digest;
 pub mod events;
 pub mod fallback;
 pub mod fanout;
+pub mod folding;
 pub mod inbox;
 pub mod intake;
 pub mod metrics;

@@ -75,7 +75,7 @@ pub enum Origin<'a> {
     /// The close of a digest (`crate::digest`): its items rendered as one notification to its
     /// recipient on its channel, written with the digest marked closed, once.
     Digest {
-        folded: &'a crate::digest::Folded<'a>,
+        folded: &'a crate::folding::Folded<'a>,
     },
 }
 
@@ -176,7 +176,7 @@ pub async fn accept(
     // digest falls back to the built-in form.
     let asked_digest = req.digest.is_some();
     if let Origin::Service { .. } = origin {
-        crate::digest::with_default(state, &mut req).await?;
+        crate::folding::with_default(state, &mut req).await?;
     }
     let (deliveries, channel) = match &origin {
         Origin::Fallback { channels, .. } => {
@@ -202,7 +202,7 @@ pub async fn accept(
     // A topic chunk was rendered and bounded when its send was accepted; its size is the
     // chunk's, and a bound here could only stop a fan-out half way.
     if let Origin::Digest { folded } = &origin {
-        crate::digest::render(
+        crate::folding::render(
             &mut req,
             &deliveries,
             folded,
@@ -328,7 +328,7 @@ async fn plan(
 ) -> Result<Vec<PlannedDelivery>, ApiError> {
     let mut deliveries = planning::plan(req, profiles, &state.planning, now);
     crate::suppression::apply(&state.pool, &mut deliveries).await?;
-    crate::digest::mark(req, &mut deliveries);
+    crate::folding::mark(req, &mut deliveries);
     Ok(deliveries)
 }
 

@@ -345,7 +345,7 @@ pub async fn write_chunk(
 /// in one transaction: closed before (a close handled twice) writes nothing.
 pub async fn write_digest(
     pool: &PgPool,
-    folded: &crate::digest::Folded<'_>,
+    folded: &crate::folding::Folded<'_>,
     request: &SendRequest,
     deliveries: &[PlannedDelivery],
     now: DateTime<Utc>,
