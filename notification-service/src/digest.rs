@@ -12,10 +12,7 @@
 //!   digest marked `closed` in one transaction.
 
 use chrono::Utc;
-use common::{
-    events::{Content, Priority},
-    kafka::runner::{HandleError, MessageHandler},
-};
+use common::kafka::runner::{HandleError, MessageHandler};
 use rdkafka::{Message, message::OwnedMessage};
 use uuid::Uuid;
 
@@ -83,26 +80,8 @@ pub async fn close(state: &AppState, id: Uuid) -> anyhow::Result<Option<String>>
     if total == 0 {
         return Ok(Some(format!("digest {id} has no items")));
     }
-    let req = SendRequest {
-        recipients: vec![recipient],
-        category: digest.category.clone(),
-        priority: Priority::Normal,
-        channels: Some(vec![channel]),
-        content: Content {
-            subject: None,
-            text: String::new(),
-            html: None,
-            data: None,
-        },
-        send_at: None,
-        ttl_seconds: None,
-        template: None,
-        data: None,
-        localized: None,
-        fallback: None,
-        digest: None,
-        cap: None,
-    };
+    let mut req = SendRequest::internal(vec![recipient], &digest.category);
+    req.channels = Some(vec![channel]);
     let folded = Folded {
         digest: &digest,
         items: &items,

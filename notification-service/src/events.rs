@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use common::{
-    events::{Content, DomainEvent},
+    events::DomainEvent,
     kafka::runner::{HandleError, MessageHandler},
 };
 use rdkafka::{Message, message::OwnedMessage};
@@ -25,7 +25,7 @@ use crate::{
     AppState,
     config::WelcomeConfig,
     intake,
-    request::{Priority, Recipient, SendRequest},
+    request::{Recipient, SendRequest},
 };
 
 /// Namespace of the welcome notifications' ids.
@@ -66,26 +66,9 @@ impl EventsHandler {
     }
 
     async fn welcome(&self, user_id: Uuid) -> Result<(), WelcomeFailure> {
-        let req = SendRequest {
-            recipients: vec![Recipient::User(user_id)],
-            category: "welcome".into(),
-            priority: Priority::Normal,
-            channels: None,
-            content: Content {
-                subject: None,
-                text: String::new(),
-                html: None,
-                data: None,
-            },
-            send_at: None,
-            ttl_seconds: None,
-            template: Some(self.welcome.template.clone()),
-            data: Some(serde_json::json!({})),
-            localized: None,
-            fallback: None,
-            digest: None,
-            cap: None,
-        };
+        let mut req = SendRequest::internal(vec![Recipient::User(user_id)], "welcome");
+        req.template = Some(self.welcome.template.clone());
+        req.data = Some(serde_json::json!({}));
         let origin = intake::Origin::Welcome {
             id: welcome_id(user_id),
         };

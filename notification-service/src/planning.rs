@@ -249,7 +249,6 @@ pub fn planned_bytes(req: &SendRequest, deliveries: &[PlannedDelivery]) -> usize
 #[cfg(test)]
 mod tests {
     use api::profiles::{Contacts, Preferences, QuietHours};
-    use common::events::Content;
 
     use super::*;
 
@@ -383,26 +382,10 @@ mod tests {
     }
 
     fn req(recipients: Vec<Recipient>, priority: Priority) -> SendRequest {
-        SendRequest {
-            recipients,
-            category: "billing".into(),
-            priority,
-            channels: None,
-            content: Content {
-                subject: None,
-                text: "hi".into(),
-                html: None,
-                data: None,
-            },
-            send_at: None,
-            ttl_seconds: None,
-            template: None,
-            data: None,
-            localized: None,
-            fallback: None,
-            digest: None,
-            cap: None,
-        }
+        let mut r = crate::request::tests_support::request("billing");
+        r.recipients = recipients;
+        r.priority = priority;
+        r
     }
 
     #[test]

@@ -13,6 +13,31 @@ pub use api::notifications::{ContentBody, MAX_RECIPIENTS, RecipientBody, SendBod
 pub use common::events::Priority;
 
 impl SendRequest {
+    /// A request the platform makes itself: `recipients`, `category`, normal priority, every
+    /// other field empty (its content rendered later: from a template, or a digest's items).
+    pub fn internal(recipients: Vec<Recipient>, category: &str) -> Self {
+        SendRequest {
+            recipients,
+            category: category.to_owned(),
+            priority: Priority::Normal,
+            channels: None,
+            content: Content {
+                subject: None,
+                text: String::new(),
+                html: None,
+                data: None,
+            },
+            send_at: None,
+            ttl_seconds: None,
+            template: None,
+            data: None,
+            localized: None,
+            fallback: None,
+            digest: None,
+            cap: None,
+        }
+    }
+
     /// The topic the request names, if any (at most one).
     pub fn topic(&self) -> Option<&str> {
         self.recipients.iter().find_map(|r| match r {
@@ -528,25 +553,8 @@ pub mod tests_support {
 
     /// A content send of `category` to nobody yet.
     pub fn request(category: &str) -> SendRequest {
-        SendRequest {
-            recipients: Vec::new(),
-            category: category.into(),
-            priority: Priority::Normal,
-            channels: None,
-            content: Content {
-                subject: None,
-                text: "hi".into(),
-                html: None,
-                data: None,
-            },
-            send_at: None,
-            ttl_seconds: None,
-            template: None,
-            data: None,
-            localized: None,
-            fallback: None,
-            digest: None,
-            cap: None,
-        }
+        let mut r = SendRequest::internal(Vec::new(), category);
+        r.content.text = "hi".into();
+        r
     }
 }
