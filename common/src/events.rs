@@ -350,8 +350,9 @@ mod tests {
             "notify.dispatch.email.bulk"
         );
         let all = all_topics();
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 16);
         assert!(all.contains(&"notify.dispatch.telegram.urgent".to_owned()));
+        assert!(all.contains(&"notify.digest".to_owned()));
         assert!(all.contains(&"notify.dispatch.in_app.bulk".to_owned()));
     }
 

@@ -300,10 +300,11 @@ pub async fn suppressed(
 ) -> sqlx::Result<BTreeMap<String, i64>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT coalesce(reason, 'unknown'), count(*) FROM deliveries
-         WHERE status = 'suppressed' AND created_at >= now() - make_interval(secs => $1)
+         WHERE status = $2 AND created_at >= now() - make_interval(secs => $1)
          GROUP BY 1",
     )
     .bind(window_secs as f64)
+    .bind(delivery::Status::Suppressed.as_str())
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().collect())
