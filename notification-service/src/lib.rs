@@ -254,9 +254,12 @@ pub async fn run(
     if let Some(relay) = relay {
         common::shutdown::drain(relay, std::time::Duration::from_secs(10)).await;
     }
-    common::shutdown::drain(events, std::time::Duration::from_secs(25)).await;
-    common::shutdown::drain(fanouts, std::time::Duration::from_secs(25)).await;
-    common::shutdown::drain(digests, std::time::Duration::from_secs(25)).await;
+    // The consumers stop together: one after another, each one's wait added to the stop.
+    tokio::join!(
+        common::shutdown::drain(events, std::time::Duration::from_secs(25)),
+        common::shutdown::drain(fanouts, std::time::Duration::from_secs(25)),
+        common::shutdown::drain(digests, std::time::Duration::from_secs(25)),
+    );
     for c in inboxes {
         common::shutdown::drain(c, std::time::Duration::from_secs(25)).await;
     }
