@@ -1,6 +1,7 @@
 // The admin console (/console) in a real browser against `notifyctl up`: an admin finds a dead
 // delivery, re-drives it after a confirmation that says how many will move, and sees it sent
-// on its attempt timeline; search and stats; a user's token opens nothing.
+// on its attempt timeline; search and stats; a digest's folded notifications, each linked; a
+// user's token opens nothing.
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
@@ -167,6 +168,37 @@ test("an admin writes a template with a live preview per locale; a broken one sa
   assert.equal(saved.body.locales.en.text, "Your order {{ number }} is on its way.");
   assert.equal(saved.body.locales.en.subject, "Order {{ number }}");
   assert.deepEqual(foreignRequests(page), []);
+  await page.context().close();
+});
+
+test("an admin sees what a digest folded, and where each folded notification went", async () => {
+  // Three sends with a 2 s digest window to one address: folded, then one digest on its own.
+  const ids = [];
+  for (const i of [1, 2, 3]) {
+    const sent = await api("POST", "/v1/notifications", stack.tokens.service, {
+      recipients: [{ email: "digest.browser@example.com" }], category: "comments",
+      content: { subject: `Browser comment ${i}`, text: `Comment number ${i}` },
+      digest: { key: "browser-digest", window: "2s" },
+    });
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    assert.equal(sent.body.deliveries[0].status, "digested", JSON.stringify(sent.body));
+    ids.push(sent.body.id);
+  }
+  const link = await until("the first send's digest to close", async () => {
+    const n = await api("GET", `/v1/notifications/${ids[0]}`, stack.tokens.service);
+    return n.body.deliveries[0].digest?.notification_id && n.body.deliveries[0].digest;
+  }, 60_000);
+  const carrier = (await api("GET", `/v1/notifications/${link.notification_id}`, stack.tokens.admin)).body;
+  assert.ok(carrier.digest.items >= 1, JSON.stringify(carrier));
+
+  const page = await signedIn();
+  await page.goto(`${stack.url}/console#/notifications/${link.notification_id}`);
+  await page.getByRole("heading", { name: "What this digest folded" }).waitFor();
+  const items = page.locator("#digest-items li");
+  await until("the folded items to show", async () => (await items.count()) === carrier.digest.items);
+  await page.getByRole("link", { name: "Browser comment 1" }).click();
+  await page.getByText(`Folded into a digest, sent as notification ${link.notification_id}.`).waitFor();
+  assert.deepEqual(await seriousViolations(page), []);
   await page.context().close();
 });
 
