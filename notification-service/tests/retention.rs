@@ -41,6 +41,15 @@ async fn old_rows_go_a_bounded_batch_at_a_time_and_young_ones_stay() {
     .execute(&pool)
     .await
     .unwrap();
+    // Cap counters: one whose hour ended two hours ago, one of a day still running.
+    sqlx::query(
+        "INSERT INTO cap_counts (user_id, channel, scope, window_seconds, window_start, count, cap_limit)
+         VALUES (gen_random_uuid(), 'email', '*', 3600, now() - interval '3 hours', 3, 3),
+                (gen_random_uuid(), 'email', '*', 86400, now() - interval '20 hours', 1, 3)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
 
     let settings = RetentionSettings::default();
     let bounded = RetentionConfig {
@@ -55,6 +64,7 @@ async fn old_rows_go_a_bounded_batch_at_a_time_and_young_ones_stay() {
     assert!(done.contains(&("bounce_reports", 200)), "{done:?}");
     assert!(done.contains(&("receipts_unmatched", 1)), "{done:?}");
     assert!(done.contains(&("skipped_events", 1)), "{done:?}");
+    assert!(done.contains(&("cap_counts", 1)), "{done:?}");
     assert_eq!(
         count(&pool, "SELECT count(*) FROM bounce_reports").await,
         60
@@ -81,4 +91,8 @@ async fn old_rows_go_a_bounded_batch_at_a_time_and_young_ones_stay() {
         1
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM skipped_events").await, 1);
+    assert_eq!(
+        count(&pool, "SELECT window_seconds::bigint FROM cap_counts").await,
+        86_400
+    );
 }

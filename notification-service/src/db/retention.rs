@@ -24,6 +24,9 @@ pub struct RetentionSettings {
     pub bounce_reports_secs: u64,
     /// Skipped events are listed this long.
     pub skipped_events_secs: u64,
+    /// A frequency cap's counter is kept this long after its window ended (it counts
+    /// nothing after that).
+    pub cap_counts_secs: u64,
 }
 
 impl Default for RetentionSettings {
@@ -34,6 +37,7 @@ impl Default for RetentionSettings {
             unmatched_receipts_secs: delivery::receipts::UNMATCHED_WINDOW.as_secs(),
             bounce_reports_secs: 2 * 86_400,
             skipped_events_secs: 30 * 86_400,
+            cap_counts_secs: 3600,
         }
     }
 }
@@ -76,6 +80,16 @@ impl RetentionSettings {
                           WHERE skipped_at < now() - make_interval(secs => $2)
                           LIMIT $1)",
                 older_than: secs(self.skipped_events_secs),
+            },
+            Rule {
+                name: "cap_counts",
+                sql: "DELETE FROM cap_counts WHERE ctid IN (
+                          SELECT ctid FROM cap_counts
+                          WHERE window_start < now() - make_interval(secs => $2)
+                            AND window_start + make_interval(secs => window_seconds)
+                                < now() - make_interval(secs => $2)
+                          LIMIT $1)",
+                older_than: secs(self.cap_counts_secs),
             },
         ]
     }
