@@ -1,8 +1,8 @@
-//! The gRPC API (`notify.v1.Notifications`, `notify.v1.Topics`) through Debian's nginx (`grpc_pass`, HTTP/2) to
-//! two bff instances, with a tonic client: a send is delivered and readable over REST; Get,
-//! List and Cancel answer what their REST twins do; the token, roles, idempotency key,
+//! The gRPC API (`notify.v1.Notifications`, `notify.v1.Topics`, `notify.v1.Inbox`) through
+//! Debian's nginx (`grpc_pass`, HTTP/2) to two bff instances, with a tonic client: a send is
+//! delivered and readable over REST; Get, List and Cancel answer what their REST twins do; the token, roles, idempotency key,
 //! validation and rate limits are the REST API's, their problems gRPC statuses with details;
-//! reflection lists the service.
+//! reflection lists the service; a send's `digest` and `cap` are the REST twin's.
 
 use std::time::Duration;
 
@@ -875,4 +875,85 @@ async fn the_inbox_is_listed_and_marked_over_grpc() {
         .unwrap()
         .into_inner();
     assert_eq!((counts.unread, counts.unseen), (0, 0));
+}
+
+/// A send's `digest` and `cap` over gRPC are its REST twin's: the delivery is `digested` and
+/// `Get` links it to its digest; a second send past a cap of one is `throttled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_and_a_cap_are_sent_over_grpc() {
+    use proto::v1::{Cap, Digest};
+    let stack = Stack::start(Options {
+        nginx: true,
+        welcome: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut grpc = client(&stack).await;
+    let svc = stack.token(Role::Service, "billing");
+    let user = stack.register_user("dg@example.com").await.unwrap();
+
+    let mut digested = email_send("digest@example.com", "folded over gRPC");
+    digested.digest = Some(Digest {
+        key: "grpc".into(),
+        window: "1h".into(),
+    });
+    let sent = grpc
+        .send(request(digested, &svc, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.deliveries[0].status, "digested", "{sent:?}");
+    let got = grpc
+        .get(request(
+            GetRequest {
+                id: sent.id.clone(),
+            },
+            &svc,
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let link = got.deliveries[0].digest.as_ref().expect("a digest link");
+    assert_eq!(link.state, "open");
+    assert!(link.closes_at.is_some() && link.notification_id.is_none());
+
+    let capped = || {
+        let mut s = email_send("unused@example.com", "capped over gRPC");
+        s.recipients = vec![Recipient {
+            to: Some(To::UserId(user.to_string())),
+        }];
+        s.cap = Some(Cap {
+            limit: 1,
+            window: "1h".into(),
+        });
+        s
+    };
+    let first = grpc
+        .send(request(capped(), &svc, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.deliveries[0].status, "queued");
+    let second = grpc
+        .send(request(capped(), &svc, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            second.deliveries[0].status.as_str(),
+            second.deliveries[0].reason.as_deref()
+        ),
+        ("suppressed", Some("throttled"))
+    );
+    // A window past 7 days is the REST problem, as a status.
+    let mut bad = email_send("digest@example.com", "x");
+    bad.digest = Some(Digest {
+        key: "grpc".into(),
+        window: "8d".into(),
+    });
+    let status = grpc.send(request(bad, &svc, &[])).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
