@@ -322,7 +322,11 @@ async fn a_sigkill_while_sends_fold_and_while_the_window_closes_sends_one_digest
     let mut stack = Stack::start(Options {
         welcome: false,
         bff_instances: 2,
-        notification_service_process: Some(Vec::new()),
+        // Claims of the killed requests are taken over after 2 s instead of a minute.
+        notification_service_process: Some(vec![(
+            "NOTIFY_INTAKE__ABANDONED_CLAIM_SECS".into(),
+            "2".into(),
+        )]),
         ..Options::default()
     })
     .await
@@ -378,10 +382,26 @@ async fn a_sigkill_while_sends_fold_and_while_the_window_closes_sends_one_digest
         }
     }
     stack.start_notification_service().await.unwrap();
-    // Every send is retried with its key (answered before: the same answer again).
-    for (i, status) in round(&stack, 10..20).await {
-        assert!([200, 202].contains(&status), "item {i}: {status}");
-        accepted.insert(i);
+    // Every send is retried with its key (answered before: the same answer again); one whose
+    // request died holding its key is refused `idempotency_in_flight` (409) until the claim
+    // is abandoned (2 s), and retried again, as a client does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answers = round(&stack, 10..20).await;
+        for (i, status) in &answers {
+            assert!([200, 202, 409].contains(status), "item {i}: {status}");
+            if *status != 409 {
+                accepted.insert(*i);
+            }
+        }
+        if answers.iter().all(|(_, s)| *s != 409) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "claims still in flight after 30 s: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(accepted.len(), 20);
     assert_eq!(
