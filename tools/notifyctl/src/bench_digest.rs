@@ -10,7 +10,8 @@
 //! 3. **close**: every window made due at once; until all are closed and their digests sent.
 //!
 //! 4. **caps**: `--cap-checks` frequency-cap checks (16 at once, 2,000 users, a limit of 5)
-//!    against the Postgres counter the platform uses and a Redis script doing the same.
+//!    against the Postgres counter — each check a transaction, waiting for its WAL flush and
+//!    not (as the platform's `db::rules::take`) — and a Redis script doing the same.
 //!
 //! Reported per phase: wall time, notifications per second, and the CPU seconds of
 //! notification-service, both bff and this process (the harness) — the cost per notification
@@ -144,7 +145,7 @@ async fn measure(
             .collect(),
     };
     let db = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(16)
         .connect(&stack.notify_database_url)
         .await?;
     let http = reqwest::Client::builder()
@@ -234,20 +235,12 @@ async fn measure(
     let caps = vec![
         cap_store("postgres", args.cap_checks, |user, start| {
             let db = db.clone();
-            async move {
-                let row: Option<i32> = sqlx::query_scalar(
-                    "INSERT INTO cap_counts AS c (user_id, channel, scope, window_seconds, window_start, count, cap_limit)
-                     VALUES ($1, 'email', '*', 3600, $2, 1, 5)
-                     ON CONFLICT (user_id, channel, scope, window_seconds, window_start)
-                     DO UPDATE SET count = c.count + 1 WHERE c.count < EXCLUDED.cap_limit
-                     RETURNING count",
-                )
-                .bind(user)
-                .bind(start)
-                .fetch_optional(&db)
-                .await?;
-                Ok(row.is_some())
-            }
+            async move { pg_check(&db, user, start, true).await }
+        })
+        .await?,
+        cap_store("postgres-async", args.cap_checks, |user, start| {
+            let db = db.clone();
+            async move { pg_check(&db, user, start, false).await }
         })
         .await?,
         {
@@ -284,6 +277,35 @@ async fn measure(
         cost_ratio,
         caps,
     })
+}
+
+/// One cap check as `db::rules::take` makes it: a transaction taking a place in a counter
+/// (limit 5); `flushed`: waiting for the commit's WAL flush (the platform does not).
+async fn pg_check(
+    db: &sqlx::PgPool,
+    user: uuid::Uuid,
+    start: chrono::DateTime<chrono::Utc>,
+    flushed: bool,
+) -> anyhow::Result<bool> {
+    let mut tx = db.begin().await?;
+    if !flushed {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let row: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO cap_counts AS c (user_id, channel, scope, window_seconds, window_start, count, cap_limit)
+         VALUES ($1, 'email', '*', 3600, $2, 1, 5)
+         ON CONFLICT (user_id, channel, scope, window_seconds, window_start)
+         DO UPDATE SET count = c.count + 1 WHERE c.count < EXCLUDED.cap_limit
+         RETURNING count",
+    )
+    .bind(user)
+    .bind(start)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.is_some())
 }
 
 /// `checks` checks through `check(user, window_start)` (taken or refused), 16 at once.
