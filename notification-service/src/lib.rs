@@ -134,49 +134,36 @@ pub async fn run(
             std::time::Duration::from_millis(cfg.planning.rules_cache_ms),
         )),
     };
-    let events = common::kafka::runner::spawn(
-        &cfg.kafka,
-        "notification-service.events",
+    let consume = Consume {
+        cfg: &cfg,
+        state: &state,
+        shutdown: &shutdown,
+    };
+    let events = consume.spawn(
+        "events",
         common::events::EVENTS_TOPIC,
-        Arc::new(events::EventsHandler {
+        8,
+        events::EventsHandler {
             state: state.clone(),
             welcome: Arc::new(cfg.welcome.clone()),
-        }),
-        common::kafka::runner::RunnerConfig {
-            max_in_flight: 8,
-            ..Default::default()
         },
-        &state.membership,
-        &shutdown,
     )?;
-    let fanouts = common::kafka::runner::spawn(
-        &cfg.kafka,
-        "notification-service.fanout",
+    let fanouts = consume.spawn(
+        "fanout",
         common::events::FANOUT_TOPIC,
-        Arc::new(fanout::FanoutHandler {
+        cfg.fanout.concurrency,
+        fanout::FanoutHandler {
             state: state.clone(),
             cfg: Arc::new(cfg.fanout.clone()),
-        }),
-        common::kafka::runner::RunnerConfig {
-            max_in_flight: cfg.fanout.concurrency.max(1),
-            ..Default::default()
         },
-        &state.membership,
-        &shutdown,
     )?;
-    let digests = common::kafka::runner::spawn(
-        &cfg.kafka,
-        "notification-service.digest",
+    let digests = consume.spawn(
+        "digest",
         common::events::DIGEST_TOPIC,
-        Arc::new(digest::DigestHandler {
+        cfg.fanout.concurrency,
+        digest::DigestHandler {
             state: state.clone(),
-        }),
-        common::kafka::runner::RunnerConfig {
-            max_in_flight: cfg.fanout.concurrency.max(1),
-            ..Default::default()
         },
-        &state.membership,
-        &shutdown,
     )?;
     // The in-app channel's worker: one consumer group over both lanes' topics.
     let inboxes = if cfg
@@ -187,19 +174,13 @@ pub async fn run(
         common::events::Lane::ALL
             .into_iter()
             .map(|lane| {
-                common::kafka::runner::spawn(
-                    &cfg.kafka,
-                    &format!("notification-service.in_app.{}", lane.as_str()),
+                consume.spawn(
+                    &format!("in_app.{}", lane.as_str()),
                     &common::events::dispatch_topic(common::events::Channel::InApp, lane),
-                    Arc::new(inbox::InboxHandler {
+                    cfg.inbox.concurrency,
+                    inbox::InboxHandler {
                         state: state.clone(),
-                    }),
-                    common::kafka::runner::RunnerConfig {
-                        max_in_flight: cfg.inbox.concurrency.max(1),
-                        ..Default::default()
                     },
-                    &state.membership,
-                    &shutdown,
                 )
             })
             .collect::<anyhow::Result<Vec<_>>>()?
@@ -266,6 +247,37 @@ pub async fn run(
     let _ = purge.await;
     pool.close().await;
     Ok(())
+}
+
+/// What this service's Kafka consumers share: each is a group of its own,
+/// `notification-service.<name>`, joined before the service is ready.
+struct Consume<'a> {
+    cfg: &'a Config,
+    state: &'a AppState,
+    shutdown: &'a CancellationToken,
+}
+
+impl Consume<'_> {
+    fn spawn<H: common::kafka::runner::MessageHandler>(
+        &self,
+        name: &str,
+        topic: &str,
+        max_in_flight: usize,
+        handler: H,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        common::kafka::runner::spawn(
+            &self.cfg.kafka,
+            &format!("notification-service.{name}"),
+            topic,
+            Arc::new(handler),
+            common::kafka::runner::RunnerConfig {
+                max_in_flight: max_in_flight.max(1),
+                ..Default::default()
+            },
+            &self.state.membership,
+            self.shutdown,
+        )
+    }
 }
 
 impl common::cli::Service for Config {

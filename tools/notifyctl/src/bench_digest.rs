@@ -63,6 +63,30 @@ pub struct Phase {
     pub harness_cpu_secs: f64,
 }
 
+impl Phase {
+    /// The figures of `notifications` handled since `started`, from the CPU seconds
+    /// (notification-service, bff, harness) before and after.
+    fn of(
+        phase: &'static str,
+        notifications: usize,
+        started: Instant,
+        (n0, b0, h0): (f64, f64, f64),
+        (n1, b1, h1): (f64, f64, f64),
+    ) -> Self {
+        let secs = started.elapsed().as_secs_f64();
+        Phase {
+            phase,
+            notifications,
+            secs,
+            per_sec: notifications as f64 / secs,
+            notification_service_cpu_secs: n1 - n0,
+            bff_cpu_secs: b1 - b0,
+            cpu_us_per_notification: (n1 - n0 + b1 - b0) * 1e6 / notifications as f64,
+            harness_cpu_secs: h1 - h0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DigestBenchReport {
     pub phases: Vec<Phase>,
@@ -201,18 +225,13 @@ async fn measure(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (n1, b1, h1) = pids.cpu();
-    let secs = started.elapsed().as_secs_f64();
-    let close = Phase {
-        phase: "close",
-        notifications: args.notifications,
-        secs,
-        per_sec: args.notifications as f64 / secs,
-        notification_service_cpu_secs: n1 - n0,
-        bff_cpu_secs: b1 - b0,
-        cpu_us_per_notification: (n1 - n0 + b1 - b0) * 1e6 / args.notifications as f64,
-        harness_cpu_secs: h1 - h0,
-    };
+    let close = Phase::of(
+        "close",
+        args.notifications,
+        started,
+        (n0, b0, h0),
+        pids.cpu(),
+    );
     report(&close);
     phases.push(close);
     let (digests, items, min_items, max_items): (i64, i64, i64, i64) = sqlx::query_as(
@@ -424,16 +443,11 @@ async fn send_all(
         .collect()
         .await;
     answers.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    let (n1, b1, h1) = pids.cpu();
-    let secs = started.elapsed().as_secs_f64();
-    Ok(Phase {
+    Ok(Phase::of(
         phase,
-        notifications: args.notifications,
-        secs,
-        per_sec: args.notifications as f64 / secs,
-        notification_service_cpu_secs: n1 - n0,
-        bff_cpu_secs: b1 - b0,
-        cpu_us_per_notification: (n1 - n0 + b1 - b0) * 1e6 / args.notifications as f64,
-        harness_cpu_secs: h1 - h0,
-    })
+        args.notifications,
+        started,
+        (n0, b0, h0),
+        pids.cpu(),
+    ))
 }
