@@ -58,7 +58,8 @@ pub async fn close(state: &AppState, id: Uuid) -> anyhow::Result<Option<String>>
         return Ok(None);
     };
     let mut conn = state.pool.acquire().await?;
-    let (items, total) = db::items(&mut conn, id, MAX_RENDERED_ITEMS).await?;
+    let items = db::items(&mut conn, id, MAX_RENDERED_ITEMS).await?;
+    let total = i64::from(digest.items);
     let last = if total > items.len() as i64 {
         db::last_item(&mut conn, id).await?
     } else {
@@ -77,7 +78,7 @@ pub async fn close(state: &AppState, id: Uuid) -> anyhow::Result<Option<String>>
             "digest {id}: its channel or recipient is not one this version plans"
         )));
     };
-    if total == 0 {
+    if items.is_empty() {
         return Ok(Some(format!("digest {id} has no items")));
     }
     let mut req = SendRequest::internal(vec![recipient], &digest.category);

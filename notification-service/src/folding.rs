@@ -107,16 +107,8 @@ pub fn render(
         }));
         Ok(content)
     };
-    req.content = one(None)?;
-    let mut localized = std::collections::BTreeMap::new();
-    for locale in crate::planning::locales_to_render(deliveries) {
-        let key = locale.unwrap_or_default().to_owned();
-        if let std::collections::btree_map::Entry::Vacant(slot) = localized.entry(key) {
-            slot.insert(one(locale)?);
-        }
-    }
-    req.localized = Some(localized);
-    Ok(())
+    let locales = crate::planning::locales_to_render(deliveries);
+    crate::templates::render_in(req, &locales, one)
 }
 
 /// What a template's digest form sees: `count`, `items` (each `{subject, text, data}`, the

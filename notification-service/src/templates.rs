@@ -59,20 +59,6 @@ fn parts(v: &Variant) -> Vec<(&'static str, &str)> {
     out
 }
 
-/// Renders a template's digest form with a digest's context (`crate::digest`).
-pub fn render_digest(
-    form: &api::admin::DigestForm,
-    ctx: &serde_json::Value,
-) -> Result<Content, RenderError> {
-    let v = Variant {
-        subject: form.subject.clone(),
-        text: form.text.clone(),
-        html: form.html.clone(),
-        digest: None,
-    };
-    render(&v, ctx)
-}
-
 /// Why a rendering failed: the data (an undefined variable…) or the template itself (it runs
 /// too long or renders too much, whatever the data).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +78,28 @@ impl std::fmt::Display for RenderError {
 /// Renders `v` with `data`; an undefined variable is an error naming it. Bounded: at most
 /// [`FUEL`] of work and the same sizes as inline content.
 pub fn render(v: &Variant, data: &serde_json::Value) -> Result<Content, RenderError> {
+    render_parts(v.subject.as_deref(), &v.text, v.html.as_deref(), data)
+}
+
+/// Renders a template's digest form with a digest's context (`crate::folding`).
+pub fn render_digest(
+    form: &api::admin::DigestForm,
+    ctx: &serde_json::Value,
+) -> Result<Content, RenderError> {
+    render_parts(
+        form.subject.as_deref(),
+        &form.text,
+        form.html.as_deref(),
+        ctx,
+    )
+}
+
+fn render_parts(
+    subject: Option<&str>,
+    text: &str,
+    html: Option<&str>,
+    data: &serde_json::Value,
+) -> Result<Content, RenderError> {
     let env = env();
     let ctx = minijinja::Value::from(minijinja::value::Serde(data));
     let one = |name: &str, src: &str| {
@@ -106,13 +114,9 @@ pub fn render(v: &Variant, data: &serde_json::Value) -> Result<Content, RenderEr
         })
     };
     let content = Content {
-        subject: v
-            .subject
-            .as_deref()
-            .map(|s| one("subject.txt", s))
-            .transpose()?,
-        text: one("text.txt", &v.text)?,
-        html: v.html.as_deref().map(|h| one("body.html", h)).transpose()?,
+        subject: subject.map(|s| one("subject.txt", s)).transpose()?,
+        text: one("text.txt", text)?,
+        html: html.map(|h| one("body.html", h)).transpose()?,
         data: Some(data.clone()).filter(|d| !d.is_null()),
     };
     if let Some(problem) = crate::request::content_too_large(&content.text, content.html.as_deref())
@@ -195,7 +199,6 @@ pub async fn apply(
             ApiError::invalid_field(field, format!("template `{name}` ({chosen}): {e}"))
         })
     };
-    req.content = render_for(None)?;
     let all: Vec<Option<&str>>;
     let wanted = match wanted {
         Wanted::Locales(l) => l,
@@ -204,8 +207,19 @@ pub async fn apply(
             &all
         }
     };
+    render_in(req, wanted, render_for)
+}
+
+/// Fills `req.content` (the default locale) and `req.localized` (each of `locales` once) with
+/// what `render_for(locale)` makes: how a template request and a digest are rendered alike.
+pub fn render_in<E>(
+    req: &mut crate::request::SendRequest,
+    locales: &[Option<&str>],
+    render_for: impl Fn(Option<&str>) -> Result<Content, E>,
+) -> Result<(), E> {
+    req.content = render_for(None)?;
     let mut localized = BTreeMap::new();
-    for &locale in wanted {
+    for &locale in locales {
         let key = locale.unwrap_or_default().to_owned();
         if let std::collections::btree_map::Entry::Vacant(slot) = localized.entry(key) {
             slot.insert(render_for(locale)?);

@@ -273,41 +273,40 @@ pub async fn redrives(conn: &mut PgConnection, delivery: Uuid) -> sqlx::Result<V
         .collect())
 }
 
-/// `{channel: {status: count}}` of the deliveries created in the last `window_secs`.
+/// `{channel: {status: count}}` of the deliveries created in the last `window_secs`, and
+/// the suppressed ones among them by reason — one scan of the window.
 pub async fn counts(
     conn: &mut PgConnection,
     window_secs: i64,
-) -> sqlx::Result<BTreeMap<String, BTreeMap<String, i64>>> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT channel, status, count(*) FROM deliveries
+) -> sqlx::Result<(
+    BTreeMap<String, BTreeMap<String, i64>>,
+    BTreeMap<String, i64>,
+)> {
+    let suppressed = delivery::Status::Suppressed.as_str();
+    let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT channel, status, CASE WHEN status = $2 THEN coalesce(reason, 'unknown') END,
+                count(*)
+         FROM deliveries
          WHERE created_at >= now() - make_interval(secs => $1)
-         GROUP BY channel, status",
+         GROUP BY 1, 2, 3",
     )
     .bind(window_secs as f64)
+    .bind(suppressed)
     .fetch_all(conn)
     .await?;
     let mut counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for (channel, status, n) in rows {
-        counts.entry(channel).or_default().insert(status, n);
+    let mut reasons: BTreeMap<String, i64> = BTreeMap::new();
+    for (channel, status, reason, n) in rows {
+        *counts
+            .entry(channel)
+            .or_default()
+            .entry(status)
+            .or_default() += n;
+        if let Some(reason) = reason {
+            *reasons.entry(reason).or_default() += n;
+        }
     }
-    Ok(counts)
-}
-
-/// The suppressed deliveries created in the last `window_secs`, by reason.
-pub async fn suppressed(
-    conn: &mut PgConnection,
-    window_secs: i64,
-) -> sqlx::Result<BTreeMap<String, i64>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT coalesce(reason, 'unknown'), count(*) FROM deliveries
-         WHERE status = $2 AND created_at >= now() - make_interval(secs => $1)
-         GROUP BY 1",
-    )
-    .bind(window_secs as f64)
-    .bind(delivery::Status::Suppressed.as_str())
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
+    Ok((counts, reasons))
 }
 
 /// The counts of [`counts`] per `bucket_secs` bucket (aligned to the epoch), oldest first.

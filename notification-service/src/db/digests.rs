@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use api::digests::{DigestItem, DigestSummary, DigestView};
+use api::digests::{DigestItem, DigestView};
 use chrono::{DateTime, Utc};
 use common::{
     events::{Channel, Content},
@@ -252,14 +252,10 @@ impl Item {
     }
 }
 
-/// The first `limit` notifications folded into digest `id`, in the order they came, and how
-/// many there are in all.
-pub async fn items(
-    conn: &mut PgConnection,
-    id: Uuid,
-    limit: i64,
-) -> sqlx::Result<(Vec<Item>, i64)> {
-    let items: Vec<Item> = sqlx::query_as(
+/// The first `limit` notifications folded into digest `id`, in the order they came (how many
+/// there are is the digest's `items`: each fold counts its notification once).
+pub async fn items(conn: &mut PgConnection, id: Uuid, limit: i64) -> sqlx::Result<Vec<Item>> {
+    sqlx::query_as(
         "SELECT DISTINCT ON (n.created_at, n.id) n.id AS notification_id, d.id AS delivery_id,
                 n.created_at, d.locale, n.content, n.localized
          FROM deliveries d JOIN notifications n ON n.id = d.notification_id
@@ -269,15 +265,8 @@ pub async fn items(
     )
     .bind(id)
     .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT notification_id) FROM deliveries WHERE digest_id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok((items, total))
+    .fetch_all(conn)
+    .await
 }
 
 /// The last notification folded into digest `id`.
@@ -300,15 +289,13 @@ pub async fn finish(
     conn: &mut PgConnection,
     id: Uuid,
     notification_id: Uuid,
-    items: i64,
 ) -> sqlx::Result<bool> {
     let n = sqlx::query(
-        "UPDATE digests SET state = 'closed', notification_id = $2, items = $3, closed_at = now()
+        "UPDATE digests SET state = 'closed', notification_id = $2, closed_at = now()
          WHERE id = $1 AND state = 'closing'",
     )
     .bind(id)
     .bind(notification_id)
-    .bind(items as i32)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -326,30 +313,6 @@ pub async fn fail(pool: &sqlx::PgPool, id: Uuid, error: &str) -> sqlx::Result<()
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// What a digest's own notification folded (`None`: it is not a digest).
-pub async fn summary(
-    conn: &mut PgConnection,
-    notification_id: Uuid,
-) -> sqlx::Result<Option<DigestSummary>> {
-    type Row = (Uuid, String, String, i32, DateTime<Utc>, DateTime<Utc>);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, key, channel, items, opened_at, closes_at FROM digests WHERE notification_id = $1",
-    )
-    .bind(notification_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(
-        |(id, key, channel, items, opened_at, closes_at)| DigestSummary {
-            id,
-            key,
-            channel,
-            items,
-            opened_at,
-            closes_at,
-        },
-    ))
 }
 
 /// `GET /v1/admin/digests/{id}`: the digest and the first folded notifications.
@@ -382,7 +345,7 @@ pub async fn view(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Dige
     else {
         return Ok(None);
     };
-    let (items, _) = items(conn, id, api::digests::MAX_LISTED_ITEMS as i64).await?;
+    let items = items(conn, id, api::digests::MAX_LISTED_ITEMS as i64).await?;
     let folded = items
         .iter()
         .map(|i| {

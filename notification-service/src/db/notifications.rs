@@ -217,6 +217,13 @@ struct NotificationRow {
     priority: String,
     created_at: DateTime<Utc>,
     send_at: Option<DateTime<Utc>>,
+    /// What it folded, when it is a digest's own notification.
+    g_id: Option<Uuid>,
+    g_key: Option<String>,
+    g_channel: Option<String>,
+    g_items: Option<i32>,
+    g_opened_at: Option<DateTime<Utc>>,
+    g_closes_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -350,7 +357,11 @@ async fn fetch_in(
     id: Uuid,
 ) -> sqlx::Result<Option<(String, NotificationView)>> {
     let Some(n): Option<NotificationRow> = sqlx::query_as(
-        "SELECT id, created_by, category, priority, created_at, send_at FROM notifications WHERE id = $1",
+        "SELECT n.id, n.created_by, n.category, n.priority, n.created_at, n.send_at,
+                g.id AS g_id, g.key AS g_key, g.channel AS g_channel, g.items AS g_items,
+                g.opened_at AS g_opened_at, g.closes_at AS g_closes_at
+         FROM notifications n LEFT JOIN digests g ON g.notification_id = n.id
+         WHERE n.id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -362,7 +373,26 @@ async fn fetch_in(
     let deliveries_next_cursor = more_after(&mut deliveries, INLINE_DELIVERIES);
     let counted = counts(conn, &[id]).await?.remove(&id).unwrap_or_default();
     let fanout = super::fanouts::view(conn, id).await?;
-    let digest = super::digests::summary(conn, id).await?;
+    let digest = match (
+        n.g_id,
+        n.g_key,
+        n.g_channel,
+        n.g_items,
+        n.g_opened_at,
+        n.g_closes_at,
+    ) {
+        (Some(id), Some(key), Some(channel), Some(items), Some(opened_at), Some(closes_at)) => {
+            Some(api::digests::DigestSummary {
+                id,
+                key,
+                channel,
+                items,
+                opened_at,
+                closes_at,
+            })
+        }
+        _ => None,
+    };
     let mut view = NotificationView {
         id: n.id,
         status: counted.status.into(),

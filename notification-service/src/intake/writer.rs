@@ -360,7 +360,7 @@ pub async fn write_digest(
     let rows = crate::planned::dispatch_rows(&n)?;
     let mut tx = pool.begin().await?;
     db::notifications::insert(&mut tx, &n, &rows).await?;
-    if !db::digests::finish(&mut tx, folded.digest.id, n.id, folded.total).await? {
+    if !db::digests::finish(&mut tx, folded.digest.id, n.id).await? {
         return Ok(Written::Before);
     }
     tx.commit().await?;

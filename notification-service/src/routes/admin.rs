@@ -288,9 +288,8 @@ async fn stats(
         ),
     };
     let mut conn = state.pool.acquire().await?;
-    let counts = crate::db::admin::counts(&mut conn, window_secs).await?;
+    let (counts, suppressed) = crate::db::admin::counts(&mut conn, window_secs).await?;
     let latency_ms = crate::db::admin::latency(&mut conn, window_secs).await?;
-    let suppressed = crate::db::admin::suppressed(&mut conn, window_secs).await?;
     let inbox = crate::db::inbox::stats(&mut conn, window_secs).await?;
     let series = match bucket_secs {
         Some(b) => Some(crate::db::admin::series(&mut conn, window_secs, b).await?),
